@@ -1,0 +1,109 @@
+// CUDA backend plumbing: device probing, the device allocator, stream and library handles,
+// copies, and the bridge that host code (src/) calls through.
+#include <string>
+
+#include "cuda_backend.h"
+#include "cuda_bridge.h"
+#include "cudarts/context.h"
+
+namespace cudarts {
+
+namespace cuda {
+
+CudaAllocator::CudaAllocator(int device) : Allocator(Device::cuda(device)) {}
+CudaAllocator::~CudaAllocator() {
+  release_all();
+}
+
+void* CudaAllocator::raw_allocate(size_t bytes) {
+  void* p = nullptr;
+  CUDARTS_CUDA_CHECK(cudaSetDevice(device().index));
+  CUDARTS_CUDA_CHECK(cudaMalloc(&p, bytes), "(", bytes, " bytes on ", device().str(), ")");
+  return p;
+}
+
+void CudaAllocator::raw_free(void* ptr) noexcept {
+  cudaFree(ptr);
+}
+
+CudaBackend::CudaBackend(int device, bool allow_tf32, std::shared_ptr<Allocator> allocator)
+    : device_(device), allow_tf32_(allow_tf32), allocator_(std::move(allocator)) {
+  CUDARTS_CUDA_CHECK(cudaSetDevice(device_));
+  CUDARTS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  CUDARTS_CUBLAS_CHECK(cublasCreate(&cublas_));
+  CUDARTS_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  CUDARTS_CUDNN_CHECK(cudnnCreate(&cudnn_));
+  CUDARTS_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
+  set_allow_tf32(allow_tf32);
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (cudnn_) cudnnDestroy(cudnn_);
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::set_allow_tf32(bool allow) {
+  allow_tf32_ = allow;
+  CUDARTS_CUBLAS_CHECK(
+      cublasSetMathMode(cublas_, allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+}
+
+void CudaBackend::copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
+                             size_t bytes) {
+  if (bytes == 0) return;
+  CUDARTS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_), "(", bytes,
+                     " bytes from ", src_device.str(), " to ", dst_device.str(), ")");
+}
+
+void CudaBackend::synchronize() {
+  CUDARTS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+}  // namespace cuda
+
+namespace cuda_bridge {
+
+bool compiled() {
+  return true;
+}
+
+bool available(std::string* reason) {
+  static const std::string why = [] {
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return std::string("no usable GPU: cudaGetDeviceCount returned ") + cudaGetErrorName(e) +
+             " (" + cudaGetErrorString(e) + ")";
+    }
+    if (count == 0) return std::string("no usable GPU: cudaGetDeviceCount found 0 devices");
+    return std::string();
+  }();
+  if (reason) *reason = why;
+  return why.empty();
+}
+
+std::shared_ptr<Allocator> make_allocator(int device) {
+  return std::make_shared<cuda::CudaAllocator>(device);
+}
+
+std::unique_ptr<Backend> make_backend(int device, const ContextOptions& options,
+                                      std::shared_ptr<Allocator> allocator) {
+  return std::make_unique<cuda::CudaBackend>(device, options.allow_tf32, std::move(allocator));
+}
+
+void copy_to_host(void* dst, const void* src, size_t bytes, int device) {
+  CUDARTS_CUDA_CHECK(cudaSetDevice(device));
+  CUDARTS_CUDA_CHECK(cudaDeviceSynchronize(), "(before reading ", bytes, " bytes to the host)");
+  CUDARTS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "(", bytes, " bytes)");
+}
+
+void device_synchronize(int device) {
+  CUDARTS_CUDA_CHECK(cudaSetDevice(device));
+  CUDARTS_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace cuda_bridge
+}  // namespace cudarts

@@ -1,0 +1,114 @@
+// The CUDA backend (internal): one stream and its cuBLAS/cuDNN handles per context.
+// Every op is queued on the stream; nothing here synchronises the device except
+// synchronize() itself and reads the API defines as host reads.
+#pragma once
+#include <memory>
+
+#include "backend.h"
+#include "check.h"
+
+namespace cudarts::cuda {
+
+class CudaAllocator final : public Allocator {
+ public:
+  explicit CudaAllocator(int device);
+  ~CudaAllocator() override;
+
+ protected:
+  void* raw_allocate(size_t bytes) override;
+  void raw_free(void* ptr) noexcept override;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, bool allow_tf32, std::shared_ptr<Allocator> allocator);
+  ~CudaBackend() override;
+  const char* name() const override { return "cuda"; }
+
+  void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
+                  size_t bytes) override;
+  void synchronize() override;
+  void* stream() const override { return stream_; }
+  void set_allow_tf32(bool allow) override;
+
+  void fill(Tensor& t, float value) override;
+  void fill_i32(Tensor& t, int32_t value) override;
+
+  void conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                  const Conv2dParams& p) override;
+  void conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
+                       const Conv2dParams& p) override;
+  void conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
+                         const Conv2dParams& p) override;
+
+  void batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                           Tensor* running_mean, Tensor* running_var, Tensor& y, Tensor& save_mean,
+                           Tensor& save_invstd, const BatchNormParams& p) override;
+  void batchnorm_fwd_infer(const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                           const Tensor& running_mean, const Tensor& running_var, Tensor& y,
+                           float eps) override;
+  void batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                     const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
+                     Tensor* dbeta) override;
+
+  void relu_fwd(const Tensor& x, Tensor& y) override;
+  void relu_bwd(const Tensor& dy, const Tensor& y, Tensor& dx) override;
+
+  void pool2d_fwd(const Tensor& x, Tensor& y, const Pool2dParams& p) override;
+  void pool2d_bwd(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                  const Pool2dParams& p) override;
+  void global_avgpool_fwd(const Tensor& x, Tensor& y) override;
+  void global_avgpool_bwd(const Tensor& dy, Tensor& dx) override;
+
+  void linear_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override;
+  void linear_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx) override;
+  void linear_bwd_weight(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias) override;
+
+  void add(const Tensor& a, const Tensor& b, Tensor& y) override;
+  void scale(const Tensor& x, float alpha, Tensor& y) override;
+  void axpy(float alpha, const Tensor& x, Tensor& y) override;
+
+  void concat_channels(const std::vector<const Tensor*>& xs, Tensor& y) override;
+  void split_channels(const Tensor& y, const std::vector<Tensor*>& xs) override;
+
+  void softmax_xent(const Tensor& logits, const Tensor& labels, Tensor& loss, Tensor& dlogits,
+                    Tensor& correct) override;
+
+  void random_words(Tensor& out, uint64_t seed, uint64_t offset) override;
+  void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low, float high) override;
+
+  void softmax(const Tensor& logits, Tensor& probs) override;
+  void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) override;
+  void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
+  void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking, int restrict_k,
+                 Tensor& dalpha) override;
+  void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset,
+                   Tensor& ranking) override;
+  void batch_sum(const Tensor& x, float scale, Tensor& out) override;
+  void ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m, const Tensor& ranking,
+                        int k_eval, float lr, Tensor& g) override;
+  void masked_logsumexp(const Tensor& alpha, const Tensor& ranking, int k, Tensor& out) override;
+  void proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
+                         const Tensor& lse_old) override;
+
+  void sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
+                const Tensor* grad_scale) override;
+  void adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
+                 const Tensor* grad_scale) override;
+  void global_norm(const std::vector<const Tensor*>& xs, Tensor& out) override;
+  void clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) override;
+
+  cudaStream_t cuda_stream() const { return stream_; }
+  cublasHandle_t cublas() const { return cublas_; }
+  cudnnHandle_t cudnn() const { return cudnn_; }
+
+ private:
+  int device_;
+  bool allow_tf32_;
+  std::shared_ptr<Allocator> allocator_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  cudnnHandle_t cudnn_ = nullptr;
+};
+
+}  // namespace cudarts::cuda

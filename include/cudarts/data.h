@@ -1,0 +1,51 @@
+// Datasets held on the host: IDX (MNIST-family, optionally gzip) reading, Fashion-MNIST
+// from Debian's dataset-fashion-mnist package, and batch assembly onto a device.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cudarts/context.h"
+#include "cudarts/tensor.h"
+
+namespace cudarts {
+
+// An IDX array: unsigned-byte payload with its dimensions.
+struct IdxArray {
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> data;
+};
+
+// Reads an IDX file (gzip-compressed or raw, detected from the first bytes). Errors name the
+// file, the byte offset and what was expected there.
+IdxArray read_idx(const std::string& path);
+
+// Images as float NCHW (normalised), labels as class indices.
+struct Dataset {
+  std::string name;
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  int num_classes = 0;
+  std::vector<float> images;
+  std::vector<int32_t> labels;
+  int64_t image_size() const { return c * h * w; }
+  // The examples [begin, end) as a new dataset.
+  Dataset subset(int64_t begin, int64_t end) const;
+};
+
+// Where Debian's dataset-fashion-mnist package puts the files.
+std::string default_fashion_mnist_dir();
+// train = true: the 60000 training images; false: the 10000 test images.
+// Pixels are scaled to [0, 1] and normalised with the training set's mean/std.
+Dataset load_fashion_mnist(const std::string& dir, bool train);
+
+// One batch on a device: images (B, C, H, W) f32 and labels (B) i32.
+struct Batch {
+  Tensor images;
+  Tensor labels;
+};
+// Gathers the examples `indices` of `data` into a batch on ctx's device.
+Batch make_batch(Context& ctx, const Dataset& data, const std::vector<int64_t>& indices);
+// A permutation of [0, n) drawn from the Philox stream (seed, offset).
+std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed, uint64_t offset);
+
+}  // namespace cudarts

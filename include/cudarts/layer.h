@@ -1,0 +1,96 @@
+// Layer: the unit of a network, with a forward pass and a hand-written backward pass.
+// Contract: forward(x, Mode::Train) keeps what backward needs inside the layer;
+// backward(dy) returns dx (=) and accumulates parameter gradients (+=), then drops
+// the kept activations. A layer instance is used once per forward (no weight sharing
+// between two call sites).
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cudarts/context.h"
+#include "cudarts/tensor.h"
+
+namespace cudarts {
+
+// Train: batch statistics, running statistics updated, activations kept for backward.
+// Eval:  running statistics, nothing kept.
+// Probe: batch statistics, running statistics untouched, nothing kept (used to score
+//        candidate ops of Binary MixedOps without changing them).
+enum class Mode { Train, Eval, Probe };
+const char* mode_name(Mode m);
+
+enum class ParamKind { Operational, Architecture };
+
+struct Parameter {
+  std::string name;  // local name within its layer, e.g. "weight"
+  Tensor value;
+  Tensor grad;  // same shape and device as value; accumulated by backward
+  ParamKind kind = ParamKind::Operational;
+};
+
+using NamedParameter = std::pair<std::string, Parameter*>;
+using NamedBuffer = std::pair<std::string, Tensor*>;
+
+class Layer {
+ public:
+  explicit Layer(std::string name);
+  virtual ~Layer();
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  const std::string& name() const { return name_; }
+  virtual const char* type() const = 0;
+
+  // Validates x against this layer (device, shape), then runs the forward pass.
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode);
+  // Needs a preceding forward in Mode::Train; dy must have that forward's output shape.
+  Tensor backward(Context& ctx, const Tensor& dy);
+  // Output shape for an input shape; throws an Error naming this layer when x does not fit.
+  virtual Shape output_shape(const Shape& x) const = 0;
+
+  virtual std::vector<Layer*> children() const { return {}; }
+  // This layer's and all descendants' parameters and buffers, with dotted paths.
+  std::vector<NamedParameter> named_parameters();
+  std::vector<Parameter*> parameters();
+  std::vector<NamedBuffer> named_buffers();
+  const std::vector<std::unique_ptr<Parameter>>& own_parameters() const { return params_; }
+  void zero_grad(Context& ctx);
+  // True while activations from a Train forward are held for backward.
+  bool awaiting_backward() const { return awaiting_backward_; }
+  // Drops activations kept for backward (this layer and its descendants).
+  void release_saved();
+
+ protected:
+  virtual Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) = 0;
+  virtual Tensor backward_impl(Context& ctx, const Tensor& dy) = 0;
+  virtual void release_saved_impl() {}
+
+  Parameter& add_parameter(Context& ctx, const std::string& name, const Shape& shape,
+                           ParamKind kind = ParamKind::Operational);
+  void add_buffer(const std::string& name, Tensor* buffer);
+  // "Conv2d 'stem.conv'" for messages.
+  std::string label() const;
+
+ private:
+  void collect(const std::string& prefix, std::vector<NamedParameter>* params,
+               std::vector<NamedBuffer>* buffers);
+
+  std::string name_;
+  std::vector<std::unique_ptr<Parameter>> params_;
+  std::vector<NamedBuffer> buffers_;
+  bool awaiting_backward_ = false;
+  Shape input_shape_, output_shape_;
+  std::string range_forward_, range_backward_;  // NVTX labels, built once
+};
+
+// Parameter initialisation, drawn on the host from ctx's Philox stream and uploaded, so a
+// seed gives the same initial weights on every device.
+void init_uniform(Context& ctx, Tensor& t, float low, float high);
+void init_normal(Context& ctx, Tensor& t, float mean, float stddev);
+// Host draws used by the initialisers (exposed for tests).
+std::vector<float> draw_uniform(uint64_t seed, uint64_t offset, int64_t n, float low, float high);
+std::vector<float> draw_normal(uint64_t seed, uint64_t offset, int64_t n, float mean, float stddev);
+
+}  // namespace cudarts

@@ -1,0 +1,181 @@
+// The built-in layers. Each keeps in Mode::Train exactly what its backward needs.
+#pragma once
+#include "cudarts/layer.h"
+#include "cudarts/ops.h"
+
+namespace cudarts {
+
+// Convolution, NCHW. Weights (out, in/groups, k, k) ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+class Conv2d final : public Layer {
+ public:
+  Conv2d(Context& ctx, std::string name, int64_t in_channels, int64_t out_channels, int kernel,
+         Conv2dParams params = {}, bool bias = true);
+  const char* type() const override { return "Conv2d"; }
+  Shape output_shape(const Shape& x) const override;
+  Parameter& weight() { return *weight_; }
+  Parameter* bias() { return bias_; }
+  const Conv2dParams& params() const { return params_; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override { x_ = Tensor(); }
+
+ private:
+  int64_t in_channels_, out_channels_;
+  Conv2dParams params_;
+  Parameter* weight_ = nullptr;
+  Parameter* bias_ = nullptr;
+  Tensor x_;
+};
+
+// Batch normalisation over (N, H, W). affine = false: no gamma/beta (DARTS search cells).
+class BatchNorm2d final : public Layer {
+ public:
+  BatchNorm2d(Context& ctx, std::string name, int64_t channels, bool affine = true,
+              BatchNormParams params = {});
+  const char* type() const override { return "BatchNorm2d"; }
+  Shape output_shape(const Shape& x) const override;
+  Tensor& running_mean() { return running_mean_; }
+  Tensor& running_var() { return running_var_; }
+  Parameter* gamma() { return gamma_; }
+  Parameter* beta() { return beta_; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override;
+
+ private:
+  int64_t channels_;
+  BatchNormParams params_;
+  Parameter* gamma_ = nullptr;
+  Parameter* beta_ = nullptr;
+  Tensor running_mean_, running_var_;
+  Tensor x_, save_mean_, save_invstd_;
+};
+
+class ReLU final : public Layer {
+ public:
+  explicit ReLU(std::string name);
+  const char* type() const override { return "ReLU"; }
+  Shape output_shape(const Shape& x) const override { return x; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override { y_ = Tensor(); }
+
+ private:
+  Tensor y_;
+};
+
+// Max or average pooling (average excludes padding from the count).
+class Pool2d : public Layer {
+ public:
+  Pool2d(std::string name, Pool2dParams params);
+  const char* type() const override;
+  Shape output_shape(const Shape& x) const override;
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override;
+
+ private:
+  Pool2dParams params_;
+  Tensor x_, y_;
+};
+
+class MaxPool2d final : public Pool2d {
+ public:
+  MaxPool2d(std::string name, int kernel, int stride, int pad = 0)
+      : Pool2d(std::move(name), Pool2dParams::make(PoolMode::Max, kernel, stride, pad)) {}
+};
+
+class AvgPool2d final : public Pool2d {
+ public:
+  AvgPool2d(std::string name, int kernel, int stride, int pad = 0)
+      : Pool2d(std::move(name), Pool2dParams::make(PoolMode::Average, kernel, stride, pad)) {}
+};
+
+// y = x w^T + b on (N, in) inputs. Weights and bias ~ U(-1/sqrt(in), 1/sqrt(in)).
+class Linear final : public Layer {
+ public:
+  Linear(Context& ctx, std::string name, int64_t in_features, int64_t out_features,
+         bool bias = true);
+  const char* type() const override { return "Linear"; }
+  Shape output_shape(const Shape& x) const override;
+  Parameter& weight() { return *weight_; }
+  Parameter* bias() { return bias_; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override { x_ = Tensor(); }
+
+ private:
+  int64_t in_features_, out_features_;
+  Parameter* weight_ = nullptr;
+  Parameter* bias_ = nullptr;
+  Tensor x_;
+};
+
+class Identity final : public Layer {
+ public:
+  explicit Identity(std::string name);
+  const char* type() const override { return "Identity"; }
+  Shape output_shape(const Shape& x) const override { return x; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+};
+
+// The DARTS 'none' op: zeros of shape (N, C, ceil(H/stride), ceil(W/stride)).
+class Zero final : public Layer {
+ public:
+  Zero(std::string name, int stride = 1);
+  const char* type() const override { return "Zero"; }
+  Shape output_shape(const Shape& x) const override;
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+
+ private:
+  int stride_;
+  Shape input_shape_;
+};
+
+// (N, C, H, W) -> (N, C)
+class GlobalAvgPool final : public Layer {
+ public:
+  explicit GlobalAvgPool(std::string name);
+  const char* type() const override { return "GlobalAvgPool"; }
+  Shape output_shape(const Shape& x) const override;
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Shape input_shape_;
+};
+
+// (N, ...) -> (N, rest), sharing storage.
+class Flatten final : public Layer {
+ public:
+  explicit Flatten(std::string name);
+  const char* type() const override { return "Flatten"; }
+  Shape output_shape(const Shape& x) const override;
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Shape input_shape_;
+};
+
+}  // namespace cudarts

@@ -1,0 +1,180 @@
+// The op table: every numerical operation of cudarts, declared once.
+// Each function validates devices, dtypes and shapes (throwing cudarts::Error that names
+// the op and the shapes), then runs on the backend of the context: the CPU reference
+// (src/cpu) or the CUDA backend (cuda/). Outputs are preallocated by the caller.
+// Gradient contract: activation gradients are written (=), parameter gradients are
+// accumulated (+=).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "cudarts/context.h"
+#include "cudarts/tensor.h"
+
+namespace cudarts {
+
+struct Conv2dParams {
+  int stride_h = 1, stride_w = 1;
+  int pad_h = 0, pad_w = 0;
+  int dilation_h = 1, dilation_w = 1;
+  int groups = 1;
+  static Conv2dParams make(int stride, int pad, int dilation = 1, int groups = 1) {
+    return {stride, stride, pad, pad, dilation, dilation, groups};
+  }
+};
+
+enum class PoolMode { Max, Average };  // Average excludes padding from the count
+
+struct Pool2dParams {
+  PoolMode mode = PoolMode::Max;
+  int kernel_h = 2, kernel_w = 2;
+  int stride_h = 2, stride_w = 2;
+  int pad_h = 0, pad_w = 0;
+  static Pool2dParams make(PoolMode mode, int kernel, int stride, int pad) {
+    return {mode, kernel, kernel, stride, stride, pad, pad};
+  }
+};
+
+struct BatchNormParams {
+  float momentum = 0.1f;  // running = (1 - momentum) * running + momentum * batch
+  float eps = 1e-5f;
+};
+
+struct SgdParams {
+  float lr = 0.01f;
+  float momentum = 0.0f;
+  float weight_decay = 0.0f;
+  bool nesterov = false;
+};
+
+struct AdamParams {
+  float lr = 1e-3f;
+  float beta1 = 0.9f, beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  bool decoupled = false;  // true: AdamW (p -= lr wd p), false: Adam (g += wd p)
+  int64_t step = 1;        // 1-based step number, for the bias corrections
+};
+
+// A parameter, its gradient and the optimizer's per-parameter state for one update.
+struct OptimSlot {
+  Tensor* param = nullptr;
+  const Tensor* grad = nullptr;
+  Tensor* state0 = nullptr;  // SGD momentum buffer / Adam first moment
+  Tensor* state1 = nullptr;  // Adam second moment
+};
+
+namespace ops {
+
+// ---- memory ----
+void fill(Context& ctx, Tensor& t, float value);
+void copy(Context& ctx, const Tensor& src, Tensor& dst);  // same device, same numel
+
+// ---- convolution (NCHW; weight (Cout, Cin/groups, kh, kw)) ----
+Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
+void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                const Conv2dParams& p);
+void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
+                     const Conv2dParams& p);
+void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
+                       const Conv2dParams& p);
+
+// ---- batch normalisation over (N, H, W) per channel ----
+// Training: batch statistics (biased variance for normalising); running statistics are
+// updated (unbiased variance) when running_mean/running_var are given; gamma/beta optional
+// (affine = false). save_mean / save_invstd (C) are what backward needs.
+void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                         Tensor* running_mean, Tensor* running_var, Tensor& y, Tensor& save_mean,
+                         Tensor& save_invstd, const BatchNormParams& p);
+void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                         const Tensor& running_mean, const Tensor& running_var, Tensor& y,
+                         float eps);
+void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                   const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
+                   Tensor* dbeta);
+
+// ---- activations ----
+void relu_fwd(Context& ctx, const Tensor& x, Tensor& y);
+void relu_bwd(Context& ctx, const Tensor& dy, const Tensor& y, Tensor& dx);
+
+// ---- pooling (max, or average excluding padding) ----
+Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p);
+void pool2d_fwd(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& p);
+void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                const Pool2dParams& p);
+void global_avgpool_fwd(Context& ctx, const Tensor& x, Tensor& y);  // (N,C,H,W) -> (N,C)
+void global_avgpool_bwd(Context& ctx, const Tensor& dy, Tensor& dx);
+
+// ---- linear: y (N, Out) = x (N, In) . w (Out, In)^T + b ----
+void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
+void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx);
+void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias);
+
+// ---- elementwise ----
+void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y);  // y = a + b
+void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y);    // y = alpha x
+void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y);     // y += alpha x
+
+// ---- channel concat / split (NCHW, along C) ----
+void concat_channels(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y);
+void split_channels(Context& ctx, const Tensor& y, const std::vector<Tensor*>& xs);
+
+// ---- loss ----
+// logits (N, K), labels i32 (N) in [0, K): loss (1) = mean cross-entropy,
+// dlogits (N, K) = (softmax - onehot) / N, correct (1) = number of argmax hits.
+void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& loss,
+                  Tensor& dlogits, Tensor& correct);
+
+// ---- random numbers (Philox4x32-10; element i uses word i of the stream (seed, offset)) ----
+void random_words(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset);  // i32 bits
+void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, float low,
+                    float high);
+
+// ---- MixedOp kernels (K candidates; small vectors live on the device) ----
+// probs (K) = softmax(logits (K)).
+void softmax(Context& ctx, const Tensor& logits, Tensor& probs);
+// Softmax-gated mixing: y = sum_i weights[i] * xs[i] (weights (K) on the device).
+void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y);
+// Scores: g[i] = <dy, xs[i]> for every i, in one pass over dy and the xs (g (K), =).
+void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g);
+// Architecture gradient through the softmax: dalpha += p * (g - <p, g>) with p = softmax(alpha).
+// With a ranking (K, i32) and restrict_k > 0, the softmax is restricted to the set
+// E = ranking[0 .. restrict_k) and dalpha is untouched outside E (ProxylessNAS).
+void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor* ranking,
+               int restrict_k, Tensor& dalpha);
+// Gumbel top-k for many MixedOps in one call. Segment s holds logits[offsets[s] ..
+// offsets[s+1]); ranking gets, per segment, the local indices sorted by
+// logit + Gumbel noise, descending (the first k are k draws without replacement from the
+// softmax). Noise for element j uses Philox word j of (seed, offset).
+void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint64_t seed,
+                 uint64_t offset, Tensor& ranking);
+// out (S...) = scale * sum over the batch of x (N, S...).
+void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out);
+// Moving-average estimates (K, S): for i in E = ranking[0 .. k_eval):
+//   m[i] += lr (mu[i] - m[i]); estimate = mu[i];  otherwise estimate = m[i].
+// g[i] = <dy_sum, estimate_i> for all K (=). mu rows outside E are not read.
+void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tensor& m,
+                      const Tensor& ranking, int k_eval, float lr, Tensor& g);
+// out (1) = log sum_{i in E} exp alpha[i], E = ranking[0 .. k).
+void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, int k,
+                      Tensor& out);
+// ProxylessNAS rescale: alpha[i] += lse_old - log sum_E exp alpha, for i in E.
+void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k,
+                       const Tensor& lse_old);
+
+// ---- optimizers: one call updates a whole group of tensors ----
+// grad_scale (optional, (1) on the device) multiplies every gradient first (clipping).
+// SGD (PyTorch semantics): d = g + wd p; buf = m buf + d; d = nesterov ? d + m buf : buf
+// (plain d when m = 0); p -= lr d. state0 is the momentum buffer (needed when m > 0).
+void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams& p,
+              const Tensor* grad_scale = nullptr);
+// Adam / AdamW (PyTorch semantics); state0 = first moment, state1 = second moment.
+void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamParams& p,
+               const Tensor* grad_scale = nullptr);
+// out (1) = sqrt(sum of squares of every tensor).
+void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out);
+// coef (1) = min(1, max_norm / (norm + 1e-6)), computed on the device (no host read).
+void clip_coefficient(Context& ctx, const Tensor& norm, float max_norm, Tensor& coef);
+
+}  // namespace ops
+}  // namespace cudarts

@@ -1,0 +1,108 @@
+// Optimizers over a group of parameters (e.g. the architecture group and the operational
+// group of a SearchModel, each with its own optimizer). One fused op call updates the whole
+// group per step. Optional global-norm gradient clipping runs on the device (no host read).
+// Step hooks run just before and after the update (the ProxylessNAS rescale is one).
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cudarts/layer.h"
+#include "cudarts/ops.h"
+
+namespace cudarts {
+
+class StepHook {
+ public:
+  virtual ~StepHook() = default;
+  virtual void before_step(Context&) {}
+  virtual void after_step(Context&) {}
+};
+
+class Optimizer {
+ public:
+  Optimizer(Context& ctx, std::vector<Parameter*> params, float lr);
+  virtual ~Optimizer();
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  // before-hooks, clipping coefficient, fused update, after-hooks; then step_count() + 1.
+  void step(Context& ctx);
+  void zero_grad(Context& ctx);
+
+  float lr() const { return lr_; }
+  void set_lr(float lr);
+  // Clip the global gradient norm of the group to max_norm (0 disables).
+  void set_grad_clip(float max_norm);
+  // The group's gradient norm from the last step with clipping on, (1) on the device.
+  const Tensor& last_grad_norm() const { return grad_norm_; }
+  // Hooks are not owned and must outlive the optimizer's use.
+  void add_hook(StepHook* hook);
+  int64_t step_count() const { return step_count_; }
+  void set_step_count(int64_t n) { step_count_ = n; }
+  const std::vector<Parameter*>& params() const { return params_; }
+  // Per-parameter state tensors with stable names (for checkpoints).
+  virtual std::vector<std::pair<std::string, Tensor*>> state() = 0;
+
+ protected:
+  virtual void update(Context& ctx, const Tensor* grad_scale) = 0;
+  std::vector<Parameter*> params_;
+  float lr_;
+
+ private:
+  float clip_ = 0.0f;
+  std::vector<StepHook*> hooks_;
+  int64_t step_count_ = 0;
+  Tensor grad_norm_, clip_coef_;
+};
+
+class SGD final : public Optimizer {
+ public:
+  SGD(Context& ctx, std::vector<Parameter*> params, SgdParams hyper);
+  const SgdParams& hyper() const { return hyper_; }
+  std::vector<std::pair<std::string, Tensor*>> state() override;
+
+ protected:
+  void update(Context& ctx, const Tensor* grad_scale) override;
+
+ private:
+  SgdParams hyper_;
+  std::vector<Tensor> momentum_;
+};
+
+// Adam, or AdamW when hyper.decoupled is true. hyper.step is managed by the optimizer.
+class Adam final : public Optimizer {
+ public:
+  Adam(Context& ctx, std::vector<Parameter*> params, AdamParams hyper);
+  const AdamParams& hyper() const { return hyper_; }
+  std::vector<std::pair<std::string, Tensor*>> state() override;
+
+ protected:
+  void update(Context& ctx, const Tensor* grad_scale) override;
+
+ private:
+  AdamParams hyper_;
+  std::vector<Tensor> m_, v_;
+};
+
+inline AdamParams adamw_params(float lr, float weight_decay) {
+  AdamParams p;
+  p.lr = lr;
+  p.weight_decay = weight_decay;
+  p.decoupled = true;
+  return p;
+}
+
+// Cosine annealing from lr_max to lr_min over total_steps, after an optional linear warm-up
+// (lr rises from lr_max / warmup_steps to lr_max over warmup_steps).
+class CosineSchedule {
+ public:
+  CosineSchedule(float lr_max, float lr_min, int64_t total_steps, int64_t warmup_steps = 0);
+  float lr(int64_t step) const;
+
+ private:
+  float lr_max_, lr_min_;
+  int64_t total_, warmup_;
+};
+
+}  // namespace cudarts

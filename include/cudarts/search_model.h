@@ -1,0 +1,57 @@
+// SearchModel (the seed's ArchitectureSearchModel): a network holding MixedOps, with the
+// architecture parameters (every alpha) separated from the operational ones (everything
+// else), one-launch sampling of every MixedOp, and an architecture summary as text or JSON.
+// All alphas are stored in one device buffer (each MixedOp's alpha is a view of it), so
+// sampling and the architecture optimizer touch one contiguous tensor.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cudarts/mixed_op.h"
+#include "cudarts/optim.h"
+
+namespace cudarts {
+
+class SearchModel {
+ public:
+  SearchModel(Context& ctx, std::unique_ptr<Layer> network);
+  SearchModel(const SearchModel&) = delete;
+  SearchModel& operator=(const SearchModel&) = delete;
+
+  Layer& network() { return *net_; }
+  // Stochastic: every MixedOp samples (one launch and one host read for all of them).
+  // Deterministic: every MixedOp runs its derived top-num_on ops.
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode,
+                 Sampling sampling = Sampling::Stochastic);
+  Tensor backward(Context& ctx, const Tensor& dy);
+  // Draws the rankings of every non-continuous MixedOp for the next stochastic forward.
+  void sample(Context& ctx);
+
+  std::vector<Parameter*> architecture_parameters();
+  std::vector<Parameter*> operational_parameters();
+  const std::vector<std::pair<std::string, MixedOp*>>& mixed_ops() const { return mixed_ops_; }
+  // All alphas, concatenated in mixed_ops() order.
+  const Tensor& alphas() const { return alphas_; }
+
+  // One line per MixedOp: its path, type and softmax(alpha) per candidate (* = derived).
+  std::string architecture_summary() const;
+  // {"mixed_ops": [{"name", "type", "num_on", "candidates", "alpha", "probabilities",
+  //   "derived"}]}
+  std::string architecture_json() const;
+  // alpha of every MixedOp by name, written atomically; load checks names and sizes.
+  void save_architecture(const std::string& path) const;
+  void load_architecture(Context& ctx, const std::string& path);
+
+  // Registers the ProxylessNAS rescale hooks on the architecture optimizer.
+  void attach_architecture_optimizer(Optimizer& optimizer);
+
+ private:
+  std::unique_ptr<Layer> net_;
+  std::vector<std::pair<std::string, MixedOp*>> mixed_ops_;
+  std::vector<int64_t> offsets_host_;
+  Tensor alphas_, alpha_grads_, offsets_;
+};
+
+}  // namespace cudarts

@@ -1,0 +1,98 @@
+// Backend: the op table's implementation interface (internal). ops.cpp validates every
+// call and then dispatches here; src/cpu holds the reference implementation, cuda/ the GPU
+// one. An op a backend lacks throws NotSupported (never a silent fallback).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "cudarts/error.h"
+#include "cudarts/ops.h"
+
+namespace cudarts {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // Copies between devices; `dst`/`src` are raw pointers on the named devices.
+  virtual void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
+                          size_t bytes) = 0;
+  virtual void synchronize() {}
+  virtual void* stream() const { return nullptr; }
+  virtual void set_allow_tf32(bool) {}
+
+  virtual void fill(Tensor& t, float value) = 0;
+  virtual void fill_i32(Tensor& t, int32_t value) = 0;
+
+  virtual void conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                          const Conv2dParams& p) = 0;
+  virtual void conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
+                               const Conv2dParams& p) = 0;
+  virtual void conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
+                                 const Conv2dParams& p) = 0;
+
+  virtual void batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                                   Tensor* running_mean, Tensor* running_var, Tensor& y,
+                                   Tensor& save_mean, Tensor& save_invstd,
+                                   const BatchNormParams& p) = 0;
+  virtual void batchnorm_fwd_infer(const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                                   const Tensor& running_mean, const Tensor& running_var, Tensor& y,
+                                   float eps) = 0;
+  virtual void batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                             const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
+                             Tensor* dgamma, Tensor* dbeta) = 0;
+
+  virtual void relu_fwd(const Tensor& x, Tensor& y) = 0;
+  virtual void relu_bwd(const Tensor& dy, const Tensor& y, Tensor& dx) = 0;
+
+  virtual void pool2d_fwd(const Tensor& x, Tensor& y, const Pool2dParams& p) = 0;
+  virtual void pool2d_bwd(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                          const Pool2dParams& p) = 0;
+  virtual void global_avgpool_fwd(const Tensor& x, Tensor& y) = 0;
+  virtual void global_avgpool_bwd(const Tensor& dy, Tensor& dx) = 0;
+
+  virtual void linear_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
+  virtual void linear_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx) = 0;
+  virtual void linear_bwd_weight(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias) = 0;
+
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
+  virtual void scale(const Tensor& x, float alpha, Tensor& y) = 0;
+  virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;
+
+  virtual void concat_channels(const std::vector<const Tensor*>& xs, Tensor& y) = 0;
+  virtual void split_channels(const Tensor& y, const std::vector<Tensor*>& xs) = 0;
+
+  virtual void softmax_xent(const Tensor& logits, const Tensor& labels, Tensor& loss,
+                            Tensor& dlogits, Tensor& correct) = 0;
+
+  virtual void random_words(Tensor& out, uint64_t seed, uint64_t offset) = 0;
+  virtual void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low,
+                              float high) = 0;
+
+  virtual void softmax(const Tensor& logits, Tensor& probs) = 0;
+  virtual void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) = 0;
+  virtual void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) = 0;
+  virtual void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
+                         int restrict_k, Tensor& dalpha) = 0;
+  virtual void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
+                           uint64_t offset, Tensor& ranking) = 0;
+  virtual void batch_sum(const Tensor& x, float scale, Tensor& out) = 0;
+  virtual void ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m,
+                                const Tensor& ranking, int k_eval, float lr, Tensor& g) = 0;
+  virtual void masked_logsumexp(const Tensor& alpha, const Tensor& ranking, int k,
+                                Tensor& out) = 0;
+  virtual void proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
+                                 const Tensor& lse_old) = 0;
+
+  virtual void sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
+                        const Tensor* grad_scale) = 0;
+  virtual void adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
+                         const Tensor* grad_scale) = 0;
+  virtual void global_norm(const std::vector<const Tensor*>& xs, Tensor& out) = 0;
+  virtual void clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<Allocator> allocator);
+
+}  // namespace cudarts

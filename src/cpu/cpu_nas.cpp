@@ -1,0 +1,206 @@
+// CPU reference of the MixedOp kernels (mixing, scores, architecture gradient, Gumbel
+// ranking, moving averages, ProxylessNAS rescale) and of the optimizer steps.
+// Reductions accumulate in double; results are written with "=" unless the op says "+=".
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "cpu/cpu_backend.h"
+#include "cudarts/philox.h"
+
+namespace cudarts::cpu {
+
+namespace {
+// p = softmax of alpha over `members` (indices into alpha), in double.
+std::vector<double> softmax_over(const float* alpha, const std::vector<int>& members) {
+  double mx = -INFINITY;
+  for (int i : members) mx = std::max(mx, double(alpha[i]));
+  std::vector<double> p(members.size());
+  double s = 0.0;
+  for (size_t j = 0; j < members.size(); ++j) s += p[j] = std::exp(double(alpha[members[j]]) - mx);
+  for (double& v : p) v /= s;
+  return p;
+}
+
+std::vector<int> first_k(const Tensor& ranking, int k) {
+  const int32_t* r = ranking.data_i32();
+  const int64_t n = ranking.numel();
+  std::vector<int> out(r, r + k);
+  for (int i : out)
+    CUDARTS_CHECK(i >= 0 && i < n, "ranking entry ", i, " outside [0, ", n, ")");
+  return out;
+}
+
+std::vector<int> all_indices(int64_t k) {
+  std::vector<int> v(static_cast<size_t>(k));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+double dot(const float* a, const float* b, int64_t n) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += double(a[i]) * b[i];
+  return s;
+}
+}  // namespace
+
+void CpuBackend::softmax(const Tensor& logits, Tensor& probs) {
+  const std::vector<double> p = softmax_over(logits.data(), all_indices(logits.numel()));
+  for (size_t i = 0; i < p.size(); ++i) probs.data()[i] = static_cast<float>(p[i]);
+}
+
+void CpuBackend::mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
+  const float* w = weights.data();
+  float* out = y.data();
+  const int64_t n = y.numel();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    float acc = 0.0f;
+    for (size_t k = 0; k < xs.size(); ++k) acc += w[k] * xs[k]->data()[i];
+    out[i] = acc;
+  }
+}
+
+void CpuBackend::mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {
+  for (size_t k = 0; k < xs.size(); ++k)
+    g.data()[k] = static_cast<float>(dot(dy.data(), xs[k]->data(), dy.numel()));
+}
+
+void CpuBackend::arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
+                           int restrict_k, Tensor& dalpha) {
+  const std::vector<int> members =
+      ranking ? first_k(*ranking, restrict_k) : all_indices(alpha.numel());
+  const std::vector<double> p = softmax_over(alpha.data(), members);
+  double pg = 0.0;
+  for (size_t j = 0; j < members.size(); ++j) pg += p[j] * g.data()[members[j]];
+  for (size_t j = 0; j < members.size(); ++j)
+    dalpha.data()[members[j]] += static_cast<float>(p[j] * (g.data()[members[j]] - pg));
+}
+
+void CpuBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
+                             uint64_t offset, Tensor& ranking) {
+  const int32_t* off = offsets.data_i32();
+  const int64_t segments = offsets.numel() - 1, total = logits.numel();
+  CUDARTS_CHECK(off[0] == 0 && off[segments] == total, "gumbel_rank: offsets must run from 0 to ",
+                total, ", found ", off[0], " .. ", off[segments]);
+  for (int64_t s = 0; s < segments; ++s) {
+    const int32_t b = off[s], e = off[s + 1];
+    CUDARTS_CHECK(b < e, "gumbel_rank: segment ", s, " is empty or reversed [", b, ", ", e, ")");
+    std::vector<std::pair<double, int>> keys;
+    for (int32_t j = b; j < e; ++j) {
+      const double u = philox_uniform(philox_word(seed, offset, 0, uint64_t(j)));
+      keys.emplace_back(double(logits.data()[j]) - std::log(-std::log(u)), j - b);
+    }
+    // Descending key; ties broken by the lower index.
+    std::stable_sort(keys.begin(), keys.end(),
+                     [](const auto& x, const auto& y) { return x.first > y.first; });
+    for (int32_t j = b; j < e; ++j) ranking.data_i32()[j] = keys[size_t(j - b)].second;
+  }
+}
+
+void CpuBackend::batch_sum(const Tensor& x, float scale, Tensor& out) {
+  const int64_t n = x.dim(0), s = out.numel();
+  const float* px = x.data();
+#pragma omp parallel for if (n * s > 65536)
+  for (int64_t j = 0; j < s; ++j) {
+    double acc = 0.0;
+    for (int64_t i = 0; i < n; ++i) acc += px[i * s + j];
+    out.data()[j] = static_cast<float>(scale * acc);
+  }
+}
+
+void CpuBackend::ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m,
+                                  const Tensor& ranking, int k_eval, float lr, Tensor& g) {
+  const int64_t k = m.dim(0), s = dy_sum.numel();
+  const std::vector<int> eval = first_k(ranking, k_eval);
+  std::vector<bool> in_eval(size_t(k), false);
+  for (int i : eval) in_eval[size_t(i)] = true;
+  for (int64_t i = 0; i < k; ++i) {
+    float* mi = m.data() + i * s;
+    const float* ui = mu.data() + i * s;
+    if (in_eval[size_t(i)]) {
+      for (int64_t j = 0; j < s; ++j) mi[j] += lr * (ui[j] - mi[j]);
+      g.data()[i] = static_cast<float>(dot(dy_sum.data(), ui, s));
+    } else {
+      g.data()[i] = static_cast<float>(dot(dy_sum.data(), mi, s));
+    }
+  }
+}
+
+namespace {
+double logsumexp_over(const float* alpha, const std::vector<int>& members) {
+  double mx = -INFINITY;
+  for (int i : members) mx = std::max(mx, double(alpha[i]));
+  double s = 0.0;
+  for (int i : members) s += std::exp(double(alpha[i]) - mx);
+  return mx + std::log(s);
+}
+}  // namespace
+
+void CpuBackend::masked_logsumexp(const Tensor& alpha, const Tensor& ranking, int k, Tensor& out) {
+  out.data()[0] = static_cast<float>(logsumexp_over(alpha.data(), first_k(ranking, k)));
+}
+
+void CpuBackend::proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
+                                   const Tensor& lse_old) {
+  const std::vector<int> members = first_k(ranking, k);
+  const double shift = double(lse_old.data()[0]) - logsumexp_over(alpha.data(), members);
+  for (int i : members) alpha.data()[i] = static_cast<float>(alpha.data()[i] + shift);
+}
+
+void CpuBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
+                          const Tensor* grad_scale) {
+  const float gs = grad_scale ? grad_scale->data()[0] : 1.0f;
+  for (const OptimSlot& s : slots) {
+    float* w = s.param->data();
+    const float* g = s.grad->data();
+    float* buf = p.momentum > 0.0f ? s.state0->data() : nullptr;
+    const int64_t n = s.param->numel();
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      float d = gs * g[i] + p.weight_decay * w[i];
+      if (buf) {
+        buf[i] = p.momentum * buf[i] + d;
+        d = p.nesterov ? d + p.momentum * buf[i] : buf[i];
+      }
+      w[i] -= p.lr * d;
+    }
+  }
+}
+
+void CpuBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
+                           const Tensor* grad_scale) {
+  const float gs = grad_scale ? grad_scale->data()[0] : 1.0f;
+  const float bc1 = 1.0f - float(std::pow(double(p.beta1), double(p.step)));
+  const float bc2 = 1.0f - float(std::pow(double(p.beta2), double(p.step)));
+  for (const OptimSlot& s : slots) {
+    float* w = s.param->data();
+    const float* g = s.grad->data();
+    float* m = s.state0->data();
+    float* v = s.state1->data();
+    const int64_t n = s.param->numel();
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      float d = gs * g[i];
+      if (p.decoupled)
+        w[i] *= 1.0f - p.lr * p.weight_decay;
+      else
+        d += p.weight_decay * w[i];
+      m[i] = p.beta1 * m[i] + (1.0f - p.beta1) * d;
+      v[i] = p.beta2 * v[i] + (1.0f - p.beta2) * d * d;
+      w[i] -= p.lr * (m[i] / bc1) / (std::sqrt(v[i] / bc2) + p.eps);
+    }
+  }
+}
+
+void CpuBackend::global_norm(const std::vector<const Tensor*>& xs, Tensor& out) {
+  double s = 0.0;
+  for (const Tensor* t : xs) s += dot(t->data(), t->data(), t->numel());
+  out.data()[0] = static_cast<float>(std::sqrt(s));
+}
+
+void CpuBackend::clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) {
+  coef.data()[0] = std::min(1.0f, max_norm / (norm.data()[0] + 1e-6f));
+}
+
+}  // namespace cudarts::cpu

@@ -1,0 +1,172 @@
+// CPU reference batch normalisation (per channel over N, H, W) and 2-D pooling.
+// BN: y = (x - mean) * invstd * gamma + beta; running stats use the unbiased variance.
+// Pool: max routes the gradient to the first maximum; average excludes padding.
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "cpu/cpu_backend.h"
+
+namespace cudarts::cpu {
+
+void CpuBackend::batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                                     Tensor* running_mean, Tensor* running_var, Tensor& y,
+                                     Tensor& save_mean, Tensor& save_invstd,
+                                     const BatchNormParams& prm) {
+  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3), m = n * hw;
+  const float* px = x.data();
+  float* py = y.data();
+#pragma omp parallel for
+  for (int64_t ci = 0; ci < c; ++ci) {
+    double sum = 0.0;
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < hw; ++j) sum += px[(ni * c + ci) * hw + j];
+    const double mean = sum / double(m);
+    double sq = 0.0;
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < hw; ++j) {
+        const double d = px[(ni * c + ci) * hw + j] - mean;
+        sq += d * d;
+      }
+    const double var = sq / double(m);
+    const double invstd = 1.0 / std::sqrt(var + double(prm.eps));
+    save_mean.data()[ci] = static_cast<float>(mean);
+    save_invstd.data()[ci] = static_cast<float>(invstd);
+    if (running_mean) {
+      float& rm = running_mean->data()[ci];
+      float& rv = running_var->data()[ci];
+      rm = static_cast<float>((1.0 - prm.momentum) * rm + prm.momentum * mean);
+      rv = static_cast<float>((1.0 - prm.momentum) * rv +
+                              prm.momentum * var * double(m) / double(m - 1));
+    }
+    const float sc = static_cast<float>(invstd) * (gamma ? gamma->data()[ci] : 1.0f);
+    const float sh = (beta ? beta->data()[ci] : 0.0f) - static_cast<float>(mean) * sc;
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < hw; ++j) {
+        const int64_t i = (ni * c + ci) * hw + j;
+        py[i] = px[i] * sc + sh;
+      }
+  }
+}
+
+void CpuBackend::batchnorm_fwd_infer(const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                                     const Tensor& running_mean, const Tensor& running_var,
+                                     Tensor& y, float eps) {
+  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
+  const float* px = x.data();
+  float* py = y.data();
+#pragma omp parallel for collapse(2)
+  for (int64_t ni = 0; ni < n; ++ni)
+    for (int64_t ci = 0; ci < c; ++ci) {
+      const float invstd = 1.0f / std::sqrt(running_var.data()[ci] + eps);
+      const float sc = invstd * (gamma ? gamma->data()[ci] : 1.0f);
+      const float sh = (beta ? beta->data()[ci] : 0.0f) - running_mean.data()[ci] * sc;
+      const int64_t base = (ni * c + ci) * hw;
+      for (int64_t j = 0; j < hw; ++j) py[base + j] = px[base + j] * sc + sh;
+    }
+}
+
+void CpuBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                               const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
+                               Tensor* dgamma, Tensor* dbeta) {
+  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3), m = n * hw;
+  const float* px = x.data();
+  const float* pg = dy.data();
+  float* pd = dx.data();
+#pragma omp parallel for
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const double mean = save_mean.data()[ci], invstd = save_invstd.data()[ci];
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < hw; ++j) {
+        const int64_t i = (ni * c + ci) * hw + j;
+        sum_dy += pg[i];
+        sum_dy_xhat += pg[i] * (px[i] - mean) * invstd;
+      }
+    if (dgamma) {
+      dgamma->data()[ci] += static_cast<float>(sum_dy_xhat);
+      dbeta->data()[ci] += static_cast<float>(sum_dy);
+    }
+    const double g = gamma ? gamma->data()[ci] : 1.0;
+    const double k = g * invstd / double(m);
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < hw; ++j) {
+        const int64_t i = (ni * c + ci) * hw + j;
+        const double xhat = (px[i] - mean) * invstd;
+        pd[i] = static_cast<float>(k * (double(m) * pg[i] - sum_dy - xhat * sum_dy_xhat));
+      }
+  }
+}
+
+namespace {
+struct Window {
+  int64_t h0, h1, w0, w1;  // valid input rows [h0, h1), columns [w0, w1)
+};
+
+Window window(const Pool2dParams& p, int64_t pi, int64_t qi, int64_t h, int64_t w) {
+  const int64_t hs = pi * p.stride_h - p.pad_h, ws = qi * p.stride_w - p.pad_w;
+  return {std::max<int64_t>(hs, 0), std::min<int64_t>(hs + p.kernel_h, h), std::max<int64_t>(ws, 0),
+          std::min<int64_t>(ws + p.kernel_w, w)};
+}
+}  // namespace
+
+void CpuBackend::pool2d_fwd(const Tensor& x, Tensor& y, const Pool2dParams& p) {
+  const int64_t nc = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ph = y.dim(2), pw = y.dim(3);
+  const float* px = x.data();
+  float* py = y.data();
+#pragma omp parallel for
+  for (int64_t i = 0; i < nc; ++i) {
+    const float* plane = px + i * h * w;
+    for (int64_t pi = 0; pi < ph; ++pi)
+      for (int64_t qi = 0; qi < pw; ++qi) {
+        const Window win = window(p, pi, qi, h, w);
+        float out;
+        if (p.mode == PoolMode::Max) {
+          out = -std::numeric_limits<float>::infinity();
+          for (int64_t a = win.h0; a < win.h1; ++a)
+            for (int64_t b = win.w0; b < win.w1; ++b) out = std::max(out, plane[a * w + b]);
+        } else {
+          double s = 0.0;
+          for (int64_t a = win.h0; a < win.h1; ++a)
+            for (int64_t b = win.w0; b < win.w1; ++b) s += plane[a * w + b];
+          out = static_cast<float>(s / double((win.h1 - win.h0) * (win.w1 - win.w0)));
+        }
+        py[(i * ph + pi) * pw + qi] = out;
+      }
+  }
+}
+
+void CpuBackend::pool2d_bwd(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                            const Pool2dParams& p) {
+  (void)y;
+  const int64_t nc = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ph = dy.dim(2), pw = dy.dim(3);
+  const float* px = x.data();
+  const float* pg = dy.data();
+  float* pd = dx.data();
+#pragma omp parallel for
+  for (int64_t i = 0; i < nc; ++i) {
+    const float* plane = px + i * h * w;
+    float* dplane = pd + i * h * w;
+    std::memset(dplane, 0, sizeof(float) * h * w);
+    for (int64_t pi = 0; pi < ph; ++pi)
+      for (int64_t qi = 0; qi < pw; ++qi) {
+        const Window win = window(p, pi, qi, h, w);
+        const float g = pg[(i * ph + pi) * pw + qi];
+        if (p.mode == PoolMode::Max) {
+          int64_t best = win.h0 * w + win.w0;
+          for (int64_t a = win.h0; a < win.h1; ++a)
+            for (int64_t b = win.w0; b < win.w1; ++b)
+              if (plane[a * w + b] > plane[best]) best = a * w + b;
+          dplane[best] += g;
+        } else {
+          const float share = g / float((win.h1 - win.h0) * (win.w1 - win.w0));
+          for (int64_t a = win.h0; a < win.h1; ++a)
+            for (int64_t b = win.w0; b < win.w1; ++b) dplane[a * w + b] += share;
+        }
+      }
+  }
+}
+
+}  // namespace cudarts::cpu

@@ -1,0 +1,25 @@
+// The seam between host code and the CUDA backend (internal). Defined in cuda/ when the
+// backend is compiled, in cuda_stub.cpp otherwise. Plain C++ types only.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "cudarts/allocator.h"
+
+namespace cudarts {
+class Backend;
+struct ContextOptions;
+
+namespace cuda_bridge {
+bool compiled();
+// True when a GPU can be used; otherwise `reason` says why.
+bool available(std::string* reason);
+std::shared_ptr<Allocator> make_allocator(int device);
+std::unique_ptr<Backend> make_backend(int device, const ContextOptions& options,
+                                      std::shared_ptr<Allocator> allocator);
+// Waits for all work on `device`, then copies `bytes` from device memory to host memory.
+void copy_to_host(void* dst, const void* src, size_t bytes, int device);
+void device_synchronize(int device);
+}  // namespace cuda_bridge
+}  // namespace cudarts

@@ -1,0 +1,35 @@
+// CPU-only builds: the CUDA bridge reports that the backend was not compiled.
+#include "backend.h"
+#include "cuda_bridge.h"
+
+namespace cudarts::cuda_bridge {
+
+namespace {
+[[noreturn]] void missing() {
+  CUDARTS_FAIL(
+      "this cudarts build has no CUDA backend (configured with CUDARTS_CUDA=OFF or "
+      "without nvcc/cuDNN/cuBLAS)");
+}
+}  // namespace
+
+bool compiled() {
+  return false;
+}
+bool available(std::string* reason) {
+  if (reason) *reason = "cudarts was built without the CUDA backend";
+  return false;
+}
+std::shared_ptr<Allocator> make_allocator(int) {
+  missing();
+}
+std::unique_ptr<Backend> make_backend(int, const ContextOptions&, std::shared_ptr<Allocator>) {
+  missing();
+}
+void copy_to_host(void*, const void*, size_t, int) {
+  missing();
+}
+void device_synchronize(int) {
+  missing();
+}
+
+}  // namespace cudarts::cuda_bridge

@@ -1,0 +1,281 @@
+// The built-in layers: forward keeps (in Mode::Train) exactly what backward needs.
+#include <cmath>
+
+#include "cudarts/error.h"
+#include "cudarts/layers.h"
+
+namespace cudarts {
+
+// ---------------------------------------------------------------- Conv2d
+Conv2d::Conv2d(Context& ctx, std::string name, int64_t in_channels, int64_t out_channels,
+               int kernel, Conv2dParams params, bool bias)
+    : Layer(std::move(name)),
+      in_channels_(in_channels),
+      out_channels_(out_channels),
+      params_(params) {
+  CUDARTS_CHECK(in_channels > 0 && out_channels > 0 && kernel > 0, label(), ": in_channels ",
+                in_channels, ", out_channels ", out_channels, " and kernel ", kernel,
+                " must be positive");
+  CUDARTS_CHECK(
+      params.groups >= 1 && in_channels % params.groups == 0 && out_channels % params.groups == 0,
+      label(), ": groups ", params.groups, " must divide in_channels ", in_channels,
+      " and out_channels ", out_channels);
+  CUDARTS_CHECK(params.stride_h >= 1 && params.stride_w >= 1 && params.dilation_h >= 1 &&
+                    params.dilation_w >= 1 && params.pad_h >= 0 && params.pad_w >= 0,
+                label(), ": stride (", params.stride_h, ", ", params.stride_w, ") and dilation (",
+                params.dilation_h, ", ", params.dilation_w, ") must be >= 1, padding (",
+                params.pad_h, ", ", params.pad_w, ") >= 0");
+  const Shape ws{out_channels, in_channels / params.groups, kernel, kernel};
+  weight_ = &add_parameter(ctx, "weight", ws);
+  const float bound = 1.0f / std::sqrt(float(ws[1] * ws[2] * ws[3]));
+  init_uniform(ctx, weight_->value, -bound, bound);
+  if (bias) {
+    bias_ = &add_parameter(ctx, "bias", Shape{out_channels});
+    init_uniform(ctx, bias_->value, -bound, bound);
+  }
+}
+
+Shape Conv2d::output_shape(const Shape& x) const {
+  CUDARTS_CHECK(x.ndim() == 4 && x[1] == in_channels_, label(), ": input shape ", x,
+                " does not match in_channels ", in_channels_, " (expected [N, ", in_channels_,
+                ", H, W])");
+  try {
+    return ops::conv2d_output_shape(x, weight_->value.shape(), params_);
+  } catch (const Error& e) {
+    CUDARTS_FAIL(label(), ": ", e.what());
+  }
+}
+
+Tensor Conv2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor y = Tensor::empty(ctx, output_shape(x.shape()));
+  ops::conv2d_fwd(ctx, x, weight_->value, bias_ ? &bias_->value : nullptr, y, params_);
+  if (mode == Mode::Train) x_ = x.share();
+  return y;
+}
+
+Tensor Conv2d::backward_impl(Context& ctx, const Tensor& dy) {
+  Tensor dx = Tensor::empty(ctx, x_.shape());
+  ops::conv2d_bwd_data(ctx, dy, weight_->value, dx, params_);
+  ops::conv2d_bwd_filter(ctx, x_, dy, weight_->grad, bias_ ? &bias_->grad : nullptr, params_);
+  return dx;
+}
+
+// ---------------------------------------------------------------- BatchNorm2d
+BatchNorm2d::BatchNorm2d(Context& ctx, std::string name, int64_t channels, bool affine,
+                         BatchNormParams params)
+    : Layer(std::move(name)), channels_(channels), params_(params) {
+  CUDARTS_CHECK(channels > 0, label(), ": channels ", channels, " must be positive");
+  CUDARTS_CHECK(params.eps > 0.0f && params.momentum >= 0.0f && params.momentum <= 1.0f, label(),
+                ": eps ", params.eps, " must be > 0 and momentum ", params.momentum, " in [0, 1]");
+  if (affine) {
+    gamma_ = &add_parameter(ctx, "weight", Shape{channels});
+    beta_ = &add_parameter(ctx, "bias", Shape{channels});
+    ops::fill(ctx, gamma_->value, 1.0f);
+  }
+  running_mean_ = Tensor::zeros(ctx, Shape{channels});
+  running_var_ = Tensor::full(ctx, Shape{channels}, 1.0f);
+  add_buffer("running_mean", &running_mean_);
+  add_buffer("running_var", &running_var_);
+}
+
+Shape BatchNorm2d::output_shape(const Shape& x) const {
+  CUDARTS_CHECK(x.ndim() == 4 && x[1] == channels_, label(), ": input shape ", x,
+                " does not match channels ", channels_, " (expected [N, ", channels_, ", H, W])");
+  return x;
+}
+
+Tensor BatchNorm2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor y = Tensor::empty(ctx, x.shape());
+  const Tensor* g = gamma_ ? &gamma_->value : nullptr;
+  const Tensor* b = beta_ ? &beta_->value : nullptr;
+  if (mode == Mode::Eval) {
+    ops::batchnorm_fwd_infer(ctx, x, g, b, running_mean_, running_var_, y, params_.eps);
+    return y;
+  }
+  Tensor mean = Tensor::empty(ctx, Shape{channels_});
+  Tensor invstd = Tensor::empty(ctx, Shape{channels_});
+  const bool update = mode == Mode::Train;
+  ops::batchnorm_fwd_train(ctx, x, g, b, update ? &running_mean_ : nullptr,
+                           update ? &running_var_ : nullptr, y, mean, invstd, params_);
+  if (mode == Mode::Train) {
+    x_ = x.share();
+    save_mean_ = std::move(mean);
+    save_invstd_ = std::move(invstd);
+  }
+  return y;
+}
+
+Tensor BatchNorm2d::backward_impl(Context& ctx, const Tensor& dy) {
+  Tensor dx = Tensor::empty(ctx, x_.shape());
+  ops::batchnorm_bwd(ctx, dy, x_, gamma_ ? &gamma_->value : nullptr, save_mean_, save_invstd_, dx,
+                     gamma_ ? &gamma_->grad : nullptr, beta_ ? &beta_->grad : nullptr);
+  return dx;
+}
+
+void BatchNorm2d::release_saved_impl() {
+  x_ = Tensor();
+  save_mean_ = Tensor();
+  save_invstd_ = Tensor();
+}
+
+// ---------------------------------------------------------------- ReLU
+ReLU::ReLU(std::string name) : Layer(std::move(name)) {}
+
+Tensor ReLU::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor y = Tensor::empty(ctx, x.shape());
+  ops::relu_fwd(ctx, x, y);
+  if (mode == Mode::Train) y_ = y.share();
+  return y;
+}
+
+Tensor ReLU::backward_impl(Context& ctx, const Tensor& dy) {
+  Tensor dx = Tensor::empty(ctx, dy.shape());
+  ops::relu_bwd(ctx, dy, y_, dx);
+  return dx;
+}
+
+// ---------------------------------------------------------------- Pool2d
+Pool2d::Pool2d(std::string name, Pool2dParams params) : Layer(std::move(name)), params_(params) {
+  CUDARTS_CHECK(params.kernel_h >= 1 && params.kernel_w >= 1 && params.stride_h >= 1 &&
+                    params.stride_w >= 1 && params.pad_h >= 0 && params.pad_w >= 0 &&
+                    2 * params.pad_h <= params.kernel_h && 2 * params.pad_w <= params.kernel_w,
+                label(), ": kernel ", params.kernel_h, "x", params.kernel_w, ", stride ",
+                params.stride_h, "x", params.stride_w, ", padding ", params.pad_h, "x",
+                params.pad_w, ": kernel and stride must be >= 1, padding in [0, kernel/2]");
+}
+
+const char* Pool2d::type() const {
+  return params_.mode == PoolMode::Max ? "MaxPool2d" : "AvgPool2d";
+}
+
+Shape Pool2d::output_shape(const Shape& x) const {
+  try {
+    return ops::pool2d_output_shape(x, params_);
+  } catch (const Error& e) {
+    CUDARTS_FAIL(label(), ": ", e.what());
+  }
+}
+
+Tensor Pool2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor y = Tensor::empty(ctx, output_shape(x.shape()));
+  ops::pool2d_fwd(ctx, x, y, params_);
+  if (mode == Mode::Train) {
+    x_ = x.share();
+    y_ = y.share();
+  }
+  return y;
+}
+
+Tensor Pool2d::backward_impl(Context& ctx, const Tensor& dy) {
+  Tensor dx = Tensor::empty(ctx, x_.shape());
+  ops::pool2d_bwd(ctx, x_, y_, dy, dx, params_);
+  return dx;
+}
+
+void Pool2d::release_saved_impl() {
+  x_ = Tensor();
+  y_ = Tensor();
+}
+
+// ---------------------------------------------------------------- Linear
+Linear::Linear(Context& ctx, std::string name, int64_t in_features, int64_t out_features, bool bias)
+    : Layer(std::move(name)), in_features_(in_features), out_features_(out_features) {
+  CUDARTS_CHECK(in_features > 0 && out_features > 0, label(), ": in_features ", in_features,
+                " and out_features ", out_features, " must be positive");
+  weight_ = &add_parameter(ctx, "weight", Shape{out_features, in_features});
+  const float bound = 1.0f / std::sqrt(float(in_features));
+  init_uniform(ctx, weight_->value, -bound, bound);
+  if (bias) {
+    bias_ = &add_parameter(ctx, "bias", Shape{out_features});
+    init_uniform(ctx, bias_->value, -bound, bound);
+  }
+}
+
+Shape Linear::output_shape(const Shape& x) const {
+  CUDARTS_CHECK(x.ndim() == 2 && x[1] == in_features_, label(), ": input shape ", x,
+                " does not match in_features ", in_features_, " (expected [N, ", in_features_,
+                "])");
+  return Shape{x[0], out_features_};
+}
+
+Tensor Linear::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor y = Tensor::empty(ctx, output_shape(x.shape()));
+  ops::linear_fwd(ctx, x, weight_->value, bias_ ? &bias_->value : nullptr, y);
+  if (mode == Mode::Train) x_ = x.share();
+  return y;
+}
+
+Tensor Linear::backward_impl(Context& ctx, const Tensor& dy) {
+  Tensor dx = Tensor::empty(ctx, x_.shape());
+  ops::linear_bwd_data(ctx, dy, weight_->value, dx);
+  ops::linear_bwd_weight(ctx, x_, dy, weight_->grad, bias_ ? &bias_->grad : nullptr);
+  return dx;
+}
+
+// ---------------------------------------------------------------- Identity
+Identity::Identity(std::string name) : Layer(std::move(name)) {}
+Tensor Identity::forward_impl(Context&, const Tensor& x, Mode) {
+  return x.share();
+}
+Tensor Identity::backward_impl(Context&, const Tensor& dy) {
+  return dy.share();
+}
+
+// ---------------------------------------------------------------- Zero
+Zero::Zero(std::string name, int stride) : Layer(std::move(name)), stride_(stride) {
+  CUDARTS_CHECK(stride >= 1, label(), ": stride ", stride, " must be >= 1");
+}
+
+Shape Zero::output_shape(const Shape& x) const {
+  CUDARTS_CHECK(x.ndim() == 4, label(), ": input shape ", x, ", expected (N, C, H, W)");
+  return Shape{x[0], x[1], (x[2] + stride_ - 1) / stride_, (x[3] + stride_ - 1) / stride_};
+}
+
+Tensor Zero::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  if (mode == Mode::Train) input_shape_ = x.shape();
+  return Tensor::zeros(ctx, output_shape(x.shape()));
+}
+
+Tensor Zero::backward_impl(Context& ctx, const Tensor&) {
+  return Tensor::zeros(ctx, input_shape_);
+}
+
+// ---------------------------------------------------------------- GlobalAvgPool
+GlobalAvgPool::GlobalAvgPool(std::string name) : Layer(std::move(name)) {}
+
+Shape GlobalAvgPool::output_shape(const Shape& x) const {
+  CUDARTS_CHECK(x.ndim() == 4, label(), ": input shape ", x, ", expected (N, C, H, W)");
+  return Shape{x[0], x[1]};
+}
+
+Tensor GlobalAvgPool::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor y = Tensor::empty(ctx, output_shape(x.shape()));
+  ops::global_avgpool_fwd(ctx, x, y);
+  if (mode == Mode::Train) input_shape_ = x.shape();
+  return y;
+}
+
+Tensor GlobalAvgPool::backward_impl(Context& ctx, const Tensor& dy) {
+  Tensor dx = Tensor::empty(ctx, input_shape_);
+  ops::global_avgpool_bwd(ctx, dy, dx);
+  return dx;
+}
+
+// ---------------------------------------------------------------- Flatten
+Flatten::Flatten(std::string name) : Layer(std::move(name)) {}
+
+Shape Flatten::output_shape(const Shape& x) const {
+  CUDARTS_CHECK(x.ndim() >= 1, label(), ": input shape ", x, " has no batch dimension");
+  return Shape{x[0], x[0] ? x.numel() / x[0] : 0};
+}
+
+Tensor Flatten::forward_impl(Context&, const Tensor& x, Mode mode) {
+  if (mode == Mode::Train) input_shape_ = x.shape();
+  return x.reshape(output_shape(x.shape()));
+}
+
+Tensor Flatten::backward_impl(Context&, const Tensor& dy) {
+  return dy.reshape(input_shape_);
+}
+
+}  // namespace cudarts

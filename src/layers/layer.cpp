@@ -1,0 +1,164 @@
+// Layer base: validation around forward/backward, parameter and buffer bookkeeping,
+// host-side parameter initialisation from the context's Philox stream.
+#include "cudarts/layer.h"
+
+#include <cmath>
+
+#include "cudarts/error.h"
+#include "cudarts/ops.h"
+#include "cudarts/philox.h"
+#include "nvtx.h"
+
+namespace cudarts {
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::Train:
+      return "train";
+    case Mode::Eval:
+      return "eval";
+    case Mode::Probe:
+      return "probe";
+  }
+  return "?";
+}
+
+Layer::Layer(std::string name) : name_(std::move(name)) {
+  CUDARTS_CHECK(!name_.empty(), "a layer needs a non-empty name");
+  CUDARTS_CHECK(name_.find('.') == std::string::npos, "layer name '", name_,
+                "' contains '.', which separates path components");
+}
+
+Layer::~Layer() = default;
+
+std::string Layer::label() const {
+  return detail::cat(type(), " '", name_, "'");
+}
+
+Tensor Layer::forward(Context& ctx, const Tensor& x, Mode mode) {
+  CUDARTS_CHECK(x.defined(), label(), ": forward got an undefined input");
+  CUDARTS_CHECK(x.device() == ctx.device(), label(), ": input is ", x.describe(),
+                " but the context is on ", ctx.device().str());
+  const Shape out = output_shape(x.shape());
+  if (range_forward_.empty()) {
+    range_forward_ = label() + " forward";
+    range_backward_ = label() + " backward";
+  }
+  NvtxRange nvtx(range_forward_.c_str());
+  Tensor y = forward_impl(ctx, x, mode);
+  CUDARTS_CHECK(y.shape() == out, label(), ": produced shape ", y.shape(), " but declared ", out);
+  if (mode == Mode::Train) {
+    awaiting_backward_ = true;
+    input_shape_ = x.shape();
+    output_shape_ = out;
+  }
+  return y;
+}
+
+Tensor Layer::backward(Context& ctx, const Tensor& dy) {
+  CUDARTS_CHECK(awaiting_backward_, label(),
+                ": backward called without a preceding forward in Train mode");
+  CUDARTS_CHECK(dy.defined() && dy.device() == ctx.device(), label(), ": gradient is ",
+                dy.describe(), " but the context is on ", ctx.device().str());
+  CUDARTS_CHECK(dy.shape() == output_shape_, label(), ": gradient dy has shape ", dy.shape(),
+                " but the forward output had shape ", output_shape_);
+  NvtxRange nvtx(range_backward_.c_str());
+  Tensor dx = backward_impl(ctx, dy);
+  awaiting_backward_ = false;
+  release_saved_impl();
+  CUDARTS_CHECK(dx.shape() == input_shape_, label(), ": backward produced shape ", dx.shape(),
+                " for an input of shape ", input_shape_);
+  return dx;
+}
+
+void Layer::release_saved() {
+  awaiting_backward_ = false;
+  release_saved_impl();
+  for (Layer* c : children()) c->release_saved();
+}
+
+Parameter& Layer::add_parameter(Context& ctx, const std::string& name, const Shape& shape,
+                                ParamKind kind) {
+  for (auto& p : params_)
+    CUDARTS_CHECK(p->name != name, label(), ": parameter '", name, "' added twice");
+  auto p = std::make_unique<Parameter>();
+  p->name = name;
+  p->value = Tensor::zeros(ctx, shape);
+  p->grad = Tensor::zeros(ctx, shape);
+  p->kind = kind;
+  params_.push_back(std::move(p));
+  return *params_.back();
+}
+
+void Layer::add_buffer(const std::string& name, Tensor* buffer) {
+  buffers_.emplace_back(name, buffer);
+}
+
+void Layer::collect(const std::string& prefix, std::vector<NamedParameter>* params,
+                    std::vector<NamedBuffer>* buffers) {
+  const std::string path = prefix.empty() ? name_ : prefix + "." + name_;
+  if (params)
+    for (auto& p : params_) params->emplace_back(path + "." + p->name, p.get());
+  if (buffers)
+    for (auto& [n, t] : buffers_) buffers->emplace_back(path + "." + n, t);
+  for (Layer* c : children()) c->collect(path, params, buffers);
+}
+
+std::vector<NamedParameter> Layer::named_parameters() {
+  std::vector<NamedParameter> out;
+  collect("", &out, nullptr);
+  return out;
+}
+
+std::vector<Parameter*> Layer::parameters() {
+  std::vector<Parameter*> out;
+  for (auto& [n, p] : named_parameters()) out.push_back(p);
+  return out;
+}
+
+std::vector<NamedBuffer> Layer::named_buffers() {
+  std::vector<NamedBuffer> out;
+  collect("", nullptr, &out);
+  return out;
+}
+
+void Layer::zero_grad(Context& ctx) {
+  for (Parameter* p : parameters()) ops::fill(ctx, p->grad, 0.0f);
+}
+
+std::vector<float> draw_uniform(uint64_t seed, uint64_t offset, int64_t n, float low, float high) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    v[i] = low + (high - low) * philox_uniform(philox_word(seed, offset, 0, uint64_t(i)));
+  return v;
+}
+
+std::vector<float> draw_normal(uint64_t seed, uint64_t offset, int64_t n, float mean,
+                               float stddev) {
+  std::vector<float> v(static_cast<size_t>(n));
+  const double two_pi = 6.283185307179586476925286766559;
+  for (int64_t i = 0; i < n; i += 2) {
+    const double u1 = philox_uniform(philox_word(seed, offset, 0, uint64_t(i)));
+    const double u2 = philox_uniform(philox_word(seed, offset, 0, uint64_t(i + 1)));
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    v[i] = static_cast<float>(mean + stddev * r * std::cos(two_pi * u2));
+    if (i + 1 < n) v[i + 1] = static_cast<float>(mean + stddev * r * std::sin(two_pi * u2));
+  }
+  return v;
+}
+
+void init_uniform(Context& ctx, Tensor& t, float low, float high) {
+  const uint64_t offset = ctx.reserve_rng(uint64_t(t.numel()));
+  Tensor src =
+      Tensor::from_vector(ctx, t.shape(), draw_uniform(ctx.seed(), offset, t.numel(), low, high));
+  ops::copy(ctx, src, t);
+}
+
+void init_normal(Context& ctx, Tensor& t, float mean, float stddev) {
+  const uint64_t offset = ctx.reserve_rng(uint64_t(t.numel() + 1));
+  Tensor src =
+      Tensor::from_vector(ctx, t.shape(), draw_normal(ctx.seed(), offset, t.numel(), mean, stddev));
+  ops::copy(ctx, src, t);
+}
+
+}  // namespace cudarts

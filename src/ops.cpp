@@ -1,0 +1,587 @@
+// The op table's front door: validate every argument, then dispatch to the context's
+// backend. All shape/device/dtype errors of the op level are raised here, naming the op,
+// the argument and the shapes.
+#include "cudarts/ops.h"
+
+#include "backend.h"
+
+namespace cudarts::ops {
+
+namespace {
+
+void check_tensor(Context& ctx, const char* op, const char* name, const Tensor& t,
+                  DType dtype = DType::F32) {
+  CUDARTS_CHECK(t.defined(), op, ": argument '", name, "' is an undefined tensor");
+  CUDARTS_CHECK(t.device() == ctx.device(), op, ": argument '", name, "' is ", t.describe(),
+                " but the context is on ", ctx.device().str(),
+                " (tensors must be on the context's device; use Tensor::to)");
+  CUDARTS_CHECK(t.dtype() == dtype, op, ": argument '", name, "' is ", t.describe(), ", expected ",
+                dtype_name(dtype));
+}
+
+void check_shape(const char* op, const char* name, const Tensor& t, const Shape& expected) {
+  CUDARTS_CHECK(t.shape() == expected, op, ": argument '", name, "' has shape ", t.shape(),
+                ", expected ", expected);
+}
+
+void check_ndim(const char* op, const char* name, const Tensor& t, int ndim) {
+  CUDARTS_CHECK(t.ndim() == ndim, op, ": argument '", name, "' has shape ", t.shape(),
+                ", expected ", ndim, " dimensions");
+}
+
+void check_same_shape(const char* op, const char* na, const Tensor& a, const char* nb,
+                      const Tensor& b) {
+  CUDARTS_CHECK(a.shape() == b.shape(), op, ": '", na, "' has shape ", a.shape(), " but '", nb,
+                "' has shape ", b.shape(), "; expected equal shapes");
+}
+
+void check_conv_params(const char* op, const Shape& x, const Shape& w, const Conv2dParams& p) {
+  CUDARTS_CHECK(x.ndim() == 4, op, ": input has shape ", x, ", expected (N, C, H, W)");
+  CUDARTS_CHECK(w.ndim() == 4, op, ": weight has shape ", w,
+                ", expected (Cout, Cin/groups, kh, kw)");
+  CUDARTS_CHECK(p.stride_h >= 1 && p.stride_w >= 1, op, ": stride (", p.stride_h, ", ", p.stride_w,
+                ") must be >= 1");
+  CUDARTS_CHECK(p.pad_h >= 0 && p.pad_w >= 0, op, ": padding (", p.pad_h, ", ", p.pad_w,
+                ") must be >= 0");
+  CUDARTS_CHECK(p.dilation_h >= 1 && p.dilation_w >= 1, op, ": dilation (", p.dilation_h, ", ",
+                p.dilation_w, ") must be >= 1");
+  CUDARTS_CHECK(p.groups >= 1, op, ": groups is ", p.groups, ", expected >= 1");
+  CUDARTS_CHECK(x[1] % p.groups == 0, op, ": input channels ", x[1], " (input shape ", x,
+                ") not divisible by groups ", p.groups);
+  CUDARTS_CHECK(w[0] % p.groups == 0, op, ": output channels ", w[0], " (weight shape ", w,
+                ") not divisible by groups ", p.groups);
+  CUDARTS_CHECK(w[1] * p.groups == x[1], op, ": weight shape ", w, " with groups ", p.groups,
+                " expects ", w[1] * p.groups, " input channels, but the input has shape ", x);
+  CUDARTS_CHECK(w[2] >= 1 && w[3] >= 1, op, ": kernel size ", w[2], "x", w[3], " must be >= 1");
+}
+
+}  // namespace
+
+void fill(Context& ctx, Tensor& t, float value) {
+  CUDARTS_CHECK(t.defined() && t.device() == ctx.device(), "fill: tensor ", t.describe(),
+                " is not on the context's device ", ctx.device().str());
+  if (t.dtype() == DType::F32)
+    ctx.backend().fill(t, value);
+  else
+    ctx.backend().fill_i32(t, static_cast<int32_t>(value));
+}
+
+void copy(Context& ctx, const Tensor& src, Tensor& dst) {
+  check_tensor(ctx, "copy", "src", src, src.dtype());
+  check_tensor(ctx, "copy", "dst", dst, src.dtype());
+  CUDARTS_CHECK(src.numel() == dst.numel(), "copy: src ", src.describe(), " and dst ",
+                dst.describe(), " differ in element count");
+  ctx.backend().copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
+}
+
+namespace {
+Shape conv_shape(const char* op, const Shape& x, const Shape& w, const Conv2dParams& p) {
+  check_conv_params(op, x, w, p);
+  const int64_t eh = int64_t(p.dilation_h) * (w[2] - 1) + 1;
+  const int64_t ew = int64_t(p.dilation_w) * (w[3] - 1) + 1;
+  const int64_t hp = x[2] + 2 * int64_t(p.pad_h), wp = x[3] + 2 * int64_t(p.pad_w);
+  CUDARTS_CHECK(hp >= eh && wp >= ew, op, ": input ", x, " padded to ", hp, "x", wp,
+                " is smaller than the dilated kernel ", eh, "x", ew, " (weight ", w, ")");
+  return Shape{x[0], w[0], (hp - eh) / p.stride_h + 1, (wp - ew) / p.stride_w + 1};
+}
+}  // namespace
+
+Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p) {
+  return conv_shape("conv2d", x, w, p);
+}
+
+void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                const Conv2dParams& p) {
+  const char* op = "conv2d_fwd";
+  check_tensor(ctx, op, "x", x);
+  check_tensor(ctx, op, "w", w);
+  check_tensor(ctx, op, "y", y);
+  check_shape(op, "y", y, conv_shape(op, x.shape(), w.shape(), p));
+  if (bias) {
+    check_tensor(ctx, op, "bias", *bias);
+    check_shape(op, "bias", *bias, Shape{w.dim(0)});
+  }
+  ctx.backend().conv2d_fwd(x, w, bias, y, p);
+}
+
+void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
+                     const Conv2dParams& p) {
+  const char* op = "conv2d_bwd_data";
+  check_tensor(ctx, op, "dy", dy);
+  check_tensor(ctx, op, "w", w);
+  check_tensor(ctx, op, "dx", dx);
+  check_shape(op, "dy", dy, conv_shape(op, dx.shape(), w.shape(), p));
+  ctx.backend().conv2d_bwd_data(dy, w, dx, p);
+}
+
+void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
+                       const Conv2dParams& p) {
+  const char* op = "conv2d_bwd_filter";
+  check_tensor(ctx, op, "x", x);
+  check_tensor(ctx, op, "dy", dy);
+  check_tensor(ctx, op, "dw", dw);
+  check_shape(op, "dy", dy, conv_shape(op, x.shape(), dw.shape(), p));
+  if (dbias) {
+    check_tensor(ctx, op, "dbias", *dbias);
+    check_shape(op, "dbias", *dbias, Shape{dw.dim(0)});
+  }
+  ctx.backend().conv2d_bwd_filter(x, dy, dw, dbias, p);
+}
+
+namespace {
+void check_bn_vectors(Context& ctx, const char* op, const Tensor& x,
+                      std::initializer_list<std::pair<const char*, const Tensor*>> vs) {
+  check_tensor(ctx, op, "x", x);
+  check_ndim(op, "x", x, 4);
+  for (auto& [name, t] : vs) {
+    if (!t) continue;
+    check_tensor(ctx, op, name, *t);
+    check_shape(op, name, *t, Shape{x.dim(1)});
+  }
+}
+}  // namespace
+
+void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                         Tensor* running_mean, Tensor* running_var, Tensor& y, Tensor& save_mean,
+                         Tensor& save_invstd, const BatchNormParams& p) {
+  const char* op = "batchnorm_fwd_train";
+  check_bn_vectors(ctx, op, x,
+                   {{"gamma", gamma},
+                    {"beta", beta},
+                    {"running_mean", running_mean},
+                    {"running_var", running_var},
+                    {"save_mean", &save_mean},
+                    {"save_invstd", &save_invstd}});
+  CUDARTS_CHECK((gamma == nullptr) == (beta == nullptr), op,
+                ": gamma and beta must both be given or both omitted");
+  CUDARTS_CHECK((running_mean == nullptr) == (running_var == nullptr), op,
+                ": running_mean and running_var must both be given or both omitted");
+  CUDARTS_CHECK(x.dim(0) * x.dim(2) * x.dim(3) > 1, op, ": input ", x.shape(),
+                " has one value per channel; batch statistics need more than one");
+  CUDARTS_CHECK(p.eps > 0.0f && p.momentum >= 0.0f && p.momentum <= 1.0f, op, ": eps ", p.eps,
+                " must be > 0 and momentum ", p.momentum, " in [0, 1]");
+  check_tensor(ctx, op, "y", y);
+  check_same_shape(op, "x", x, "y", y);
+  ctx.backend().batchnorm_fwd_train(x, gamma, beta, running_mean, running_var, y, save_mean,
+                                    save_invstd, p);
+}
+
+void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                         const Tensor& running_mean, const Tensor& running_var, Tensor& y,
+                         float eps) {
+  const char* op = "batchnorm_fwd_infer";
+  check_bn_vectors(ctx, op, x,
+                   {{"gamma", gamma},
+                    {"beta", beta},
+                    {"running_mean", &running_mean},
+                    {"running_var", &running_var}});
+  CUDARTS_CHECK((gamma == nullptr) == (beta == nullptr), op,
+                ": gamma and beta must both be given or both omitted");
+  CUDARTS_CHECK(eps > 0.0f, op, ": eps ", eps, " must be > 0");
+  check_tensor(ctx, op, "y", y);
+  check_same_shape(op, "x", x, "y", y);
+  ctx.backend().batchnorm_fwd_infer(x, gamma, beta, running_mean, running_var, y, eps);
+}
+
+void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                   const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
+                   Tensor* dbeta) {
+  const char* op = "batchnorm_bwd";
+  check_bn_vectors(ctx, op, x,
+                   {{"gamma", gamma},
+                    {"save_mean", &save_mean},
+                    {"save_invstd", &save_invstd},
+                    {"dgamma", dgamma},
+                    {"dbeta", dbeta}});
+  CUDARTS_CHECK((dgamma == nullptr) == (dbeta == nullptr), op,
+                ": dgamma and dbeta must both be given or both omitted");
+  check_tensor(ctx, op, "dy", dy);
+  check_tensor(ctx, op, "dx", dx);
+  check_same_shape(op, "x", x, "dy", dy);
+  check_same_shape(op, "x", x, "dx", dx);
+  ctx.backend().batchnorm_bwd(dy, x, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+}
+
+void relu_fwd(Context& ctx, const Tensor& x, Tensor& y) {
+  check_tensor(ctx, "relu_fwd", "x", x);
+  check_tensor(ctx, "relu_fwd", "y", y);
+  check_same_shape("relu_fwd", "x", x, "y", y);
+  ctx.backend().relu_fwd(x, y);
+}
+
+void relu_bwd(Context& ctx, const Tensor& dy, const Tensor& y, Tensor& dx) {
+  check_tensor(ctx, "relu_bwd", "dy", dy);
+  check_tensor(ctx, "relu_bwd", "y", y);
+  check_tensor(ctx, "relu_bwd", "dx", dx);
+  check_same_shape("relu_bwd", "dy", dy, "y", y);
+  check_same_shape("relu_bwd", "dy", dy, "dx", dx);
+  ctx.backend().relu_bwd(dy, y, dx);
+}
+
+Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p) {
+  CUDARTS_CHECK(x.ndim() == 4, "pool2d: input has shape ", x, ", expected (N, C, H, W)");
+  CUDARTS_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1,
+                "pool2d: kernel ", p.kernel_h, "x", p.kernel_w, " and stride ", p.stride_h, "x",
+                p.stride_w, " must be >= 1");
+  CUDARTS_CHECK(
+      p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= p.kernel_h && 2 * p.pad_w <= p.kernel_w,
+      "pool2d: padding (", p.pad_h, ", ", p.pad_w, ") must be >= 0 and at most half the kernel (",
+      p.kernel_h, "x", p.kernel_w, ")");
+  const int64_t hp = x[2] + 2 * int64_t(p.pad_h), wp = x[3] + 2 * int64_t(p.pad_w);
+  CUDARTS_CHECK(hp >= p.kernel_h && wp >= p.kernel_w, "pool2d: input ", x, " padded to ", hp, "x",
+                wp, " is smaller than the kernel ", p.kernel_h, "x", p.kernel_w);
+  return Shape{x[0], x[1], (hp - p.kernel_h) / p.stride_h + 1, (wp - p.kernel_w) / p.stride_w + 1};
+}
+
+void pool2d_fwd(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& p) {
+  check_tensor(ctx, "pool2d_fwd", "x", x);
+  check_tensor(ctx, "pool2d_fwd", "y", y);
+  check_shape("pool2d_fwd", "y", y, pool2d_output_shape(x.shape(), p));
+  ctx.backend().pool2d_fwd(x, y, p);
+}
+
+void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                const Pool2dParams& p) {
+  const char* op = "pool2d_bwd";
+  check_tensor(ctx, op, "x", x);
+  check_tensor(ctx, op, "y", y);
+  check_tensor(ctx, op, "dy", dy);
+  check_tensor(ctx, op, "dx", dx);
+  check_shape(op, "y", y, pool2d_output_shape(x.shape(), p));
+  check_same_shape(op, "y", y, "dy", dy);
+  check_same_shape(op, "x", x, "dx", dx);
+  ctx.backend().pool2d_bwd(x, y, dy, dx, p);
+}
+
+void global_avgpool_fwd(Context& ctx, const Tensor& x, Tensor& y) {
+  check_tensor(ctx, "global_avgpool_fwd", "x", x);
+  check_tensor(ctx, "global_avgpool_fwd", "y", y);
+  check_ndim("global_avgpool_fwd", "x", x, 4);
+  check_shape("global_avgpool_fwd", "y", y, Shape{x.dim(0), x.dim(1)});
+  ctx.backend().global_avgpool_fwd(x, y);
+}
+
+void global_avgpool_bwd(Context& ctx, const Tensor& dy, Tensor& dx) {
+  check_tensor(ctx, "global_avgpool_bwd", "dy", dy);
+  check_tensor(ctx, "global_avgpool_bwd", "dx", dx);
+  check_ndim("global_avgpool_bwd", "dx", dx, 4);
+  check_shape("global_avgpool_bwd", "dy", dy, Shape{dx.dim(0), dx.dim(1)});
+  ctx.backend().global_avgpool_bwd(dy, dx);
+}
+
+void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  const char* op = "linear_fwd";
+  check_tensor(ctx, op, "x", x);
+  check_tensor(ctx, op, "w", w);
+  check_tensor(ctx, op, "y", y);
+  check_ndim(op, "x", x, 2);
+  check_ndim(op, "w", w, 2);
+  CUDARTS_CHECK(x.dim(1) == w.dim(1), op, ": input x has shape ", x.shape(),
+                " but weight w has shape ", w.shape(), " (expects ", w.dim(1), " input features)");
+  check_shape(op, "y", y, Shape{x.dim(0), w.dim(0)});
+  if (bias) {
+    check_tensor(ctx, op, "bias", *bias);
+    check_shape(op, "bias", *bias, Shape{w.dim(0)});
+  }
+  ctx.backend().linear_fwd(x, w, bias, y);
+}
+
+void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx) {
+  const char* op = "linear_bwd_data";
+  check_tensor(ctx, op, "dy", dy);
+  check_tensor(ctx, op, "w", w);
+  check_tensor(ctx, op, "dx", dx);
+  check_ndim(op, "w", w, 2);
+  check_ndim(op, "dx", dx, 2);
+  check_shape(op, "dy", dy, Shape{dx.dim(0), w.dim(0)});
+  CUDARTS_CHECK(dx.dim(1) == w.dim(1), op, ": dx has shape ", dx.shape(), " but w has shape ",
+                w.shape());
+  ctx.backend().linear_bwd_data(dy, w, dx);
+}
+
+void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias) {
+  const char* op = "linear_bwd_weight";
+  check_tensor(ctx, op, "x", x);
+  check_tensor(ctx, op, "dy", dy);
+  check_tensor(ctx, op, "dw", dw);
+  check_ndim(op, "x", x, 2);
+  check_ndim(op, "dw", dw, 2);
+  check_shape(op, "dy", dy, Shape{x.dim(0), dw.dim(0)});
+  CUDARTS_CHECK(x.dim(1) == dw.dim(1), op, ": x has shape ", x.shape(), " but dw has shape ",
+                dw.shape());
+  if (dbias) {
+    check_tensor(ctx, op, "dbias", *dbias);
+    check_shape(op, "dbias", *dbias, Shape{dw.dim(0)});
+  }
+  ctx.backend().linear_bwd_weight(x, dy, dw, dbias);
+}
+
+void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
+  check_tensor(ctx, "add", "a", a);
+  check_tensor(ctx, "add", "b", b);
+  check_tensor(ctx, "add", "y", y);
+  check_same_shape("add", "a", a, "b", b);
+  check_same_shape("add", "a", a, "y", y);
+  ctx.backend().add(a, b, y);
+}
+
+void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y) {
+  check_tensor(ctx, "scale", "x", x);
+  check_tensor(ctx, "scale", "y", y);
+  check_same_shape("scale", "x", x, "y", y);
+  ctx.backend().scale(x, alpha, y);
+}
+
+void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
+  check_tensor(ctx, "axpy", "x", x);
+  check_tensor(ctx, "axpy", "y", y);
+  check_same_shape("axpy", "x", x, "y", y);
+  ctx.backend().axpy(alpha, x, y);
+}
+
+namespace {
+void check_concat(Context& ctx, const char* op, const std::vector<const Tensor*>& parts,
+                  const Tensor& whole) {
+  check_tensor(ctx, op, "y", whole);
+  check_ndim(op, "y", whole, 4);
+  CUDARTS_CHECK(!parts.empty(), op, ": no parts given");
+  int64_t channels = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Tensor& t = *parts[i];
+    check_tensor(ctx, op, "part", t);
+    check_ndim(op, "part", t, 4);
+    CUDARTS_CHECK(t.dim(0) == whole.dim(0) && t.dim(2) == whole.dim(2) && t.dim(3) == whole.dim(3),
+                  op, ": part ", i, " has shape ", t.shape(), " which does not match ",
+                  whole.shape(), " outside the channel dimension");
+    channels += t.dim(1);
+  }
+  CUDARTS_CHECK(channels == whole.dim(1), op, ": parts have ", channels,
+                " channels in total but y has shape ", whole.shape());
+}
+}  // namespace
+
+void concat_channels(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y) {
+  check_concat(ctx, "concat_channels", xs, y);
+  ctx.backend().concat_channels(xs, y);
+}
+
+void split_channels(Context& ctx, const Tensor& y, const std::vector<Tensor*>& xs) {
+  check_concat(ctx, "split_channels", std::vector<const Tensor*>(xs.begin(), xs.end()), y);
+  ctx.backend().split_channels(y, xs);
+}
+
+void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& loss,
+                  Tensor& dlogits, Tensor& correct) {
+  const char* op = "softmax_xent";
+  check_tensor(ctx, op, "logits", logits);
+  check_tensor(ctx, op, "labels", labels, DType::I32);
+  check_tensor(ctx, op, "loss", loss);
+  check_tensor(ctx, op, "dlogits", dlogits);
+  check_tensor(ctx, op, "correct", correct);
+  check_ndim(op, "logits", logits, 2);
+  CUDARTS_CHECK(logits.dim(0) > 0 && logits.dim(1) > 0, op, ": logits shape ", logits.shape(),
+                " is empty");
+  check_shape(op, "labels", labels, Shape{logits.dim(0)});
+  check_same_shape(op, "logits", logits, "dlogits", dlogits);
+  check_shape(op, "loss", loss, Shape{1});
+  check_shape(op, "correct", correct, Shape{1});
+  ctx.backend().softmax_xent(logits, labels, loss, dlogits, correct);
+}
+
+void random_words(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset) {
+  check_tensor(ctx, "random_words", "out", out, DType::I32);
+  ctx.backend().random_words(out, seed, offset);
+}
+
+void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, float low,
+                    float high) {
+  check_tensor(ctx, "random_uniform", "out", out);
+  CUDARTS_CHECK(low < high, "random_uniform: low ", low, " must be below high ", high);
+  ctx.backend().random_uniform(out, seed, offset, low, high);
+}
+
+namespace {
+void check_vector(Context& ctx, const char* op, const char* name, const Tensor& t, int64_t k,
+                  DType dtype = DType::F32) {
+  check_tensor(ctx, op, name, t, dtype);
+  check_shape(op, name, t, Shape{k});
+}
+
+void check_list(Context& ctx, const char* op, const std::vector<const Tensor*>& xs,
+                const Shape& shape) {
+  CUDARTS_CHECK(!xs.empty(), op, ": the tensor list is empty");
+  for (size_t i = 0; i < xs.size(); ++i) {
+    CUDARTS_CHECK(xs[i] != nullptr, op, ": tensor ", i, " of the list is null");
+    check_tensor(ctx, op, "xs[i]", *xs[i]);
+    CUDARTS_CHECK(xs[i]->shape() == shape, op, ": tensor ", i, " of the list has shape ",
+                  xs[i]->shape(), ", expected ", shape);
+  }
+}
+
+void check_ranking(Context& ctx, const char* op, const Tensor& ranking, int64_t k_total, int k) {
+  check_vector(ctx, op, "ranking", ranking, k_total, DType::I32);
+  CUDARTS_CHECK(k >= 1 && k <= k_total, op, ": k = ", k, " must be in [1, ", k_total, "]");
+}
+
+void check_scale(Context& ctx, const char* op, const Tensor* grad_scale) {
+  if (grad_scale) check_vector(ctx, op, "grad_scale", *grad_scale, 1);
+}
+
+void check_slots(Context& ctx, const char* op, const std::vector<OptimSlot>& slots,
+                 bool need_state0, bool need_state1) {
+  for (const OptimSlot& s : slots) {
+    CUDARTS_CHECK(s.param && s.grad, op, ": a slot lacks its parameter or gradient");
+    check_tensor(ctx, op, "param", *s.param);
+    check_tensor(ctx, op, "grad", *s.grad);
+    check_same_shape(op, "param", *s.param, "grad", *s.grad);
+    if (need_state0) {
+      CUDARTS_CHECK(s.state0, op, ": every parameter needs its first state tensor (",
+                    std::string(op) == "sgd_step" ? "momentum buffer" : "first moment", ")");
+      check_tensor(ctx, op, "state0", *s.state0);
+      check_same_shape(op, "param", *s.param, "state0", *s.state0);
+    }
+    if (need_state1) {
+      CUDARTS_CHECK(s.state1, op, ": every parameter needs its second moment");
+      check_tensor(ctx, op, "state1", *s.state1);
+      check_same_shape(op, "param", *s.param, "state1", *s.state1);
+    }
+  }
+}
+}  // namespace
+
+void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
+  check_tensor(ctx, "softmax", "logits", logits);
+  check_ndim("softmax", "logits", logits, 1);
+  CUDARTS_CHECK(logits.numel() >= 1, "softmax: empty logits");
+  check_vector(ctx, "softmax", "probs", probs, logits.numel());
+  ctx.backend().softmax(logits, probs);
+}
+
+void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs,
+             Tensor& y) {
+  check_tensor(ctx, "mix_fwd", "y", y);
+  check_list(ctx, "mix_fwd", xs, y.shape());
+  check_vector(ctx, "mix_fwd", "weights", weights, int64_t(xs.size()));
+  ctx.backend().mix_fwd(weights, xs, y);
+}
+
+void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {
+  check_tensor(ctx, "mix_scores", "dy", dy);
+  check_list(ctx, "mix_scores", xs, dy.shape());
+  check_vector(ctx, "mix_scores", "g", g, int64_t(xs.size()));
+  ctx.backend().mix_scores(dy, xs, g);
+}
+
+void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor* ranking,
+               int restrict_k, Tensor& dalpha) {
+  const char* op = "arch_grad";
+  check_tensor(ctx, op, "alpha", alpha);
+  check_ndim(op, "alpha", alpha, 1);
+  const int64_t k = alpha.numel();
+  check_vector(ctx, op, "g", g, k);
+  check_vector(ctx, op, "dalpha", dalpha, k);
+  if (ranking) check_ranking(ctx, op, *ranking, k, restrict_k);
+  CUDARTS_CHECK(ranking || restrict_k == 0, op, ": restrict_k ", restrict_k,
+                " given without a ranking");
+  ctx.backend().arch_grad(alpha, g, ranking, ranking ? restrict_k : 0, dalpha);
+}
+
+void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint64_t seed,
+                 uint64_t offset, Tensor& ranking) {
+  const char* op = "gumbel_rank";
+  check_tensor(ctx, op, "logits", logits);
+  check_ndim(op, "logits", logits, 1);
+  check_tensor(ctx, op, "offsets", offsets, DType::I32);
+  check_ndim(op, "offsets", offsets, 1);
+  CUDARTS_CHECK(offsets.numel() >= 2, op, ": offsets ", offsets.shape(),
+                " must hold at least one segment (2 entries)");
+  check_vector(ctx, op, "ranking", ranking, logits.numel(), DType::I32);
+  ctx.backend().gumbel_rank(logits, offsets, seed, offset, ranking);
+}
+
+void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {
+  check_tensor(ctx, "batch_sum", "x", x);
+  check_tensor(ctx, "batch_sum", "out", out);
+  CUDARTS_CHECK(x.ndim() >= 1 && x.dim(0) >= 1 && out.numel() * x.dim(0) == x.numel(),
+                "batch_sum: x has shape ", x.shape(), " and out has shape ", out.shape(),
+                "; expected out to hold one sample of x");
+  ctx.backend().batch_sum(x, scale, out);
+}
+
+void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tensor& m,
+                      const Tensor& ranking, int k_eval, float lr, Tensor& g) {
+  const char* op = "ma_update_scores";
+  check_tensor(ctx, op, "dy_sum", dy_sum);
+  check_tensor(ctx, op, "mu", mu);
+  check_tensor(ctx, op, "m", m);
+  check_same_shape(op, "mu", mu, "m", m);
+  CUDARTS_CHECK(m.ndim() >= 1 && m.numel() == m.dim(0) * dy_sum.numel(), op, ": m has shape ",
+                m.shape(), ", expected (K, ", dy_sum.shape(), ")");
+  const int64_t k = m.dim(0);
+  check_ranking(ctx, op, ranking, k, k_eval);
+  check_vector(ctx, op, "g", g, k);
+  CUDARTS_CHECK(lr > 0.0f && lr <= 1.0f, op, ": lr ", lr, " must be in (0, 1]");
+  ctx.backend().ma_update_scores(dy_sum, mu, m, ranking, k_eval, lr, g);
+}
+
+void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, int k,
+                      Tensor& out) {
+  check_tensor(ctx, "masked_logsumexp", "alpha", alpha);
+  check_ndim("masked_logsumexp", "alpha", alpha, 1);
+  check_ranking(ctx, "masked_logsumexp", ranking, alpha.numel(), k);
+  check_vector(ctx, "masked_logsumexp", "out", out, 1);
+  ctx.backend().masked_logsumexp(alpha, ranking, k, out);
+}
+
+void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k,
+                       const Tensor& lse_old) {
+  check_tensor(ctx, "proxyless_rescale", "alpha", alpha);
+  check_ndim("proxyless_rescale", "alpha", alpha, 1);
+  check_ranking(ctx, "proxyless_rescale", ranking, alpha.numel(), k);
+  check_vector(ctx, "proxyless_rescale", "lse_old", lse_old, 1);
+  ctx.backend().proxyless_rescale(alpha, ranking, k, lse_old);
+}
+
+void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams& p,
+              const Tensor* grad_scale) {
+  const char* op = "sgd_step";
+  CUDARTS_CHECK(p.lr >= 0.0f && p.momentum >= 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr,
+                ", momentum ", p.momentum, " and weight_decay ", p.weight_decay,
+                " must be >= 0");
+  CUDARTS_CHECK(!p.nesterov || p.momentum > 0.0f, op, ": Nesterov needs momentum > 0");
+  check_slots(ctx, op, slots, p.momentum > 0.0f, false);
+  check_scale(ctx, op, grad_scale);
+  ctx.backend().sgd_step(slots, p, grad_scale);
+}
+
+void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamParams& p,
+               const Tensor* grad_scale) {
+  const char* op = "adam_step";
+  CUDARTS_CHECK(p.lr >= 0.0f && p.eps > 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr,
+                ", eps ", p.eps, " and weight_decay ", p.weight_decay,
+                " must be >= 0 (eps > 0)");
+  CUDARTS_CHECK(p.beta1 >= 0.0f && p.beta1 < 1.0f && p.beta2 >= 0.0f && p.beta2 < 1.0f, op,
+                ": betas (", p.beta1, ", ", p.beta2, ") must be in [0, 1)");
+  CUDARTS_CHECK(p.step >= 1, op, ": step ", p.step, " must be >= 1");
+  check_slots(ctx, op, slots, true, true);
+  check_scale(ctx, op, grad_scale);
+  ctx.backend().adam_step(slots, p, grad_scale);
+}
+
+void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out) {
+  for (const Tensor* t : xs) {
+    CUDARTS_CHECK(t != nullptr, "global_norm: null tensor in the list");
+    check_tensor(ctx, "global_norm", "xs[i]", *t);
+  }
+  check_vector(ctx, "global_norm", "out", out, 1);
+  ctx.backend().global_norm(xs, out);
+}
+
+void clip_coefficient(Context& ctx, const Tensor& norm, float max_norm, Tensor& coef) {
+  check_vector(ctx, "clip_coefficient", "norm", norm, 1);
+  check_vector(ctx, "clip_coefficient", "coef", coef, 1);
+  CUDARTS_CHECK(max_norm > 0.0f, "clip_coefficient: max_norm ", max_norm, " must be > 0");
+  ctx.backend().clip_coefficient(norm, max_norm, coef);
+}
+
+}  // namespace cudarts::ops

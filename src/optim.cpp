@@ -1,0 +1,126 @@
+// Optimizers: parameter groups with their state, updated by one op call per step.
+#include "cudarts/optim.h"
+
+#include <cmath>
+
+#include "cudarts/error.h"
+
+namespace cudarts {
+
+Optimizer::Optimizer(Context& ctx, std::vector<Parameter*> params, float lr)
+    : params_(std::move(params)), lr_(lr) {
+  for (Parameter* p : params_) {
+    CUDARTS_CHECK(p != nullptr, "optimizer: null parameter in the group");
+    CUDARTS_CHECK(p->value.device() == ctx.device(), "optimizer: parameter '", p->name, "' is ",
+                  p->value.describe(), " but the context is on ", ctx.device().str());
+  }
+  set_lr(lr);
+  grad_norm_ = Tensor::zeros(ctx, Shape{1});
+  clip_coef_ = Tensor::full(ctx, Shape{1}, 1.0f);
+}
+
+Optimizer::~Optimizer() = default;
+
+void Optimizer::set_lr(float lr) {
+  CUDARTS_CHECK(lr >= 0.0f && std::isfinite(lr), "optimizer: learning rate ", lr,
+                " must be finite and >= 0");
+  lr_ = lr;
+}
+
+void Optimizer::set_grad_clip(float max_norm) {
+  CUDARTS_CHECK(max_norm >= 0.0f, "optimizer: gradient clip ", max_norm, " must be >= 0");
+  clip_ = max_norm;
+}
+
+void Optimizer::add_hook(StepHook* hook) {
+  CUDARTS_CHECK(hook != nullptr, "optimizer: null hook");
+  hooks_.push_back(hook);
+}
+
+void Optimizer::step(Context& ctx) {
+  for (StepHook* h : hooks_) h->before_step(ctx);
+  const Tensor* scale = nullptr;
+  if (clip_ > 0.0f) {
+    std::vector<const Tensor*> grads;
+    for (Parameter* p : params_) grads.push_back(&p->grad);
+    ops::global_norm(ctx, grads, grad_norm_);
+    ops::clip_coefficient(ctx, grad_norm_, clip_, clip_coef_);
+    scale = &clip_coef_;
+  }
+  ++step_count_;
+  update(ctx, scale);
+  for (StepHook* h : hooks_) h->after_step(ctx);
+}
+
+void Optimizer::zero_grad(Context& ctx) {
+  for (Parameter* p : params_) ops::fill(ctx, p->grad, 0.0f);
+}
+
+SGD::SGD(Context& ctx, std::vector<Parameter*> params, SgdParams hyper)
+    : Optimizer(ctx, std::move(params), hyper.lr), hyper_(hyper) {
+  for (Parameter* p : params_)
+    momentum_.push_back(hyper.momentum > 0.0f ? Tensor::zeros(ctx, p->value.shape()) : Tensor());
+}
+
+void SGD::update(Context& ctx, const Tensor* grad_scale) {
+  hyper_.lr = lr_;
+  std::vector<OptimSlot> slots;
+  slots.reserve(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i)
+    slots.push_back({&params_[i]->value, &params_[i]->grad,
+                     momentum_[i].defined() ? &momentum_[i] : nullptr, nullptr});
+  ops::sgd_step(ctx, slots, hyper_, grad_scale);
+}
+
+std::vector<std::pair<std::string, Tensor*>> SGD::state() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (size_t i = 0; i < momentum_.size(); ++i)
+    if (momentum_[i].defined()) out.emplace_back("momentum." + std::to_string(i), &momentum_[i]);
+  return out;
+}
+
+Adam::Adam(Context& ctx, std::vector<Parameter*> params, AdamParams hyper)
+    : Optimizer(ctx, std::move(params), hyper.lr), hyper_(hyper) {
+  for (Parameter* p : params_) {
+    m_.push_back(Tensor::zeros(ctx, p->value.shape()));
+    v_.push_back(Tensor::zeros(ctx, p->value.shape()));
+  }
+}
+
+void Adam::update(Context& ctx, const Tensor* grad_scale) {
+  hyper_.lr = lr_;
+  hyper_.step = step_count();
+  std::vector<OptimSlot> slots;
+  slots.reserve(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i)
+    slots.push_back({&params_[i]->value, &params_[i]->grad, &m_[i], &v_[i]});
+  ops::adam_step(ctx, slots, hyper_, grad_scale);
+}
+
+std::vector<std::pair<std::string, Tensor*>> Adam::state() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (size_t i = 0; i < m_.size(); ++i) {
+    out.emplace_back("exp_avg." + std::to_string(i), &m_[i]);
+    out.emplace_back("exp_avg_sq." + std::to_string(i), &v_[i]);
+  }
+  return out;
+}
+
+CosineSchedule::CosineSchedule(float lr_max, float lr_min, int64_t total_steps,
+                               int64_t warmup_steps)
+    : lr_max_(lr_max), lr_min_(lr_min), total_(total_steps), warmup_(warmup_steps) {
+  CUDARTS_CHECK(total_steps >= 1, "CosineSchedule: total_steps ", total_steps, " must be >= 1");
+  CUDARTS_CHECK(warmup_steps >= 0 && warmup_steps < total_steps, "CosineSchedule: warmup_steps ",
+                warmup_steps, " must be in [0, total_steps = ", total_steps, ")");
+  CUDARTS_CHECK(lr_min >= 0.0f && lr_max >= lr_min, "CosineSchedule: need 0 <= lr_min (", lr_min,
+                ") <= lr_max (", lr_max, ")");
+}
+
+float CosineSchedule::lr(int64_t step) const {
+  if (step < warmup_) return lr_max_ * float(step + 1) / float(warmup_);
+  const double t = double(std::min(step, total_) - warmup_) / double(total_ - warmup_);
+  const double pi = 3.14159265358979323846;
+  return static_cast<float>(lr_min_ + 0.5 * (lr_max_ - lr_min_) * (1.0 + std::cos(pi * t)));
+}
+
+}  // namespace cudarts

@@ -1,0 +1,168 @@
+// Tensor, Shape, Context and the caching allocator: views share storage, copies are
+// explicit, statistics count what the allocator did.
+#include "test_util.h"
+
+namespace cudarts {
+namespace {
+
+TEST(Shape, BasicsAndPrinting) {
+  Shape s{2, 3, 4, 5};
+  EXPECT_EQ(s.ndim(), 4);
+  EXPECT_EQ(s.numel(), 120);
+  EXPECT_EQ(s.str(), "[2, 3, 4, 5]");
+  EXPECT_EQ(Shape{}.numel(), 1);
+  EXPECT_TRUE((Shape{2, 3} == Shape{2, 3}));
+  EXPECT_FALSE((Shape{2, 3} == Shape{3, 2}));
+  EXPECT_THROW(s[4], Error);
+  EXPECT_THROW((Shape{1, -2}), Error);
+}
+
+TEST(Tensor, FromVectorRoundTrip) {
+  Context ctx;
+  const std::vector<float> v{1, 2, 3, 4, 5, 6};
+  Tensor t = Tensor::from_vector(ctx, Shape{2, 3}, v);
+  EXPECT_EQ(t.to_vector(), v);
+  EXPECT_EQ(t.describe(), "f32[2, 3] on cpu");
+  EXPECT_THROW(Tensor::from_vector(ctx, Shape{4}, v), Error);
+}
+
+TEST(Tensor, ViewsShareStorageCopiesDoNot) {
+  Context ctx;
+  Tensor t = Tensor::from_vector(ctx, Shape{3, 2}, {0, 1, 2, 3, 4, 5});
+  Tensor rows = t.slice(1, 3);
+  EXPECT_EQ(rows.shape(), (Shape{2, 2}));
+  EXPECT_EQ(rows.to_vector(), (std::vector<float>{2, 3, 4, 5}));
+  Tensor flat = t.reshape(Shape{6});
+  Tensor copy = t.clone(ctx);
+  Tensor moved_copy = t.to(ctx);
+  rows.data()[0] = 42.0f;  // writes through to t and flat, not to the copies
+  EXPECT_EQ(t.to_vector()[2], 42.0f);
+  EXPECT_EQ(flat.to_vector()[2], 42.0f);
+  EXPECT_EQ(copy.to_vector()[2], 2.0f);
+  EXPECT_EQ(moved_copy.to_vector()[2], 2.0f);
+  EXPECT_THROW(t.reshape(Shape{4}), Error);
+  EXPECT_THROW(t.slice(2, 4), Error);
+}
+
+TEST(Tensor, ViewKeepsStorageAlive) {
+  Context ctx;
+  Tensor view;
+  {
+    Tensor t = Tensor::from_vector(ctx, Shape{4}, {1, 2, 3, 4});
+    view = t.slice(2, 4);
+  }
+  EXPECT_EQ(view.to_vector(), (std::vector<float>{3, 4}));
+}
+
+TEST(Tensor, ZerosFullItemAndI32) {
+  Context ctx;
+  EXPECT_EQ(Tensor::zeros(ctx, Shape{3}).to_vector(), (std::vector<float>{0, 0, 0}));
+  EXPECT_EQ(Tensor::full(ctx, Shape{2}, 2.5f).to_vector(), (std::vector<float>{2.5f, 2.5f}));
+  EXPECT_EQ(Tensor::full(ctx, Shape{1}, 7.0f).item(), 7.0f);
+  Tensor labels = Tensor::from_vector_i32(ctx, Shape{3}, {4, 0, 9});
+  EXPECT_EQ(labels.to_vector_i32(), (std::vector<int32_t>{4, 0, 9}));
+  EXPECT_THROW(labels.data(), Error);
+  EXPECT_THROW(labels.to_vector(), Error);
+  EXPECT_THROW(Tensor().raw(), Error);
+}
+
+TEST(Allocator, RoundsAndCountsRequests) {
+  EXPECT_EQ(Allocator::round_size(1), 256u);
+  EXPECT_EQ(Allocator::round_size(256), 256u);
+  EXPECT_EQ(Allocator::round_size(257), 512u);
+  EXPECT_EQ(Allocator::round_size((1 << 20) + 1), size_t((1 << 20) + (1 << 16)));
+  CpuAllocator a;
+  void* p = a.allocate(1000);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 256, 0u);
+  AllocatorStats s = a.stats();
+  EXPECT_EQ(s.current_bytes, 1024u);
+  EXPECT_EQ(s.num_allocations, 1u);
+  a.deallocate(p, 1000);
+  EXPECT_EQ(a.stats().current_bytes, 0u);
+  EXPECT_EQ(a.stats().reserved_bytes, 1024u);  // cached, not returned
+  EXPECT_EQ(a.allocate(0), nullptr);
+}
+
+TEST(Allocator, ReusesCachedBlocksAndTracksPeak) {
+  CpuAllocator a;
+  void* p1 = a.allocate(4096);
+  void* p2 = a.allocate(8192);
+  EXPECT_EQ(a.stats().peak_bytes, 4096u + 8192u);
+  a.deallocate(p1, 4096);
+  a.deallocate(p2, 8192);
+  void* p3 = a.allocate(4000);  // rounds to 4096: served from the cache
+  EXPECT_EQ(p3, p1);
+  AllocatorStats s = a.stats();
+  EXPECT_EQ(s.num_allocations, 2u);
+  EXPECT_EQ(s.num_cache_hits, 1u);
+  EXPECT_EQ(s.num_requests, 3u);
+  EXPECT_EQ(s.current_bytes, 4096u);
+  EXPECT_EQ(s.peak_bytes, 4096u + 8192u);
+  a.reset_peak();
+  EXPECT_EQ(a.stats().peak_bytes, 4096u);
+  a.deallocate(p3, 4000);
+  a.empty_cache();
+  EXPECT_EQ(a.stats().reserved_bytes, 0u);
+  EXPECT_EQ(a.stats().num_frees, 2u);
+}
+
+TEST(Allocator, SteadyStateLoopStopsAllocating) {
+  Context ctx;
+  auto step = [&] {
+    Tensor a = Tensor::zeros(ctx, Shape{64, 16, 8, 8});
+    Tensor b = Tensor::zeros(ctx, Shape{64, 32});
+    Tensor c = Tensor::empty(ctx, a.shape());
+    ops::add(ctx, a, a, c);
+  };
+  step();
+  const uint64_t after_first = ctx.allocator().stats().num_allocations;
+  for (int i = 0; i < 5; ++i) step();
+  EXPECT_EQ(ctx.allocator().stats().num_allocations, after_first);
+  EXPECT_EQ(ctx.allocator().stats().current_bytes, 0u);
+}
+
+TEST(Allocator, TensorsReturnMemoryWhenDestroyed) {
+  Context ctx;
+  {
+    Tensor t = Tensor::zeros(ctx, Shape{1000});
+    EXPECT_EQ(ctx.allocator().stats().current_bytes, Allocator::round_size(4000));
+  }
+  EXPECT_EQ(ctx.allocator().stats().current_bytes, 0u);
+}
+
+TEST(Context, RngOffsetsDoNotOverlap) {
+  Context ctx(Device::cpu(), ContextOptions{123});
+  EXPECT_EQ(ctx.seed(), 123u);
+  const uint64_t a = ctx.reserve_rng(10);  // 3 blocks of 4 words
+  const uint64_t b = ctx.reserve_rng(1);
+  EXPECT_EQ(a, 0u);
+  EXPECT_EQ(b, 3u);
+  ctx.set_rng_state(5, 100);
+  EXPECT_EQ(ctx.reserve_rng(4), 100u);
+  EXPECT_EQ(ctx.seed(), 5u);
+}
+
+TEST(Context, CudaAvailabilityIsReported) {
+  if (Context::cuda_available()) {
+    EXPECT_TRUE(Context::cuda_unavailable_reason().empty());
+  } else {
+    EXPECT_FALSE(Context::cuda_unavailable_reason().empty());
+    EXPECT_THROW(Context ctx(Device::cuda(0)), Error);
+  }
+}
+
+TEST(Context, CudaTensorRoundTrip) {
+  CUDARTS_REQUIRE_GPU();
+  Context cpu;
+  Context gpu(Device::cuda(0));
+  Tensor h = test::random_tensor(cpu, Shape{3, 5}, 1);
+  Tensor d = h.to(gpu);
+  EXPECT_TRUE(d.device().is_cuda());
+  EXPECT_EQ(d.to_vector(), h.to_vector());
+  Tensor back = d.clone(gpu).to(cpu);
+  EXPECT_EQ(back.to_vector(), h.to_vector());
+}
+
+}  // namespace
+}  // namespace cudarts

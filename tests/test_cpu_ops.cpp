@@ -1,0 +1,393 @@
+// The CPU reference ops against independent naive loops (double precision) written here,
+// plus a few hand-computed cases. These prove the reference that every backend is
+// compared with.
+#include "test_util.h"
+
+namespace cudarts {
+namespace {
+
+using test::all_close;
+using test::random_vector;
+
+struct ConvCase {
+  int64_t n, c, h, w, k, r;
+  Conv2dParams p;
+  bool bias;
+};
+
+std::string conv_name(const ConvCase& cc) {
+  return detail::cat("x[", cc.n, ",", cc.c, ",", cc.h, ",", cc.w, "] k", cc.k, " r", cc.r, " s",
+                     cc.p.stride_h, " p", cc.p.pad_h, " d", cc.p.dilation_h, " g", cc.p.groups,
+                     cc.bias ? " bias" : "");
+}
+
+// Naive direct convolution and its two gradients, in double.
+struct NaiveConv {
+  ConvCase cc;
+  int64_t cg, kg, p, q;
+  explicit NaiveConv(const ConvCase& c) : cc(c) {
+    cg = c.c / c.p.groups;
+    kg = c.k / c.p.groups;
+    p = (c.h + 2 * c.p.pad_h - c.p.dilation_h * (c.r - 1) - 1) / c.p.stride_h + 1;
+    q = (c.w + 2 * c.p.pad_w - c.p.dilation_w * (c.r - 1) - 1) / c.p.stride_w + 1;
+  }
+  // Calls f(n, k, pi, qi, ci_global, ri, si, input_index, weight_index) for every valid tap.
+  template <class F>
+  void taps(F f) const {
+    for (int64_t ni = 0; ni < cc.n; ++ni)
+      for (int64_t ki = 0; ki < cc.k; ++ki) {
+        const int64_t g = ki / kg;
+        for (int64_t pi = 0; pi < p; ++pi)
+          for (int64_t qi = 0; qi < q; ++qi)
+            for (int64_t cl = 0; cl < cg; ++cl)
+              for (int64_t ri = 0; ri < cc.r; ++ri)
+                for (int64_t si = 0; si < cc.r; ++si) {
+                  const int64_t hi = pi * cc.p.stride_h - cc.p.pad_h + ri * cc.p.dilation_h;
+                  const int64_t wi = qi * cc.p.stride_w - cc.p.pad_w + si * cc.p.dilation_w;
+                  if (hi < 0 || hi >= cc.h || wi < 0 || wi >= cc.w) continue;
+                  const int64_t ci = g * cg + cl;
+                  f(((ni * cc.k + ki) * p + pi) * q + qi,
+                    ((ni * cc.c + ci) * cc.h + hi) * cc.w + wi,
+                    ((ki * cg + cl) * cc.r + ri) * cc.r + si);
+                }
+      }
+  }
+};
+
+class CpuConv : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(CpuConv, ForwardAndGradientsMatchNaiveLoops) {
+  const ConvCase cc = GetParam();
+  const NaiveConv nv(cc);
+  Context ctx;
+  const Shape xs{cc.n, cc.c, cc.h, cc.w}, ws{cc.k, nv.cg, cc.r, cc.r}, ys{cc.n, cc.k, nv.p, nv.q};
+  ASSERT_EQ(ops::conv2d_output_shape(xs, ws, cc.p), ys);
+  const auto xv = random_vector(size_t(xs.numel()), 1), wv = random_vector(size_t(ws.numel()), 2),
+             bv = random_vector(size_t(cc.k), 3), gv = random_vector(size_t(ys.numel()), 4),
+             dw0 = random_vector(size_t(ws.numel()), 5), db0 = random_vector(size_t(cc.k), 6);
+  Tensor x = Tensor::from_vector(ctx, xs, xv), w = Tensor::from_vector(ctx, ws, wv),
+         b = Tensor::from_vector(ctx, Shape{cc.k}, bv), dy = Tensor::from_vector(ctx, ys, gv);
+  Tensor y = Tensor::empty(ctx, ys), dx = Tensor::full(ctx, xs, 99.0f);
+  Tensor dw = Tensor::from_vector(ctx, ws, dw0), db = Tensor::from_vector(ctx, Shape{cc.k}, db0);
+  ops::conv2d_fwd(ctx, x, w, cc.bias ? &b : nullptr, y, cc.p);
+  ops::conv2d_bwd_data(ctx, dy, w, dx, cc.p);
+  ops::conv2d_bwd_filter(ctx, x, dy, dw, cc.bias ? &db : nullptr, cc.p);
+
+  std::vector<double> ry(size_t(ys.numel()), 0.0), rdx(size_t(xs.numel()), 0.0),
+      rdw(dw0.begin(), dw0.end()), rdb(db0.begin(), db0.end());
+  if (cc.bias)
+    for (int64_t i = 0; i < ys.numel(); ++i) ry[i] = bv[(i / (nv.p * nv.q)) % cc.k];
+  nv.taps([&](int64_t yi, int64_t xi, int64_t wi) {
+    ry[yi] += double(xv[xi]) * wv[wi];
+    rdx[xi] += double(gv[yi]) * wv[wi];
+    rdw[wi] += double(gv[yi]) * xv[xi];
+  });
+  if (cc.bias)
+    for (int64_t i = 0; i < ys.numel(); ++i) rdb[(i / (nv.p * nv.q)) % cc.k] += gv[i];
+  EXPECT_TRUE(all_close(y.to_vector(), ry, 1e-4, 1e-4)) << "forward";
+  EXPECT_TRUE(all_close(dx.to_vector(), rdx, 1e-4, 1e-4)) << "backward data";
+  EXPECT_TRUE(all_close(dw.to_vector(), rdw, 1e-4, 1e-3)) << "backward filter (+=)";
+  if (cc.bias) EXPECT_TRUE(all_close(db.to_vector(), rdb, 1e-4, 1e-3)) << "bias gradient (+=)";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CpuConv,
+    ::testing::Values(ConvCase{2, 3, 7, 6, 4, 3, Conv2dParams::make(1, 1), true},
+                      ConvCase{2, 4, 9, 9, 6, 3, Conv2dParams::make(2, 1), false},
+                      ConvCase{1, 4, 10, 8, 4, 3, Conv2dParams::make(1, 2, 2), false},
+                      ConvCase{2, 6, 8, 8, 4, 3, Conv2dParams::make(1, 1, 1, 2), true},
+                      ConvCase{3, 5, 8, 7, 5, 3, Conv2dParams::make(1, 1, 1, 5), false},
+                      ConvCase{2, 4, 11, 11, 4, 5, Conv2dParams::make(2, 4, 2, 4), false},
+                      ConvCase{2, 6, 5, 5, 12, 3, Conv2dParams::make(1, 1, 1, 6), true},
+                      ConvCase{2, 8, 6, 6, 5, 1, Conv2dParams::make(1, 0), true},
+                      ConvCase{2, 3, 7, 7, 4, 1, Conv2dParams::make(2, 0), false},
+                      ConvCase{1, 2, 5, 5, 3, 5, Conv2dParams::make(1, 0), false}),
+    [](const ::testing::TestParamInfo<ConvCase>& i) { return "case" + std::to_string(i.index); });
+
+TEST(CpuConv, HandComputedThreeByThree) {
+  // x = 1..9 as a 3x3 image, w = all ones 2x2, stride 1, no padding: sums of 2x2 windows.
+  Context ctx;
+  Tensor x = Tensor::from_vector(ctx, Shape{1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+  Tensor w = Tensor::from_vector(ctx, Shape{1, 1, 2, 2}, {1, 1, 1, 1});
+  Tensor y = Tensor::empty(ctx, Shape{1, 1, 2, 2});
+  ops::conv2d_fwd(ctx, x, w, nullptr, y, {});
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{12, 16, 24, 28}));
+  // dy = ones: dx counts how many windows cover each pixel.
+  Tensor dy = Tensor::full(ctx, Shape{1, 1, 2, 2}, 1.0f), dx = Tensor::empty(ctx, x.shape());
+  ops::conv2d_bwd_data(ctx, dy, w, dx, {});
+  EXPECT_EQ(dx.to_vector(), (std::vector<float>{1, 2, 1, 2, 4, 2, 1, 2, 1}));
+}
+
+TEST(CpuBatchNorm, TrainForwardBackwardAndRunningStats) {
+  Context ctx;
+  const int64_t n = 3, c = 2, h = 2, w = 3, m = n * h * w;
+  const Shape xs{n, c, h, w};
+  const auto xv = random_vector(size_t(xs.numel()), 7, 2.0f),
+             gv = random_vector(size_t(xs.numel()), 8);
+  const std::vector<float> gamma{1.5f, -0.5f}, beta{0.25f, 2.0f};
+  Tensor x = Tensor::from_vector(ctx, xs, xv), dy = Tensor::from_vector(ctx, xs, gv);
+  Tensor g = Tensor::from_vector(ctx, Shape{c}, gamma),
+         b = Tensor::from_vector(ctx, Shape{c}, beta);
+  Tensor rm = Tensor::from_vector(ctx, Shape{c}, {0.5f, -1.0f}),
+         rv = Tensor::from_vector(ctx, Shape{c}, {2.0f, 1.0f});
+  Tensor y = Tensor::empty(ctx, xs), sm = Tensor::empty(ctx, Shape{c}),
+         si = Tensor::empty(ctx, Shape{c});
+  BatchNormParams prm{0.1f, 1e-5f};
+  ops::batchnorm_fwd_train(ctx, x, &g, &b, &rm, &rv, y, sm, si, prm);
+  Tensor dx = Tensor::empty(ctx, xs), dg = Tensor::full(ctx, Shape{c}, 1.0f),
+         dbt = Tensor::zeros(ctx, Shape{c});
+  ops::batchnorm_bwd(ctx, dy, x, &g, sm, si, dx, &dg, &dbt);
+
+  std::vector<double> ry(xv.size()), rdx(xv.size()), rdg{1.0, 1.0}, rdb{0.0, 0.0}, rrm(2), rrv(2);
+  const double rm0[2] = {0.5, -1.0}, rv0[2] = {2.0, 1.0};
+  for (int64_t ci = 0; ci < c; ++ci) {
+    std::vector<int64_t> idx;
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < h * w; ++j) idx.push_back((ni * c + ci) * h * w + j);
+    double mean = 0, var = 0;
+    for (auto i : idx) mean += xv[i];
+    mean /= m;
+    for (auto i : idx) var += (xv[i] - mean) * (xv[i] - mean);
+    var /= m;
+    const double is = 1.0 / std::sqrt(var + 1e-5);
+    rrm[ci] = 0.9 * rm0[ci] + 0.1 * mean;
+    rrv[ci] = 0.9 * rv0[ci] + 0.1 * var * m / (m - 1);
+    // Backward from the textbook derivation: dx = gamma*is*(dy - mean(dy) - xhat*mean(dy*xhat)).
+    double mdy = 0, mdyx = 0;
+    for (auto i : idx) {
+      const double xh = (xv[i] - mean) * is;
+      ry[i] = gamma[ci] * xh + beta[ci];
+      mdy += gv[i];
+      mdyx += gv[i] * xh;
+    }
+    rdg[ci] += mdyx;
+    rdb[ci] += mdy;
+    mdy /= m;
+    mdyx /= m;
+    for (auto i : idx) rdx[i] = gamma[ci] * is * (gv[i] - mdy - (xv[i] - mean) * is * mdyx);
+  }
+  EXPECT_TRUE(all_close(y.to_vector(), ry, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(rm.to_vector(), rrm, 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(rv.to_vector(), rrv, 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(dx.to_vector(), rdx, 1e-4, 1e-5));
+  EXPECT_TRUE(all_close(dg.to_vector(), rdg, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(dbt.to_vector(), rdb, 1e-5, 1e-5));
+
+  // Inference uses the running statistics.
+  Tensor yi = Tensor::empty(ctx, xs);
+  ops::batchnorm_fwd_infer(ctx, x, &g, &b, rm, rv, yi, 1e-5f);
+  std::vector<double> ryi(xv.size());
+  for (int64_t i = 0; i < xs.numel(); ++i) {
+    const int64_t ci = (i / (h * w)) % c;
+    ryi[i] = gamma[ci] * (xv[i] - rrm[ci]) / std::sqrt(rrv[ci] + 1e-5) + beta[ci];
+  }
+  EXPECT_TRUE(all_close(yi.to_vector(), ryi, 1e-5, 1e-5));
+}
+
+TEST(CpuBatchNorm, AffineFalseNormalisesToZeroMeanUnitVariance) {
+  Context ctx;
+  Tensor x = test::random_tensor(ctx, Shape{4, 3, 5, 5}, 3, 4.0f);
+  Tensor y = Tensor::empty(ctx, x.shape()), sm = Tensor::empty(ctx, Shape{3}),
+         si = Tensor::empty(ctx, Shape{3});
+  ops::batchnorm_fwd_train(ctx, x, nullptr, nullptr, nullptr, nullptr, y, sm, si, {});
+  const auto v = y.to_vector();
+  for (int c = 0; c < 3; ++c) {
+    double s = 0, s2 = 0;
+    for (int n = 0; n < 4; ++n)
+      for (int j = 0; j < 25; ++j) {
+        const double t = v[(n * 3 + c) * 25 + j];
+        s += t;
+        s2 += t * t;
+      }
+    EXPECT_NEAR(s / 100, 0.0, 1e-5);
+    EXPECT_NEAR(s2 / 100, 1.0, 1e-3);
+  }
+}
+
+struct PoolCase {
+  PoolMode mode;
+  int k, s, p;
+  int64_t h, w;
+};
+
+class CpuPool : public ::testing::TestWithParam<PoolCase> {};
+
+TEST_P(CpuPool, MatchesNaiveWindows) {
+  const PoolCase pc = GetParam();
+  Context ctx;
+  const Pool2dParams prm = Pool2dParams::make(pc.mode, pc.k, pc.s, pc.p);
+  const Shape xs{2, 3, pc.h, pc.w};
+  const Shape ys = ops::pool2d_output_shape(xs, prm);
+  const auto xv = test::distinct_vector(size_t(xs.numel()), 11);
+  const auto gv = random_vector(size_t(ys.numel()), 12);
+  Tensor x = Tensor::from_vector(ctx, xs, xv), dy = Tensor::from_vector(ctx, ys, gv);
+  Tensor y = Tensor::empty(ctx, ys), dx = Tensor::full(ctx, xs, 5.0f);
+  ops::pool2d_fwd(ctx, x, y, prm);
+  ops::pool2d_bwd(ctx, x, y, dy, dx, prm);
+  std::vector<double> ry(size_t(ys.numel())), rdx(size_t(xs.numel()), 0.0);
+  for (int64_t nc = 0; nc < 6; ++nc)
+    for (int64_t pi = 0; pi < ys[2]; ++pi)
+      for (int64_t qi = 0; qi < ys[3]; ++qi) {
+        double best = -1e30, sum = 0;
+        int64_t arg = -1, count = 0;
+        for (int a = 0; a < pc.k; ++a)
+          for (int b = 0; b < pc.k; ++b) {
+            const int64_t hi = pi * pc.s - pc.p + a, wi = qi * pc.s - pc.p + b;
+            if (hi < 0 || hi >= pc.h || wi < 0 || wi >= pc.w) continue;
+            const int64_t i = (nc * pc.h + hi) * pc.w + wi;
+            if (xv[i] > best) best = xv[i], arg = i;
+            sum += xv[i];
+            ++count;
+          }
+        const int64_t o = (nc * ys[2] + pi) * ys[3] + qi;
+        if (pc.mode == PoolMode::Max) {
+          ry[o] = best;
+          rdx[arg] += gv[o];
+        } else {
+          ry[o] = sum / count;
+          for (int a = 0; a < pc.k; ++a)
+            for (int b = 0; b < pc.k; ++b) {
+              const int64_t hi = pi * pc.s - pc.p + a, wi = qi * pc.s - pc.p + b;
+              if (hi >= 0 && hi < pc.h && wi >= 0 && wi < pc.w)
+                rdx[(nc * pc.h + hi) * pc.w + wi] += gv[o] / count;
+            }
+        }
+      }
+  EXPECT_TRUE(all_close(y.to_vector(), ry, 1e-6, 1e-6));
+  EXPECT_TRUE(all_close(dx.to_vector(), rdx, 1e-5, 1e-6));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CpuPool,
+                         ::testing::Values(PoolCase{PoolMode::Max, 3, 1, 1, 6, 5},
+                                           PoolCase{PoolMode::Max, 2, 2, 0, 8, 8},
+                                           PoolCase{PoolMode::Max, 3, 2, 1, 7, 7},
+                                           PoolCase{PoolMode::Average, 3, 1, 1, 6, 5},
+                                           PoolCase{PoolMode::Average, 3, 2, 1, 7, 8},
+                                           PoolCase{PoolMode::Average, 2, 2, 0, 4, 6}));
+
+TEST(CpuPool, AverageExcludesPaddingByHand) {
+  // 3x3 average with padding 1 at the corner of a 2x2 image of ones and a 4: (1+1+1+4)/4.
+  Context ctx;
+  Tensor x = Tensor::from_vector(ctx, Shape{1, 1, 2, 2}, {1, 1, 1, 4});
+  Tensor y = Tensor::empty(ctx, Shape{1, 1, 2, 2});
+  ops::pool2d_fwd(ctx, x, y, Pool2dParams::make(PoolMode::Average, 3, 1, 1));
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{1.75f, 1.75f, 1.75f, 1.75f}));
+}
+
+TEST(CpuLinear, MatchesNaiveProducts) {
+  Context ctx;
+  const int64_t n = 5, in = 7, out = 3;
+  const auto xv = random_vector(n * in, 1), wv = random_vector(out * in, 2),
+             bv = random_vector(out, 3), gv = random_vector(n * out, 4),
+             dw0 = random_vector(out * in, 5);
+  Tensor x = Tensor::from_vector(ctx, Shape{n, in}, xv),
+         w = Tensor::from_vector(ctx, Shape{out, in}, wv),
+         b = Tensor::from_vector(ctx, Shape{out}, bv),
+         dy = Tensor::from_vector(ctx, Shape{n, out}, gv);
+  Tensor y = Tensor::empty(ctx, Shape{n, out}), dx = Tensor::empty(ctx, Shape{n, in});
+  Tensor dw = Tensor::from_vector(ctx, Shape{out, in}, dw0),
+         db = Tensor::full(ctx, Shape{out}, 1.0f);
+  ops::linear_fwd(ctx, x, w, &b, y);
+  ops::linear_bwd_data(ctx, dy, w, dx);
+  ops::linear_bwd_weight(ctx, x, dy, dw, &db);
+  std::vector<double> ry(n * out), rdx(n * in, 0), rdw(dw0.begin(), dw0.end()), rdb(out, 1.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t o = 0; o < out; ++o) {
+      double s = bv[o];
+      for (int64_t j = 0; j < in; ++j) {
+        s += double(xv[i * in + j]) * wv[o * in + j];
+        rdx[i * in + j] += double(gv[i * out + o]) * wv[o * in + j];
+        rdw[o * in + j] += double(gv[i * out + o]) * xv[i * in + j];
+      }
+      ry[i * out + o] = s;
+      rdb[o] += gv[i * out + o];
+    }
+  EXPECT_TRUE(all_close(y.to_vector(), ry, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(dx.to_vector(), rdx, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(dw.to_vector(), rdw, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(db.to_vector(), rdb, 1e-5, 1e-5));
+}
+
+TEST(CpuSoftmaxXent, HandComputed) {
+  // Row 0: logits (0, 0) label 1 -> loss log 2, prediction ties go to the first index (miss).
+  // Row 1: logits (ln 3, 0) label 0 -> p = (3/4, 1/4), loss -ln(3/4), hit.
+  Context ctx;
+  Tensor z = Tensor::from_vector(ctx, Shape{2, 2}, {0.0f, 0.0f, std::log(3.0f), 0.0f});
+  Tensor lab = Tensor::from_vector_i32(ctx, Shape{2}, {1, 0});
+  Tensor loss = Tensor::empty(ctx, Shape{1}), dz = Tensor::empty(ctx, Shape{2, 2}),
+         hits = Tensor::empty(ctx, Shape{1});
+  ops::softmax_xent(ctx, z, lab, loss, dz, hits);
+  EXPECT_NEAR(loss.item(), (std::log(2.0) - std::log(0.75)) / 2, 1e-6);
+  EXPECT_EQ(hits.item(), 1.0f);
+  EXPECT_TRUE(all_close(dz.to_vector(), {0.25, -0.25, -0.125, 0.125}, 1e-6, 1e-7));
+  Tensor bad = Tensor::from_vector_i32(ctx, Shape{2}, {1, 2});
+  EXPECT_THROW(ops::softmax_xent(ctx, z, bad, loss, dz, hits), Error);
+}
+
+TEST(CpuElementwise, AddScaleAxpyReluGlobalPool) {
+  Context ctx;
+  Tensor a = Tensor::from_vector(ctx, Shape{1, 2, 1, 2}, {1, -2, 3, -4});
+  Tensor b = Tensor::from_vector(ctx, Shape{1, 2, 1, 2}, {10, 20, 30, 40});
+  Tensor y = Tensor::empty(ctx, a.shape());
+  ops::add(ctx, a, b, y);
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{11, 18, 33, 36}));
+  ops::scale(ctx, a, -2.0f, y);
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{-2, 4, -6, 8}));
+  ops::axpy(ctx, 0.5f, b, y);
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{3, 14, 9, 28}));
+  ops::relu_fwd(ctx, a, y);
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{1, 0, 3, 0}));
+  Tensor dx = Tensor::empty(ctx, a.shape());
+  ops::relu_bwd(ctx, b, y, dx);
+  EXPECT_EQ(dx.to_vector(), (std::vector<float>{10, 0, 30, 0}));
+  Tensor g = Tensor::empty(ctx, Shape{1, 2});
+  ops::global_avgpool_fwd(ctx, b, g);
+  EXPECT_EQ(g.to_vector(), (std::vector<float>{15, 35}));
+  ops::global_avgpool_bwd(ctx, g, dx);
+  EXPECT_EQ(dx.to_vector(), (std::vector<float>{7.5f, 7.5f, 17.5f, 17.5f}));
+}
+
+TEST(CpuConcat, ConcatThenSplitRoundTrips) {
+  Context ctx;
+  Tensor a = test::random_tensor(ctx, Shape{2, 1, 2, 2}, 1),
+         b = test::random_tensor(ctx, Shape{2, 3, 2, 2}, 2);
+  Tensor y = Tensor::empty(ctx, Shape{2, 4, 2, 2});
+  ops::concat_channels(ctx, {&a, &b}, y);
+  const auto av = a.to_vector(), bv = b.to_vector(), yv = y.to_vector();
+  for (int n = 0; n < 2; ++n) {
+    for (int j = 0; j < 4; ++j) EXPECT_EQ(yv[n * 16 + j], av[n * 4 + j]);
+    for (int j = 0; j < 12; ++j) EXPECT_EQ(yv[n * 16 + 4 + j], bv[n * 12 + j]);
+  }
+  Tensor a2 = Tensor::empty(ctx, a.shape()), b2 = Tensor::empty(ctx, b.shape());
+  ops::split_channels(ctx, y, {&a2, &b2});
+  EXPECT_EQ(a2.to_vector(), av);
+  EXPECT_EQ(b2.to_vector(), bv);
+}
+
+TEST(CpuSgd, MomentumNesterovWeightDecayByHand) {
+  Context ctx;
+  Tensor p = Tensor::from_vector(ctx, Shape{2}, {1.0f, -2.0f});
+  Tensor g = Tensor::from_vector(ctx, Shape{2}, {0.5f, 0.25f});
+  Tensor buf = Tensor::zeros(ctx, Shape{2});
+  SgdParams h{0.1f, 0.9f, 0.01f, false};
+  ops::sgd_step(ctx, {{&p, &g, &buf, nullptr}}, h);
+  // d = g + 0.01 p = (0.51, 0.23); buf = d; p -= 0.1 d
+  EXPECT_TRUE(all_close(p.to_vector(), {1 - 0.051, -2 - 0.023}, 1e-6, 1e-7));
+  ops::sgd_step(ctx, {{&p, &g, &buf, nullptr}}, h);
+  // d2 = g + 0.01 p1; buf2 = 0.9 buf + d2; p2 = p1 - 0.1 buf2
+  const double p1[2] = {0.949, -2.023}, b1[2] = {0.51, 0.23}, gg[2] = {0.5, 0.25};
+  std::vector<double> want(2);
+  for (int i = 0; i < 2; ++i) want[i] = p1[i] - 0.1 * (0.9 * b1[i] + gg[i] + 0.01 * p1[i]);
+  EXPECT_TRUE(all_close(p.to_vector(), want, 1e-6, 1e-7));
+  // Nesterov: p -= lr (d + m buf_new)
+  Tensor q = Tensor::from_vector(ctx, Shape{1}, {1.0f}),
+         gq = Tensor::from_vector(ctx, Shape{1}, {1.0f});
+  Tensor bq = Tensor::from_vector(ctx, Shape{1}, {2.0f});
+  ops::sgd_step(ctx, {{&q, &gq, &bq, nullptr}}, SgdParams{0.1f, 0.5f, 0.0f, true});
+  // buf = 0.5*2 + 1 = 2; d = 1 + 0.5*2 = 2; q = 1 - 0.2
+  EXPECT_NEAR(q.item(), 0.8f, 1e-6);
+  EXPECT_NEAR(bq.item(), 2.0f, 1e-6);
+}
+
+}  // namespace
+}  // namespace cudarts

@@ -1,0 +1,603 @@
+// MixedOp semantics (DESIGN.md section 3) against direct computations written here from the
+// design: Gumbel rankings from the Philox formula, candidate outputs from naive 1x1
+// convolution loops, scores, architecture gradients and moving averages by hand.
+#include <numeric>
+#include <set>
+
+#include "gradcheck.h"
+
+namespace cudarts {
+namespace {
+
+constexpr int64_t kN = 4, kC = 3, kH = 3, kW = 3, kK = 5;
+
+std::vector<std::unique_ptr<Layer>> pointwise_candidates(Context& ctx, int k) {
+  std::vector<std::unique_ptr<Layer>> v;
+  for (int i = 0; i < k; ++i)
+    v.push_back(std::make_unique<Conv2d>(ctx, "c" + std::to_string(i), kC, kC, 1, Conv2dParams{},
+                                         false));
+  return v;
+}
+
+// o = W x for a 1x1 convolution, W (C, C), x (N, C, H, W), naive loops in double.
+std::vector<double> pointwise(const std::vector<float>& w, const std::vector<float>& x) {
+  std::vector<double> o(x.size(), 0.0);
+  const int64_t hw = kH * kW;
+  for (int64_t n = 0; n < kN; ++n)
+    for (int64_t k = 0; k < kC; ++k)
+      for (int64_t c = 0; c < kC; ++c)
+        for (int64_t j = 0; j < hw; ++j) o[(n * kC + k) * hw + j] += double(w[k * kC + c]) * x[(n * kC + c) * hw + j];
+  return o;
+}
+
+double dotd(const std::vector<double>& a, const std::vector<float>& b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// The ranking DESIGN.md prescribes: descending alpha_i + Gumbel(u_i), u from Philox word i.
+std::vector<int> expected_ranking(const std::vector<float>& alpha, uint64_t seed, uint64_t offset,
+                                  int64_t base = 0) {
+  std::vector<double> key(alpha.size());
+  for (size_t i = 0; i < alpha.size(); ++i)
+    key[i] = alpha[i] - std::log(-std::log(double(philox_uniform(philox_word(seed, offset, 0, uint64_t(base) + i)))));
+  std::vector<int> idx(alpha.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return key[size_t(a)] > key[size_t(b)]; });
+  return idx;
+}
+
+std::vector<double> softmax_d(const std::vector<float>& a, const std::vector<int>& members) {
+  double mx = -1e30, s = 0;
+  for (int i : members) mx = std::max(mx, double(a[size_t(i)]));
+  std::vector<double> p(a.size(), 0.0);
+  for (int i : members) s += p[size_t(i)] = std::exp(a[size_t(i)] - mx);
+  for (int i : members) p[size_t(i)] /= s;
+  return p;
+}
+
+struct Expectation {
+  std::vector<int> on, eval;
+  std::vector<double> y, g, dalpha, dx;
+  std::vector<std::vector<double>> dw;
+};
+
+// Direct computation of one stochastic training step of a MixedOp over 1x1 convolutions.
+Expectation expect_step(MixedOpType type, int k_on, int k_eval, const std::vector<float>& alpha,
+                        const std::vector<std::vector<float>>& w, const std::vector<float>& x,
+                        const std::vector<float>& dy, uint64_t seed, uint64_t offset,
+                        std::vector<std::vector<double>>* ma, float ma_lr) {
+  Expectation e;
+  const std::vector<int> rank = expected_ranking(alpha, seed, offset);
+  if (type == MixedOpType::Binary) k_eval = kK;
+  e.on.assign(rank.begin(), rank.begin() + k_on);
+  e.eval.assign(rank.begin(), rank.begin() + k_eval);
+  std::vector<std::vector<double>> o;
+  for (int i = 0; i < kK; ++i) o.push_back(pointwise(w[size_t(i)], x));
+  e.y.assign(x.size(), 0.0);
+  for (int i : e.on)
+    for (size_t j = 0; j < x.size(); ++j) e.y[j] += o[size_t(i)][j];
+  e.g.assign(kK, 0.0);
+  if (type == MixedOpType::MovingAverage) {
+    const size_t s = x.size() / kN;
+    std::vector<double> dys(s, 0.0);
+    for (int64_t n = 0; n < kN; ++n)
+      for (size_t j = 0; j < s; ++j) dys[j] += dy[n * s + j];
+    for (int i = 0; i < kK; ++i) {
+      std::vector<double>& m = (*ma)[size_t(i)];
+      std::vector<double> est = m;
+      if (std::find(e.eval.begin(), e.eval.end(), i) != e.eval.end()) {
+        for (size_t j = 0; j < s; ++j) {
+          double mu = 0;
+          for (int64_t n = 0; n < kN; ++n) mu += o[size_t(i)][n * s + j] / kN;
+          est[j] = mu;
+          m[j] += ma_lr * (mu - m[j]);
+        }
+      }
+      for (size_t j = 0; j < s; ++j) e.g[size_t(i)] += dys[j] * est[j];
+    }
+  } else {
+    for (int i : e.eval) e.g[size_t(i)] = dotd(o[size_t(i)], dy);
+  }
+  std::vector<int> members(kK);
+  std::iota(members.begin(), members.end(), 0);
+  if (type == MixedOpType::ProxylessNAS) members = e.eval;
+  const std::vector<double> p = softmax_d(alpha, members);
+  double pg = 0;
+  for (int i : members) pg += p[size_t(i)] * e.g[size_t(i)];
+  e.dalpha.assign(kK, 0.0);
+  for (int i : members) e.dalpha[size_t(i)] = p[size_t(i)] * (e.g[size_t(i)] - pg);
+  // dx = sum over S_on of W^T dy; dW_i = dy x^T for i in S_on, zero otherwise.
+  e.dx.assign(x.size(), 0.0);
+  e.dw.assign(kK, std::vector<double>(kC * kC, 0.0));
+  const int64_t hw = kH * kW;
+  for (int i : e.on)
+    for (int64_t n = 0; n < kN; ++n)
+      for (int64_t k = 0; k < kC; ++k)
+        for (int64_t c = 0; c < kC; ++c)
+          for (int64_t j = 0; j < hw; ++j) {
+            e.dx[(n * kC + c) * hw + j] += double(w[size_t(i)][k * kC + c]) * dy[(n * kC + k) * hw + j];
+            e.dw[size_t(i)][k * kC + c] += double(dy[(n * kC + k) * hw + j]) * x[(n * kC + c) * hw + j];
+          }
+  return e;
+}
+
+struct TypeCase {
+  MixedOpType type;
+  int k_on, k_eval;
+};
+
+class MixedOpSemantics : public ::testing::TestWithParam<TypeCase> {};
+
+TEST_P(MixedOpSemantics, StepMatchesDirectComputation) {
+  const TypeCase tc = GetParam();
+  Context ctx(Device::cpu(), ContextOptions{2024});
+  MixedOpConfig cfg{tc.type, tc.k_on, tc.k_eval, 0.25f};
+  MixedOp op(ctx, "edge", pointwise_candidates(ctx, kK), cfg);
+  init_normal(ctx, op.alpha().value, 0.0f, 1.0f);  // spread the logits for a real test
+  std::vector<std::vector<float>> w;
+  for (int i = 0; i < kK; ++i) w.push_back(op.candidate(i).own_parameters()[0]->value.to_vector());
+  std::vector<std::vector<double>> ma(kK, std::vector<double>(size_t(kC * kH * kW), 0.0));
+
+  for (int step = 0; step < 3; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    op.zero_grad(ctx);
+    const auto xv = test::random_vector(size_t(kN * kC * kH * kW), 10 + step);
+    const auto dyv = test::random_vector(xv.size(), 20 + step);
+    Tensor x = Tensor::from_vector(ctx, Shape{kN, kC, kH, kW}, xv);
+    Tensor dy = Tensor::from_vector(ctx, x.shape(), dyv);
+    const std::vector<float> alpha = op.alpha().value.to_vector();
+    const uint64_t offset = ctx.rng_offset();
+    const Expectation e = expect_step(tc.type, tc.k_on, tc.k_eval, alpha, w, xv, dyv, ctx.seed(),
+                                      offset, &ma, cfg.ma_lr);
+    Tensor y = op.forward(ctx, x, Mode::Train);
+    EXPECT_EQ(op.last_on(), e.on);
+    EXPECT_EQ(op.last_eval(), e.eval);
+    EXPECT_TRUE(test::all_close(y.to_vector(), e.y, 1e-5, 1e-5)) << "output";
+    Tensor dx = op.backward(ctx, dy);
+    EXPECT_TRUE(test::all_close(op.last_scores().to_vector(), e.g, 1e-5, 1e-5)) << "scores g";
+    EXPECT_TRUE(test::all_close(op.alpha().grad.to_vector(), e.dalpha, 1e-5, 1e-6)) << "dalpha";
+    EXPECT_TRUE(test::all_close(dx.to_vector(), e.dx, 1e-5, 1e-5)) << "dx";
+    for (int i = 0; i < kK; ++i)
+      EXPECT_TRUE(test::all_close(op.candidate(i).own_parameters()[0]->grad.to_vector(), e.dw[size_t(i)], 1e-5, 1e-5))
+          << "weight gradient of candidate " << i;
+    if (tc.type == MixedOpType::MovingAverage) {
+      std::vector<double> flat;
+      for (auto& row : ma) flat.insert(flat.end(), row.begin(), row.end());
+      EXPECT_TRUE(test::all_close(op.moving_averages().to_vector(), flat, 1e-5, 1e-6)) << "moving averages";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MixedOpSemantics,
+                         ::testing::Values(TypeCase{MixedOpType::Binary, 1, 0},
+                                           TypeCase{MixedOpType::Binary, 2, 0},
+                                           TypeCase{MixedOpType::BinaryMasked, 1, 3},
+                                           TypeCase{MixedOpType::BinaryMasked, 2, 5},
+                                           TypeCase{MixedOpType::ProxylessNAS, 1, 2},
+                                           TypeCase{MixedOpType::ProxylessNAS, 2, 4},
+                                           TypeCase{MixedOpType::MovingAverage, 1, 3},
+                                           TypeCase{MixedOpType::MovingAverage, 2, 2}),
+                         [](const ::testing::TestParamInfo<TypeCase>& i) {
+                           return std::string(mixed_op_type_name(i.param.type)) + "_on" +
+                                  std::to_string(i.param.k_on) + "_eval" + std::to_string(i.param.k_eval);
+                         });
+
+TEST(MixedOpSemantics, MaskedWithFullEvalEqualsBinary) {
+  auto run = [](MixedOpType t, int k_eval) {
+    Context ctx(Device::cpu(), ContextOptions{7});
+    MixedOp op(ctx, "edge", pointwise_candidates(ctx, kK), MixedOpConfig{t, 1, k_eval, 0.01f});
+    Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 1);
+    op.forward(ctx, x, Mode::Train);
+    op.backward(ctx, test::random_tensor(ctx, x.shape(), 2));
+    return op.alpha().grad.to_vector();
+  };
+  EXPECT_EQ(run(MixedOpType::BinaryMasked, kK), run(MixedOpType::Binary, 0));
+}
+
+TEST(MixedOpContinuous, GradientsMatchFiniteDifferences) {
+  Context ctx(Device::cpu(), ContextOptions{31});
+  std::vector<std::unique_ptr<Layer>> cands;
+  cands.push_back(std::make_unique<Conv2d>(ctx, "conv3", 3, 3, 3, Conv2dParams::make(1, 1), false));
+  auto seq = std::make_unique<Sequential>("stack");
+  seq->emplace<Conv2d>(ctx, "pw", 3, 3, 1, Conv2dParams{}, true);
+  seq->emplace<BatchNorm2d>(ctx, "bn", 3);
+  cands.push_back(std::move(seq));
+  cands.push_back(std::make_unique<AvgPool2d>("avg", 3, 1, 1));
+  cands.push_back(std::make_unique<Identity>("skip"));
+  ContinuousMixedOp op(ctx, "edge", std::move(cands));
+  init_normal(ctx, op.alpha().value, 0.0f, 0.5f);
+  Tensor x = test::random_tensor(ctx, Shape{3, 3, 4, 4}, 5);
+  test::GradCheckOptions o;
+  o.eps = 3e-3;
+  test::check_layer(ctx, op, x, o);  // input, every weight and alpha
+}
+
+TEST(MixedOpDeterministic, SumsTopKWithoutWeights) {
+  Context ctx(Device::cpu(), ContextOptions{3});
+  ContinuousMixedOp op(ctx, "edge", pointwise_candidates(ctx, kK), 2);
+  Tensor a = Tensor::from_vector(ctx, Shape{kK}, {0.1f, 0.9f, -1.0f, 0.5f, 0.2f});
+  ops::copy(ctx, a, op.alpha().value);
+  EXPECT_EQ(op.derived(), (std::vector<int>{1, 3}));
+  op.set_sampling(Sampling::Deterministic);
+  const auto xv = test::random_vector(size_t(kN * kC * kH * kW), 4);
+  Tensor x = Tensor::from_vector(ctx, Shape{kN, kC, kH, kW}, xv);
+  Tensor y = op.forward(ctx, x, Mode::Train);
+  std::vector<double> want(xv.size(), 0.0);
+  for (int i : {1, 3}) {
+    const auto o = pointwise(op.candidate(i).own_parameters()[0]->value.to_vector(), xv);
+    for (size_t j = 0; j < o.size(); ++j) want[j] += o[j];
+  }
+  EXPECT_TRUE(test::all_close(y.to_vector(), want, 1e-5, 1e-5));
+  op.backward(ctx, test::random_tensor(ctx, x.shape(), 5));
+  EXPECT_EQ(op.alpha().grad.to_vector(), std::vector<float>(kK, 0.0f));  // no alpha gradient
+  EXPECT_EQ(op.candidate(0).own_parameters()[0]->grad.to_vector(), std::vector<float>(9, 0.0f));
+  EXPECT_NE(op.candidate(1).own_parameters()[0]->grad.to_vector(), std::vector<float>(9, 0.0f));
+}
+
+TEST(MixedOpBinary, ScoredOpsKeepBatchNormStatisticsAndGetNoWeightGradient) {
+  Context ctx(Device::cpu(), ContextOptions{77});
+  std::vector<std::unique_ptr<Layer>> cands;
+  for (int i = 0; i < 4; ++i) {
+    auto s = std::make_unique<Sequential>("s" + std::to_string(i));
+    s->emplace<Conv2d>(ctx, "conv", 3, 3, 3, Conv2dParams::make(1, 1), false);
+    s->emplace<BatchNorm2d>(ctx, "bn", 3);
+    cands.push_back(std::move(s));
+  }
+  BinaryMixedOp op(ctx, "edge", std::move(cands), 1);
+  Tensor x = test::random_tensor(ctx, Shape{2, 3, 4, 4}, 1);
+  op.forward(ctx, x, Mode::Train);
+  op.backward(ctx, test::random_tensor(ctx, x.shape(), 2));
+  const int on = op.last_on()[0];
+  for (int i = 0; i < 4; ++i) {
+    auto& seq = static_cast<Sequential&>(op.candidate(i));
+    auto& bn = static_cast<BatchNorm2d&>(seq[1]);
+    const bool sampled = i == on;
+    EXPECT_EQ(bn.running_mean().to_vector() != std::vector<float>(3, 0.0f), sampled) << "candidate " << i;
+    const auto wg = static_cast<Conv2d&>(seq[0]).weight().grad.to_vector();
+    EXPECT_EQ(wg != std::vector<float>(wg.size(), 0.0f), sampled) << "candidate " << i;
+  }
+  // Every candidate was scored (Binary: E = all).
+  const auto g = op.last_scores().to_vector();
+  for (float v : g) EXPECT_NE(v, 0.0f);
+}
+
+TEST(MixedOpSampling, FrequenciesMatchSoftmaxAndDrawsNeverRepeat) {
+  Context ctx;
+  const std::vector<float> alpha{0.5f, -0.3f, 1.2f, 0.0f, -1.0f};
+  const int draws = 10000, k = int(alpha.size());
+  std::vector<float> logits;
+  std::vector<int32_t> offsets{0};
+  for (int d = 0; d < draws; ++d) {
+    logits.insert(logits.end(), alpha.begin(), alpha.end());
+    offsets.push_back(offsets.back() + k);
+  }
+  Tensor lt = Tensor::from_vector(ctx, Shape{int64_t(logits.size())}, logits);
+  Tensor ot = Tensor::from_vector_i32(ctx, Shape{int64_t(offsets.size())}, offsets);
+  Tensor rt = Tensor::empty(ctx, lt.shape(), DType::I32);
+  ops::gumbel_rank(ctx, lt, ot, 99, 0, rt);  // 10^4 MixedOps in one call
+  const auto r = rt.to_vector_i32();
+  std::vector<int> first(size_t(k), 0);
+  for (int d = 0; d < draws; ++d) {
+    std::set<int> seen(r.begin() + d * k, r.begin() + (d + 1) * k);
+    ASSERT_EQ(int(seen.size()), k) << "draw " << d << " repeats an index";
+    ASSERT_TRUE(*seen.begin() == 0 && *seen.rbegin() == k - 1);
+    ++first[size_t(r[size_t(d * k)])];
+  }
+  std::vector<int> members(static_cast<size_t>(k));
+  std::iota(members.begin(), members.end(), 0);
+  const std::vector<double> p = softmax_d(alpha, members);
+  for (int i = 0; i < k; ++i) {
+    const double sigma = std::sqrt(draws * p[size_t(i)] * (1 - p[size_t(i)]));
+    EXPECT_NEAR(first[size_t(i)], draws * p[size_t(i)], 4 * sigma) << "op " << i;
+  }
+}
+
+TEST(MixedOpSampling, EvalExtrasNeverOverlapOnSet) {
+  Context ctx(Device::cpu(), ContextOptions{5});
+  BinaryMaskedMixedOp op(ctx, "edge", pointwise_candidates(ctx, kK), 4, 2);
+  Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 1);
+  for (int t = 0; t < 200; ++t) {
+    op.forward(ctx, x, Mode::Eval);
+    const auto& on = op.last_on();
+    const auto& ev = op.last_eval();
+    ASSERT_EQ(on.size(), 2u);
+    ASSERT_EQ(ev.size(), 4u);
+    EXPECT_TRUE(std::equal(on.begin(), on.end(), ev.begin()));
+    EXPECT_EQ(std::set<int>(ev.begin(), ev.end()).size(), 4u);
+  }
+}
+
+TEST(MixedOpProxyless, RescaleKeepsOtherProbabilitiesAndEvalMass) {
+  Context ctx(Device::cpu(), ContextOptions{11});
+  auto net = std::make_unique<Sequential>("net");
+  auto& op = net->emplace<BinaryProxylessNASStyleMixedOp>(ctx, "edge", pointwise_candidates(ctx, kK), 2, 1);
+  SearchModel model(ctx, std::move(net));
+  init_normal(ctx, op.alpha().value, 0.0f, 1.0f);
+  Adam arch(ctx, model.architecture_parameters(), AdamParams{0.1f, 0.9f, 0.999f, 1e-8f, 0.0f, false, 1});
+  model.attach_architecture_optimizer(arch);
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<float> a0 = op.alpha().value.to_vector();
+    const std::vector<float> p0 = op.probabilities();
+    Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 40 + step);
+    model.forward(ctx, x, Mode::Train);
+    model.backward(ctx, test::random_tensor(ctx, x.shape(), 50 + step));
+    const std::vector<int> e = op.last_eval();
+    ASSERT_EQ(e.size(), 2u);
+    // Only alpha_E has a gradient.
+    const auto ga = op.alpha().grad.to_vector();
+    for (int i = 0; i < kK; ++i)
+      if (std::find(e.begin(), e.end(), i) == e.end()) EXPECT_EQ(ga[size_t(i)], 0.0f);
+    arch.step(ctx);
+    arch.zero_grad(ctx);
+    const std::vector<float> a1 = op.alpha().value.to_vector();
+    const std::vector<float> p1 = op.probabilities();
+    double mass0 = 0, mass1 = 0;
+    for (int i : e) {
+      mass0 += std::exp(double(a0[size_t(i)]));
+      mass1 += std::exp(double(a1[size_t(i)]));
+    }
+    EXPECT_NEAR(mass1 / mass0, 1.0, 1e-6) << "sum over E of exp(alpha) is preserved";
+    if (step == 0)  // first Adam step: zero moments outside E, so nothing else moves
+      for (int i = 0; i < kK; ++i)
+        if (std::find(e.begin(), e.end(), i) == e.end())
+          EXPECT_NEAR(p1[size_t(i)], p0[size_t(i)], 1e-6) << "probability of op " << i << " outside E";
+    EXPECT_NE(a1[size_t(e[0])], a0[size_t(e[0])]) << "alpha_E did move";
+  }
+}
+
+TEST(MixedOpMemory, BinaryPeakIsAtMostAThirdOfContinuous) {
+  auto peak = [](MixedOpType t) {
+    Context ctx(Device::cpu(), ContextOptions{3});
+    std::vector<std::unique_ptr<Layer>> cands;
+    for (int i = 0; i < 8; ++i)
+      cands.push_back(std::make_unique<Conv2d>(ctx, "conv" + std::to_string(i), 4, 16, 3,
+                                               Conv2dParams::make(1, 1), false));
+    MixedOp op(ctx, "edge", std::move(cands), MixedOpConfig{t, 1, 0, 0.01f});
+    Tensor x = test::random_tensor(ctx, Shape{64, 4, 16, 16}, 1);
+    const size_t base = ctx.allocator().stats().current_bytes;
+    ctx.allocator().reset_peak();
+    {
+      Tensor y = op.forward(ctx, x, Mode::Train);
+      Tensor dy = test::random_tensor(ctx, y.shape(), 2);
+      Tensor dx = op.backward(ctx, dy);
+    }
+    return double(ctx.allocator().stats().peak_bytes - base);
+  };
+  const double binary = peak(MixedOpType::Binary), continuous = peak(MixedOpType::Continuous);
+  const double ratio = binary / continuous;
+  std::printf("[ measured ] K=8 conv3x3 4->16, x (64,4,16,16): peak bytes Binary %.0f, Continuous %.0f, ratio %.3f\n",
+              binary, continuous, ratio);
+  EXPECT_LE(ratio, 1.0 / 3.0);
+}
+
+// A planted task: targets come from a fixed 5x5 convolution whose kernel is zero except on
+// its outer ring, so only the 5x5 candidate can see the signal. Every type must end with
+// that candidate's alpha largest.
+class PlantedArchitecture : public ::testing::TestWithParam<TypeCase> {};
+
+TEST_P(PlantedArchitecture, FindsTheFiveByFiveConvolution) {
+  const TypeCase tc = GetParam();
+  Context ctx(Device::cpu(), ContextOptions{123});
+  const int64_t c = 2, n = 8, hw = 8;
+  std::vector<std::unique_ptr<Layer>> cands;
+  cands.push_back(std::make_unique<Conv2d>(ctx, "conv1x1", c, c, 1, Conv2dParams{}, false));
+  cands.push_back(std::make_unique<Conv2d>(ctx, "conv3x3", c, c, 3, Conv2dParams::make(1, 1), false));
+  cands.push_back(std::make_unique<Conv2d>(ctx, "conv5x5", c, c, 5, Conv2dParams::make(1, 2), false));
+  cands.push_back(std::make_unique<AvgPool2d>("avg_pool", 3, 1, 1));
+  cands.push_back(std::make_unique<Identity>("identity"));
+  auto net = std::make_unique<Sequential>("net");
+  auto& op = static_cast<MixedOp&>(
+      net->add(make_mixed_op(ctx, "edge", std::move(cands), MixedOpConfig{tc.type, tc.k_on, tc.k_eval, 0.05f})));
+  SearchModel model(ctx, std::move(net));
+  // The planted kernel (c, c, 5, 5): random on the outer ring, zero inside.
+  std::vector<float> kernel = test::random_vector(size_t(c * c * 25), 9);
+  for (int64_t i = 0; i < c * c * 25; ++i) {
+    const int64_t r = (i % 25) / 5, s = i % 5;
+    if (r > 0 && r < 4 && s > 0 && s < 4) kernel[size_t(i)] = 0.0f;
+  }
+  Tensor wt = Tensor::from_vector(ctx, Shape{c, c, 5, 5}, kernel);
+  SGD weights(ctx, model.operational_parameters(), SgdParams{0.05f, 0.9f, 0.0f, false});
+  Adam arch(ctx, model.architecture_parameters(), AdamParams{0.05f, 0.5f, 0.999f, 1e-8f, 0.0f, false, 1});
+  model.attach_architecture_optimizer(arch);
+  for (int step = 0; step < 300; ++step) {
+    Tensor x = test::random_tensor(ctx, Shape{n, c, hw, hw}, uint32_t(1000 + step));
+    Tensor t = Tensor::empty(ctx, Shape{n, c, hw, hw});
+    ops::conv2d_fwd(ctx, x, wt, nullptr, t, Conv2dParams::make(1, 2));
+    weights.zero_grad(ctx);
+    arch.zero_grad(ctx);
+    Tensor y = model.forward(ctx, x, Mode::Train);
+    // Mean squared error, gradient 2 (y - t) / numel.
+    Tensor dy = Tensor::empty(ctx, y.shape());
+    ops::add(ctx, y, t, dy);
+    ops::axpy(ctx, -2.0f, t, dy);
+    ops::scale(ctx, dy, 2.0f / float(y.numel()), dy);
+    model.backward(ctx, dy);
+    weights.step(ctx);
+    arch.step(ctx);
+  }
+  const std::vector<float> p = op.probabilities();
+  std::printf("[ measured ] %s: %s", op.type(), model.architecture_summary().c_str());
+  EXPECT_EQ(std::max_element(p.begin(), p.end()) - p.begin(), 2) << model.architecture_summary();
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, PlantedArchitecture,
+                         ::testing::Values(TypeCase{MixedOpType::Continuous, 1, 0},
+                                           TypeCase{MixedOpType::Binary, 1, 0},
+                                           TypeCase{MixedOpType::BinaryMasked, 1, 3},
+                                           TypeCase{MixedOpType::ProxylessNAS, 1, 2},
+                                           TypeCase{MixedOpType::MovingAverage, 1, 3}),
+                         [](const ::testing::TestParamInfo<TypeCase>& i) {
+                           return std::string(mixed_op_type_name(i.param.type));
+                         });
+
+template <class F>
+::testing::AssertionResult throws_with(F f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const char* frag : fragments)
+      if (msg.find(frag) == std::string::npos)
+        return ::testing::AssertionFailure() << "message lacks '" << frag << "': " << msg;
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
+
+TEST(MixedOpBadInput, ConstructionAndFirstCallErrors) {
+  Context ctx;
+  EXPECT_TRUE(throws_with([&] { ContinuousMixedOp op(ctx, "e", {}); }, {"ContinuousMixedOp 'e'", "empty"}));
+  EXPECT_TRUE(throws_with([&] { BinaryMixedOp op(ctx, "e", pointwise_candidates(ctx, 3), 4); },
+                          {"BinaryMixedOp 'e'", "num_on (k_on) = 4", "3 candidates"}));
+  EXPECT_TRUE(throws_with([&] { BinaryMaskedMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 1, 2); },
+                          {"BinaryMaskedMixedOp 'e'", "num_eval (k_eval) = 1", "num_on = 2"}));
+  EXPECT_TRUE(throws_with([&] { BinaryProxylessNASStyleMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 1, 1); },
+                          {"BinaryProxylessNASStyleMixedOp 'e'", "k_eval) = 1", ">= 2"}));
+  EXPECT_TRUE(throws_with([&] { BinaryMovingAverageMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 2, 1, 0.0f); },
+                          {"BinaryMovingAverageMixedOp 'e'", "learning_rate 0", "(0, 1]"}));
+  EXPECT_TRUE(throws_with([&] { BinaryMovingAverageMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 2, 1, 1.5f); },
+                          {"learning_rate 1.5"}));
+  std::vector<std::unique_ptr<Layer>> mixed;
+  mixed.push_back(std::make_unique<Identity>("skip"));
+  mixed.push_back(std::make_unique<MaxPool2d>("pool", 2, 2));
+  ContinuousMixedOp op(ctx, "edge7", std::move(mixed));
+  Tensor x = Tensor::zeros(ctx, Shape{1, 3, 4, 4});
+  EXPECT_TRUE(throws_with([&] { op.forward(ctx, x, Mode::Train); },
+                          {"ContinuousMixedOp 'edge7'", "candidate 1 ('pool')", "[1, 3, 2, 2]", "'skip'", "[1, 3, 4, 4]"}));
+  EXPECT_TRUE(throws_with([] { parse_mixed_op_type("gdas"); }, {"unknown MixedOp type 'gdas'"}));
+}
+
+TEST(SearchModelTest, SplitsParametersAndSummarises) {
+  Context ctx(Device::cpu(), ContextOptions{4});
+  auto net = std::make_unique<Sequential>("net");
+  net->emplace<Conv2d>(ctx, "stem", kC, kC, 3, Conv2dParams::make(1, 1), false);
+  net->emplace<BinaryMixedOp>(ctx, "e0", pointwise_candidates(ctx, kK), 1);
+  net->emplace<BinaryMaskedMixedOp>(ctx, "e1", pointwise_candidates(ctx, 3), 2, 1);
+  net->emplace<BatchNorm2d>(ctx, "bn", kC);
+  SearchModel model(ctx, std::move(net));
+  const auto arch = model.architecture_parameters();
+  const auto op = model.operational_parameters();
+  ASSERT_EQ(arch.size(), 2u);
+  for (Parameter* p : arch) EXPECT_EQ(p->name, "alpha");
+  EXPECT_EQ(op.size(), 1u + kK + 3u + 2u);
+  for (Parameter* p : op) EXPECT_EQ(p->kind, ParamKind::Operational);
+  EXPECT_EQ(model.alphas().numel(), kK + 3);
+  // Each alpha is a view of the consolidated buffer.
+  model.mixed_ops()[1].second->alpha().value.data()[0] = 0.75f;
+  EXPECT_EQ(model.alphas().to_vector()[kK], 0.75f);
+
+  const std::string summary = model.architecture_summary();
+  EXPECT_NE(summary.find("net.e0 [BinaryMixedOp, k_on=1]"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("c4="), std::string::npos);
+  EXPECT_NE(model.architecture_json().find("\"net.e1\""), std::string::npos);
+
+  // One launch samples every MixedOp from the consolidated alphas.
+  const std::vector<float> all = model.alphas().to_vector();
+  const uint64_t offset = ctx.rng_offset();
+  Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 3);
+  model.forward(ctx, x, Mode::Eval);
+  const std::vector<float> a0(all.begin(), all.begin() + kK), a1(all.begin() + kK, all.end());
+  EXPECT_EQ(model.mixed_ops()[0].second->last_on()[0], expected_ranking(a0, ctx.seed(), offset, 0)[0]);
+  const auto r1 = expected_ranking(a1, ctx.seed(), offset, kK);
+  EXPECT_EQ(model.mixed_ops()[1].second->last_eval(), std::vector<int>(r1.begin(), r1.begin() + 2));
+}
+
+TEST(SearchModelTest, SavesAndLoadsAlphas) {
+  Context ctx(Device::cpu(), ContextOptions{4});
+  auto make = [&] {
+    auto net = std::make_unique<Sequential>("net");
+    net->emplace<ContinuousMixedOp>(ctx, "e0", pointwise_candidates(ctx, kK));
+    return std::make_unique<SearchModel>(ctx, std::move(net));
+  };
+  auto a = make();
+  init_normal(ctx, a->mixed_ops()[0].second->alpha().value, 0.0f, 1.0f);
+  const std::string path = ::testing::TempDir() + "/alphas.json";
+  a->save_architecture(path);
+  auto b = make();
+  b->load_architecture(ctx, path);
+  EXPECT_EQ(b->alphas().to_vector(), a->alphas().to_vector());
+  auto other = std::make_unique<Sequential>("net");
+  other->emplace<ContinuousMixedOp>(ctx, "e9", pointwise_candidates(ctx, 2));
+  SearchModel c(ctx, std::move(other));
+  EXPECT_TRUE(throws_with([&] { c.load_architecture(ctx, path); }, {"no alpha for MixedOp 'net.e9'"}));
+  EXPECT_TRUE(throws_with([&] { c.load_architecture(ctx, path + ".missing"); }, {"cannot open"}));
+}
+
+TEST(Optimizers, AdamAndAdamWByHand) {
+  Context ctx;
+  for (bool decoupled : {false, true}) {
+    Parameter p;
+    p.name = "w";
+    p.value = Tensor::from_vector(ctx, Shape{2}, {1.0f, -1.0f});
+    p.grad = Tensor::from_vector(ctx, Shape{2}, {0.5f, 2.0f});
+    AdamParams h{0.1f, 0.9f, 0.99f, 1e-8f, 0.01f, decoupled, 1};
+    Adam opt(ctx, {&p}, h);
+    std::vector<double> w{1.0, -1.0}, m{0, 0}, v{0, 0};
+    const double g[2] = {0.5, 2.0};
+    for (int t = 1; t <= 3; ++t) {
+      opt.step(ctx);
+      for (int i = 0; i < 2; ++i) {
+        double d = g[i];
+        if (decoupled) w[i] *= 1 - 0.1 * 0.01; else d += 0.01 * w[i];
+        m[i] = 0.9 * m[i] + 0.1 * d;
+        v[i] = 0.99 * v[i] + 0.01 * d * d;
+        w[i] -= 0.1 * (m[i] / (1 - std::pow(0.9, t))) / (std::sqrt(v[i] / (1 - std::pow(0.99, t))) + 1e-8);
+      }
+      EXPECT_TRUE(test::all_close(p.value.to_vector(), w, 1e-5, 1e-6)) << "step " << t << (decoupled ? " AdamW" : " Adam");
+    }
+    EXPECT_EQ(opt.step_count(), 3);
+  }
+}
+
+TEST(Optimizers, GlobalNormClippingScalesEveryGradient) {
+  Context ctx;
+  Parameter a, b;
+  a.value = Tensor::zeros(ctx, Shape{2});
+  a.grad = Tensor::from_vector(ctx, Shape{2}, {3.0f, 0.0f});
+  b.value = Tensor::zeros(ctx, Shape{1});
+  b.grad = Tensor::from_vector(ctx, Shape{1}, {4.0f});
+  SGD opt(ctx, {&a, &b}, SgdParams{1.0f, 0.0f, 0.0f, false});
+  opt.set_grad_clip(1.0f);  // norm 5 -> scaled by 1/5
+  opt.step(ctx);
+  EXPECT_NEAR(opt.last_grad_norm().item(), 5.0f, 1e-6);
+  EXPECT_TRUE(test::all_close(a.value.to_vector(), {-0.6, 0.0}, 1e-5, 1e-6));
+  EXPECT_TRUE(test::all_close(b.value.to_vector(), {-0.8}, 1e-5, 1e-6));
+  opt.set_grad_clip(10.0f);  // below the limit: unchanged gradients
+  opt.step(ctx);
+  EXPECT_TRUE(test::all_close(a.value.to_vector(), {-3.6, 0.0}, 1e-5, 1e-6));
+}
+
+TEST(Optimizers, CosineScheduleWithWarmup) {
+  CosineSchedule s(0.025f, 0.001f, 100);
+  EXPECT_FLOAT_EQ(s.lr(0), 0.025f);
+  EXPECT_NEAR(s.lr(50), 0.013f, 1e-6);
+  EXPECT_FLOAT_EQ(s.lr(100), 0.001f);
+  CosineSchedule w(1.0f, 0.0f, 110, 10);
+  EXPECT_FLOAT_EQ(w.lr(0), 0.1f);
+  EXPECT_FLOAT_EQ(w.lr(9), 1.0f);
+  EXPECT_FLOAT_EQ(w.lr(10), 1.0f);
+  EXPECT_NEAR(w.lr(60), 0.5f, 1e-6);
+  EXPECT_THROW(CosineSchedule(1.0f, 0.0f, 10, 10), Error);
+}
+
+TEST(Optimizers, HooksRunAroundTheUpdate) {
+  Context ctx;
+  Parameter p;
+  p.value = Tensor::from_vector(ctx, Shape{1}, {1.0f});
+  p.grad = Tensor::from_vector(ctx, Shape{1}, {1.0f});
+  struct Recorder : StepHook {
+    Parameter* p;
+    std::vector<float> seen;
+    void before_step(Context&) override { seen.push_back(p->value.item()); }
+    void after_step(Context&) override { seen.push_back(p->value.item()); }
+  } rec;
+  rec.p = &p;
+  SGD opt(ctx, {&p}, SgdParams{0.5f});
+  opt.add_hook(&rec);
+  opt.step(ctx);
+  EXPECT_EQ(rec.seen, (std::vector<float>{1.0f, 0.5f}));
+}
+}  // namespace
+}  // namespace cudarts

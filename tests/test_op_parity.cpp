@@ -1,0 +1,515 @@
+// One registry of op cases, run on every backend and compared with the CPU reference.
+// Inputs are random (never zeros); "=" outputs start poisoned (NaN) so an unwritten element
+// fails, "+=" outputs start random; every output is followed by sentinel values that must
+// survive. Checks: NaN/Inf first, then the normalised error ||out - ref|| / ||ref||.
+// CPU cases check sentinels, finiteness and run-to-run bitwise determinism; CUDA cases
+// skip visibly without a GPU, and ops a backend lacks are reported as skipped.
+#include <array>
+#include <cctype>
+#include <functional>
+#include <limits>
+#include <map>
+
+#include "test_util.h"
+
+namespace cudarts {
+namespace {
+
+constexpr int64_t kSentinelCount = 64;
+constexpr float kSentinel = 12345.678f;
+constexpr double kElementwiseTol = 1e-5;  // strict FP32
+constexpr double kGemmTol = 1e-4;         // convolutions and GEMM, strict FP32
+
+enum class Init { Normal, Positive, Distinct, Labels, Poison };
+
+struct TensorSpec {
+  Shape shape;
+  Init init = Init::Normal;
+  int label_range = 0;  // Init::Labels: values in [0, label_range)
+  DType dtype() const { return init == Init::Labels ? DType::I32 : DType::F32; }
+};
+
+struct OpCase {
+  std::string name;
+  double tol;
+  std::vector<TensorSpec> inputs;
+  std::vector<TensorSpec> outputs;  // Init::Poison for "=", anything else for "+=" / in-out
+  std::function<void(Context&, std::vector<Tensor>& in, std::vector<Tensor>& out)> run;
+};
+
+// Host values of a spec, the same for every backend.
+std::vector<float> host_values(const TensorSpec& s, uint32_t seed) {
+  const size_t n = size_t(s.shape.numel());
+  switch (s.init) {
+    case Init::Normal:
+      return test::random_vector(n, seed);
+    case Init::Positive: {
+      auto v = test::random_vector(n, seed);
+      for (auto& x : v) x = 0.5f + std::abs(x);
+      return v;
+    }
+    case Init::Distinct:
+      return test::distinct_vector(n, seed, 0.01f);
+    case Init::Labels: {
+      std::vector<float> v(n);
+      for (size_t i = 0; i < n; ++i) v[i] = float((i * 7 + seed) % size_t(s.label_range));
+      return v;
+    }
+    case Init::Poison:
+      return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
+  }
+  return {};
+}
+
+// A tensor followed by kSentinelCount sentinel elements in the same allocation.
+struct Guarded {
+  Tensor whole;
+  Tensor view;
+};
+
+Guarded make_guarded(Context& ctx, const TensorSpec& s, uint32_t seed) {
+  const int64_t n = s.shape.numel();
+  std::vector<float> v = host_values(s, seed);
+  Guarded g;
+  if (s.dtype() == DType::I32) {
+    std::vector<int32_t> iv(v.begin(), v.end());
+    iv.resize(size_t(n + kSentinelCount), 0x5eed);
+    g.whole = Tensor::from_vector_i32(ctx, Shape{n + kSentinelCount}, iv);
+  } else {
+    v.resize(size_t(n + kSentinelCount), kSentinel);
+    g.whole = Tensor::from_vector(ctx, Shape{n + kSentinelCount}, v);
+  }
+  g.view = g.whole.slice(0, n).reshape(s.shape);
+  return g;
+}
+
+std::vector<float> values_of(const Tensor& t) {
+  if (t.dtype() == DType::F32) return t.to_vector();
+  auto iv = t.to_vector_i32();
+  return std::vector<float>(iv.begin(), iv.end());
+}
+
+struct RunResult {
+  std::vector<std::vector<float>> outputs;
+  std::vector<std::string> sentinel_errors;
+};
+
+RunResult run_case(Context& ctx, const OpCase& c) {
+  std::vector<Guarded> in_g, out_g;
+  std::vector<Tensor> in, out;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    in_g.push_back(make_guarded(ctx, c.inputs[i], uint32_t(100 + i)));
+    in.push_back(in_g.back().view.share());
+  }
+  for (size_t i = 0; i < c.outputs.size(); ++i) {
+    out_g.push_back(make_guarded(ctx, c.outputs[i], uint32_t(200 + i)));
+    out.push_back(out_g.back().view.share());
+  }
+  c.run(ctx, in, out);
+  ctx.synchronize();
+  RunResult r;
+  for (size_t i = 0; i < out_g.size(); ++i) {
+    const auto all = values_of(out_g[i].whole);
+    const int64_t n = c.outputs[i].shape.numel();
+    r.outputs.emplace_back(all.begin(), all.begin() + n);
+    for (int64_t k = n; k < n + kSentinelCount; ++k) {
+      const float want = c.outputs[i].dtype() == DType::I32 ? float(0x5eed) : kSentinel;
+      if (all[size_t(k)] != want) {
+        r.sentinel_errors.push_back(
+            detail::cat("output ", i, " wrote past its end at element ", k));
+        break;
+      }
+    }
+  }
+  for (size_t i = 0; i < in_g.size(); ++i) {  // inputs must not be written at all
+    if (values_of(in_g[i].whole) != [&] {
+          auto v = host_values(c.inputs[i], uint32_t(100 + i));
+          if (c.inputs[i].dtype() == DType::I32)
+            v.resize(v.size() + kSentinelCount, float(0x5eed));
+          else
+            v.resize(v.size() + kSentinelCount, kSentinel);
+          return v;
+        }())
+      r.sentinel_errors.push_back(detail::cat("input ", i, " was modified"));
+  }
+  return r;
+}
+
+// ------------------------------------------------------------------ the registry
+std::vector<OpCase> all_cases() {
+  std::vector<OpCase> cases;
+  auto spec = [](Shape s, Init i = Init::Normal) { return TensorSpec{s, i, 0}; };
+  auto poison = [](Shape s) { return TensorSpec{s, Init::Poison, 0}; };
+
+  struct Conv {
+    const char* tag;
+    Shape x;
+    int64_t k, r;
+    Conv2dParams p;
+  };
+  const std::vector<Conv> convs = {
+      {"3x3_s1_p1", {2, 8, 10, 10}, 16, 3, Conv2dParams::make(1, 1)},
+      {"3x3_s2_p1", {3, 6, 9, 11}, 8, 3, Conv2dParams::make(2, 1)},
+      {"5x5_dil2_p4_dw", {2, 12, 12, 12}, 12, 5, Conv2dParams::make(1, 4, 2, 12)},
+      {"3x3_g4", {2, 8, 8, 8}, 12, 3, Conv2dParams::make(1, 1, 1, 4)},
+      {"1x1", {4, 16, 8, 8}, 24, 1, Conv2dParams::make(1, 0)},
+      {"1x1_s2", {2, 16, 8, 8}, 8, 1, Conv2dParams::make(2, 0)},
+      {"3x3_dw_s2", {2, 16, 16, 16}, 16, 3, Conv2dParams::make(2, 1, 1, 16)},
+  };
+  for (const Conv& cv : convs) {
+    const Shape w{cv.k, cv.x[1] / cv.p.groups, cv.r, cv.r};
+    const Shape y = ops::conv2d_output_shape(cv.x, w, cv.p);
+    const Conv2dParams p = cv.p;
+    cases.push_back({std::string("conv2d_fwd/") + cv.tag,
+                     kGemmTol,
+                     {spec(cv.x), spec(w), spec(Shape{cv.k})},
+                     {poison(y)},
+                     [p](Context& ctx, auto& in, auto& out) {
+                       ops::conv2d_fwd(ctx, in[0], in[1], &in[2], out[0], p);
+                     }});
+    cases.push_back({std::string("conv2d_bwd_data/") + cv.tag,
+                     kGemmTol,
+                     {spec(y), spec(w)},
+                     {poison(cv.x)},
+                     [p](Context& ctx, auto& in, auto& out) {
+                       ops::conv2d_bwd_data(ctx, in[0], in[1], out[0], p);
+                     }});
+    cases.push_back({std::string("conv2d_bwd_filter/") + cv.tag,
+                     kGemmTol,
+                     {spec(cv.x), spec(y)},
+                     {spec(w), spec(Shape{cv.k})},
+                     [p](Context& ctx, auto& in, auto& out) {
+                       ops::conv2d_bwd_filter(ctx, in[0], in[1], out[0], &out[1], p);
+                     }});
+  }
+
+  for (Shape x : {Shape{4, 8, 6, 6}, Shape{2, 16, 9, 7}, Shape{64, 3, 1, 1}}) {
+    const Shape c{x[1]};
+    const std::string tag = x.str();
+    cases.push_back({"batchnorm_fwd_train/affine" + tag,
+                     kElementwiseTol * 10,
+                     {spec(x), spec(c), spec(c)},
+                     {poison(x), poison(c), poison(c), spec(c), spec(c, Init::Positive)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_fwd_train(ctx, in[0], &in[1], &in[2], &out[3], &out[4],
+                                                out[0], out[1], out[2],
+                                                BatchNormParams{0.1f, 1e-5f});
+                     }});
+    cases.push_back({"batchnorm_fwd_train/plain" + tag,
+                     kElementwiseTol * 10,
+                     {spec(x)},
+                     {poison(x), poison(c), poison(c)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_fwd_train(ctx, in[0], nullptr, nullptr, nullptr, nullptr,
+                                                out[0], out[1], out[2], BatchNormParams{});
+                     }});
+    cases.push_back({"batchnorm_fwd_infer" + tag,
+                     kElementwiseTol,
+                     {spec(x), spec(c), spec(c), spec(c), spec(c, Init::Positive)},
+                     {poison(x)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_fwd_infer(ctx, in[0], &in[1], &in[2], in[3], in[4], out[0],
+                                                1e-5f);
+                     }});
+    cases.push_back({"batchnorm_bwd" + tag,
+                     kElementwiseTol * 10,
+                     {spec(x), spec(x), spec(c), spec(c), spec(c, Init::Positive)},
+                     {poison(x), spec(c), spec(c)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_bwd(ctx, in[0], in[1], &in[2], in[3], in[4], out[0], &out[1],
+                                          &out[2]);
+                     }});
+  }
+
+  for (Shape x : {Shape{7}, Shape{3, 5, 7, 9}, Shape{1 << 18}}) {
+    const std::string tag = x.str();
+    cases.push_back({"relu_fwd" + tag,
+                     kElementwiseTol,
+                     {spec(x)},
+                     {poison(x)},
+                     [](Context& ctx, auto& in, auto& out) { ops::relu_fwd(ctx, in[0], out[0]); }});
+    cases.push_back(
+        {"relu_bwd" + tag,
+         kElementwiseTol,
+         {spec(x), spec(x)},
+         {poison(x)},
+         [](Context& ctx, auto& in, auto& out) { ops::relu_bwd(ctx, in[0], in[1], out[0]); }});
+    cases.push_back(
+        {"add" + tag,
+         kElementwiseTol,
+         {spec(x), spec(x)},
+         {poison(x)},
+         [](Context& ctx, auto& in, auto& out) { ops::add(ctx, in[0], in[1], out[0]); }});
+    cases.push_back(
+        {"scale" + tag,
+         kElementwiseTol,
+         {spec(x)},
+         {poison(x)},
+         [](Context& ctx, auto& in, auto& out) { ops::scale(ctx, in[0], -0.75f, out[0]); }});
+    cases.push_back(
+        {"axpy" + tag,
+         kElementwiseTol,
+         {spec(x)},
+         {spec(x)},
+         [](Context& ctx, auto& in, auto& out) { ops::axpy(ctx, 1.5f, in[0], out[0]); }});
+    cases.push_back({"fill" + tag, 0.0, {}, {poison(x)}, [](Context& ctx, auto&, auto& out) {
+                       ops::fill(ctx, out[0], 0.375f);
+                     }});
+    cases.push_back(
+        {"copy" + tag, 0.0, {spec(x)}, {poison(x)}, [](Context& ctx, auto& in, auto& out) {
+           ops::copy(ctx, in[0], out[0]);
+         }});
+    cases.push_back(
+        {"random_words" + tag,
+         0.0,
+         {},
+         {TensorSpec{x, Init::Labels, 1}},
+         [](Context& ctx, auto&, auto& out) { ops::random_words(ctx, out[0], 77, 3); }});
+    cases.push_back(
+        {"random_uniform" + tag, 0.0, {}, {poison(x)}, [](Context& ctx, auto&, auto& out) {
+           ops::random_uniform(ctx, out[0], 77, 3, -1.0f, 2.0f);
+         }});
+  }
+
+  struct Pool {
+    const char* tag;
+    Shape x;
+    Pool2dParams p;
+  };
+  const std::vector<Pool> pools = {
+      {"max3_s1_p1", {2, 4, 8, 8}, Pool2dParams::make(PoolMode::Max, 3, 1, 1)},
+      {"max3_s2_p1", {2, 3, 9, 7}, Pool2dParams::make(PoolMode::Max, 3, 2, 1)},
+      {"max2_s2", {3, 5, 8, 6}, Pool2dParams::make(PoolMode::Max, 2, 2, 0)},
+      {"avg3_s1_p1", {2, 4, 8, 8}, Pool2dParams::make(PoolMode::Average, 3, 1, 1)},
+      {"avg3_s2_p1", {2, 3, 9, 7}, Pool2dParams::make(PoolMode::Average, 3, 2, 1)},
+      {"avg2_s2", {3, 5, 8, 6}, Pool2dParams::make(PoolMode::Average, 2, 2, 0)},
+  };
+  for (const Pool& pl : pools) {
+    const Shape y = ops::pool2d_output_shape(pl.x, pl.p);
+    const Pool2dParams p = pl.p;
+    cases.push_back(
+        {std::string("pool2d_fwd/") + pl.tag,
+         kElementwiseTol,
+         {spec(pl.x, Init::Distinct)},
+         {poison(y)},
+         [p](Context& ctx, auto& in, auto& out) { ops::pool2d_fwd(ctx, in[0], out[0], p); }});
+    cases.push_back({std::string("pool2d_bwd/") + pl.tag,
+                     kElementwiseTol,
+                     {spec(pl.x, Init::Distinct), spec(y)},
+                     {poison(pl.x)},
+                     [p, y](Context& ctx, auto& in, auto& out) {
+                       Tensor fwd = Tensor::empty(ctx, y);
+                       ops::pool2d_fwd(ctx, in[0], fwd, p);
+                       ops::pool2d_bwd(ctx, in[0], fwd, in[1], out[0], p);
+                     }});
+  }
+
+  for (Shape x : {Shape{2, 3, 4, 5}, Shape{8, 64, 8, 8}, Shape{1, 7, 1, 1}}) {
+    const Shape y{x[0], x[1]};
+    cases.push_back(
+        {"global_avgpool_fwd" + x.str(),
+         kElementwiseTol,
+         {spec(x)},
+         {poison(y)},
+         [](Context& ctx, auto& in, auto& out) { ops::global_avgpool_fwd(ctx, in[0], out[0]); }});
+    cases.push_back(
+        {"global_avgpool_bwd" + x.str(),
+         kElementwiseTol,
+         {spec(y)},
+         {poison(x)},
+         [](Context& ctx, auto& in, auto& out) { ops::global_avgpool_bwd(ctx, in[0], out[0]); }});
+  }
+
+  for (auto [n, i, o] : std::vector<std::array<int64_t, 3>>{{5, 7, 3}, {64, 256, 10}, {1, 1, 1}}) {
+    const std::string tag = detail::cat("[", n, "x", i, "->", o, "]");
+    cases.push_back({"linear_fwd" + tag,
+                     kGemmTol,
+                     {spec({n, i}), spec({o, i}), spec({o})},
+                     {poison({n, o})},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::linear_fwd(ctx, in[0], in[1], &in[2], out[0]);
+                     }});
+    cases.push_back({"linear_bwd_data" + tag,
+                     kGemmTol,
+                     {spec({n, o}), spec({o, i})},
+                     {poison({n, i})},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::linear_bwd_data(ctx, in[0], in[1], out[0]);
+                     }});
+    cases.push_back({"linear_bwd_weight" + tag,
+                     kGemmTol,
+                     {spec({n, i}), spec({n, o})},
+                     {spec({o, i}), spec({o})},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::linear_bwd_weight(ctx, in[0], in[1], out[0], &out[1]);
+                     }});
+  }
+
+  for (auto parts : std::vector<std::vector<int64_t>>{{1, 3}, {4, 4, 4, 4}, {16, 2, 7}}) {
+    int64_t total = 0;
+    std::vector<TensorSpec> ins, outs;
+    for (int64_t c : parts) {
+      total += c;
+      ins.push_back(spec({3, c, 5, 4}));
+      outs.push_back(poison({3, c, 5, 4}));
+    }
+    const std::string tag = detail::cat("[", parts.size(), " parts, ", total, " channels]");
+    cases.push_back({"concat_channels" + tag,
+                     0.0,
+                     ins,
+                     {poison({3, total, 5, 4})},
+                     [](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> ps;
+                       for (auto& t : in) ps.push_back(&t);
+                       ops::concat_channels(ctx, ps, out[0]);
+                     }});
+    cases.push_back({"split_channels" + tag,
+                     0.0,
+                     {spec({3, total, 5, 4})},
+                     outs,
+                     [](Context& ctx, auto& in, auto& out) {
+                       std::vector<Tensor*> ps;
+                       for (auto& t : out) ps.push_back(&t);
+                       ops::split_channels(ctx, in[0], ps);
+                     }});
+  }
+
+  for (auto [n, k] : std::vector<std::array<int64_t, 2>>{{4, 10}, {64, 10}, {3, 1000}}) {
+    const std::string tag = detail::cat("[", n, "x", k, "]");
+    cases.push_back({"softmax_xent" + tag,
+                     kElementwiseTol * 10,
+                     {spec({n, k}), TensorSpec{{n}, Init::Labels, int(k)}},
+                     {poison({1}), poison({n, k}), poison({1})},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::softmax_xent(ctx, in[0], in[1], out[0], out[1], out[2]);
+                     }});
+  }
+
+  for (bool nesterov : {false, true}) {
+    for (auto shapes : std::vector<std::vector<Shape>>{{{7}}, {{3, 3}, {16, 4, 3, 3}, {1}}}) {
+      std::vector<TensorSpec> ins, outs;
+      for (auto& s : shapes) {
+        ins.push_back(spec(s));   // gradient
+        outs.push_back(spec(s));  // parameter (in/out)
+        outs.push_back(spec(s));  // momentum buffer (in/out)
+      }
+      const std::string tag =
+          detail::cat(nesterov ? "[nesterov, " : "[", shapes.size(), " tensors]");
+      cases.push_back({"sgd_step" + tag, kElementwiseTol, ins, outs,
+                       [nesterov](Context& ctx, auto& in, auto& out) {
+                         std::vector<OptimSlot> slots;
+                         for (size_t i = 0; i < in.size(); ++i)
+                           slots.push_back({&out[2 * i], &in[i], &out[2 * i + 1], nullptr});
+                         ops::sgd_step(ctx, slots, SgdParams{0.05f, 0.9f, 3e-4f, nesterov});
+                       }});
+    }
+  }
+  return cases;
+}
+
+const std::vector<OpCase>& registry() {
+  static const std::vector<OpCase> cases = all_cases();
+  return cases;
+}
+
+// ------------------------------------------------------------------ the test
+struct ParityParam {
+  size_t index;
+  DeviceType backend;
+};
+
+void PrintTo(const ParityParam& p, std::ostream* os) {
+  *os << (p.backend == DeviceType::CPU ? "cpu " : "cuda ") << registry()[p.index].name;
+}
+
+class OpParity : public ::testing::TestWithParam<ParityParam> {};
+
+TEST_P(OpParity, MatchesCpuReference) {
+  const OpCase& c = registry()[GetParam().index];
+  Context cpu;
+  RunResult ref = run_case(cpu, c);
+  for (const auto& e : ref.sentinel_errors) ADD_FAILURE() << "cpu: " << e;
+
+  if (GetParam().backend == DeviceType::CPU) {
+    for (size_t i = 0; i < ref.outputs.size(); ++i)
+      for (size_t k = 0; k < ref.outputs[i].size(); ++k)
+        ASSERT_TRUE(std::isfinite(ref.outputs[i][k])) << "cpu output " << i << " element " << k;
+    RunResult again = run_case(cpu, c);
+    EXPECT_EQ(again.outputs, ref.outputs) << "cpu backend is not deterministic";
+    return;
+  }
+
+  CUDARTS_REQUIRE_GPU();
+  Context gpu(Device::cuda(0));
+  RunResult got;
+  try {
+    got = run_case(gpu, c);
+  } catch (const NotSupported& e) {
+    GTEST_SKIP() << e.what();
+  }
+  for (const auto& e : got.sentinel_errors) ADD_FAILURE() << "cuda: " << e;
+  ASSERT_EQ(got.outputs.size(), ref.outputs.size());
+  for (size_t i = 0; i < got.outputs.size(); ++i) {
+    for (size_t k = 0; k < got.outputs[i].size(); ++k)
+      ASSERT_TRUE(std::isfinite(got.outputs[i][k]))
+          << "cuda output " << i << " element " << k << " is " << got.outputs[i][k];
+    const double err = test::normalized_error(got.outputs[i], ref.outputs[i]);
+    EXPECT_LE(err, c.tol) << "output " << i << ": normalised error " << err;
+  }
+}
+
+std::vector<ParityParam> params() {
+  std::vector<ParityParam> p;
+  for (DeviceType d : {DeviceType::CPU, DeviceType::CUDA})
+    for (size_t i = 0; i < registry().size(); ++i) p.push_back({i, d});
+  return p;
+}
+
+std::string param_name(const ::testing::TestParamInfo<ParityParam>& info) {
+  std::string s = std::string(info.param.backend == DeviceType::CPU ? "cpu_" : "cuda_") +
+                  registry()[info.param.index].name;
+  for (char& ch : s)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return s + "_" + std::to_string(info.param.index);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllOps, OpParity, ::testing::ValuesIn(params()), param_name);
+
+// Every op of the table appears in the registry with at least three shapes.
+TEST(OpParityRegistry, CoversEveryOpWithThreeShapes) {
+  std::map<std::string, int> count;
+  for (const OpCase& c : registry()) {
+    std::string op = c.name.substr(0, c.name.find_first_of("/["));
+    ++count[op];
+  }
+  const char* ops[] = {"conv2d_fwd",
+                       "conv2d_bwd_data",
+                       "conv2d_bwd_filter",
+                       "batchnorm_fwd_infer",
+                       "batchnorm_bwd",
+                       "relu_fwd",
+                       "relu_bwd",
+                       "pool2d_fwd",
+                       "pool2d_bwd",
+                       "global_avgpool_fwd",
+                       "global_avgpool_bwd",
+                       "linear_fwd",
+                       "linear_bwd_data",
+                       "linear_bwd_weight",
+                       "add",
+                       "scale",
+                       "axpy",
+                       "concat_channels",
+                       "split_channels",
+                       "softmax_xent",
+                       "fill",
+                       "copy",
+                       "random_words",
+                       "random_uniform"};
+  for (const char* op : ops) EXPECT_GE(count[op], 3) << op;
+  EXPECT_GE(count["batchnorm_fwd_train"], 3);
+  EXPECT_GE(count["sgd_step"], 3);
+}
+
+}  // namespace
+}  // namespace cudarts
