@@ -456,5 +456,51 @@ TEST(FashionMnistSmoke, InstalledTestSplit) {
   EXPECT_NEAR(stddev, 1.0, 0.05);
 }
 
+// ---------------------------------------------------------------- CIFAR-10
+
+// Writes `records` CIFAR-10 records: label r % 10, pixel i of record r = (r + i) % 256.
+void write_cifar(const fs::path& p, int records, int label_offset = 0) {
+  std::vector<uint8_t> bytes;
+  for (int r = 0; r < records; ++r) {
+    bytes.push_back(static_cast<uint8_t>((r + label_offset) % 10));
+    for (int i = 0; i < 3072; ++i) bytes.push_back(static_cast<uint8_t>((r + i) % 256));
+  }
+  write_raw(p, bytes);
+}
+
+TEST_F(DataFiles, ReadsCifar10BinaryBatches) {
+  for (int b = 1; b <= 5; ++b) write_cifar(path("data_batch_" + std::to_string(b) + ".bin"), 2, b);
+  write_cifar(path("test_batch.bin"), 3);
+  const Dataset train = load_cifar10(dir_.string(), true);
+  EXPECT_EQ(train.n, 10);
+  EXPECT_EQ(train.c, 3);
+  EXPECT_EQ(train.h, 32);
+  EXPECT_EQ(train.labels[0], 1);  // batch 1, record 0: label (0 + 1) % 10
+  EXPECT_EQ(train.labels[9], (1 + 5) % 10);
+  // Record 1 of batch 1, green plane, pixel 0: byte (1 + 1024) % 256 = 1.
+  const float g = train.images[size_t(1 * 3072 + 1024)];
+  EXPECT_NEAR(g, (1.0f / 255.0f - 0.4822f) / 0.2435f, 1e-6);
+  const Dataset test = load_cifar10(dir_.string(), false);
+  EXPECT_EQ(test.n, 3);
+  EXPECT_EQ(load_dataset("cifar10", dir_.string(), false).n, 3);
+}
+
+TEST_F(DataFiles, Cifar10MissingAndTruncatedFilesAreNamed) {
+  write_cifar(path("data_batch_1.bin"), 1);
+  const std::string missing = error_of([&] { load_cifar10(dir_.string(), true); });
+  EXPECT_NE(missing.find("data_batch_2.bin"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("data_batch_5.bin"), std::string::npos) << missing;
+  EXPECT_EQ(missing.find(path("data_batch_1.bin").string()), std::string::npos) << missing;
+  std::vector<uint8_t> cut(3073 + 100, 1);
+  write_raw(path("test_batch.bin"), cut);
+  const std::string trunc = error_of([&] { load_cifar10(dir_.string(), false); });
+  EXPECT_NE(trunc.find("test_batch.bin"), std::string::npos) << trunc;
+  EXPECT_NE(trunc.find("offset 3073"), std::string::npos) << trunc;
+  const std::string none = error_of([&] { load_dataset("cifar10", "", true); });
+  EXPECT_NE(none.find("--data"), std::string::npos) << none;
+  const std::string unknown = error_of([&] { load_dataset("mnist", "", true); });
+  EXPECT_NE(unknown.find("unknown dataset 'mnist'"), std::string::npos) << unknown;
+}
+
 }  // namespace
 }  // namespace cudarts

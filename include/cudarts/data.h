@@ -38,6 +38,14 @@ std::string default_fashion_mnist_dir();
 // Pixels are scaled to [0, 1] and normalised with the training set's mean/std.
 Dataset load_fashion_mnist(const std::string& dir, bool train);
 
+// CIFAR-10, binary version: data_batch_1..5.bin (train) or test_batch.bin in `dir`; each
+// record is a label byte and 3072 pixel bytes (R, G, B planes of 32x32). Pixels are scaled to
+// [0, 1] and normalised per channel. A missing file is named in the error.
+Dataset load_cifar10(const std::string& dir, bool train);
+
+// "fashion-mnist" (dir may be empty: Debian's package) or "cifar10".
+Dataset load_dataset(const std::string& name, const std::string& dir, bool train);
+
 // One batch on a device: images (B, C, H, W) f32 and labels (B) i32.
 struct Batch {
   Tensor images;
