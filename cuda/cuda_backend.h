@@ -2,7 +2,10 @@
 // Every op is queued on the stream; nothing here synchronises the device except
 // synchronize() itself and reads the API defines as host reads.
 #pragma once
+#include <array>
+#include <map>
 #include <memory>
+#include <optional>
 
 #include "backend.h"
 #include "check.h"
@@ -77,6 +80,14 @@ class CudaBackend final : public Backend {
   void random_words(Tensor& out, uint64_t seed, uint64_t offset) override;
   void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low, float high) override;
 
+  void crop2d_fwd(const Tensor& x, int top, int left, Tensor& y) override;
+  void crop2d_bwd(const Tensor& dy, int top, int left, Tensor& dx) override;
+  void scale_samples(const Tensor& x, const Tensor& scales, Tensor& y) override;
+  void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) override;
+  void augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
+               uint64_t offset) override;
+  void gather(const Tensor& src, const Tensor& index, Tensor& dst) override;
+
   void softmax(const Tensor& logits, Tensor& probs) override;
   void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) override;
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
@@ -102,13 +113,31 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas() const { return cublas_; }
   cudnnHandle_t cudnn() const { return cudnn_; }
 
+  // A cuDNN convolution algorithm chosen once per shape (cudnn_ops.cu).
+  struct ConvPlan {
+    int algo = 0;  // cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t of the plan's direction
+    cudnnMathType_t math_type = CUDNN_FMA_MATH;
+    size_t workspace_bytes = 0;
+  };
+  // (direction, x (4), w (4), stride (2), pad (2), dilation (2), groups, allow_tf32)
+  using ConvKey = std::array<int64_t, 17>;
+
  private:
+  // At least `bytes` of cuDNN workspace on the device; grows, never shrinks.
+  void* workspace(size_t bytes);
+  // Device vector (2 C): C ones then C zeros, the scale/bias cuDNN needs when BN has no affine.
+  const float* bn_ones_zeros(int64_t channels);
+
   int device_;
   bool allow_tf32_;
   std::shared_ptr<Allocator> allocator_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cudnnHandle_t cudnn_ = nullptr;
+  // Declared after allocator_, so they return their memory before it goes.
+  std::map<ConvKey, ConvPlan> conv_plans_;
+  std::optional<Buffer> workspace_;
+  std::map<int64_t, Buffer> bn_ones_zeros_;
 };
 
 }  // namespace cudarts::cuda

@@ -1,18 +1,12 @@
 // Elementwise kernels (fill, ReLU, add/scale/axpy) and Philox random fills.
 // Each kernel is a grid-stride loop with 64-bit indices; CPU twins in src/cpu.
 #include "cuda_backend.h"
+#include "launch.cuh"
 #include "cudarts/philox.h"
 
 namespace cudarts::cuda {
 
 namespace {
-
-constexpr int kBlock = 256;
-
-int grid_for(int64_t n) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  return static_cast<int>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
-}
 
 __global__ void fill_kernel(float* out, float value, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;

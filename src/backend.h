@@ -70,6 +70,14 @@ class Backend {
   virtual void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low,
                               float high) = 0;
 
+  virtual void crop2d_fwd(const Tensor& x, int top, int left, Tensor& y) = 0;
+  virtual void crop2d_bwd(const Tensor& dy, int top, int left, Tensor& dx) = 0;
+  virtual void scale_samples(const Tensor& x, const Tensor& scales, Tensor& y) = 0;
+  virtual void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) = 0;
+  virtual void augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
+                       uint64_t offset) = 0;
+  virtual void gather(const Tensor& src, const Tensor& index, Tensor& dst) = 0;
+
   virtual void softmax(const Tensor& logits, Tensor& probs) = 0;
   virtual void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) = 0;
   virtual void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) = 0;

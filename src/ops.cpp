@@ -449,6 +449,67 @@ void check_slots(Context& ctx, const char* op, const std::vector<OptimSlot>& slo
 }
 }  // namespace
 
+void crop2d_fwd(Context& ctx, const Tensor& x, int top, int left, Tensor& y) {
+  check_tensor(ctx, "crop2d_fwd", "x", x);
+  check_tensor(ctx, "crop2d_fwd", "y", y);
+  check_ndim("crop2d_fwd", "x", x, 4);
+  check_ndim("crop2d_fwd", "y", y, 4);
+  CUDARTS_CHECK(x.dim(0) == y.dim(0) && x.dim(1) == y.dim(1) && top >= 0 && left >= 0 &&
+                    top + y.dim(2) <= x.dim(2) && left + y.dim(3) <= x.dim(3),
+                "crop2d_fwd: window ", y.shape(), " at (", top, ", ", left,
+                ") does not fit inside x ", x.shape());
+  ctx.backend().crop2d_fwd(x, top, left, y);
+}
+
+void crop2d_bwd(Context& ctx, const Tensor& dy, int top, int left, Tensor& dx) {
+  check_tensor(ctx, "crop2d_bwd", "dy", dy);
+  check_tensor(ctx, "crop2d_bwd", "dx", dx);
+  check_ndim("crop2d_bwd", "dy", dy, 4);
+  check_ndim("crop2d_bwd", "dx", dx, 4);
+  CUDARTS_CHECK(dx.dim(0) == dy.dim(0) && dx.dim(1) == dy.dim(1) && top >= 0 && left >= 0 &&
+                    top + dy.dim(2) <= dx.dim(2) && left + dy.dim(3) <= dx.dim(3),
+                "crop2d_bwd: window ", dy.shape(), " at (", top, ", ", left,
+                ") does not fit inside dx ", dx.shape());
+  ctx.backend().crop2d_bwd(dy, top, left, dx);
+}
+
+void scale_samples(Context& ctx, const Tensor& x, const Tensor& scales, Tensor& y) {
+  check_tensor(ctx, "scale_samples", "x", x);
+  check_tensor(ctx, "scale_samples", "y", y);
+  check_same_shape("scale_samples", "x", x, "y", y);
+  CUDARTS_CHECK(x.ndim() >= 1, "scale_samples: x has no batch dimension");
+  check_vector(ctx, "scale_samples", "scales", scales, x.dim(0));
+  ctx.backend().scale_samples(x, scales, y);
+}
+
+void bernoulli_scale(Context& ctx, Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) {
+  check_tensor(ctx, "bernoulli_scale", "out", out);
+  CUDARTS_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "bernoulli_scale: keep_prob ", keep_prob,
+                " must be in (0, 1]");
+  ctx.backend().bernoulli_scale(out, keep_prob, seed, offset);
+}
+
+void augment(Context& ctx, const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
+             uint64_t offset) {
+  check_tensor(ctx, "augment", "x", x);
+  check_tensor(ctx, "augment", "y", y);
+  check_ndim("augment", "x", x, 4);
+  check_same_shape("augment", "x", x, "y", y);
+  CUDARTS_CHECK(p.pad >= 0 && p.cutout >= 0, "augment: pad ", p.pad, " and cutout ", p.cutout,
+                " must be >= 0");
+  CUDARTS_CHECK(!x.same_storage(y) || x.raw() != y.raw(), "augment: x and y must not alias");
+  ctx.backend().augment(x, y, p, seed, offset);
+}
+
+void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst) {
+  check_tensor(ctx, "gather", "src", src);
+  check_tensor(ctx, "gather", "index", index, DType::I32);
+  check_tensor(ctx, "gather", "dst", dst);
+  CUDARTS_CHECK(index.numel() == dst.numel(), "gather: index has ", index.numel(),
+                " entries but dst has shape ", dst.shape());
+  ctx.backend().gather(src, index, dst);
+}
+
 void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
   check_tensor(ctx, "softmax", "logits", logits);
   check_ndim("softmax", "logits", logits, 1);

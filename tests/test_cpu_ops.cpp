@@ -101,7 +101,10 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{2, 6, 5, 5, 12, 3, Conv2dParams::make(1, 1, 1, 6), true},
                       ConvCase{2, 8, 6, 6, 5, 1, Conv2dParams::make(1, 0), true},
                       ConvCase{2, 3, 7, 7, 4, 1, Conv2dParams::make(2, 0), false},
-                      ConvCase{1, 2, 5, 5, 3, 5, Conv2dParams::make(1, 0), false}),
+                      ConvCase{1, 2, 5, 5, 3, 5, Conv2dParams::make(1, 0), false},
+                      ConvCase{8, 64, 8, 8, 64, 5, Conv2dParams::make(1, 2, 1, 64), false},
+                      ConvCase{8, 64, 8, 8, 64, 1, Conv2dParams::make(1, 0), false},
+                      ConvCase{8, 32, 16, 16, 32, 5, Conv2dParams::make(2, 2, 1, 32), false}),
     [](const ::testing::TestParamInfo<ConvCase>& i) { return "case" + std::to_string(i.index); });
 
 TEST(CpuConv, HandComputedThreeByThree) {

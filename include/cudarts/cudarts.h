@@ -2,7 +2,9 @@
 // The one header a user includes. No CUDA headers are pulled in.
 #pragma once
 #include "cudarts/allocator.h"
+#include "cudarts/checkpoint.h"
 #include "cudarts/context.h"
+#include "cudarts/darts.h"
 #include "cudarts/data.h"
 #include "cudarts/device.h"
 #include "cudarts/error.h"

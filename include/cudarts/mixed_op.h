@@ -37,6 +37,9 @@ struct MixedOpConfig {
   int num_on = 1;    // k_on: ops kept in the derived architecture, 1 <= k_on <= K
   int num_eval = 0;  // k_eval (Masked, ProxylessNAS, MovingAverage): k_on <= k_eval <= K
   float ma_lr = 0.01f;  // MovingAverage: in (0, 1]
+  // MixedOps with the same non-empty group share one alpha inside a SearchModel (DARTS shares
+  // each edge's alpha among all normal cells, and among all reduction cells).
+  std::string alpha_group;
 };
 
 class MixedOp : public Layer, public StepHook {

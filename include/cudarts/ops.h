@@ -40,6 +40,15 @@ struct BatchNormParams {
   float eps = 1e-5f;
 };
 
+// Training-time augmentation (DARTS CIFAR recipe): random crop from the image zero-padded by
+// `pad`, random horizontal flip, cutout (a zeroed square of side `cutout`, centre uniform over
+// the image, clipped at the border). Per-sample randomness from Philox words 8n .. 8n+4.
+struct AugmentParams {
+  int pad = 4;
+  bool flip = true;
+  int cutout = 0;  // 0: no cutout
+};
+
 struct SgdParams {
   float lr = 0.01f;
   float momentum = 0.0f;
@@ -129,6 +138,24 @@ void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tens
 void random_words(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset);  // i32 bits
 void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, float low,
                     float high);
+
+// ---- spatial crop: y (N, C, h, w) = x[:, :, top : top + h, left : left + w] ----
+void crop2d_fwd(Context& ctx, const Tensor& x, int top, int left, Tensor& y);
+// dx = 0 outside the window, dy inside (=).
+void crop2d_bwd(Context& ctx, const Tensor& dy, int top, int left, Tensor& dx);
+
+// ---- per-sample scaling (drop-path) ----
+// y[n] = scales[n] * x[n] for x (N, ...), scales (N).
+void scale_samples(Context& ctx, const Tensor& x, const Tensor& scales, Tensor& y);
+// out[n] = 1 / keep_prob with probability keep_prob, else 0 (u = Philox word n of the stream).
+void bernoulli_scale(Context& ctx, Tensor& out, float keep_prob, uint64_t seed, uint64_t offset);
+
+// ---- data augmentation, see AugmentParams; y has x's shape ----
+void augment(Context& ctx, const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
+             uint64_t offset);
+
+// ---- gather: dst[i] = src[index[i]] (src, dst f32; index i32) ----
+void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst);
 
 // ---- MixedOp kernels (K candidates; small vectors live on the device) ----
 // probs (K) = softmax(logits (K)).

@@ -2,7 +2,9 @@
 // architecture parameters (every alpha) separated from the operational ones (everything
 // else), one-launch sampling of every MixedOp, and an architecture summary as text or JSON.
 // All alphas are stored in one device buffer (each MixedOp's alpha is a view of it), so
-// sampling and the architecture optimizer touch one contiguous tensor.
+// sampling and the architecture optimizer touch one contiguous tensor. MixedOps with the same
+// MixedOpConfig::alpha_group share one slice (and one architecture parameter); each still
+// draws its own samples.
 #pragma once
 #include <memory>
 #include <string>
@@ -29,10 +31,11 @@ class SearchModel {
   // Draws the rankings of every non-continuous MixedOp for the next stochastic forward.
   void sample(Context& ctx);
 
+  // One parameter per distinct alpha (shared groups appear once).
   std::vector<Parameter*> architecture_parameters();
   std::vector<Parameter*> operational_parameters();
   const std::vector<std::pair<std::string, MixedOp*>>& mixed_ops() const { return mixed_ops_; }
-  // All alphas, concatenated in mixed_ops() order.
+  // All distinct alphas, concatenated in order of first appearance.
   const Tensor& alphas() const { return alphas_; }
 
   // One line per MixedOp: its path, type and softmax(alpha) per candidate (* = derived).
@@ -50,8 +53,10 @@ class SearchModel {
  private:
   std::unique_ptr<Layer> net_;
   std::vector<std::pair<std::string, MixedOp*>> mixed_ops_;
-  std::vector<int64_t> offsets_host_;
-  Tensor alphas_, alpha_grads_, offsets_;
+  std::vector<Parameter*> leaders_;      // one architecture parameter per alpha group
+  std::vector<int64_t> op_offsets_;      // per MixedOp, into the sampled logits
+  Tensor alphas_, alpha_grads_;          // distinct alphas and their gradients
+  Tensor op_offsets_dev_, gather_index_;  // sampling: per-op logits gathered from alphas_
 };
 
 }  // namespace cudarts

@@ -65,6 +65,14 @@ class CpuBackend final : public Backend {
   void random_words(Tensor& out, uint64_t seed, uint64_t offset) override;
   void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low, float high) override;
 
+  void crop2d_fwd(const Tensor& x, int top, int left, Tensor& y) override;
+  void crop2d_bwd(const Tensor& dy, int top, int left, Tensor& dx) override;
+  void scale_samples(const Tensor& x, const Tensor& scales, Tensor& y) override;
+  void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) override;
+  void augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
+               uint64_t offset) override;
+  void gather(const Tensor& src, const Tensor& index, Tensor& dst) override;
+
   void softmax(const Tensor& logits, Tensor& probs) override;
   void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) override;
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;

@@ -6,6 +6,7 @@
 
 #include "cudarts/error.h"
 #include "cudarts/ops.h"
+#include "grad_sum.h"
 
 namespace cudarts {
 
@@ -45,9 +46,7 @@ Tensor Sequential::backward_impl(Context& ctx, const Tensor& dy) {
   return g;
 }
 
-void Sequential::release_saved_impl() {
-  for (auto& l : layers_) l->release_saved();
-}
+void Sequential::release_saved_impl() {}
 
 // ---------------------------------------------------------------- Graph
 Graph::Graph(std::string name, std::vector<std::string> inputs)
@@ -233,21 +232,8 @@ Tensor Graph::forward_many(Context& ctx, const std::vector<const Tensor*>& input
 
 std::vector<Tensor> Graph::backward_many(Context& ctx, const Tensor& dy) {
   CUDARTS_CHECK(awaiting_, label(), ": backward called without a preceding forward in Train mode");
-  std::map<std::string, Tensor> grads;
-  std::set<std::string> owned;  // gradients this graph allocated (safe to add into)
-  auto accumulate = [&](const std::string& name, Tensor g) {
-    auto it = grads.find(name);
-    if (it == grads.end()) {
-      grads.emplace(name, std::move(g));
-    } else if (!owned.count(name)) {
-      Tensor sum = Tensor::empty(ctx, g.shape());
-      ops::add(ctx, it->second, g, sum);
-      it->second = std::move(sum);
-      owned.insert(name);
-    } else {
-      ops::axpy(ctx, 1.0f, g, it->second);
-    }
-  };
+  std::map<std::string, GradSum> grads;
+  auto accumulate = [&](const std::string& name, Tensor g) { grads[name].add(ctx, std::move(g)); };
   accumulate(output_, dy.share());
 
   const std::vector<size_t>& ord = order();
@@ -258,9 +244,8 @@ std::vector<Tensor> Graph::backward_many(Context& ctx, const Tensor& dy) {
       if (n.layer) n.layer->release_saved();
       continue;
     }
-    Tensor g = std::move(it->second);
+    Tensor g = it->second.take();
     grads.erase(it);
-    owned.erase(n.name);
     if (n.kind == Kind::Layer) {
       accumulate(n.inputs[0], n.layer->backward(ctx, g));
     } else if (n.kind == Kind::Sum) {
@@ -279,7 +264,7 @@ std::vector<Tensor> Graph::backward_many(Context& ctx, const Tensor& dy) {
   std::vector<Tensor> out;
   for (size_t i = 0; i < inputs_.size(); ++i) {
     auto it = grads.find(inputs_[i]);
-    out.push_back(it != grads.end() ? std::move(it->second)
+    out.push_back(it != grads.end() ? it->second.take()
                                     : Tensor::zeros(ctx, last_input_shapes_[i]));
   }
   return out;
@@ -293,10 +278,6 @@ Tensor Graph::backward_impl(Context& ctx, const Tensor& dy) {
   return std::move(backward_many(ctx, dy)[0]);
 }
 
-void Graph::release_saved_impl() {
-  awaiting_ = false;
-  for (auto& n : nodes_)
-    if (n.layer) n.layer->release_saved();
-}
+void Graph::release_saved_impl() { awaiting_ = false; }
 
 }  // namespace cudarts

@@ -10,16 +10,22 @@
 
 #include "cudarts/error.h"
 #include "cudarts/ops.h"
+#include "grad_sum.h"
 
 namespace cudarts {
 
 const char* mixed_op_type_name(MixedOpType t) {
   switch (t) {
-    case MixedOpType::Continuous: return "ContinuousMixedOp";
-    case MixedOpType::Binary: return "BinaryMixedOp";
-    case MixedOpType::BinaryMasked: return "BinaryMaskedMixedOp";
-    case MixedOpType::ProxylessNAS: return "BinaryProxylessNASStyleMixedOp";
-    case MixedOpType::MovingAverage: return "BinaryMovingAverageMixedOp";
+    case MixedOpType::Continuous:
+      return "ContinuousMixedOp";
+    case MixedOpType::Binary:
+      return "BinaryMixedOp";
+    case MixedOpType::BinaryMasked:
+      return "BinaryMaskedMixedOp";
+    case MixedOpType::ProxylessNAS:
+      return "BinaryProxylessNASStyleMixedOp";
+    case MixedOpType::MovingAverage:
+      return "BinaryMovingAverageMixedOp";
   }
   return "MixedOp";
 }
@@ -40,24 +46,6 @@ bool is_partial(MixedOpType t) {
          t == MixedOpType::MovingAverage;
 }
 
-// Gradient accumulation that never writes into a tensor it does not own (a candidate may
-// return a view of dy, e.g. Identity).
-struct GradSum {
-  Tensor sum;
-  bool owned = false;
-  void add(Context& ctx, Tensor g) {
-    if (!sum.defined()) {
-      sum = std::move(g);
-    } else if (!owned) {
-      Tensor s = Tensor::empty(ctx, g.shape());
-      ops::add(ctx, sum, g, s);
-      sum = std::move(s);
-      owned = true;
-    } else {
-      ops::axpy(ctx, 1.0f, g, sum);
-    }
-  }
-};
 }  // namespace
 
 MixedOp::MixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> candidates,
@@ -68,15 +56,16 @@ MixedOp::MixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Lay
   std::set<std::string> names;
   for (int i = 0; i < k; ++i) {
     CUDARTS_CHECK(candidates_[size_t(i)] != nullptr, label(), ": candidate ", i, " is null");
-    CUDARTS_CHECK(names.insert(candidates_[size_t(i)]->name()).second, label(), ": candidate ",
-                  i, " repeats the name '", candidates_[size_t(i)]->name(), "'");
+    CUDARTS_CHECK(names.insert(candidates_[size_t(i)]->name()).second, label(), ": candidate ", i,
+                  " repeats the name '", candidates_[size_t(i)]->name(), "'");
   }
-  CUDARTS_CHECK(config_.num_on >= 1 && config_.num_on <= k, label(), ": num_on (k_on) = ",
-                config_.num_on, " must be in [1, ", k, "] for ", k, " candidates");
+  CUDARTS_CHECK(config_.num_on >= 1 && config_.num_on <= k, label(),
+                ": num_on (k_on) = ", config_.num_on, " must be in [1, ", k, "] for ", k,
+                " candidates");
   if (is_partial(config_.type)) {
     CUDARTS_CHECK(config_.num_eval >= config_.num_on && config_.num_eval <= k, label(),
-                  ": num_eval (k_eval) = ", config_.num_eval, " must be in [num_on = ",
-                  config_.num_on, ", ", k, "]");
+                  ": num_eval (k_eval) = ", config_.num_eval,
+                  " must be in [num_on = ", config_.num_on, ", ", k, "]");
   }
   if (config_.type == MixedOpType::ProxylessNAS)
     CUDARTS_CHECK(config_.num_eval >= 2, label(), ": num_eval (k_eval) = ", config_.num_eval,
@@ -90,7 +79,9 @@ MixedOp::MixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Lay
 
 MixedOp::~MixedOp() = default;
 
-const char* MixedOp::type() const { return mixed_op_type_name(config_.type); }
+const char* MixedOp::type() const {
+  return mixed_op_type_name(config_.type);
+}
 
 int MixedOp::num_eval_effective() const {
   if (config_.type == MixedOpType::Binary) return num_candidates();
@@ -109,8 +100,8 @@ Shape MixedOp::output_shape(const Shape& x) const {
   for (size_t i = 1; i < candidates_.size(); ++i) {
     const Shape s = candidates_[i]->output_shape(x);
     CUDARTS_CHECK(s == first, label(), ": candidate ", i, " ('", candidates_[i]->name(),
-                  "') gives shape ", s, " but candidate 0 ('", candidates_[0]->name(),
-                  "') gives ", first, " for input ", x);
+                  "') gives shape ", s, " but candidate 0 ('", candidates_[0]->name(), "') gives ",
+                  first, " for input ", x);
   }
   return first;
 }
@@ -129,15 +120,15 @@ std::vector<int> MixedOp::derived() const {
   const std::vector<float> a = alpha_->value.to_vector();
   std::vector<int> idx(a.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int i, int j) { return a[size_t(i)] > a[size_t(j)]; });
+  std::stable_sort(idx.begin(), idx.end(),
+                   [&](int i, int j) { return a[size_t(i)] > a[size_t(j)]; });
   idx.resize(size_t(config_.num_on));
   return idx;
 }
 
 void MixedOp::set_ranking(std::vector<int> host, Tensor device) {
-  CUDARTS_CHECK(int(host.size()) == num_candidates() && device.numel() == num_candidates(),
-                label(), ": a ranking of ", host.size(), " entries for ", num_candidates(),
-                " candidates");
+  CUDARTS_CHECK(int(host.size()) == num_candidates() && device.numel() == num_candidates(), label(),
+                ": a ranking of ", host.size(), " entries for ", num_candidates(), " candidates");
   ranking_host_ = std::move(host);
   ranking_dev_ = std::move(device);
   ranking_ready_ = true;
@@ -147,8 +138,7 @@ void MixedOp::draw_ranking(Context& ctx) {
   const int k = num_candidates();
   Tensor offsets = Tensor::from_vector_i32(ctx, Shape{2}, {0, k});
   Tensor ranking = Tensor::empty(ctx, Shape{k}, DType::I32);
-  ops::gumbel_rank(ctx, alpha_->value, offsets, ctx.seed(), ctx.reserve_rng(uint64_t(k)),
-                   ranking);
+  ops::gumbel_rank(ctx, alpha_->value, offsets, ctx.seed(), ctx.reserve_rng(uint64_t(k)), ranking);
   const std::vector<int32_t> host = ranking.to_vector_i32();
   set_ranking(std::vector<int>(host.begin(), host.end()), std::move(ranking));
 }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -26,35 +27,69 @@ void find_mixed_ops(Layer& layer, const std::string& prefix,
 SearchModel::SearchModel(Context& ctx, std::unique_ptr<Layer> network) : net_(std::move(network)) {
   CUDARTS_CHECK(net_ != nullptr, "SearchModel: null network");
   find_mixed_ops(*net_, "", mixed_ops_);
-  offsets_host_.push_back(0);
-  for (auto& [name, m] : mixed_ops_) offsets_host_.push_back(offsets_host_.back() + m->num_candidates());
-  const int64_t total = offsets_host_.back();
-  if (total == 0) return;
-  alphas_ = Tensor::empty(ctx, Shape{total});
-  alpha_grads_ = Tensor::zeros(ctx, Shape{total});
+  if (mixed_ops_.empty()) return;
+  // Groups in order of first appearance; an empty group name means a group of one.
+  std::map<std::string, size_t> group_index;
+  std::vector<size_t> group_of;
+  std::vector<int64_t> group_offsets{0};
   for (size_t i = 0; i < mixed_ops_.size(); ++i) {
-    Parameter& a = mixed_ops_[i].second->alpha();
-    Tensor value = alphas_.slice(offsets_host_[i], offsets_host_[i + 1]);
-    ops::copy(ctx, a.value, value);
-    a.value = std::move(value);
-    a.grad = alpha_grads_.slice(offsets_host_[i], offsets_host_[i + 1]);
+    MixedOp* m = mixed_ops_[i].second;
+    const std::string key =
+        m->config().alpha_group.empty() ? "#" + std::to_string(i) : m->config().alpha_group;
+    auto [it, fresh] = group_index.emplace(key, leaders_.size());
+    if (fresh) {
+      leaders_.push_back(&m->alpha());
+      group_offsets.push_back(group_offsets.back() + m->num_candidates());
+    } else {
+      const Parameter* lead = leaders_[it->second];
+      CUDARTS_CHECK(lead->value.numel() == m->num_candidates(), "SearchModel: MixedOp '",
+                    mixed_ops_[i].first, "' has ", m->num_candidates(),
+                    " candidates but shares alpha group '", key, "' of size ", lead->value.numel());
+    }
+    group_of.push_back(it->second);
   }
-  std::vector<int32_t> off(offsets_host_.begin(), offsets_host_.end());
-  offsets_ = Tensor::from_vector_i32(ctx, Shape{int64_t(off.size())}, off);
+  alphas_ = Tensor::empty(ctx, Shape{group_offsets.back()});
+  alpha_grads_ = Tensor::zeros(ctx, Shape{group_offsets.back()});
+  for (size_t g = 0; g < leaders_.size(); ++g) {
+    Tensor slice = alphas_.slice(group_offsets[g], group_offsets[g + 1]);
+    ops::copy(ctx, leaders_[g]->value, slice);
+  }
+  op_offsets_.push_back(0);
+  std::vector<int32_t> index;
+  for (size_t i = 0; i < mixed_ops_.size(); ++i) {
+    const int64_t b = group_offsets[group_of[i]], e = group_offsets[group_of[i] + 1];
+    Parameter& a = mixed_ops_[i].second->alpha();
+    a.value = alphas_.slice(b, e);
+    a.grad = alpha_grads_.slice(b, e);
+    for (int64_t j = b; j < e; ++j) index.push_back(int32_t(j));
+    op_offsets_.push_back(op_offsets_.back() + (e - b));
+  }
+  std::vector<int32_t> off(op_offsets_.begin(), op_offsets_.end());
+  op_offsets_dev_ = Tensor::from_vector_i32(ctx, Shape{int64_t(off.size())}, off);
+  if (leaders_.size() < mixed_ops_.size())
+    gather_index_ = Tensor::from_vector_i32(ctx, Shape{int64_t(index.size())}, index);
 }
 
 void SearchModel::sample(Context& ctx) {
   bool any = false;
   for (auto& [name, m] : mixed_ops_) any |= m->config().type != MixedOpType::Continuous;
   if (!any) return;
-  const int64_t total = alphas_.numel();
+  const int64_t total = op_offsets_.back();
+  Tensor logits;
+  if (gather_index_.defined()) {  // shared alphas: one logit row per MixedOp
+    logits = Tensor::empty(ctx, Shape{total});
+    ops::gather(ctx, alphas_, gather_index_, logits);
+  } else {
+    logits = alphas_.share();
+  }
   Tensor ranking = Tensor::empty(ctx, Shape{total}, DType::I32);
-  ops::gumbel_rank(ctx, alphas_, offsets_, ctx.seed(), ctx.reserve_rng(uint64_t(total)), ranking);
+  ops::gumbel_rank(ctx, logits, op_offsets_dev_, ctx.seed(), ctx.reserve_rng(uint64_t(total)),
+                   ranking);
   const std::vector<int32_t> host = ranking.to_vector_i32();  // the one host read per step
   for (size_t i = 0; i < mixed_ops_.size(); ++i) {
     MixedOp* m = mixed_ops_[i].second;
     if (m->config().type == MixedOpType::Continuous) continue;
-    const int64_t b = offsets_host_[i], e = offsets_host_[i + 1];
+    const int64_t b = op_offsets_[i], e = op_offsets_[i + 1];
     m->set_ranking(std::vector<int>(host.begin() + b, host.begin() + e), ranking.slice(b, e));
   }
 }
@@ -65,13 +100,12 @@ Tensor SearchModel::forward(Context& ctx, const Tensor& x, Mode mode, Sampling s
   return net_->forward(ctx, x, mode);
 }
 
-Tensor SearchModel::backward(Context& ctx, const Tensor& dy) { return net_->backward(ctx, dy); }
+Tensor SearchModel::backward(Context& ctx, const Tensor& dy) {
+  return net_->backward(ctx, dy);
+}
 
 std::vector<Parameter*> SearchModel::architecture_parameters() {
-  std::vector<Parameter*> out;
-  for (Parameter* p : net_->parameters())
-    if (p->kind == ParamKind::Architecture) out.push_back(p);
-  return out;
+  return leaders_;
 }
 
 std::vector<Parameter*> SearchModel::operational_parameters() {

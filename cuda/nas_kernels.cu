@@ -1,0 +1,307 @@
+// MixedOp kernels: softmax, gated mixing, mixing scores, architecture gradient, Gumbel ranking,
+// batch sum, moving-average scores, masked log-sum-exp and the ProxylessNAS rescale.
+// Contract (ops.h): outputs written (=) except dalpha (+=) and the in-place m / alpha.
+// CPU twins in src/cpu/cpu_nas.cpp; reductions are deterministic (double, fixed order).
+// Invalid device-side indices, which the CPU reference rejects with an exception, cannot be
+// reported without a host read: a ranking entry outside [0, K) makes the op's outputs NaN
+// (g, dalpha, out; m is then left as it was; proxyless_rescale sets all of alpha to NaN).
+// gumbel_rank positions not covered by ascending offsets from 0 to total get -1 (empty
+// segments, which the CPU rejects, are accepted as empty). Nothing is read or written out of
+// bounds.
+#include <math_constants.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cuda_backend.h"
+#include "cudarts/philox.h"
+#include "reduce.cuh"
+
+namespace cudarts::cuda {
+
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int kMaxMixInputs = 64;  // candidates of one mix_fwd / mix_scores call
+constexpr int kSerialThreads = 1;  // kernels over a few K-vectors run in one thread, in order
+
+int grid_for(int64_t n) {
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  return static_cast<int>(std::clamp<int64_t>(blocks, 1, 65535 * 8));
+}
+
+// The candidate tensors of one MixedOp, passed by value in the kernel parameters.
+struct MixInputs {
+  const float* x[kMaxMixInputs];
+};
+
+MixInputs mix_inputs(const std::vector<const Tensor*>& xs, const char* op) {
+  if (xs.size() > size_t(kMaxMixInputs))
+    throw NotSupported(detail::cat("cuda backend: ", op, " takes at most ", kMaxMixInputs,
+                                   " candidates, got ", xs.size()));
+  MixInputs in{};
+  for (size_t k = 0; k < xs.size(); ++k) in.x[k] = xs[k]->data();
+  return in;
+}
+
+// True when ranking[0 .. count) all lie in [0, k).
+__device__ bool ranking_valid(const int32_t* ranking, int64_t count, int64_t k) {
+  for (int64_t j = 0; j < count; ++j)
+    if (ranking[j] < 0 || ranking[j] >= k) return false;
+  return true;
+}
+
+// probs = softmax(logits) in double, one thread (CPU: softmax / softmax_over).
+__global__ void softmax_kernel(const float* logits, int64_t k, float* probs) {
+  double mx = -CUDART_INF;
+  for (int64_t i = 0; i < k; ++i) mx = mx < double(logits[i]) ? double(logits[i]) : mx;
+  double s = 0.0;
+  for (int64_t i = 0; i < k; ++i) s += exp(double(logits[i]) - mx);
+  for (int64_t i = 0; i < k; ++i) probs[i] = static_cast<float>(exp(double(logits[i]) - mx) / s);
+}
+
+// y[i] = sum_k w[k] xs[k][i], float accumulation in candidate order (CPU: mix_fwd).
+__global__ void mix_fwd_kernel(const float* weights, const __grid_constant__ MixInputs xs, int k,
+                               int64_t n, float* y) {
+  __shared__ float w[kMaxMixInputs];
+  if (int(threadIdx.x) < k) w[threadIdx.x] = weights[threadIdx.x];
+  __syncthreads();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float acc = 0.0f;
+    for (int j = 0; j < k; ++j) acc += w[j] * xs.x[j][i];
+    y[i] = acc;
+  }
+}
+
+// partials[k, b] = block b's share of <dy, xs[k]> in double; grid (B, K) (CPU: mix_scores).
+__global__ void mix_scores_partials_kernel(const float* dy, const __grid_constant__ MixInputs xs,
+                                           int64_t n, double* partials) {
+  const float* x = xs.x[blockIdx.y];
+  double acc = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(kReduceBlock) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * kReduceBlock)
+    acc += double(dy[i]) * x[i];
+  const double total = block_sum(acc);
+  if (threadIdx.x == 0) partials[blockIdx.y * int64_t(gridDim.x) + blockIdx.x] = total;
+}
+
+// dalpha[m] += p_m (g_m - <p, g>) over the members m (ranking[0 .. count) or 0 .. count), with
+// p = softmax of alpha over the members; one thread, in member order (CPU: arch_grad).
+__global__ void arch_grad_kernel(const float* alpha, const float* g, const int32_t* ranking,
+                                 int64_t count, int64_t k, float* dalpha) {
+  if (ranking && !ranking_valid(ranking, count, k)) {
+    for (int64_t i = 0; i < k; ++i) dalpha[i] = CUDART_NAN_F;
+    return;
+  }
+  auto member = [&](int64_t j) -> int64_t { return ranking ? ranking[j] : j; };
+  double mx = -CUDART_INF;
+  for (int64_t j = 0; j < count; ++j) {
+    const double a = alpha[member(j)];
+    mx = mx < a ? a : mx;
+  }
+  double s = 0.0;
+  for (int64_t j = 0; j < count; ++j) s += exp(double(alpha[member(j)]) - mx);
+  double pg = 0.0;
+  for (int64_t j = 0; j < count; ++j) pg += exp(double(alpha[member(j)]) - mx) / s * g[member(j)];
+  for (int64_t j = 0; j < count; ++j) {
+    const double p = exp(double(alpha[member(j)]) - mx) / s;
+    dalpha[member(j)] += static_cast<float>(p * (g[member(j)] - pg));
+  }
+}
+
+// logit + Gumbel noise for element j, exactly as the CPU (u in double, double logs). A NaN key
+// sorts as -inf, so the ranking stays a permutation. Not inlined: every comparison of the
+// ranking must see the very same bits for the same element, whoever computes it.
+__device__ __noinline__ double gumbel_key(const float* logits, int64_t j, uint64_t seed,
+                                          uint64_t offset) {
+  const double u = philox_uniform(philox_word(seed, offset, 0, uint64_t(j)));
+  const double key = double(logits[j]) - log(-log(u));
+  return isnan(key) ? -CUDART_INF : key;
+}
+
+// ranking[b + r] = j - b, where r is the rank of element j in its segment [b, e) by key
+// descending, ties to the lower index: the result of the CPU's stable sort (CPU: gumbel_rank).
+// One thread per element; each counts the segment's elements ranked before it.
+__global__ void gumbel_rank_kernel(const float* logits, const int32_t* offsets, int64_t segments,
+                                   int64_t total, uint64_t seed, uint64_t offset,
+                                   int32_t* ranking) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total;
+       j += int64_t(gridDim.x) * blockDim.x) {
+    int64_t lo = 0, hi = segments;  // the segment of j: the last s with offsets[s] <= j
+    while (hi - lo > 1) {
+      const int64_t mid = (lo + hi) / 2;
+      if (offsets[mid] <= j)
+        lo = mid;
+      else
+        hi = mid;
+    }
+    const int64_t b = offsets[lo], e = offsets[lo + 1];
+    if (b < 0 || b > j || j >= e || e > total) {
+      ranking[j] = -1;
+      continue;
+    }
+    const double kj = gumbel_key(logits, j, seed, offset);
+    int64_t rank = 0;
+    for (int64_t i = b; i < e; ++i) {
+      if (i == j) continue;
+      const double ki = gumbel_key(logits, i, seed, offset);
+      if (ki > kj || (ki == kj && i < j)) ++rank;
+    }
+    ranking[b + rank] = static_cast<int32_t>(j - b);
+  }
+}
+
+// out[j] = scale * sum_i x[i, j] in double, samples in order; one thread per j (CPU: batch_sum).
+__global__ void batch_sum_kernel(const float* x, int64_t n, int64_t s, float scale, float* out) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < s;
+       j += int64_t(gridDim.x) * blockDim.x) {
+    double acc = 0.0;
+    for (int64_t i = 0; i < n; ++i) acc += x[i * s + j];
+    out[j] = static_cast<float>(scale * acc);
+  }
+}
+
+// Row k of m (K, S): if k is in E = ranking[0 .. k_eval), m[k] += lr (mu[k] - m[k]) and the
+// estimate is mu[k], else the estimate is m[k]; partials[k, b] = block b's share of
+// <dy_sum, estimate_k> in double. Grid (B, K) (CPU: ma_update_scores).
+__global__ void ma_update_partials_kernel(const float* dy_sum, const float* mu, float* m,
+                                          const int32_t* ranking, int k_eval, int64_t k, int64_t s,
+                                          float lr, double* partials) {
+  const int64_t row = blockIdx.y;
+  const bool valid = ranking_valid(ranking, k_eval, k);
+  bool in_eval = false;
+  for (int j = 0; j < k_eval; ++j) in_eval = in_eval || ranking[j] == row;
+  double acc = 0.0;
+  if (valid) {
+    float* mk = m + row * s;
+    const float* uk = mu + row * s;
+    for (int64_t j = blockIdx.x * int64_t(kReduceBlock) + threadIdx.x; j < s;
+         j += int64_t(gridDim.x) * kReduceBlock) {
+      float estimate;
+      if (in_eval) {
+        estimate = uk[j];
+        mk[j] += lr * (estimate - mk[j]);
+      } else {
+        estimate = mk[j];
+      }
+      acc += double(dy_sum[j]) * estimate;
+    }
+  }
+  const double total = block_sum(acc);
+  if (threadIdx.x == 0)
+    partials[row * int64_t(gridDim.x) + blockIdx.x] = valid ? total : CUDART_NAN;
+}
+
+// log sum_{i in E} exp alpha[i] in double, E = ranking[0 .. count) (CPU: logsumexp_over).
+__device__ double masked_lse(const float* alpha, const int32_t* ranking, int count) {
+  double mx = -CUDART_INF;
+  for (int j = 0; j < count; ++j) {
+    const double a = alpha[ranking[j]];
+    mx = mx < a ? a : mx;
+  }
+  double s = 0.0;
+  for (int j = 0; j < count; ++j) s += exp(double(alpha[ranking[j]]) - mx);
+  return mx + log(s);
+}
+
+// out = masked log-sum-exp; one thread (CPU: masked_logsumexp).
+__global__ void masked_logsumexp_kernel(const float* alpha, const int32_t* ranking, int count,
+                                        int64_t k, float* out) {
+  out[0] = ranking_valid(ranking, count, k) ? static_cast<float>(masked_lse(alpha, ranking, count))
+                                            : CUDART_NAN_F;
+}
+
+// alpha[i] += lse_old - masked_lse(alpha) for i in E; one thread (CPU: proxyless_rescale).
+__global__ void proxyless_rescale_kernel(float* alpha, const int32_t* ranking, int count, int64_t k,
+                                         const float* lse_old) {
+  if (!ranking_valid(ranking, count, k)) {
+    for (int64_t i = 0; i < k; ++i) alpha[i] = CUDART_NAN_F;
+    return;
+  }
+  const double shift = double(lse_old[0]) - masked_lse(alpha, ranking, count);
+  for (int j = 0; j < count; ++j) alpha[ranking[j]] = static_cast<float>(alpha[ranking[j]] + shift);
+}
+
+}  // namespace
+
+void CudaBackend::softmax(const Tensor& logits, Tensor& probs) {
+  softmax_kernel<<<1, kSerialThreads, 0, stream_>>>(logits.data(), logits.numel(), probs.data());
+  CUDARTS_LAUNCH_CHECK("softmax_kernel", "(logits ", logits.shape(), ")");
+}
+
+void CudaBackend::mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
+  const MixInputs in = mix_inputs(xs, "mix_fwd");
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  mix_fwd_kernel<<<grid_for(n), kBlock, 0, stream_>>>(weights.data(), in, int(xs.size()), n,
+                                                      y.data());
+  CUDARTS_LAUNCH_CHECK("mix_fwd_kernel", "(", xs.size(), " x ", y.shape(), ")");
+}
+
+void CudaBackend::mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {
+  const MixInputs in = mix_inputs(xs, "mix_scores");
+  const int64_t n = dy.numel(), k = int64_t(xs.size()), blocks = partial_count(n);
+  Buffer partials(allocator_, size_t(k * blocks) * sizeof(double));
+  double* p = static_cast<double*>(partials.data());
+  mix_scores_partials_kernel<<<dim3(unsigned(blocks), unsigned(k)), kReduceBlock, 0, stream_>>>(
+      dy.data(), in, n, p);
+  CUDARTS_LAUNCH_CHECK("mix_scores_partials_kernel", "(", k, " x ", dy.shape(), ")");
+  launch_sum_partials(p, k, blocks, 1.0, false, g.data(), stream_);
+}
+
+void CudaBackend::arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
+                            int restrict_k, Tensor& dalpha) {
+  const int64_t k = alpha.numel();
+  const int64_t count = ranking ? restrict_k : k;
+  arch_grad_kernel<<<1, kSerialThreads, 0, stream_>>>(
+      alpha.data(), g.data(), ranking ? ranking->data_i32() : nullptr, count, k, dalpha.data());
+  CUDARTS_LAUNCH_CHECK("arch_grad_kernel", "(alpha ", alpha.shape(), ", restrict_k ", restrict_k,
+                       ")");
+}
+
+void CudaBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
+                              uint64_t offset, Tensor& ranking) {
+  const int64_t total = logits.numel(), segments = offsets.numel() - 1;
+  if (total == 0) return;
+  gumbel_rank_kernel<<<grid_for(total), kBlock, 0, stream_>>>(
+      logits.data(), offsets.data_i32(), segments, total, seed, offset, ranking.data_i32());
+  CUDARTS_LAUNCH_CHECK("gumbel_rank_kernel", "(logits ", logits.shape(), ", ", segments,
+                       " segments)");
+}
+
+void CudaBackend::batch_sum(const Tensor& x, float scale, Tensor& out) {
+  const int64_t n = x.dim(0), s = out.numel();
+  if (s == 0) return;
+  batch_sum_kernel<<<grid_for(s), kBlock, 0, stream_>>>(x.data(), n, s, scale, out.data());
+  CUDARTS_LAUNCH_CHECK("batch_sum_kernel", "(x ", x.shape(), ")");
+}
+
+void CudaBackend::ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m,
+                                   const Tensor& ranking, int k_eval, float lr, Tensor& g) {
+  const int64_t k = m.dim(0), s = dy_sum.numel(), blocks = partial_count(s);
+  if (k > 65535)
+    throw NotSupported(
+        detail::cat("cuda backend: ma_update_scores with ", k, " candidates (at most 65535)"));
+  Buffer partials(allocator_, size_t(k * blocks) * sizeof(double));
+  double* p = static_cast<double*>(partials.data());
+  ma_update_partials_kernel<<<dim3(unsigned(blocks), unsigned(k)), kReduceBlock, 0, stream_>>>(
+      dy_sum.data(), mu.data(), m.data(), ranking.data_i32(), k_eval, k, s, lr, p);
+  CUDARTS_LAUNCH_CHECK("ma_update_partials_kernel", "(m ", m.shape(), ", k_eval ", k_eval, ")");
+  launch_sum_partials(p, k, blocks, 1.0, false, g.data(), stream_);
+}
+
+void CudaBackend::masked_logsumexp(const Tensor& alpha, const Tensor& ranking, int k, Tensor& out) {
+  masked_logsumexp_kernel<<<1, kSerialThreads, 0, stream_>>>(alpha.data(), ranking.data_i32(), k,
+                                                             alpha.numel(), out.data());
+  CUDARTS_LAUNCH_CHECK("masked_logsumexp_kernel", "(alpha ", alpha.shape(), ", k ", k, ")");
+}
+
+void CudaBackend::proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
+                                    const Tensor& lse_old) {
+  proxyless_rescale_kernel<<<1, kSerialThreads, 0, stream_>>>(alpha.data(), ranking.data_i32(), k,
+                                                              alpha.numel(), lse_old.data());
+  CUDARTS_LAUNCH_CHECK("proxyless_rescale_kernel", "(alpha ", alpha.shape(), ", k ", k, ")");
+}
+
+}  // namespace cudarts::cuda

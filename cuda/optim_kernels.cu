@@ -1,0 +1,235 @@
+// Multi-tensor optimizer steps (SGD, Adam / AdamW), the global gradient norm and the clip
+// coefficient. Parameters and optimizer state are updated in place; norm and coef are written
+// (=). One launch covers up to kTensorsPerLaunch tensors: their pointers travel by value in the
+// kernel parameters (no upload, so graph capture works) and each block updates one fixed-size
+// chunk of one tensor. grad_scale, when given, is read on the device. CPU twins:
+// src/cpu/cpu_nas.cpp (sgd_step, adam_step, global_norm, clip_coefficient).
+#include <math_constants.h>
+
+#include <cmath>
+
+#include "cuda_backend.h"
+#include "reduce.cuh"
+
+namespace cudarts::cuda {
+
+namespace {
+
+constexpr int kOptimBlock = kReduceBlock;  // global_norm reduces with block_sum
+constexpr int64_t kChunk = 4096;           // elements of one tensor that one block handles
+constexpr int kTensorsPerLaunch = 256;
+constexpr int kSerialThreads = 1;  // kernels over a few K-vectors run in one thread, in order
+
+// The tensors of one launch. Tensor t owns chunks [first_chunk[t], first_chunk[t + 1]).
+// global_norm uses `grad` for the tensors it measures.
+struct TensorTable {
+  float* param[kTensorsPerLaunch];
+  const float* grad[kTensorsPerLaunch];
+  float* state0[kTensorsPerLaunch];
+  float* state1[kTensorsPerLaunch];
+  int64_t numel[kTensorsPerLaunch];
+  int64_t first_chunk[kTensorsPerLaunch + 1];
+  int count;
+};
+// Kernel parameters may take 32 KB since CUDA 12.1 on sm_70+; stay well below.
+static_assert(sizeof(TensorTable) <= 16 * 1024, "TensorTable too large for kernel parameters");
+
+struct Entry {
+  float* param;
+  const float* grad;
+  float* state0;
+  float* state1;
+  int64_t numel;
+};
+
+int64_t chunks_of(int64_t numel) {
+  return (numel + kChunk - 1) / kChunk;
+}
+
+// Packs the non-empty entries into tables of at most kTensorsPerLaunch tensors and calls
+// launch(table, chunk_base) for each, chunk_base being the chunks of the tables before it.
+template <class Launch>
+void for_each_table(const std::vector<Entry>& entries, const Launch& launch) {
+  TensorTable t{};
+  int64_t chunk_base = 0;
+  auto flush = [&] {
+    if (t.count == 0) return;
+    CUDARTS_CHECK(t.first_chunk[t.count] <= 0x7fffffff, "cuda backend: ", t.first_chunk[t.count],
+                  " chunks do not fit one grid");
+    launch(t, chunk_base);
+    chunk_base += t.first_chunk[t.count];
+    t = TensorTable{};
+  };
+  for (const Entry& e : entries) {
+    if (e.numel == 0) continue;
+    const int i = t.count++;
+    t.param[i] = e.param;
+    t.grad[i] = e.grad;
+    t.state0[i] = e.state0;
+    t.state1[i] = e.state1;
+    t.numel[i] = e.numel;
+    t.first_chunk[i + 1] = t.first_chunk[i] + chunks_of(e.numel);
+    if (t.count == kTensorsPerLaunch) flush();
+  }
+  flush();
+}
+
+// The tensor that owns `chunk`: the last t with first_chunk[t] <= chunk (every tensor in a
+// table owns at least one chunk).
+__device__ int tensor_of_chunk(const TensorTable& t, int64_t chunk) {
+  int lo = 0, hi = t.count;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (t.first_chunk[mid] <= chunk)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+// The element range [begin, end) of this block's chunk within tensor ti.
+__device__ void chunk_range(const TensorTable& t, int ti, int64_t* begin, int64_t* end) {
+  *begin = (int64_t(blockIdx.x) - t.first_chunk[ti]) * kChunk;
+  const int64_t stop = *begin + kChunk;
+  *end = stop < t.numel[ti] ? stop : t.numel[ti];
+}
+
+// SGD (PyTorch): d = gs g + wd w; buf = m buf + d; d = nesterov ? d + m buf : buf; w -= lr d
+// (CPU: sgd_step). state0 is the momentum buffer, only touched when momentum > 0.
+__global__ void sgd_kernel(const __grid_constant__ TensorTable t, SgdParams p,
+                           const float* grad_scale) {
+  const int ti = tensor_of_chunk(t, blockIdx.x);
+  int64_t begin, end;
+  chunk_range(t, ti, &begin, &end);
+  const float gs = grad_scale ? grad_scale[0] : 1.0f;
+  float* w = t.param[ti];
+  const float* g = t.grad[ti];
+  float* buf = p.momentum > 0.0f ? t.state0[ti] : nullptr;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptimBlock) {
+    float d = gs * g[i] + p.weight_decay * w[i];
+    if (buf) {
+      buf[i] = p.momentum * buf[i] + d;
+      d = p.nesterov ? d + p.momentum * buf[i] : buf[i];
+    }
+    w[i] -= p.lr * d;
+  }
+}
+
+struct AdamArgs {
+  float lr, beta1, beta2, eps, weight_decay;
+  float bc1, bc2;  // bias corrections 1 - beta^step, computed on the host as the CPU does
+  bool decoupled;
+};
+
+// Adam / AdamW (PyTorch): d = gs g (+ wd w unless decoupled; decoupled: w *= 1 - lr wd);
+// m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2; w -= lr (m / bc1) / (sqrt(v / bc2) + eps)
+// (CPU: adam_step).
+__global__ void adam_kernel(const __grid_constant__ TensorTable t, AdamArgs a,
+                            const float* grad_scale) {
+  const int ti = tensor_of_chunk(t, blockIdx.x);
+  int64_t begin, end;
+  chunk_range(t, ti, &begin, &end);
+  const float gs = grad_scale ? grad_scale[0] : 1.0f;
+  float* w = t.param[ti];
+  const float* g = t.grad[ti];
+  float* m = t.state0[ti];
+  float* v = t.state1[ti];
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptimBlock) {
+    float d = gs * g[i];
+    if (a.decoupled)
+      w[i] *= 1.0f - a.lr * a.weight_decay;
+    else
+      d += a.weight_decay * w[i];
+    m[i] = a.beta1 * m[i] + (1.0f - a.beta1) * d;
+    v[i] = a.beta2 * v[i] + (1.0f - a.beta2) * d * d;
+    w[i] -= a.lr * (m[i] / a.bc1) / (sqrtf(v[i] / a.bc2) + a.eps);
+  }
+}
+
+// partials[chunk_base + chunk] = sum of squares of the chunk in double (CPU: global_norm).
+__global__ void sum_squares_kernel(const __grid_constant__ TensorTable t, int64_t chunk_base,
+                                   double* partials) {
+  const int ti = tensor_of_chunk(t, blockIdx.x);
+  int64_t begin, end;
+  chunk_range(t, ti, &begin, &end);
+  const float* x = t.grad[ti];
+  double acc = 0.0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptimBlock) {
+    const double v = x[i];
+    acc += v * v;
+  }
+  const double total = block_sum(acc);
+  if (threadIdx.x == 0) partials[chunk_base + blockIdx.x] = total;
+}
+
+// coef = min(1, max_norm / (norm + 1e-6)) with std::min's NaN behaviour; one thread
+// (CPU: clip_coefficient).
+__global__ void clip_coefficient_kernel(const float* norm, float max_norm, float* coef) {
+  const float c = max_norm / (norm[0] + 1e-6f);
+  coef[0] = c < 1.0f ? c : 1.0f;
+}
+
+}  // namespace
+
+void CudaBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
+                           const Tensor* grad_scale) {
+  std::vector<Entry> entries;
+  for (const OptimSlot& s : slots)
+    entries.push_back({s.param->data(), s.grad->data(),
+                       p.momentum > 0.0f ? s.state0->data() : nullptr, nullptr, s.param->numel()});
+  const float* gs = grad_scale ? grad_scale->data() : nullptr;
+  for_each_table(entries, [&](const TensorTable& t, int64_t) {
+    sgd_kernel<<<unsigned(t.first_chunk[t.count]), kOptimBlock, 0, stream_>>>(t, p, gs);
+    CUDARTS_LAUNCH_CHECK("sgd_kernel", "(", t.count, " tensors, ", t.first_chunk[t.count],
+                         " chunks)");
+  });
+}
+
+void CudaBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
+                            const Tensor* grad_scale) {
+  AdamArgs a;
+  a.lr = p.lr;
+  a.beta1 = p.beta1;
+  a.beta2 = p.beta2;
+  a.eps = p.eps;
+  a.weight_decay = p.weight_decay;
+  a.bc1 = 1.0f - float(std::pow(double(p.beta1), double(p.step)));
+  a.bc2 = 1.0f - float(std::pow(double(p.beta2), double(p.step)));
+  a.decoupled = p.decoupled;
+  std::vector<Entry> entries;
+  for (const OptimSlot& s : slots)
+    entries.push_back(
+        {s.param->data(), s.grad->data(), s.state0->data(), s.state1->data(), s.param->numel()});
+  const float* gs = grad_scale ? grad_scale->data() : nullptr;
+  for_each_table(entries, [&](const TensorTable& t, int64_t) {
+    adam_kernel<<<unsigned(t.first_chunk[t.count]), kOptimBlock, 0, stream_>>>(t, a, gs);
+    CUDARTS_LAUNCH_CHECK("adam_kernel", "(", t.count, " tensors, ", t.first_chunk[t.count],
+                         " chunks)");
+  });
+}
+
+void CudaBackend::global_norm(const std::vector<const Tensor*>& xs, Tensor& out) {
+  std::vector<Entry> entries;
+  int64_t total_chunks = 0;
+  for (const Tensor* x : xs) {
+    entries.push_back({nullptr, x->data(), nullptr, nullptr, x->numel()});
+    total_chunks += chunks_of(x->numel());
+  }
+  Buffer partials(allocator_, size_t(total_chunks) * sizeof(double));
+  double* p = static_cast<double*>(partials.data());
+  for_each_table(entries, [&](const TensorTable& t, int64_t chunk_base) {
+    sum_squares_kernel<<<unsigned(t.first_chunk[t.count]), kOptimBlock, 0, stream_>>>(t, chunk_base,
+                                                                                      p);
+    CUDARTS_LAUNCH_CHECK("sum_squares_kernel", "(", t.count, " tensors, ", t.first_chunk[t.count],
+                         " chunks)");
+  });
+  launch_sum_partials(p, 1, total_chunks, 1.0, true, out.data(), stream_);
+}
+
+void CudaBackend::clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) {
+  clip_coefficient_kernel<<<1, kSerialThreads, 0, stream_>>>(norm.data(), max_norm, coef.data());
+  CUDARTS_LAUNCH_CHECK("clip_coefficient_kernel", "(max_norm ", max_norm, ")");
+}
+
+}  // namespace cudarts::cuda

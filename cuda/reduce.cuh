@@ -1,0 +1,45 @@
+// Deterministic reductions shared by the CUDA kernels: a fixed-order block sum in double and
+// a second pass that sums per-block partials row by row. Same input, same bits, every run:
+// no atomics, and the order depends only on the sizes.
+#pragma once
+#include <cstdint>
+
+#include "check.h"
+
+namespace cudarts::cuda {
+
+constexpr int kWarp = 32;
+constexpr int kReduceBlock = 256;      // threads of every block that calls block_sum
+constexpr int64_t kMaxPartials = 256;  // per-row partial sums of a first pass, at most
+
+// How many blocks (= partial sums) a first pass over n elements uses: a function of n only.
+inline int64_t partial_count(int64_t n) {
+  const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
+  return blocks < 1 ? 1 : (blocks < kMaxPartials ? blocks : kMaxPartials);
+}
+
+// Sum over the 32 lanes of a warp; every lane gets the same bits (butterfly of commutative adds).
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over a block of kReduceBlock threads, in a fixed order; the result is returned to every
+// thread. Every thread of the block must call it (it synchronises).
+__device__ __forceinline__ double block_sum(double v) {
+  __shared__ double warp_totals[kReduceBlock / kWarp];
+  v = warp_sum(v);
+  if (threadIdx.x % kWarp == 0) warp_totals[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  double total = 0.0;
+  for (int w = 0; w < kReduceBlock / kWarp; ++w) total += warp_totals[w];
+  __syncthreads();  // warp_totals may be reused by the next call
+  return total;
+}
+
+// Second pass: out[r] = float(scale * sum_c partials[r * cols + c]) for r < rows, or
+// float(sqrt(sum)) when take_sqrt. One block per row, fixed order. Queued on `stream`.
+void launch_sum_partials(const double* partials, int64_t rows, int64_t cols, double scale,
+                         bool take_sqrt, float* out, cudaStream_t stream);
+
+}  // namespace cudarts::cuda

@@ -1,0 +1,173 @@
+// The DARTS search space and pipeline pieces (DESIGN.md section 4): the eight primitives,
+// search cells of MixedOps (alphas shared per edge among normal cells and among reduction
+// cells), the search network, genotype derivation, and the discrete network a genotype
+// describes (with drop-path and an auxiliary head) for retraining.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cudarts/graph.h"
+#include "cudarts/layers.h"
+#include "cudarts/mixed_op.h"
+
+namespace cudarts::darts {
+
+// In DARTS order: none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3,
+// sep_conv_5x5, dil_conv_3x3, dil_conv_5x5.
+const std::vector<std::string>& primitives();
+
+// One primitive on C channels. `search`: pooling is followed by BatchNorm(affine = false),
+// as in the search network. `affine`: BatchNorm parameters in the convolutions.
+std::unique_ptr<Layer> make_primitive(Context& ctx, const std::string& primitive,
+                                      const std::string& name, int64_t channels, int stride,
+                                      bool affine, bool search);
+
+// ReLU - Conv(k, stride, pad) - BN.
+std::unique_ptr<Layer> relu_conv_bn(Context& ctx, const std::string& name, int64_t c_in,
+                                    int64_t c_out, int kernel, int stride, int pad, bool affine);
+
+// ReLU, then two 1x1 stride-2 convolutions (on x and on x shifted by one pixel), each to
+// c_out / 2 channels, concatenated, then BN. Halves H and W (which must be even).
+class FactorizedReduce final : public Layer {
+ public:
+  FactorizedReduce(Context& ctx, std::string name, int64_t c_in, int64_t c_out, bool affine);
+  const char* type() const override { return "FactorizedReduce"; }
+  Shape output_shape(const Shape& x) const override;
+  std::vector<Layer*> children() const override;
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override { relu_x_shape_ = Shape(); }
+
+ private:
+  int64_t c_in_, c_out_;
+  std::unique_ptr<ReLU> relu_;
+  std::unique_ptr<Conv2d> conv1_, conv2_;
+  std::unique_ptr<BatchNorm2d> bn_;
+  Shape relu_x_shape_;
+};
+
+// Per-sample drop-path with probability drop_prob (Train mode only; identity otherwise).
+class DropPath final : public Layer {
+ public:
+  explicit DropPath(std::string name);
+  const char* type() const override { return "DropPath"; }
+  Shape output_shape(const Shape& x) const override { return x; }
+  void set_drop_prob(float p);
+  float drop_prob() const { return drop_prob_; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override { scales_ = Tensor(); }
+
+ private:
+  float drop_prob_ = 0.0f;
+  Tensor scales_;
+  bool dropped_ = false;
+};
+
+struct SearchConfig {
+  int64_t channels = 16;  // C
+  int cells = 8;
+  int steps = 4;       // intermediate nodes per cell
+  int multiplier = 4;  // nodes concatenated into the cell output
+  int stem_multiplier = 3;
+  int64_t in_channels = 3;
+  int num_classes = 10;
+  MixedOpConfig mixed;  // type, k_on, k_eval, lr of every edge (alpha_group is set per edge)
+};
+
+// The search network: stem (3x3 conv + BN), cells (reductions at 1/3 and 2/3 depth), global
+// average pooling, linear classifier. Edge k of normal cells shares alpha group
+// "normal.edge<k>", of reduction cells "reduce.edge<k>".
+class SearchNetwork final : public Layer {
+ public:
+  SearchNetwork(Context& ctx, std::string name, const SearchConfig& config);
+  const char* type() const override { return "DartsSearchNetwork"; }
+  Shape output_shape(const Shape& x) const override;
+  std::vector<Layer*> children() const override;
+  const SearchConfig& config() const { return config_; }
+  int num_edges() const;  // per cell: 2 + 3 + ... (14 for 4 steps)
+  // The edge's MixedOp of the first normal / reduction cell (their alphas are the shared ones).
+  MixedOp& edge(bool reduction, int k);
+  bool is_reduction(int cell) const;
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override;
+
+ private:
+  SearchConfig config_;
+  std::unique_ptr<Sequential> stem_;
+  std::vector<std::unique_ptr<Graph>> cells_;
+  std::unique_ptr<GlobalAvgPool> gap_;
+  std::unique_ptr<Linear> classifier_;
+  std::vector<Shape> state_shapes_;
+};
+
+// A derived cell: for each node two (op, input) pairs; inputs 0, 1 are the cell inputs.
+struct Genotype {
+  std::vector<std::pair<std::string, int>> normal, reduce;
+  std::vector<int> normal_concat, reduce_concat;
+  std::string to_json() const;
+  static Genotype from_json(const std::string& text);  // validates ops and inputs
+  bool operator==(const Genotype& o) const;
+};
+
+// DARTS derivation from per-edge probabilities (edges x primitives, DARTS edge order): per
+// node the two incoming edges with the strongest non-none op, each with that op.
+Genotype derive_genotype(const std::vector<std::vector<float>>& normal,
+                         const std::vector<std::vector<float>>& reduce, int steps = 4);
+// The per-edge softmax(alpha) of a search network (normal, reduce).
+std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> edge_probabilities(
+    SearchNetwork& net);
+
+struct EvalConfig {
+  int64_t channels = 36;
+  int cells = 20;
+  int64_t in_channels = 3;
+  int num_classes = 10;
+  bool auxiliary = true;
+};
+
+// The discrete network of a genotype (DARTS NetworkCIFAR): affine BatchNorm everywhere,
+// drop-path on every non-identity op, auxiliary head after the cell at 2/3 depth.
+class EvalNetwork final : public Layer {
+ public:
+  EvalNetwork(Context& ctx, std::string name, const Genotype& genotype, const EvalConfig& config);
+  const char* type() const override { return "DartsEvalNetwork"; }
+  Shape output_shape(const Shape& x) const override;
+  std::vector<Layer*> children() const override;
+  void set_drop_path_prob(float p);
+  // Training with the auxiliary head: returns {logits, aux_logits} (aux undefined without a
+  // head); backward takes both gradients (daux may be undefined).
+  std::pair<Tensor, Tensor> forward_train(Context& ctx, const Tensor& x);
+  void backward_train(Context& ctx, const Tensor& dlogits, const Tensor& daux);
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override;
+
+ private:
+  Tensor run(Context& ctx, const Tensor& x, Mode mode, Tensor* aux);
+  void run_backward(Context& ctx, const Tensor& dy, const Tensor* daux);
+
+  EvalConfig config_;
+  std::unique_ptr<Sequential> stem_;
+  std::vector<std::unique_ptr<Graph>> cells_;
+  std::vector<DropPath*> drop_paths_;
+  std::unique_ptr<Sequential> aux_head_;
+  int aux_cell_ = -1;
+  std::unique_ptr<GlobalAvgPool> gap_;
+  std::unique_ptr<Linear> classifier_;
+  bool aux_used_ = false;
+  Tensor stem_grad_;
+};
+
+}  // namespace cudarts::darts

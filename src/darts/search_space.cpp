@@ -1,0 +1,473 @@
+// DARTS primitives, FactorizedReduce, DropPath, the search network and the discrete
+// (genotype) network. Cells are Graphs with inputs "s0", "s1"; the networks chain them and sum
+// the gradients of states that feed two cells.
+#include <algorithm>
+
+#include "cudarts/darts.h"
+#include "cudarts/error.h"
+#include "cudarts/ops.h"
+#include "grad_sum.h"
+
+namespace cudarts::darts {
+
+const std::vector<std::string>& primitives() {
+  static const std::vector<std::string> p = {"none",         "max_pool_3x3", "avg_pool_3x3",
+                                             "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+                                             "dil_conv_3x3", "dil_conv_5x5"};
+  return p;
+}
+
+std::unique_ptr<Layer> relu_conv_bn(Context& ctx, const std::string& name, int64_t c_in,
+                                    int64_t c_out, int kernel, int stride, int pad, bool affine) {
+  auto s = std::make_unique<Sequential>(name);
+  s->emplace<ReLU>("relu");
+  s->emplace<Conv2d>(ctx, "conv", c_in, c_out, kernel, Conv2dParams::make(stride, pad), false);
+  s->emplace<BatchNorm2d>(ctx, "bn", c_out, affine);
+  return s;
+}
+
+namespace {
+// ReLU - depthwise k x k (stride, pad, dilation) - pointwise - BN, appended to `s`.
+void add_dw_pw_bn(Context& ctx, Sequential& s, const std::string& suffix, int64_t c_in,
+                  int64_t c_out, int kernel, int stride, int pad, int dilation, bool affine) {
+  s.emplace<ReLU>("relu" + suffix);
+  s.emplace<Conv2d>(ctx, "dw" + suffix, c_in, c_in, kernel,
+                    Conv2dParams::make(stride, pad, dilation, int(c_in)), false);
+  s.emplace<Conv2d>(ctx, "pw" + suffix, c_in, c_out, 1, Conv2dParams{}, false);
+  s.emplace<BatchNorm2d>(ctx, "bn" + suffix, c_out, affine);
+}
+
+std::unique_ptr<Layer> pool_primitive(Context& ctx, const std::string& name, PoolMode mode,
+                                      int64_t c, int stride, bool search) {
+  std::unique_ptr<Layer> pool;
+  if (mode == PoolMode::Max)
+    pool = std::make_unique<MaxPool2d>(search ? "pool" : name, 3, stride, 1);
+  else
+    pool = std::make_unique<AvgPool2d>(search ? "pool" : name, 3, stride, 1);
+  if (!search) return pool;
+  auto s = std::make_unique<Sequential>(name);
+  s->add(std::move(pool));
+  s->emplace<BatchNorm2d>(ctx, "bn", c, false);
+  return s;
+}
+}  // namespace
+
+std::unique_ptr<Layer> make_primitive(Context& ctx, const std::string& primitive,
+                                      const std::string& name, int64_t c, int stride, bool affine,
+                                      bool search) {
+  if (primitive == "none") return std::make_unique<Zero>(name, stride);
+  if (primitive == "max_pool_3x3")
+    return pool_primitive(ctx, name, PoolMode::Max, c, stride, search);
+  if (primitive == "avg_pool_3x3")
+    return pool_primitive(ctx, name, PoolMode::Average, c, stride, search);
+  if (primitive == "skip_connect") {
+    if (stride == 1) return std::make_unique<Identity>(name);
+    return std::make_unique<FactorizedReduce>(ctx, name, c, c, affine);
+  }
+  if (primitive == "sep_conv_3x3" || primitive == "sep_conv_5x5") {
+    const int k = primitive == "sep_conv_3x3" ? 3 : 5;
+    auto s = std::make_unique<Sequential>(name);
+    add_dw_pw_bn(ctx, *s, "1", c, c, k, stride, k / 2, 1, affine);
+    add_dw_pw_bn(ctx, *s, "2", c, c, k, 1, k / 2, 1, affine);
+    return s;
+  }
+  if (primitive == "dil_conv_3x3" || primitive == "dil_conv_5x5") {
+    const int k = primitive == "dil_conv_3x3" ? 3 : 5;
+    auto s = std::make_unique<Sequential>(name);
+    add_dw_pw_bn(ctx, *s, "", c, c, k, stride, k - 1, 2, affine);
+    return s;
+  }
+  CUDARTS_FAIL("unknown DARTS primitive '", primitive,
+               "'; expected none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3, "
+               "sep_conv_5x5, dil_conv_3x3 or dil_conv_5x5");
+}
+
+// ---------------------------------------------------------------- FactorizedReduce
+FactorizedReduce::FactorizedReduce(Context& ctx, std::string name, int64_t c_in, int64_t c_out,
+                                   bool affine)
+    : Layer(std::move(name)), c_in_(c_in), c_out_(c_out) {
+  CUDARTS_CHECK(c_out % 2 == 0, label(), ": c_out ", c_out, " must be even");
+  relu_ = std::make_unique<ReLU>("relu");
+  conv1_ =
+      std::make_unique<Conv2d>(ctx, "conv_1", c_in, c_out / 2, 1, Conv2dParams::make(2, 0), false);
+  conv2_ =
+      std::make_unique<Conv2d>(ctx, "conv_2", c_in, c_out / 2, 1, Conv2dParams::make(2, 0), false);
+  bn_ = std::make_unique<BatchNorm2d>(ctx, "bn", c_out, affine);
+}
+
+std::vector<Layer*> FactorizedReduce::children() const {
+  return {relu_.get(), conv1_.get(), conv2_.get(), bn_.get()};
+}
+
+Shape FactorizedReduce::output_shape(const Shape& x) const {
+  CUDARTS_CHECK(x.ndim() == 4 && x[1] == c_in_, label(), ": input shape ", x,
+                " does not match c_in ", c_in_, " (expected [N, ", c_in_, ", H, W])");
+  CUDARTS_CHECK(x[2] % 2 == 0 && x[3] % 2 == 0 && x[2] >= 2 && x[3] >= 2, label(), ": input shape ",
+                x, " needs an even height and width (pad the images to an even size)");
+  return Shape{x[0], c_out_, x[2] / 2, x[3] / 2};
+}
+
+Tensor FactorizedReduce::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor r = relu_->forward(ctx, x, mode);
+  Tensor a = conv1_->forward(ctx, r, mode);
+  Tensor shifted = Tensor::empty(ctx, Shape{x.dim(0), x.dim(1), x.dim(2) - 1, x.dim(3) - 1});
+  ops::crop2d_fwd(ctx, r, 1, 1, shifted);
+  Tensor b = conv2_->forward(ctx, shifted, mode);
+  Tensor cat = Tensor::empty(ctx, Shape{x.dim(0), c_out_, a.dim(2), a.dim(3)});
+  ops::concat_channels(ctx, {&a, &b}, cat);
+  if (mode == Mode::Train) relu_x_shape_ = r.shape();
+  return bn_->forward(ctx, cat, mode);
+}
+
+Tensor FactorizedReduce::backward_impl(Context& ctx, const Tensor& dy) {
+  Tensor dcat = bn_->backward(ctx, dy);
+  const Shape half{dy.dim(0), c_out_ / 2, dy.dim(2), dy.dim(3)};
+  Tensor da = Tensor::empty(ctx, half), db = Tensor::empty(ctx, half);
+  ops::split_channels(ctx, dcat, {&da, &db});
+  Tensor dr = conv1_->backward(ctx, da);
+  Tensor dshift = conv2_->backward(ctx, db);
+  Tensor dr2 = Tensor::empty(ctx, relu_x_shape_);
+  ops::crop2d_bwd(ctx, dshift, 1, 1, dr2);
+  Tensor sum = Tensor::empty(ctx, relu_x_shape_);
+  ops::add(ctx, dr, dr2, sum);
+  return relu_->backward(ctx, sum);
+}
+
+// ---------------------------------------------------------------- DropPath
+DropPath::DropPath(std::string name) : Layer(std::move(name)) {}
+
+void DropPath::set_drop_prob(float p) {
+  CUDARTS_CHECK(p >= 0.0f && p < 1.0f, label(), ": drop probability ", p, " must be in [0, 1)");
+  drop_prob_ = p;
+}
+
+Tensor DropPath::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  dropped_ = mode == Mode::Train && drop_prob_ > 0.0f;
+  if (!dropped_) return x.share();
+  scales_ = Tensor::empty(ctx, Shape{x.dim(0)});
+  ops::bernoulli_scale(ctx, scales_, 1.0f - drop_prob_, ctx.seed(),
+                       ctx.reserve_rng(uint64_t(x.dim(0))));
+  Tensor y = Tensor::empty(ctx, x.shape());
+  ops::scale_samples(ctx, x, scales_, y);
+  return y;
+}
+
+Tensor DropPath::backward_impl(Context& ctx, const Tensor& dy) {
+  if (!dropped_) return dy.share();
+  Tensor dx = Tensor::empty(ctx, dy.shape());
+  ops::scale_samples(ctx, dy, scales_, dx);
+  return dx;
+}
+
+// ---------------------------------------------------------------- networks
+namespace {
+bool reduction_at(int i, int cells) {
+  return i == cells / 3 || i == 2 * cells / 3;
+}
+
+std::unique_ptr<Sequential> make_stem(Context& ctx, int64_t in, int64_t out) {
+  auto stem = std::make_unique<Sequential>("stem");
+  stem->emplace<Conv2d>(ctx, "conv", in, out, 3, Conv2dParams::make(1, 1), false);
+  stem->emplace<BatchNorm2d>(ctx, "bn", out, true);
+  return stem;
+}
+
+// The shape after the stem and the chained cells (each cell reads the two previous states).
+Shape cells_output_shape(const Sequential& stem, const std::vector<std::unique_ptr<Graph>>& cells,
+                         const Shape& x) {
+  const Shape s = stem.output_shape(x);
+  Shape s0 = s, s1 = s;
+  for (auto& c : cells) {
+    Shape out = c->output_shape_of({s0, s1});
+    s0 = s1;
+    s1 = out;
+  }
+  return s1;
+}
+
+// A cell Graph with inputs s0, s1 and its two preprocessing nodes pre0 (FactorizedReduce after
+// a reduction cell, else ReLU-Conv1x1-BN) and pre1.
+std::unique_ptr<Graph> make_cell(Context& ctx, int index, int64_t c_pp, int64_t c_p, int64_t c,
+                                 bool reduction_prev, bool affine) {
+  auto cell =
+      std::make_unique<Graph>("cell" + std::to_string(index), std::vector<std::string>{"s0", "s1"});
+  if (reduction_prev)
+    cell->add(std::make_unique<FactorizedReduce>(ctx, "pre0", c_pp, c, affine), "s0");
+  else
+    cell->add(relu_conv_bn(ctx, "pre0", c_pp, c, 1, 1, 0, affine), "s0");
+  cell->add(relu_conv_bn(ctx, "pre1", c_p, c, 1, 1, 0, affine), "s1");
+  return cell;
+}
+
+// Runs the cells over (s0, s1) pairs; returns the last state. `after_cell(i, state)` sees
+// every cell output.
+template <class F>
+Tensor run_cells(Context& ctx, std::vector<std::unique_ptr<Graph>>& cells, Tensor stem, Mode mode,
+                 F after_cell) {
+  Tensor s0 = stem.share(), s1 = std::move(stem);
+  for (size_t i = 0; i < cells.size(); ++i) {
+    Tensor out = cells[i]->forward_many(ctx, {&s0, &s1}, mode);
+    s0 = std::move(s1);
+    s1 = std::move(out);
+    after_cell(int(i), s1);
+  }
+  return s1;
+}
+
+// Backward through the cells. grads[k] accumulates the gradient of state k (states 0 and 1 are
+// the stem output); `extra(i, grads)` may add to grads before cell i runs backward.
+template <class F>
+Tensor backward_cells(Context& ctx, std::vector<std::unique_ptr<Graph>>& cells, Tensor dlast,
+                      F extra) {
+  const size_t n = cells.size();
+  std::vector<GradSum> grads(n + 2);
+  grads[n + 1].add(ctx, std::move(dlast));
+  for (size_t k = n; k-- > 0;) {
+    extra(int(k), grads[k + 2]);
+    std::vector<Tensor> d = cells[k]->backward_many(ctx, grads[k + 2].take());
+    grads[k].add(ctx, std::move(d[0]));
+    grads[k + 1].add(ctx, std::move(d[1]));
+  }
+  grads[0].add(ctx, grads[1].take());
+  return grads[0].take();
+}
+}  // namespace
+
+SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig& config)
+    : Layer(std::move(name)), config_(config) {
+  CUDARTS_CHECK(config.cells >= 1 && config.steps >= 1 && config.multiplier >= 1 &&
+                    config.multiplier <= config.steps && config.channels >= 1 &&
+                    config.stem_multiplier >= 1,
+                label(), ": cells ", config.cells, ", steps ", config.steps, ", multiplier ",
+                config.multiplier, " and channels ", config.channels,
+                " must be positive (multiplier <= steps)");
+  int64_t c_curr = config.stem_multiplier * config.channels;
+  stem_ = make_stem(ctx, config.in_channels, c_curr);
+  int64_t c_pp = c_curr, c_p = c_curr;
+  c_curr = config.channels;
+  bool reduction_prev = false;
+  for (int i = 0; i < config.cells; ++i) {
+    const bool reduction = reduction_at(i, config.cells);
+    if (reduction) c_curr *= 2;
+    auto cell = make_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, false);
+    std::vector<std::string> states{"pre0", "pre1"};
+    int k = 0;
+    for (int node = 0; node < config.steps; ++node) {
+      std::vector<std::string> edges;
+      for (int j = 0; j < node + 2; ++j, ++k) {
+        const int stride = reduction && j < 2 ? 2 : 1;
+        std::vector<std::unique_ptr<Layer>> cands;
+        for (const std::string& p : primitives())
+          cands.push_back(make_primitive(ctx, p, p, c_curr, stride, false, true));
+        MixedOpConfig mc = config.mixed;
+        mc.alpha_group = std::string(reduction ? "reduce" : "normal") + ".edge" + std::to_string(k);
+        const std::string edge = "edge" + std::to_string(k);
+        cell->add(make_mixed_op(ctx, edge, std::move(cands), mc), states[size_t(j)]);
+        edges.push_back(edge);
+      }
+      cell->add_sum("node" + std::to_string(node), edges);
+      states.push_back("node" + std::to_string(node));
+    }
+    cell->add_concat("out",
+                     std::vector<std::string>(states.end() - config.multiplier, states.end()));
+    cell->set_output("out");
+    cells_.push_back(std::move(cell));
+    reduction_prev = reduction;
+    c_pp = c_p;
+    c_p = config.multiplier * c_curr;
+  }
+  gap_ = std::make_unique<GlobalAvgPool>("gap");
+  classifier_ = std::make_unique<Linear>(ctx, "classifier", c_p, config.num_classes);
+}
+
+bool SearchNetwork::is_reduction(int cell) const {
+  return reduction_at(cell, config_.cells);
+}
+
+int SearchNetwork::num_edges() const {
+  return config_.steps * (config_.steps + 3) / 2;
+}
+
+MixedOp& SearchNetwork::edge(bool reduction, int k) {
+  CUDARTS_CHECK(k >= 0 && k < num_edges(), label(), ": edge ", k, " out of range [0, ", num_edges(),
+                ")");
+  for (int i = 0; i < config_.cells; ++i) {
+    if (is_reduction(i) != reduction) continue;
+    for (Layer* l : cells_[size_t(i)]->children())
+      if (l->name() == "edge" + std::to_string(k)) return static_cast<MixedOp&>(*l);
+  }
+  CUDARTS_FAIL(label(), ": no ", reduction ? "reduction" : "normal", " cell in a network of ",
+               config_.cells, " cells");
+}
+
+std::vector<Layer*> SearchNetwork::children() const {
+  std::vector<Layer*> out{stem_.get()};
+  for (auto& c : cells_) out.push_back(c.get());
+  out.push_back(gap_.get());
+  out.push_back(classifier_.get());
+  return out;
+}
+
+Shape SearchNetwork::output_shape(const Shape& x) const {
+  return classifier_->output_shape(gap_->output_shape(cells_output_shape(*stem_, cells_, x)));
+}
+
+Tensor SearchNetwork::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor last =
+      run_cells(ctx, cells_, stem_->forward(ctx, x, mode), mode, [](int, const Tensor&) {});
+  return classifier_->forward(ctx, gap_->forward(ctx, last, mode), mode);
+}
+
+Tensor SearchNetwork::backward_impl(Context& ctx, const Tensor& dy) {
+  Tensor d = gap_->backward(ctx, classifier_->backward(ctx, dy));
+  Tensor ds = backward_cells(ctx, cells_, std::move(d), [](int, GradSum&) {});
+  return stem_->backward(ctx, ds);
+}
+
+void SearchNetwork::release_saved_impl() {}
+
+// ---------------------------------------------------------------- EvalNetwork
+EvalNetwork::EvalNetwork(Context& ctx, std::string name, const Genotype& genotype,
+                         const EvalConfig& config)
+    : Layer(std::move(name)), config_(config) {
+  CUDARTS_CHECK(config.cells >= 1 && config.channels >= 1, label(), ": cells ", config.cells,
+                " and channels ", config.channels, " must be positive");
+  CUDARTS_CHECK(!genotype.normal.empty() && genotype.normal.size() % 2 == 0 &&
+                    genotype.reduce.size() == genotype.normal.size(),
+                label(), ": the genotype needs two (op, input) pairs per node in both cells");
+  int64_t c_curr = 3 * config.channels;
+  stem_ = make_stem(ctx, config.in_channels, c_curr);
+  int64_t c_pp = c_curr, c_p = c_curr, c_aux = 0;
+  c_curr = config.channels;
+  bool reduction_prev = false;
+  for (int i = 0; i < config.cells; ++i) {
+    const bool reduction = reduction_at(i, config.cells);
+    if (reduction) c_curr *= 2;
+    const auto& genes = reduction ? genotype.reduce : genotype.normal;
+    const auto& concat = reduction ? genotype.reduce_concat : genotype.normal_concat;
+    auto cell = make_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, true);
+    std::vector<std::string> states{"pre0", "pre1"};
+    for (size_t node = 0; node < genes.size() / 2; ++node) {
+      std::vector<std::string> inputs;
+      for (size_t t = 0; t < 2; ++t) {
+        const auto& [op, idx] = genes[2 * node + t];
+        CUDARTS_CHECK(idx >= 0 && idx < int(states.size()), label(), ": gene ", 2 * node + t,
+                      " reads state ", idx, " but node ", node, " can read states 0..",
+                      states.size() - 1);
+        const int stride = reduction && idx < 2 ? 2 : 1;
+        const std::string name = "op" + std::to_string(2 * node + t);
+        Layer& l = cell->add(make_primitive(ctx, op, name, c_curr, stride, true, false),
+                             states[size_t(idx)]);
+        if (dynamic_cast<Identity*>(&l) == nullptr) {
+          auto& dp = static_cast<DropPath&>(
+              cell->add(std::make_unique<DropPath>("drop" + std::to_string(2 * node + t)), name));
+          drop_paths_.push_back(&dp);
+          inputs.push_back(dp.name());
+        } else {
+          inputs.push_back(name);
+        }
+      }
+      cell->add_sum("node" + std::to_string(node), inputs);
+      states.push_back("node" + std::to_string(node));
+    }
+    std::vector<std::string> out;
+    for (int c : concat) {
+      CUDARTS_CHECK(c >= 0 && c < int(states.size()), label(), ": concat index ", c, " outside 0..",
+                    states.size() - 1);
+      out.push_back(states[size_t(c)]);
+    }
+    cell->add_concat("out", out);
+    cell->set_output("out");
+    cells_.push_back(std::move(cell));
+    reduction_prev = reduction;
+    c_pp = c_p;
+    c_p = int64_t(concat.size()) * c_curr;
+    if (i == 2 * config.cells / 3) {
+      aux_cell_ = i;
+      c_aux = c_p;
+    }
+  }
+  if (config.auxiliary && aux_cell_ >= 0) {
+    aux_head_ = std::make_unique<Sequential>("auxiliary");
+    aux_head_->emplace<ReLU>("relu0");
+    aux_head_->emplace<AvgPool2d>("pool", 5, 3, 0);
+    aux_head_->emplace<Conv2d>(ctx, "conv1", c_aux, 128, 1, Conv2dParams{}, false);
+    aux_head_->emplace<BatchNorm2d>(ctx, "bn1", 128);
+    aux_head_->emplace<ReLU>("relu1");
+    aux_head_->emplace<Conv2d>(ctx, "conv2", 128, 768, 2, Conv2dParams{}, false);
+    aux_head_->emplace<BatchNorm2d>(ctx, "bn2", 768);
+    aux_head_->emplace<ReLU>("relu2");
+    aux_head_->emplace<Flatten>("flatten");
+    aux_head_->emplace<Linear>(ctx, "classifier", 768, config.num_classes);
+  }
+  gap_ = std::make_unique<GlobalAvgPool>("gap");
+  classifier_ = std::make_unique<Linear>(ctx, "classifier", c_p, config.num_classes);
+}
+
+std::vector<Layer*> EvalNetwork::children() const {
+  std::vector<Layer*> out{stem_.get()};
+  for (auto& c : cells_) out.push_back(c.get());
+  if (aux_head_) out.push_back(aux_head_.get());
+  out.push_back(gap_.get());
+  out.push_back(classifier_.get());
+  return out;
+}
+
+void EvalNetwork::set_drop_path_prob(float p) {
+  for (DropPath* d : drop_paths_) d->set_drop_prob(p);
+}
+
+Shape EvalNetwork::output_shape(const Shape& x) const {
+  return classifier_->output_shape(gap_->output_shape(cells_output_shape(*stem_, cells_, x)));
+}
+
+Tensor EvalNetwork::run(Context& ctx, const Tensor& x, Mode mode, Tensor* aux) {
+  aux_used_ = false;
+  Tensor last =
+      run_cells(ctx, cells_, stem_->forward(ctx, x, mode), mode, [&](int i, const Tensor& s) {
+        if (aux && aux_head_ && i == aux_cell_) {
+          *aux = aux_head_->forward(ctx, s, mode);
+          aux_used_ = mode == Mode::Train;
+        }
+      });
+  return classifier_->forward(ctx, gap_->forward(ctx, last, mode), mode);
+}
+
+void EvalNetwork::run_backward(Context& ctx, const Tensor& dy, const Tensor* daux) {
+  Tensor d = gap_->backward(ctx, classifier_->backward(ctx, dy));
+  Tensor ds = backward_cells(ctx, cells_, std::move(d), [&](int i, GradSum& g) {
+    if (aux_used_ && i == aux_cell_) {
+      CUDARTS_CHECK(daux && daux->defined(), label(),
+                    ": the auxiliary head ran in forward but "
+                    "backward got no auxiliary gradient");
+      g.add(ctx, aux_head_->backward(ctx, *daux));
+    }
+  });
+  stem_grad_ = stem_->backward(ctx, ds);
+}
+
+std::pair<Tensor, Tensor> EvalNetwork::forward_train(Context& ctx, const Tensor& x) {
+  Tensor aux;
+  Tensor logits = run(ctx, x, Mode::Train, &aux);
+  return {std::move(logits), std::move(aux)};
+}
+
+void EvalNetwork::backward_train(Context& ctx, const Tensor& dlogits, const Tensor& daux) {
+  run_backward(ctx, dlogits, daux.defined() ? &daux : nullptr);
+  stem_grad_ = Tensor();
+}
+
+Tensor EvalNetwork::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  return run(ctx, x, mode, nullptr);
+}
+
+Tensor EvalNetwork::backward_impl(Context& ctx, const Tensor& dy) {
+  run_backward(ctx, dy, nullptr);
+  return std::move(stem_grad_);
+}
+
+void EvalNetwork::release_saved_impl() {
+  aux_used_ = false;
+}
+
+}  // namespace cudarts::darts

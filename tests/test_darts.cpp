@@ -1,0 +1,215 @@
+// The DARTS search space: reference weight counts, alpha sharing, gradient checks through
+// FactorizedReduce and whole (tiny) search and discrete networks, genotype derivation.
+#include "gradcheck.h"
+
+namespace cudarts {
+namespace {
+
+using namespace darts;
+
+int64_t count(const std::vector<Parameter*>& ps) {
+  int64_t n = 0;
+  for (Parameter* p : ps) n += p->value.numel();
+  return n;
+}
+
+TEST(DartsSearchSpace, ReferenceWeightCountAndSharedAlphas) {
+  Context ctx;
+  SearchConfig cfg;  // C = 16, 8 cells, 3 input channels, 10 classes
+  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+  EXPECT_EQ(count(model.operational_parameters()), 1930618);  // the DARTS search model
+  // 14 normal and 14 reduction alphas of 8 primitives, shared by the cells of each kind.
+  EXPECT_EQ(model.architecture_parameters().size(), 28u);
+  EXPECT_EQ(model.alphas().numel(), 28 * 8);
+  EXPECT_EQ(model.mixed_ops().size(), 8u * 14u);
+  auto& net = static_cast<SearchNetwork&>(model.network());
+  EXPECT_EQ(net.num_edges(), 14);
+  EXPECT_TRUE(net.is_reduction(2) && net.is_reduction(5) && !net.is_reduction(3));
+  // Cells 0 and 1 are normal: their edge 3 shares storage.
+  const auto& ops = model.mixed_ops();
+  EXPECT_EQ(ops[3].second->alpha().value.raw(), ops[14 + 3].second->alpha().value.raw());
+  EXPECT_NE(ops[3].second->alpha().value.raw(), ops[2 * 14 + 3].second->alpha().value.raw());
+  EXPECT_EQ(net.output_shape(Shape{2, 3, 32, 32}), (Shape{2, 10}));
+}
+
+Genotype darts_v2() {
+  Genotype g;
+  g.normal = {{"sep_conv_3x3", 0}, {"sep_conv_3x3", 1}, {"sep_conv_3x3", 0}, {"sep_conv_3x3", 1},
+              {"sep_conv_3x3", 1}, {"skip_connect", 0}, {"skip_connect", 0}, {"dil_conv_3x3", 2}};
+  g.reduce = {{"max_pool_3x3", 0}, {"max_pool_3x3", 1}, {"skip_connect", 2}, {"max_pool_3x3", 1},
+              {"max_pool_3x3", 0}, {"skip_connect", 2}, {"skip_connect", 2}, {"max_pool_3x3", 1}};
+  g.normal_concat = g.reduce_concat = {2, 3, 4, 5};
+  return g;
+}
+
+TEST(DartsEvalNetwork, DartsV2ReferenceWeightCount) {
+  Context ctx;
+  EvalNetwork net(ctx, "net", darts_v2(), EvalConfig{});  // C = 36, 20 cells, auxiliary head
+  int64_t main = 0, aux = 0;
+  for (auto& [name, p] : net.named_parameters())
+    (name.find(".auxiliary.") != std::string::npos ? aux : main) += p->value.numel();
+  EXPECT_EQ(main, 3349342);  // DARTS (V2) CIFAR-10 network without its auxiliary head
+  EXPECT_GT(aux, 0);
+  EXPECT_EQ(net.output_shape(Shape{2, 3, 32, 32}), (Shape{2, 10}));
+}
+
+TEST(DartsSearchSpace, FactorizedReduceGradients) {
+  Context ctx(Device::cpu(), ContextOptions{3});
+  FactorizedReduce fr(ctx, "fr", 3, 4, true);
+  Tensor x = test::random_tensor(ctx, Shape{2, 3, 6, 4}, 1);
+  test::GradCheckOptions o;
+  o.eps = 3e-3;
+  test::check_layer(ctx, fr, x, o);
+  EXPECT_THROW(fr.output_shape(Shape{2, 3, 5, 4}), Error);
+}
+
+// Whole networks are dense with kinks (ReLU and max-pool over batch-normalised maps of a few
+// pixels) at every step size that float round-off allows, so finite differences can only
+// bound them statistically: most coordinates must match, which a missing or misrouted gradient
+// path fails. Components are checked tightly above and in test_gradcheck; the strict
+// whole-network check is perf/torch_darts.py against PyTorch autograd (test torch_twin_cpu).
+test::GradCheckOptions network_check() {
+  test::GradCheckOptions o;
+  o.eps = 1e-3;
+  o.rtol = 0.05;
+  o.atol = 2e-3;
+  o.max_checks = 6;
+  o.max_kink_fraction = 0.6;
+  o.min_match_fraction = 0.6;
+  return o;
+}
+
+TEST(DartsSearchSpace, WholeSearchNetworkGradients) {
+  Context ctx(Device::cpu(), ContextOptions{4});
+  SearchConfig cfg;
+  cfg.channels = 2;
+  cfg.cells = 3;  // normal? no: reductions at 1 and 2
+  cfg.steps = 2;
+  cfg.multiplier = 2;
+  cfg.stem_multiplier = 1;
+  cfg.mixed.type = MixedOpType::Continuous;
+  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+  for (Parameter* a : model.architecture_parameters()) init_normal(ctx, a->value, 0.0f, 0.5f);
+  Tensor x = test::random_tensor(ctx, Shape{4, 3, 8, 8}, 2);
+  test::check_layer(ctx, model.network(), x, network_check());
+}
+
+TEST(DartsEvalNetwork, WholeNetworkGradientsAndAuxiliaryHead) {
+  Context ctx(Device::cpu(), ContextOptions{5});
+  EvalConfig cfg;
+  cfg.channels = 2;
+  cfg.cells = 3;
+  cfg.auxiliary = false;
+  Genotype g = darts_v2();
+  EvalNetwork net(ctx, "net", g, cfg);
+  Tensor x = test::random_tensor(ctx, Shape{4, 3, 8, 8}, 2);
+  test::check_layer(ctx, net, x, network_check());
+
+  // With the auxiliary head (needs 8x8 maps at 2/3 depth: 32x32 input).
+  EvalConfig acfg;
+  acfg.channels = 4;
+  acfg.cells = 3;
+  EvalNetwork with_aux(ctx, "aux", g, acfg);
+  with_aux.set_drop_path_prob(0.2f);
+  Tensor big = test::random_tensor(ctx, Shape{2, 3, 32, 32}, 3);
+  auto [logits, aux] = with_aux.forward_train(ctx, big);
+  ASSERT_TRUE(aux.defined());
+  EXPECT_EQ(aux.shape(), (Shape{2, 10}));
+  with_aux.backward_train(ctx, test::random_tensor(ctx, logits.shape(), 4),
+                          test::random_tensor(ctx, aux.shape(), 5));
+  double aux_grad = 0;
+  for (auto& [name, p] : with_aux.named_parameters())
+    if (name.find(".auxiliary.") != std::string::npos)
+      for (float v : p->grad.to_vector()) aux_grad += std::abs(v);
+  EXPECT_GT(aux_grad, 0.0);
+}
+
+TEST(DartsSearchSpace, DropPathDropsWholeSamplesAndRescales) {
+  Context ctx(Device::cpu(), ContextOptions{6});
+  DropPath dp("dp");
+  dp.set_drop_prob(0.5f);
+  Tensor x = Tensor::full(ctx, Shape{64, 2, 2, 2}, 1.0f);
+  Tensor y = dp.forward(ctx, x, Mode::Train);
+  const auto v = y.to_vector();
+  int dropped = 0;
+  for (int n = 0; n < 64; ++n) {
+    const float first = v[size_t(n * 8)];
+    for (int j = 0; j < 8; ++j) ASSERT_EQ(v[size_t(n * 8 + j)], first);
+    ASSERT_TRUE(first == 0.0f || first == 2.0f);
+    dropped += first == 0.0f;
+  }
+  EXPECT_GT(dropped, 16);
+  EXPECT_LT(dropped, 48);
+  Tensor dx = dp.backward(ctx, Tensor::full(ctx, x.shape(), 1.0f));
+  EXPECT_EQ(dx.to_vector(), v);
+  EXPECT_EQ(dp.forward(ctx, x, Mode::Eval).to_vector(), x.to_vector());
+}
+
+TEST(DartsGenotype, DerivesTwoStrongestEdgesIgnoringNone) {
+  // 14 edges x 8 primitives; every edge prefers 'none' most, which must be ignored.
+  std::vector<std::vector<float>> w(14, std::vector<float>(8, 0.01f));
+  for (auto& e : w) e[0] = 0.9f;
+  // Node 0 (edges 0, 1): edge 1 sep_conv_3x3 0.5, edge 0 max_pool 0.3.
+  w[1][4] = 0.5f;
+  w[0][1] = 0.3f;
+  // Node 1 (edges 2..4): edge 4 dil_conv_5x5 0.6, edge 2 skip 0.4, edge 3 weaker.
+  w[4][7] = 0.6f;
+  w[2][3] = 0.4f;
+  w[3][5] = 0.2f;
+  // Node 2 (edges 5..8): ties between edges 6 and 8 go to the lower index.
+  w[6][2] = 0.3f;
+  w[8][2] = 0.3f;
+  // Node 3 (edges 9..13): edge 13 sep_conv_5x5, edge 10 dil_conv_3x3.
+  w[13][5] = 0.7f;
+  w[10][6] = 0.6f;
+  const Genotype g = derive_genotype(w, w);
+  const std::vector<std::pair<std::string, int>> want = {
+      {"sep_conv_3x3", 1}, {"max_pool_3x3", 0}, {"dil_conv_5x5", 2}, {"skip_connect", 0},
+      {"avg_pool_3x3", 1}, {"avg_pool_3x3", 3}, {"sep_conv_5x5", 4}, {"dil_conv_3x3", 1}};
+  EXPECT_EQ(g.normal, want);
+  EXPECT_EQ(g.normal_concat, (std::vector<int>{2, 3, 4, 5}));
+  EXPECT_EQ(Genotype::from_json(g.to_json()), g);
+}
+
+TEST(DartsGenotype, JsonValidation) {
+  Genotype g = darts_v2();
+  std::string text = g.to_json();
+  EXPECT_NO_THROW(Genotype::from_json(text));
+  auto bad = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  EXPECT_THROW(Genotype::from_json(bad("\"dil_conv_3x3\"", "\"conv_7x7\"")), Error);
+  EXPECT_THROW(Genotype::from_json(bad("\"dil_conv_3x3\",\n      2", "\"dil_conv_3x3\",\n      9")),
+               Error);
+  EXPECT_THROW(Genotype::from_json("{"), Error);
+  EXPECT_THROW(Genotype::from_json("{\"normal\": []}"), Error);
+}
+
+TEST(DartsSearchSpace, BinaryTypesRunEndToEnd) {
+  for (MixedOpType t : {MixedOpType::Binary, MixedOpType::BinaryMasked, MixedOpType::ProxylessNAS,
+                        MixedOpType::MovingAverage}) {
+    Context ctx(Device::cpu(), ContextOptions{7});
+    SearchConfig cfg;
+    cfg.channels = 2;
+    cfg.cells = 2;
+    cfg.steps = 2;
+    cfg.multiplier = 2;
+    cfg.mixed = MixedOpConfig{t, 1, 3, 0.1f, ""};
+    SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+    Adam arch(ctx, model.architecture_parameters(), AdamParams{});
+    model.attach_architecture_optimizer(arch);
+    Tensor x = test::random_tensor(ctx, Shape{4, 3, 8, 8}, 1);
+    Tensor y = model.forward(ctx, x, Mode::Train);
+    model.backward(ctx, test::random_tensor(ctx, y.shape(), 2));
+    arch.step(ctx);
+    double g = 0;
+    for (Parameter* p : model.architecture_parameters())
+      for (float v : p->grad.to_vector()) g += std::abs(v);
+    EXPECT_GT(g, 0.0) << mixed_op_type_name(t);
+  }
+}
+
+}  // namespace
+}  // namespace cudarts
