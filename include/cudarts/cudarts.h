@@ -5,6 +5,7 @@
 #include "cudarts/checkpoint.h"
 #include "cudarts/context.h"
 #include "cudarts/darts.h"
+#include "cudarts/darts_run.h"
 #include "cudarts/data.h"
 #include "cudarts/device.h"
 #include "cudarts/error.h"

@@ -30,6 +30,10 @@ struct Dataset {
   int64_t image_size() const { return c * h * w; }
   // The examples [begin, end) as a new dataset.
   Dataset subset(int64_t begin, int64_t end) const;
+  // Images zero-padded (with `value`, e.g. the normalised background) to size x size, centred.
+  Dataset padded(int64_t size, float value) const;
+  // The normalised value of a black pixel in channel 0 (the padding for Fashion-MNIST).
+  float background = 0.0f;
 };
 
 // Where Debian's dataset-fashion-mnist package puts the files.
@@ -55,5 +59,27 @@ struct Batch {
 Batch make_batch(Context& ctx, const Dataset& data, const std::vector<int64_t>& indices);
 // A permutation of [0, n) drawn from the Philox stream (seed, offset).
 std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed, uint64_t offset);
+
+// Assembles host batches on a worker thread, one batch ahead of the consumer, so the device
+// never waits for the gather; next() uploads the prepared batch to ctx's device.
+class BatchPrefetcher {
+ public:
+  BatchPrefetcher(const Dataset& data, std::vector<std::vector<int64_t>> batches);
+  ~BatchPrefetcher();
+  BatchPrefetcher(const BatchPrefetcher&) = delete;
+  BatchPrefetcher& operator=(const BatchPrefetcher&) = delete;
+  bool done() const { return taken_ >= batches_.size(); }
+  size_t size() const { return batches_.size(); }
+  Batch next(Context& ctx);
+
+ private:
+  struct HostBatch;
+  void work();
+  const Dataset& data_;
+  std::vector<std::vector<int64_t>> batches_;
+  size_t taken_ = 0;
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace cudarts

@@ -74,6 +74,8 @@ class MixedOp : public Layer, public StepHook {
   // MovingAverage: the running estimates m (K, per-sample shape); undefined before the first
   // training step.
   const Tensor& moving_averages() const { return ma_; }
+  // Restores the estimates (K, per-sample size), e.g. from a checkpoint.
+  void set_moving_averages(Tensor m);
 
   // StepHook (ProxylessNAS): attach to the architecture optimizer.
   void before_step(Context& ctx) override;

@@ -3,6 +3,7 @@
 // y = conv(x, w) + b;  dx = conv_transpose(dy, w);  dw += corr(x, dy);  db += sum(dy).
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -81,21 +82,95 @@ void col2im(const ConvGeometry& g, const float* col, float* dx) {
       }
 }
 
-// Depthwise forward for one (sample, channel) plane.
+// Output columns q in [lo, hi) read input column q * stride + offset inside [0, width).
+struct ColumnRange {
+  int64_t lo, hi;
+};
+ColumnRange valid_columns(int64_t offset, int64_t stride, int64_t width, int64_t q) {
+  int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  int64_t hi = width - 1 - offset < 0 ? 0 : (width - 1 - offset) / stride + 1;
+  lo = std::min(lo, q);
+  hi = std::min(hi, q);
+  return {lo, std::max(lo, hi)};
+}
+
+// Depthwise forward for one (sample, channel) plane: y (p, q) = bias + sum of taps.
 void depthwise_plane_fwd(const ConvGeometry& g, const float* x, const float* w, float bias,
                          float* y) {
-  for (int64_t pi = 0; pi < g.p; ++pi)
-    for (int64_t qi = 0; qi < g.q; ++qi) {
-      float acc = bias;
-      for (int64_t ri = 0; ri < g.r; ++ri) {
-        const int64_t hi = pi * g.sh - g.ph + ri * g.dh;
-        if (hi < 0 || hi >= g.h) continue;
-        for (int64_t si = 0; si < g.s; ++si) {
-          const int64_t wi = qi * g.sw - g.pw + si * g.dw;
-          if (wi >= 0 && wi < g.w) acc += w[ri * g.s + si] * x[hi * g.w + wi];
+  for (int64_t pi = 0; pi < g.p; ++pi) {
+    float* out = y + pi * g.q;
+    for (int64_t qi = 0; qi < g.q; ++qi) out[qi] = bias;
+    for (int64_t ri = 0; ri < g.r; ++ri) {
+      const int64_t hi = pi * g.sh - g.ph + ri * g.dh;
+      if (hi < 0 || hi >= g.h) continue;
+      const float* row = x + hi * g.w;
+      for (int64_t si = 0; si < g.s; ++si) {
+        const float wv = w[ri * g.s + si];
+        const int64_t off = si * g.dw - g.pw;
+        const ColumnRange c = valid_columns(off, g.sw, g.w, g.q);
+        if (g.sw == 1) {
+          const float* src = row + off;
+          for (int64_t qi = c.lo; qi < c.hi; ++qi) out[qi] += wv * src[qi];
+        } else {
+          for (int64_t qi = c.lo; qi < c.hi; ++qi) out[qi] += wv * row[qi * g.sw + off];
         }
       }
-      y[pi * g.q + qi] = acc;
+    }
+  }
+}
+
+// Depthwise backward-data for one plane: dx (h, w) = transposed taps of dy (=).
+void depthwise_plane_bwd_data(const ConvGeometry& g, const float* dy, const float* w, float* dx) {
+  std::memset(dx, 0, sizeof(float) * size_t(g.h * g.w));
+  for (int64_t pi = 0; pi < g.p; ++pi) {
+    const float* grad = dy + pi * g.q;
+    for (int64_t ri = 0; ri < g.r; ++ri) {
+      const int64_t hi = pi * g.sh - g.ph + ri * g.dh;
+      if (hi < 0 || hi >= g.h) continue;
+      float* row = dx + hi * g.w;
+      for (int64_t si = 0; si < g.s; ++si) {
+        const float wv = w[ri * g.s + si];
+        const int64_t off = si * g.dw - g.pw;
+        const ColumnRange c = valid_columns(off, g.sw, g.w, g.q);
+        if (g.sw == 1) {
+          float* dst = row + off;
+          for (int64_t qi = c.lo; qi < c.hi; ++qi) dst[qi] += wv * grad[qi];
+        } else {
+          for (int64_t qi = c.lo; qi < c.hi; ++qi) row[qi * g.sw + off] += wv * grad[qi];
+        }
+      }
+    }
+  }
+}
+
+// Depthwise backward-filter for one channel over the batch: dw (r, s) += correlations.
+void depthwise_channel_bwd_filter(const ConvGeometry& g, const float* x, const float* dy,
+                                  int64_t in_img, int64_t out_img, float* dw) {
+  for (int64_t ri = 0; ri < g.r; ++ri)
+    for (int64_t si = 0; si < g.s; ++si) {
+      const int64_t off = si * g.dw - g.pw;
+      const ColumnRange c = valid_columns(off, g.sw, g.w, g.q);
+      double acc = 0.0;
+      for (int64_t ni = 0; ni < g.n; ++ni) {
+        const float* xp = x + ni * in_img;
+        const float* gp = dy + ni * out_img;
+        for (int64_t pi = 0; pi < g.p; ++pi) {
+          const int64_t hi = pi * g.sh - g.ph + ri * g.dh;
+          if (hi < 0 || hi >= g.h) continue;
+          const float* row = xp + hi * g.w;
+          const float* grad = gp + pi * g.q;
+          float part = 0.0f;
+          if (g.sw == 1) {
+            const float* src = row + off;
+#pragma omp simd reduction(+ : part)
+            for (int64_t qi = c.lo; qi < c.hi; ++qi) part += grad[qi] * src[qi];
+          } else {
+            for (int64_t qi = c.lo; qi < c.hi; ++qi) part += grad[qi] * row[qi * g.sw + off];
+          }
+          acc += part;
+        }
+      }
+      dw[ri * g.s + si] += static_cast<float>(acc);
     }
 }
 
@@ -159,24 +234,9 @@ void CpuBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
   if (g.depthwise()) {
 #pragma omp parallel for collapse(2)
     for (int64_t ni = 0; ni < g.n; ++ni)
-      for (int64_t ci = 0; ci < g.c; ++ci) {
-        float* d = pd + ni * in_img + ci * g.h * g.w;
-        const float* gy = pg + ni * out_img + ci * pq;
-        const float* wk = pw + ci * g.r * g.s;
-        std::memset(d, 0, sizeof(float) * g.h * g.w);
-        for (int64_t pi = 0; pi < g.p; ++pi)
-          for (int64_t qi = 0; qi < g.q; ++qi) {
-            const float v = gy[pi * g.q + qi];
-            for (int64_t ri = 0; ri < g.r; ++ri) {
-              const int64_t hi = pi * g.sh - g.ph + ri * g.dh;
-              if (hi < 0 || hi >= g.h) continue;
-              for (int64_t si = 0; si < g.s; ++si) {
-                const int64_t wi = qi * g.sw - g.pw + si * g.dw;
-                if (wi >= 0 && wi < g.w) d[hi * g.w + wi] += wk[ri * g.s + si] * v;
-              }
-            }
-          }
-      }
+      for (int64_t ci = 0; ci < g.c; ++ci)
+        depthwise_plane_bwd_data(g, pg + ni * out_img + ci * pq, pw + ci * g.r * g.s,
+                                 pd + ni * in_img + ci * g.h * g.w);
     return;
   }
 
@@ -225,26 +285,9 @@ void CpuBackend::conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw
 
   if (g.depthwise()) {
 #pragma omp parallel for
-    for (int64_t ci = 0; ci < g.c; ++ci) {
-      float* wk = pdw + ci * g.r * g.s;
-      for (int64_t ri = 0; ri < g.r; ++ri)
-        for (int64_t si = 0; si < g.s; ++si) {
-          double acc = 0.0;
-          for (int64_t ni = 0; ni < g.n; ++ni) {
-            const float* xp = px + ni * in_img + ci * g.h * g.w;
-            const float* gy = pg + ni * out_img + ci * pq;
-            for (int64_t pi = 0; pi < g.p; ++pi) {
-              const int64_t hi = pi * g.sh - g.ph + ri * g.dh;
-              if (hi < 0 || hi >= g.h) continue;
-              for (int64_t qi = 0; qi < g.q; ++qi) {
-                const int64_t wi = qi * g.sw - g.pw + si * g.dw;
-                if (wi >= 0 && wi < g.w) acc += gy[pi * g.q + qi] * xp[hi * g.w + wi];
-              }
-            }
-          }
-          wk[ri * g.s + si] += static_cast<float>(acc);
-        }
-    }
+    for (int64_t ci = 0; ci < g.c; ++ci)
+      depthwise_channel_bwd_filter(g, px + ci * g.h * g.w, pg + ci * pq, in_img, out_img,
+                                   pdw + ci * g.r * g.s);
     return;
   }
 

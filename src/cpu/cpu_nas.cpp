@@ -39,6 +39,7 @@ std::vector<int> all_indices(int64_t k) {
 
 double dot(const float* a, const float* b, int64_t n) {
   double s = 0.0;
+#pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < n; ++i) s += double(a[i]) * b[i];
   return s;
 }
@@ -50,14 +51,20 @@ void CpuBackend::softmax(const Tensor& logits, Tensor& probs) {
 }
 
 void CpuBackend::mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
+  std::vector<const float*> src;
+  for (const Tensor* t : xs) src.push_back(t->data());
   const float* w = weights.data();
   float* out = y.data();
-  const int64_t n = y.numel();
+  const int64_t n = y.numel(), chunk = 4096;
 #pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    float acc = 0.0f;
-    for (size_t k = 0; k < xs.size(); ++k) acc += w[k] * xs[k]->data()[i];
-    out[i] = acc;
+  for (int64_t b = 0; b < n; b += chunk) {
+    const int64_t e = std::min(n, b + chunk);
+    for (int64_t i = b; i < e; ++i) out[i] = w[0] * src[0][i];
+    for (size_t k = 1; k < src.size(); ++k) {
+      const float wk = w[k];
+      const float* x = src[k];
+      for (int64_t i = b; i < e; ++i) out[i] += wk * x[i];
+    }
   }
 }
 

@@ -59,6 +59,7 @@ Dataset load_cifar10(const std::string& dir, bool train) {
   d.h = kSide;
   d.w = kSide;
   d.num_classes = 10;
+  d.background = (0.0f - kMean[0]) / kStd[0];
   for (const auto& f : files) append_file(f, d);
   return d;
 }

@@ -86,6 +86,7 @@ Dataset Dataset::subset(int64_t begin, int64_t end) const {
                 ", ", end, ") out of range [0, ", n, ")");
   Dataset d;
   d.name = name;
+  d.background = background;
   d.c = c;
   d.h = h;
   d.w = w;
@@ -130,6 +131,7 @@ Dataset load_fashion_mnist(const std::string& dir, bool train) {
   d.images.resize(im.data.size());
   for (size_t i = 0; i < im.data.size(); ++i)
     d.images[i] = (float(im.data[i]) / 255.0f - kMean) / kStd;
+  d.background = (0.0f - kMean) / kStd;
   d.labels.resize(lb.data.size());
   for (size_t i = 0; i < lb.data.size(); ++i) {
     CUDARTS_CHECK(lb.data[i] < 10, "'", labels_path, "': label ", int(lb.data[i]), " at offset ",

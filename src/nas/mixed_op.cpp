@@ -308,6 +308,14 @@ void MixedOp::release_saved_impl() {
   saved_ = false;
 }
 
+void MixedOp::set_moving_averages(Tensor m) {
+  CUDARTS_CHECK(m.ndim() == 2 && m.dim(0) == num_candidates(), label(),
+                ": moving averages of shape ", m.shape(), ", expected (", num_candidates(),
+                ", per-sample size)");
+  ma_ = std::move(m);
+  mu_ = Tensor();
+}
+
 void MixedOp::before_step(Context& ctx) {
   if (!hook_pending_) return;
   if (!lse_old_.defined()) lse_old_ = Tensor::empty(ctx, Shape{1});

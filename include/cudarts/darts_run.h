@@ -1,0 +1,68 @@
+// The DARTS pipeline as library calls: a search run (bilevel or joint) and a retraining run of
+// a genotype, each writing log.jsonl, checkpoints and results into an output folder and able to
+// resume from its last checkpoint. The darts_search and darts_train programs are thin wrappers.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "cudarts/darts.h"
+
+namespace cudarts::darts {
+
+struct DataOptions {
+  std::string dataset = "fashion-mnist";  // or "cifar10"
+  std::string dir;                         // empty: Debian's Fashion-MNIST package
+  int64_t subset = 0;                      // use only the first N training images (0: all)
+  int64_t test_subset = 0;                 // evaluate on the first N test images (0: all)
+};
+
+struct RunOptions {
+  std::string out_dir;
+  std::string device = "auto";  // cpu | cuda | auto
+  uint64_t seed = 0;
+  bool resume = false;
+  int checkpoint_every = 0;  // also checkpoint every N steps (0: at epoch ends only)
+  int64_t max_steps = -1;    // stop after this many steps in this process (tests: a kill)
+  int print_every = 50;      // progress lines
+  bool quiet = false;
+};
+
+struct SearchOptions {
+  DataOptions data;
+  RunOptions run;
+  SearchConfig net;  // channels, cells, MixedOp type and k's
+  int epochs = 50;
+  int batch = 64;
+  bool bilevel = true;   // false: joint (weights and alphas on one batch, the seed's style)
+  int warmup_epochs = 0; // epochs with frozen alphas
+  float lr = 0.025f, lr_min = 0.001f, momentum = 0.9f, weight_decay = 3e-4f, grad_clip = 5.0f;
+  float arch_lr = 3e-4f, arch_beta1 = 0.5f, arch_beta2 = 0.999f, arch_weight_decay = 1e-3f;
+  bool augment = true;  // random crop (pad 4) and flip on the weight-step batches
+};
+
+struct TrainOptions {
+  DataOptions data;
+  RunOptions run;
+  std::string genotype_path;
+  EvalConfig net;  // channels 36, 20 cells, auxiliary head
+  int epochs = 600;
+  int batch = 96;
+  float lr = 0.025f, momentum = 0.9f, weight_decay = 3e-4f, grad_clip = 5.0f;
+  float auxiliary_weight = 0.4f;
+  float drop_path = 0.2f;
+  int cutout = 16;  // 0 disables
+};
+
+struct RunResult {
+  int epochs_done = 0;
+  double final_train_acc = 0, final_valid_acc = 0;  // search: validation split; train: test set
+  std::string genotype_json;                         // search only
+};
+
+// Writes into options.run.out_dir: log.jsonl (one object per epoch), summary.txt, genotype.json,
+// checkpoint.safetensors. With run.resume, continues from the checkpoint there.
+RunResult run_search(const SearchOptions& options);
+RunResult run_train(const TrainOptions& options);
+
+}  // namespace cudarts::darts

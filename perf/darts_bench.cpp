@@ -1,0 +1,107 @@
+// darts_bench: times one first-order DARTS search iteration (alpha step on a validation batch,
+// weight step with clipping on a training batch) with the DARTS defaults, on the CPU or the GPU.
+// Validates before timing (finite loss), then reports the median iteration time, the allocator
+// peak, and how many underlying allocations happened after the warm-up iterations (the
+// steady state must not allocate). Prints one JSON object.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "cudarts/cudarts.h"
+
+using namespace cudarts;
+
+int main(int argc, char** argv) {
+  std::string device = "auto", mixed_op = "continuous";
+  int64_t channels = 16, batch = 64, size = 32;
+  int cells = 8, iters = 10, warmup = 3;
+  CLI::App app{"Time a first-order DARTS search iteration"};
+  app.add_option("--device", device)->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--mixed-op", mixed_op);
+  app.add_option("--channels", channels);
+  app.add_option("--cells", cells);
+  app.add_option("--batch-size", batch);
+  app.add_option("--size", size);
+  app.add_option("--iters", iters);
+  app.add_option("--warmup", warmup);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const bool cuda = device == "cuda" || (device == "auto" && Context::cuda_available());
+    Context ctx(cuda ? Device::cuda(0) : Device::cpu(), ContextOptions{1});
+    darts::SearchConfig cfg;
+    cfg.channels = channels;
+    cfg.cells = cells;
+    cfg.mixed.type = parse_mixed_op_type(mixed_op);
+    cfg.mixed.num_eval = 2;
+    SearchModel model(ctx, std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));
+    SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.025f, 0.9f, 3e-4f, false});
+    w_opt.set_grad_clip(5.0f);
+    AdamParams ap;
+    ap.lr = 3e-4f;
+    ap.beta1 = 0.5f;
+    ap.weight_decay = 1e-3f;
+    Adam a_opt(ctx, model.architecture_parameters(), ap);
+    model.attach_architecture_optimizer(a_opt);
+
+    std::mt19937 gen(3);
+    std::normal_distribution<float> normal;
+    auto batch_of = [&](Tensor& x, Tensor& y) {
+      std::vector<float> v(size_t(batch * 3 * size * size));
+      for (float& f : v) f = normal(gen);
+      std::vector<int32_t> l(static_cast<size_t>(batch));
+      for (auto& k : l) k = int32_t(gen() % 10u);
+      x = Tensor::from_vector(ctx, Shape{batch, 3, size, size}, v);
+      y = Tensor::from_vector_i32(ctx, Shape{batch}, l);
+    };
+    Tensor xt, yt, xv, yv;
+    batch_of(xt, yt);
+    batch_of(xv, yv);
+    Tensor loss = Tensor::empty(ctx, Shape{1}), hits = Tensor::empty(ctx, Shape{1});
+    auto step = [&] {
+      a_opt.zero_grad(ctx);
+      Tensor lv = model.forward(ctx, xv, Mode::Train);
+      Tensor dv = Tensor::empty(ctx, lv.shape());
+      ops::softmax_xent(ctx, lv, yv, loss, dv, hits);
+      model.backward(ctx, dv);
+      a_opt.step(ctx);
+      w_opt.zero_grad(ctx);
+      Tensor lt = model.forward(ctx, xt, Mode::Train);
+      Tensor dt = Tensor::empty(ctx, lt.shape());
+      ops::softmax_xent(ctx, lt, yt, loss, dt, hits);
+      model.backward(ctx, dt);
+      w_opt.step(ctx);
+    };
+    for (int i = 0; i < warmup; ++i) step();
+    const float l0 = loss.item();
+    if (!std::isfinite(l0)) {
+      std::fprintf(stderr, "darts_bench: loss is %f after the warm-up\n", l0);
+      return 1;
+    }
+    ctx.synchronize();
+    const AllocatorStats before = ctx.allocator().stats();
+    std::vector<double> ms;
+    for (int i = 0; i < iters; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      step();
+      ctx.synchronize();
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    const AllocatorStats after = ctx.allocator().stats();
+    std::sort(ms.begin(), ms.end());
+    std::printf("{\"device\": \"%s\", \"mixed_op\": \"%s\", \"channels\": %lld, \"cells\": %d, "
+                "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
+                "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
+                "\"loss\": %.5f}\n",
+                ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells,
+                (long long)batch, (long long)size, iters, ms[ms.size() / 2], ms.front(),
+                after.peak_bytes, (unsigned long long)(after.num_allocations - before.num_allocations),
+                loss.item());
+    return after.num_allocations == before.num_allocations ? 0 : 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "darts_bench: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The one script for the lent GPU machine (one call, well under 10 minutes on an H100):
+# prints what the machine has, builds Release for sm_90 with every core, runs the whole ctest
+# suite (GPU cases included), compute-sanitizer memcheck over the GPU op-parity cases and
+# racecheck over the hand-written reduction kernels, minimal_train for one epoch on the GPU,
+# the PyTorch twin (check and timing) and darts_bench, then prints a short table.
+# Logs go to $OUT. Run from the repository root with .deps carried (scripts/device_deps.sh):
+#   perf/device_check.sh
+set -uo pipefail
+OUT=${OUT:-$PWD/device-out}
+mkdir -p "$OUT"
+ROOT=$PWD
+JOBS=$(nproc)
+T0=$(date +%s)
+summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
+elapsed() { echo $(( $(date +%s) - T0 )); }
+
+# ---------------------------------------------------------------- the machine
+{
+  echo "== machine"; date -u; uname -a
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  nvcc --version | tail -2
+  cmake --version | head -1; g++ --version | head -1
+  command -v compute-sanitizer; command -v python3 && python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)"
+} > "$OUT/machine.txt" 2>&1
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+
+# cuDNN: the toolkit, CUDNN_ROOT, or PyTorch's nvidia-cudnn wheel.
+CUDNN=${CUDNN_ROOT:-}
+for d in /usr/local/cuda /usr $(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null); do
+  if [ -z "$CUDNN" ] && { [ -f "$d/include/cudnn.h" ] || [ -f "$d/include/x86_64-linux-gnu/cudnn.h" ]; }; then CUDNN=$d; fi
+done
+echo "cuDNN: ${CUDNN:-not found}" >> "$OUT/machine.txt"
+DEPS=()
+if [ -d "$ROOT/.deps/root" ]; then
+  DEPS=(-DCMAKE_PREFIX_PATH="$ROOT/.deps/root/usr" -DOPENBLAS_ROOT="$ROOT/.deps/root")
+  export LD_LIBRARY_PATH="$ROOT/.deps/root/usr/lib/x86_64-linux-gnu/openblas-pthread:$ROOT/.deps/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+fi
+DATA=/usr/share/datasets/fashion-mnist
+[ -d "$ROOT/.deps/fashion-mnist" ] && DATA=$ROOT/.deps/fashion-mnist
+if [ -n "$CUDNN" ] && [ -d "$CUDNN/lib" ]; then export LD_LIBRARY_PATH="$CUDNN/lib:$LD_LIBRARY_PATH"; fi
+cat "$OUT/machine.txt"
+
+# ---------------------------------------------------------------- build
+echo "== build ($(elapsed) s)"
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DCUDARTS_CUDA=ON ${CUDNN:+-DCUDNN_ROOT=$CUDNN} "${DEPS[@]}" > "$OUT/configure.log" 2>&1
+CONF=$?
+BUILD=1
+if [ $CONF -eq 0 ]; then
+  cmake --build build-gpu -j"$JOBS" > "$OUT/build.log" 2>&1
+  BUILD=$?
+fi
+tail -5 "$OUT/configure.log"; tail -5 "$OUT/build.log" 2>/dev/null
+if [ $BUILD -ne 0 ]; then
+  summary "device_check: configure rc=$CONF build rc=$BUILD on $GPU after $(elapsed) s; see configure.log/build.log"
+  grep -m5 -E "error|Error" "$OUT/configure.log" "$OUT/build.log"
+  exit 1
+fi
+
+# ---------------------------------------------------------------- tests
+echo "== ctest ($(elapsed) s)"
+export FASHION_MNIST_DIR=$DATA
+timeout 240 ctest --test-dir build-gpu -j8 --timeout 120 > "$OUT/ctest.log" 2>&1
+PASSED=$(grep -c " Passed " "$OUT/ctest.log"); FAILED=$(grep -cE "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log")
+SKIPPED=$(grep -c "Skipped" "$OUT/ctest.log")
+grep -E "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log" | head -20 > "$OUT/failed.txt"
+tail -3 "$OUT/ctest.log"
+
+# ---------------------------------------------------------------- sanitizers
+echo "== compute-sanitizer ($(elapsed) s)"
+MEMCHECK=n/a RACECHECK=n/a
+if command -v compute-sanitizer > /dev/null; then
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_op_parity \
+    --gtest_filter='*cuda_*' --gtest_brief=1 > "$OUT/memcheck.log" 2>&1
+  MEMCHECK=$(grep -oE "ERROR SUMMARY: [0-9]+" "$OUT/memcheck.log" | tail -1 | grep -oE "[0-9]+$")
+  timeout 90 compute-sanitizer --tool racecheck build-gpu/tests/test_op_parity \
+    --gtest_filter='*cuda_mix_scores*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*' \
+    --gtest_brief=1 > "$OUT/racecheck.log" 2>&1
+  RACECHECK=$(grep -oE "ERROR SUMMARY: [0-9]+" "$OUT/racecheck.log" | tail -1 | grep -oE "[0-9]+$")
+fi
+
+# ---------------------------------------------------------------- minimal_train on the GPU
+echo "== minimal_train ($(elapsed) s)"
+timeout 120 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" \
+  > "$OUT/minimal_train.log" 2>&1
+tail -6 "$OUT/minimal_train.log"
+
+# ---------------------------------------------------------------- PyTorch twin and benchmarks
+echo "== twin and benchmarks ($(elapsed) s)"
+timeout 120 build-gpu/perf/darts_export --device cuda --out "$OUT/twin_full.safetensors" \
+  --channels 16 --cells 8 --size 32 --batch-size 8 --seed 3 > "$OUT/twin.log" 2>&1
+timeout 120 python3 perf/torch_darts.py check "$OUT/twin_full.safetensors" --device cuda >> "$OUT/twin.log" 2>&1
+TWIN=$(grep -oE "torch_darts check: [a-zA-Z]+" "$OUT/twin.log" | tail -1)
+timeout 90 build-gpu/perf/darts_bench --device cuda --iters 10 > "$OUT/darts_bench.json" 2>&1
+timeout 120 python3 perf/torch_darts.py bench --iters 10 > "$OUT/torch_bench.json" 2>&1
+rm -f "$OUT/twin_full.safetensors"
+
+# ---------------------------------------------------------------- table
+echo
+summary "device_check $(date -u +%Y-%m-%dT%H:%MZ) on ${GPU:-no GPU} ($(git rev-parse --short HEAD 2>/dev/null))"
+summary "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped (ctest.log, failed.txt)"
+summary "compute-sanitizer: memcheck errors ${MEMCHECK:-?}, racecheck hazards ${RACECHECK:-?}"
+summary "minimal_train: $(grep -iE 'test accuracy' "$OUT/minimal_train.log" | tail -1)"
+summary "twin: ${TWIN:-not run}"
+summary "darts_bench: $(tail -1 "$OUT/darts_bench.json")"
+summary "torch bench: $(tail -1 "$OUT/torch_bench.json")"
+summary "total $(elapsed) s"
+[ "$FAILED" = 0 ]

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Turns a darts_search (or darts_train) output folder into PNG plots.
+
+  scripts/plot_search.py RUN_DIR [--out DIR]
+
+Writes into RUN_DIR (or --out):
+  curves.png        train/validation loss and accuracy per epoch (log.jsonl)
+  alphas_normal.png softmax(alpha) of every normal-cell edge over the epochs
+  alphas_reduce.png the same for the reduction cell
+  normal.png, reduce.png  the cells of genotype.json drawn as graphs (Graphviz 'dot')
+
+Needs Debian's python3-matplotlib and graphviz (scripts/setup.sh installs both).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+PRIMITIVES = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
+              "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+
+
+def read_log(path):
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                sys.exit("%s:%d: not a JSON object (%s)" % (path, n, e))
+    return rows
+
+
+def plot_curves(rows, out, plt):
+    epochs = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    a.plot(epochs, [r["valid_loss"] for r in rows], "o-", label="validation")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(epochs, [r["train_acc"] for r in rows], "o-", label="train")
+    b.plot(epochs, [r["valid_acc"] for r in rows], "o-", label="validation")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_alphas(rows, kind, out, plt):
+    if not rows or "alphas" not in rows[0]:
+        return False
+    edges = len(rows[0]["alphas"][kind])
+    cols = 4
+    fig, axes = plt.subplots((edges + cols - 1) // cols, cols, figsize=(14, 2.6 * ((edges + cols - 1) // cols)),
+                             squeeze=False)
+    epochs = [r["epoch"] for r in rows]
+    for e in range(edges):
+        ax = axes[e // cols][e % cols]
+        for k, name in enumerate(PRIMITIVES):
+            ax.plot(epochs, [r["alphas"][kind][e][k] for r in rows], label=name)
+        ax.set_title("%s edge %d" % (kind, e), fontsize=9)
+        ax.set_ylim(0, None)
+        ax.tick_params(labelsize=7)
+    for e in range(edges, len(axes) * cols):
+        axes[e // cols][e % cols].axis("off")
+    axes[0][0].legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def draw_cell(genes, concat, out_png):
+    if shutil.which("dot") is None:
+        print("plot_search: graphviz 'dot' not found; skipping", out_png)
+        return False
+    lines = ["digraph cell {", "rankdir=LR;", 'node [shape=box, style="rounded,filled", fontsize=11];',
+             '"c_{k-2}" [fillcolor=darkseagreen2];', '"c_{k-1}" [fillcolor=darkseagreen2];']
+    steps = len(genes) // 2
+    for i in range(steps):
+        lines.append('"%d" [fillcolor=lightblue];' % i)
+    names = ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(steps)]
+    for i in range(steps):
+        for op, j in genes[2 * i:2 * i + 2]:
+            lines.append('"%s" -> "%d" [label="%s", fontsize=10];' % (names[j], i, op))
+    lines.append('"c_{k}" [fillcolor=palegoldenrod];')
+    for c in concat:
+        lines.append('"%s" -> "c_{k}" [color=gray];' % names[c])
+    lines.append("}")
+    subprocess.run(["dot", "-Tpng", "-o", out_png], input="\n".join(lines).encode(), check=True)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Plots of a darts_search run folder")
+    ap.add_argument("run_dir")
+    ap.add_argument("--out", help="output folder (default: the run folder)")
+    args = ap.parse_args()
+    out = args.out or args.run_dir
+    os.makedirs(out, exist_ok=True)
+    log = os.path.join(args.run_dir, "log.jsonl")
+    if not os.path.exists(log):
+        sys.exit("plot_search: %s not found (is '%s' a darts_search --out folder?)" % (log, args.run_dir))
+    try:
+        import matplotlib
+    except ImportError:
+        # Debian's python3-matplotlib lives in the system interpreter; another python3 (pyenv,
+        # a venv) may come first on PATH.
+        if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+            os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+        sys.exit("plot_search: matplotlib not found (sudo apt-get install python3-matplotlib)")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = read_log(log)
+    written = []
+    if rows:
+        plot_curves(rows, os.path.join(out, "curves.png"), plt)
+        written.append("curves.png")
+        for kind in ("normal", "reduce"):
+            if plot_alphas(rows, kind, os.path.join(out, "alphas_%s.png" % kind), plt):
+                written.append("alphas_%s.png" % kind)
+    geno_path = os.path.join(args.run_dir, "genotype.json")
+    if os.path.exists(geno_path):
+        with open(geno_path) as f:
+            g = json.load(f)
+        for kind in ("normal", "reduce"):
+            if draw_cell(g[kind], g[kind + "_concat"], os.path.join(out, kind + ".png")):
+                written.append(kind + ".png")
+    print("plot_search: wrote %s into %s" % (", ".join(written), out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,566 @@
+// The DARTS search and retraining runs: data preparation, the training loops, per-epoch JSON
+// logs, atomic checkpoints (weights, alphas, BatchNorm statistics, moving averages, optimizer
+// state, RNG state, partial-epoch metrics) and resumption from the last checkpoint.
+// Loss and accuracy are accumulated on the device and read once per progress line.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cudarts/checkpoint.h"
+#include "cudarts/darts_run.h"
+#include "cudarts/data.h"
+#include "cudarts/error.h"
+#include "cudarts/ops.h"
+#include "cudarts/optim.h"
+#include "cudarts/search_model.h"
+
+namespace cudarts::darts {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Device pick_device(const std::string& d) {
+  if (d == "cpu") return Device::cpu();
+  if (d == "cuda") return Device::cuda(0);
+  CUDARTS_CHECK(d == "auto", "unknown device '", d, "'; expected cpu, cuda or auto");
+  return Context::cuda_available() ? Device::cuda(0) : Device::cpu();
+}
+
+// Training and test sets, padded to a multiple of 4 (two reductions halve the size twice and
+// FactorizedReduce needs even sizes) and to at least min_side, subsets applied.
+std::pair<Dataset, Dataset> load_data(const DataOptions& o, int64_t min_side = 0) {
+  Dataset train = load_dataset(o.dataset, o.dir, true);
+  Dataset test = load_dataset(o.dataset, o.dir, false);
+  if (o.subset > 0 && o.subset < train.n) train = train.subset(0, o.subset);
+  if (o.test_subset > 0 && o.test_subset < test.n) test = test.subset(0, o.test_subset);
+  const int64_t side = std::max<int64_t>(min_side, (std::max(train.h, train.w) + 3) / 4 * 4);
+  return {train.padded(side, train.background), test.padded(side, test.background)};
+}
+
+void prepare_out_dir(const RunOptions& run, const char* program) {
+  CUDARTS_CHECK(!run.out_dir.empty(), program, ": an output folder (--out) is required");
+  std::error_code ec;
+  fs::create_directories(run.out_dir, ec);
+  CUDARTS_CHECK(fs::is_directory(run.out_dir), program, ": cannot create the output folder '",
+                run.out_dir, "'", ec ? ": " + ec.message() : "");
+  const bool has_run = fs::exists(fs::path(run.out_dir) / "log.jsonl") ||
+                       fs::exists(fs::path(run.out_dir) / "checkpoint.safetensors");
+  CUDARTS_CHECK(run.resume || !has_run, program, ": '", run.out_dir,
+                "' already holds a run (log.jsonl or checkpoint.safetensors); pass --resume to "
+                "continue it or choose another --out (nothing was overwritten)");
+}
+
+std::string path_in(const RunOptions& run, const char* name) {
+  return (fs::path(run.out_dir) / name).string();
+}
+
+// Keeps the first `lines` lines of log.jsonl (a killed run may have logged an epoch whose
+// checkpoint was never written).
+void truncate_log(const RunOptions& run, int lines) {
+  const std::string path = path_in(run, "log.jsonl");
+  std::ifstream in(path);
+  std::string kept, line;
+  for (int i = 0; i < lines && std::getline(in, line); ++i) kept += line + "\n";
+  write_file_atomic(path, kept);
+}
+
+void append_log(const RunOptions& run, const json& line) {
+  std::ofstream f(path_in(run, "log.jsonl"), std::ios::app);
+  CUDARTS_CHECK(f.good(), "cannot append to '", path_in(run, "log.jsonl"), "'");
+  f << line.dump() << "\n";
+  f.flush();
+  CUDARTS_CHECK(f.good(), "writing '", path_in(run, "log.jsonl"), "' failed");
+}
+
+// Running sums of one epoch, kept on the device.
+struct Metrics {
+  Tensor loss_sum, hits_sum;
+  int64_t seen = 0;
+  explicit Metrics(Context& ctx)
+      : loss_sum(Tensor::zeros(ctx, Shape{1})), hits_sum(Tensor::zeros(ctx, Shape{1})) {}
+  void add(Context& ctx, const Tensor& loss, const Tensor& hits, int64_t batch) {
+    ops::axpy(ctx, float(batch), loss, loss_sum);
+    ops::axpy(ctx, 1.0f, hits, hits_sum);
+    seen += batch;
+  }
+  double loss() const { return seen ? double(loss_sum.item()) / double(seen) : 0.0; }
+  double acc() const { return seen ? double(hits_sum.item()) / double(seen) : 0.0; }
+};
+
+// Cross-entropy loss and accuracy of one batch; dlogits scaled by `weight`.
+struct Xent {
+  Tensor loss, hits, dlogits;
+  Xent(Context& ctx, const Tensor& logits, const Tensor& labels, float weight = 1.0f)
+      : loss(Tensor::empty(ctx, Shape{1})), hits(Tensor::empty(ctx, Shape{1})),
+        dlogits(Tensor::empty(ctx, logits.shape())) {
+    ops::softmax_xent(ctx, logits, labels, loss, dlogits, hits);
+    if (weight != 1.0f) ops::scale(ctx, dlogits, weight, dlogits);
+  }
+};
+
+std::vector<std::vector<int64_t>> make_batches(const std::vector<int64_t>& order, int64_t first,
+                                               int64_t count, int batch, int64_t cycle) {
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t s = first; s < first + count; ++s) {
+    const int64_t b = cycle > 0 ? s % cycle : s;
+    out.emplace_back(order.begin() + b * batch, order.begin() + (b + 1) * batch);
+  }
+  return out;
+}
+
+class ProgressLine {
+ public:
+  ProgressLine(const RunOptions& run, int64_t total_steps, int64_t done_steps)
+      : run_(run), total_(total_steps), start_done_(done_steps), start_(Clock::now()) {}
+  void update(int epoch, int epochs, int64_t step, int64_t steps, int64_t global_done,
+              const Metrics& m, int batch) {
+    if (run_.quiet || run_.print_every <= 0) return;
+    if ((step + 1) % run_.print_every != 0 && step + 1 != steps) return;
+    const double secs = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double rate = double(global_done - start_done_) / std::max(secs, 1e-9);
+    const double eta = double(total_ - global_done) / std::max(rate, 1e-9);
+    std::printf("epoch %d/%d step %lld/%lld  loss %.4f acc %.4f  %.0f img/s  ETA %dm%02ds\n",
+                epoch + 1, epochs, (long long)(step + 1), (long long)steps, m.loss(), m.acc(),
+                rate * batch, int(eta) / 60, int(eta) % 60);
+    std::fflush(stdout);
+  }
+
+ private:
+  const RunOptions& run_;
+  int64_t total_, start_done_;
+  Clock::time_point start_;
+};
+
+// ---------------------------------------------------------------- checkpoints
+struct Checkpoint {
+  TensorMap tensors;
+  json meta;
+
+  void put(const std::string& name, const Tensor& t) { tensors[name] = to_host(t); }
+  void get(Context& ctx, const std::string& name, Tensor& t) const {
+    auto it = tensors.find(name);
+    CUDARTS_CHECK(it != tensors.end(), "checkpoint: tensor '", name, "' missing");
+    copy_from_host(ctx, it->second, t, "checkpoint tensor '" + name + "'");
+  }
+  void save(const RunOptions& run) const {
+    save_safetensors(path_in(run, "checkpoint.safetensors"), tensors, {{"cudarts", meta.dump()}});
+  }
+  static bool load(const RunOptions& run, Checkpoint& out) {
+    const std::string path = path_in(run, "checkpoint.safetensors");
+    if (!fs::exists(path)) return false;
+    std::map<std::string, std::string> md;
+    out.tensors = load_safetensors(path, &md);
+    CUDARTS_CHECK(md.count("cudarts"), "'", path, "' has no cudarts metadata");
+    out.meta = json::parse(md["cudarts"]);
+    return true;
+  }
+};
+
+void put_model(Checkpoint& c, Layer& net) {
+  for (auto& [name, p] : net.named_parameters())
+    if (p->kind == ParamKind::Operational) c.put("param/" + name, p->value);
+  for (auto& [name, b] : net.named_buffers()) c.put("buffer/" + name, *b);
+}
+
+void get_model(Context& ctx, const Checkpoint& c, Layer& net) {
+  for (auto& [name, p] : net.named_parameters())
+    if (p->kind == ParamKind::Operational) c.get(ctx, "param/" + name, p->value);
+  for (auto& [name, b] : net.named_buffers()) c.get(ctx, "buffer/" + name, *b);
+}
+
+void put_optimizer(Checkpoint& c, const std::string& prefix, Optimizer& o) {
+  for (auto& [name, t] : o.state()) c.put(prefix + name, *t);
+  c.meta[prefix + "steps"] = o.step_count();
+}
+
+void get_optimizer(Context& ctx, const Checkpoint& c, const std::string& prefix, Optimizer& o) {
+  for (auto& [name, t] : o.state()) c.get(ctx, prefix + name, *t);
+  o.set_step_count(c.meta.at(prefix + "steps").get<int64_t>());
+}
+
+void put_metrics(Checkpoint& c, const Metrics& m) {
+  c.put("metric/loss_sum", m.loss_sum);
+  c.put("metric/hits_sum", m.hits_sum);
+  c.meta["metric_seen"] = m.seen;
+}
+
+void get_metrics(Context& ctx, const Checkpoint& c, Metrics& m) {
+  c.get(ctx, "metric/loss_sum", m.loss_sum);
+  c.get(ctx, "metric/hits_sum", m.hits_sum);
+  m.seen = c.meta.at("metric_seen").get<int64_t>();
+}
+
+void check_config(const Checkpoint& c, const json& config, const RunOptions& run) {
+  CUDARTS_CHECK(c.meta.at("config") == config, "--resume: the run in '", run.out_dir,
+                "' was started with a different configuration:\n  saved:   ",
+                c.meta.at("config").dump(), "\n  current: ", config.dump());
+}
+
+std::vector<std::vector<float>> to_rows(const std::vector<std::vector<float>>& v) { return v; }
+
+// ---------------------------------------------------------------- evaluation
+struct EvalResult {
+  double loss = 0, acc = 0;
+};
+
+template <class Forward>
+EvalResult evaluate(Context& ctx, const Dataset& data, const std::vector<int64_t>& indices,
+                    int batch, Forward forward) {
+  Metrics m(ctx);
+  std::vector<std::vector<int64_t>> batches;
+  for (size_t b = 0; b < indices.size(); b += size_t(batch))
+    batches.emplace_back(indices.begin() + int64_t(b),
+                         indices.begin() + int64_t(std::min(indices.size(), b + size_t(batch))));
+  BatchPrefetcher pf(data, batches);
+  while (!pf.done()) {
+    Batch b = pf.next(ctx);
+    Tensor logits = forward(b.images);
+    Xent x(ctx, logits, b.labels);
+    m.add(ctx, x.loss, x.hits, b.labels.numel());
+  }
+  return {m.loss(), m.acc()};
+}
+
+std::vector<int64_t> range(int64_t begin, int64_t end) {
+  std::vector<int64_t> v;
+  for (int64_t i = begin; i < end; ++i) v.push_back(i);
+  return v;
+}
+
+Tensor augmented(Context& ctx, const Tensor& images, const AugmentParams& p) {
+  Tensor out = Tensor::empty(ctx, images.shape());
+  ops::augment(ctx, images, out, p, ctx.seed(), ctx.reserve_rng(uint64_t(8 * images.dim(0))));
+  return out;
+}
+
+json search_config_json(const SearchOptions& o, const Dataset& train) {
+  return {{"dataset", o.data.dataset},
+          {"subset", o.data.subset},
+          {"train_images", train.n},
+          {"channels", o.net.channels},
+          {"cells", o.net.cells},
+          {"steps", o.net.steps},
+          {"mixed_op", mixed_op_type_name(o.net.mixed.type)},
+          {"num_on", o.net.mixed.num_on},
+          {"num_eval", o.net.mixed.num_eval},
+          {"ma_lr", o.net.mixed.ma_lr},
+          {"epochs", o.epochs},
+          {"batch", o.batch},
+          {"bilevel", o.bilevel},
+          {"warmup_epochs", o.warmup_epochs},
+          {"lr", o.lr},
+          {"lr_min", o.lr_min},
+          {"momentum", o.momentum},
+          {"weight_decay", o.weight_decay},
+          {"grad_clip", o.grad_clip},
+          {"arch_lr", o.arch_lr},
+          {"arch_betas", {o.arch_beta1, o.arch_beta2}},
+          {"arch_weight_decay", o.arch_weight_decay},
+          {"augment", o.augment},
+          {"seed", o.run.seed}};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- search
+RunResult run_search(const SearchOptions& o) {
+  CUDARTS_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_search: epochs ", o.epochs,
+                " must be >= 1 and batch size ", o.batch, " >= 2");
+  CUDARTS_CHECK(o.net.cells >= 3, "darts_search: ", o.net.cells,
+                " cells; a genotype needs a normal and a reduction cell, so at least 3 cells "
+                "(reductions sit at 1/3 and 2/3 of the depth)");
+  prepare_out_dir(o.run, "darts_search");
+  Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
+  auto [train_all, test] = load_data(o.data);
+  (void)test;
+  const int64_t half = train_all.n / 2;
+  const int64_t steps = half / o.batch;
+  CUDARTS_CHECK(steps >= 1, "darts_search: ", train_all.n, " training images give ", half,
+                " per split, fewer than one batch of ", o.batch);
+
+  SearchConfig cfg = o.net;
+  cfg.in_channels = train_all.c;
+  cfg.num_classes = train_all.num_classes;
+  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+  auto& net = static_cast<SearchNetwork&>(model.network());
+  SGD w_opt(ctx, model.operational_parameters(),
+            SgdParams{o.lr, o.momentum, o.weight_decay, false});
+  w_opt.set_grad_clip(o.grad_clip);
+  AdamParams ap;
+  ap.lr = o.arch_lr;
+  ap.beta1 = o.arch_beta1;
+  ap.beta2 = o.arch_beta2;
+  ap.weight_decay = o.arch_weight_decay;
+  Adam a_opt(ctx, model.architecture_parameters(), ap);
+  model.attach_architecture_optimizer(a_opt);
+  const json config = search_config_json(o, train_all);
+
+  int start_epoch = 0;
+  int64_t start_step = 0;
+  Metrics metrics(ctx);
+  Checkpoint ck;
+  if (o.run.resume && Checkpoint::load(o.run, ck)) {
+    check_config(ck, config, o.run);
+    get_model(ctx, ck, net);
+    {
+      Tensor alphas = model.alphas().share();
+      ck.get(ctx, "arch/alphas", alphas);
+    }
+    for (auto& [name, m] : model.mixed_ops()) {
+      auto it = ck.tensors.find("ma/" + name);
+      if (it == ck.tensors.end()) continue;
+      Tensor t = Tensor::empty(ctx, Shape(it->second.shape));
+      copy_from_host(ctx, it->second, t, "ma/" + name);
+      m->set_moving_averages(std::move(t));
+    }
+    get_optimizer(ctx, ck, "opt_w/", w_opt);
+    get_optimizer(ctx, ck, "opt_a/", a_opt);
+    get_metrics(ctx, ck, metrics);
+    start_epoch = ck.meta.at("epoch").get<int>();
+    start_step = ck.meta.at("step").get<int64_t>();
+    ctx.set_rng_state(o.run.seed, ck.meta.at("rng_offset").get<uint64_t>());
+    truncate_log(o.run, start_epoch);
+    if (!o.run.quiet)
+      std::printf("darts_search: resuming at epoch %d step %lld\n", start_epoch + 1,
+                  (long long)start_step);
+  } else if (o.run.resume && !o.run.quiet) {
+    std::printf("darts_search: no checkpoint in '%s', starting fresh\n", o.run.out_dir.c_str());
+  }
+
+  auto save_checkpoint = [&](int epoch, int64_t step) {
+    Checkpoint c;
+    put_model(c, net);
+    c.put("arch/alphas", model.alphas());
+    for (auto& [name, m] : model.mixed_ops())
+      if (m->moving_averages().defined()) c.put("ma/" + name, m->moving_averages());
+    put_optimizer(c, "opt_w/", w_opt);
+    put_optimizer(c, "opt_a/", a_opt);
+    put_metrics(c, metrics);
+    c.meta["epoch"] = epoch;
+    c.meta["step"] = step;
+    c.meta["rng_offset"] = ctx.rng_offset();
+    c.meta["config"] = config;
+    c.save(o.run);
+  };
+
+  if (!o.run.quiet && start_epoch == 0 && start_step == 0)
+    std::printf("darts_search: %s, %lld + %lld images (train / validation split), %s, %s "
+                "MixedOps, %d epochs on %s\n",
+                train_all.name.c_str(), (long long)half, (long long)half,
+                o.bilevel ? "bilevel" : "joint", mixed_op_type_name(cfg.mixed.type), o.epochs,
+                ctx.device().str().c_str());
+  const int64_t total_steps = int64_t(o.epochs) * steps;
+  ProgressLine progress(o.run, total_steps, int64_t(start_epoch) * steps + start_step);
+  const CosineSchedule schedule(o.lr, o.lr_min, o.epochs);
+  AugmentParams aug;
+  aug.pad = 4;
+  aug.flip = true;
+  int64_t steps_here = 0;
+  RunResult result;
+  result.epochs_done = start_epoch;
+
+  for (int epoch = start_epoch; epoch < o.epochs; ++epoch) {
+    const auto t0 = Clock::now();
+    ctx.allocator().reset_peak();
+    w_opt.set_lr(schedule.lr(epoch));
+    const bool arch_on = epoch >= o.warmup_epochs;
+    std::vector<int64_t> order_t = shuffled_indices(half, o.run.seed, 2 * uint64_t(epoch));
+    std::vector<int64_t> order_v = shuffled_indices(half, o.run.seed, 2 * uint64_t(epoch) + 1);
+    for (auto& i : order_v) i += half;
+    const int64_t first = epoch == start_epoch ? start_step : 0;
+    BatchPrefetcher train_pf(train_all, make_batches(order_t, first, steps - first, o.batch, 0));
+    BatchPrefetcher valid_pf(train_all, make_batches(order_v, first, steps - first, o.batch, steps));
+    for (int64_t s = first; s < steps; ++s) {
+      if (o.run.max_steps >= 0 && steps_here >= o.run.max_steps) return result;  // a "kill"
+      Batch vb = valid_pf.next(ctx);
+      Batch tb = train_pf.next(ctx);
+      if (o.bilevel && arch_on) {  // alpha step on the validation batch (first order)
+        a_opt.zero_grad(ctx);
+        Tensor logits = model.forward(ctx, vb.images, Mode::Train);
+        Xent x(ctx, logits, vb.labels);
+        model.backward(ctx, x.dlogits);
+        a_opt.step(ctx);
+      }
+      w_opt.zero_grad(ctx);
+      if (!o.bilevel) a_opt.zero_grad(ctx);
+      Tensor images = o.augment ? augmented(ctx, tb.images, aug) : tb.images.share();
+      Tensor logits = model.forward(ctx, images, Mode::Train);
+      Xent x(ctx, logits, tb.labels);
+      model.backward(ctx, x.dlogits);
+      w_opt.step(ctx);
+      if (!o.bilevel && arch_on) a_opt.step(ctx);
+      metrics.add(ctx, x.loss, x.hits, tb.labels.numel());
+      ++steps_here;
+      progress.update(epoch, o.epochs, s, steps, int64_t(epoch) * steps + s + 1, metrics, o.batch);
+      if (o.run.checkpoint_every > 0 && (s + 1) % o.run.checkpoint_every == 0 && s + 1 < steps)
+        save_checkpoint(epoch, s + 1);
+    }
+    const double train_loss = metrics.loss(), train_acc = metrics.acc();
+    const EvalResult valid = evaluate(ctx, train_all, range(half, 2 * half), o.batch,
+                                      [&](const Tensor& x) {
+                                        return model.forward(ctx, x, Mode::Eval);
+                                      });
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    auto [normal, reduce] = edge_probabilities(net);
+    const Genotype genotype = derive_genotype(normal, reduce, cfg.steps);
+    json line = {{"epoch", epoch + 1},       {"train_loss", train_loss},
+                 {"train_acc", train_acc},   {"valid_loss", valid.loss},
+                 {"valid_acc", valid.acc},   {"seconds", seconds},
+                 {"peak_bytes", ctx.allocator().stats().peak_bytes},
+                 {"lr", schedule.lr(epoch)},
+                 {"alphas", {{"normal", to_rows(normal)}, {"reduce", to_rows(reduce)}}}};
+    append_log(o.run, line);
+    write_file_atomic(path_in(o.run, "summary.txt"), model.architecture_summary());
+    write_file_atomic(path_in(o.run, "genotype.json"), genotype.to_json() + "\n");
+    metrics = Metrics(ctx);
+    save_checkpoint(epoch + 1, 0);
+    result.epochs_done = epoch + 1;
+    result.final_train_acc = train_acc;
+    result.final_valid_acc = valid.acc;
+    result.genotype_json = genotype.to_json();
+    if (!o.run.quiet)
+      std::printf("epoch %d/%d: train loss %.4f acc %.4f, valid loss %.4f acc %.4f, %.1f s, peak "
+                  "%.1f MiB\n",
+                  epoch + 1, o.epochs, train_loss, train_acc, valid.loss, valid.acc, seconds,
+                  double(ctx.allocator().stats().peak_bytes) / (1 << 20));
+  }
+  if (result.genotype_json.empty() && fs::exists(path_in(o.run, "genotype.json"))) {
+    std::ifstream g(path_in(o.run, "genotype.json"));
+    std::stringstream s;
+    s << g.rdbuf();
+    result.genotype_json = s.str();
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------- retraining
+RunResult run_train(const TrainOptions& o) {
+  CUDARTS_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_train: epochs ", o.epochs,
+                " must be >= 1 and batch size ", o.batch, " >= 2");
+  CUDARTS_CHECK(!o.genotype_path.empty(), "darts_train: a genotype file (--genotype) is required");
+  std::ifstream gf(o.genotype_path);
+  CUDARTS_CHECK(gf.good(), "darts_train: cannot open genotype '", o.genotype_path, "'");
+  std::stringstream gs;
+  gs << gf.rdbuf();
+  const Genotype genotype = Genotype::from_json(gs.str());
+  prepare_out_dir(o.run, "darts_train");
+  Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
+  // The auxiliary head (DARTS) expects 8x8 maps at 2/3 depth: 32x32 inputs.
+  auto [train, test] = load_data(o.data, o.net.auxiliary ? 32 : 0);
+  const int64_t steps = train.n / o.batch;
+  CUDARTS_CHECK(steps >= 1, "darts_train: ", train.n, " training images, fewer than one batch of ",
+                o.batch);
+  EvalConfig cfg = o.net;
+  cfg.in_channels = train.c;
+  cfg.num_classes = train.num_classes;
+  EvalNetwork net(ctx, "net", genotype, cfg);
+  SGD opt(ctx, net.parameters(), SgdParams{o.lr, o.momentum, o.weight_decay, false});
+  opt.set_grad_clip(o.grad_clip);
+  const json config = {{"dataset", o.data.dataset}, {"subset", o.data.subset},
+                       {"train_images", train.n},   {"genotype", json::parse(genotype.to_json())},
+                       {"channels", cfg.channels},  {"cells", cfg.cells},
+                       {"auxiliary", cfg.auxiliary}, {"auxiliary_weight", o.auxiliary_weight},
+                       {"epochs", o.epochs},        {"batch", o.batch},
+                       {"lr", o.lr},                {"momentum", o.momentum},
+                       {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
+                       {"drop_path", o.drop_path},  {"cutout", o.cutout},
+                       {"seed", o.run.seed}};
+  write_file_atomic(path_in(o.run, "genotype.json"), genotype.to_json() + "\n");
+
+  int start_epoch = 0;
+  int64_t start_step = 0;
+  Metrics metrics(ctx);
+  Checkpoint ck;
+  if (o.run.resume && Checkpoint::load(o.run, ck)) {
+    check_config(ck, config, o.run);
+    get_model(ctx, ck, net);
+    get_optimizer(ctx, ck, "opt/", opt);
+    get_metrics(ctx, ck, metrics);
+    start_epoch = ck.meta.at("epoch").get<int>();
+    start_step = ck.meta.at("step").get<int64_t>();
+    ctx.set_rng_state(o.run.seed, ck.meta.at("rng_offset").get<uint64_t>());
+    truncate_log(o.run, start_epoch);
+  }
+  auto save_checkpoint = [&](int epoch, int64_t step) {
+    Checkpoint c;
+    put_model(c, net);
+    put_optimizer(c, "opt/", opt);
+    put_metrics(c, metrics);
+    c.meta["epoch"] = epoch;
+    c.meta["step"] = step;
+    c.meta["rng_offset"] = ctx.rng_offset();
+    c.meta["config"] = config;
+    c.save(o.run);
+  };
+  if (!o.run.quiet && start_epoch == 0 && start_step == 0)
+    std::printf("darts_train: %s (%lld images), %d cells of %lld channels, %d epochs on %s\n",
+                train.name.c_str(), (long long)train.n, cfg.cells, (long long)cfg.channels,
+                o.epochs, ctx.device().str().c_str());
+  ProgressLine progress(o.run, int64_t(o.epochs) * steps, int64_t(start_epoch) * steps + start_step);
+  const CosineSchedule schedule(o.lr, 0.0f, o.epochs);
+  AugmentParams aug;
+  aug.pad = 4;
+  aug.flip = true;
+  aug.cutout = o.cutout;
+  int64_t steps_here = 0;
+  RunResult result;
+  result.epochs_done = start_epoch;
+  for (int epoch = start_epoch; epoch < o.epochs; ++epoch) {
+    const auto t0 = Clock::now();
+    ctx.allocator().reset_peak();
+    opt.set_lr(schedule.lr(epoch));
+    net.set_drop_path_prob(o.drop_path * float(epoch) / float(o.epochs));
+    const std::vector<int64_t> order = shuffled_indices(train.n, o.run.seed, uint64_t(epoch));
+    const int64_t first = epoch == start_epoch ? start_step : 0;
+    BatchPrefetcher pf(train, make_batches(order, first, steps - first, o.batch, 0));
+    for (int64_t s = first; s < steps; ++s) {
+      if (o.run.max_steps >= 0 && steps_here >= o.run.max_steps) return result;
+      Batch b = pf.next(ctx);
+      opt.zero_grad(ctx);
+      Tensor images = augmented(ctx, b.images, aug);
+      auto [logits, aux] = net.forward_train(ctx, images);
+      Xent x(ctx, logits, b.labels);
+      Tensor daux;
+      if (aux.defined()) {
+        Xent xa(ctx, aux, b.labels, o.auxiliary_weight);
+        daux = std::move(xa.dlogits);
+      }
+      net.backward_train(ctx, x.dlogits, daux);
+      opt.step(ctx);
+      metrics.add(ctx, x.loss, x.hits, b.labels.numel());
+      ++steps_here;
+      progress.update(epoch, o.epochs, s, steps, int64_t(epoch) * steps + s + 1, metrics, o.batch);
+      if (o.run.checkpoint_every > 0 && (s + 1) % o.run.checkpoint_every == 0 && s + 1 < steps)
+        save_checkpoint(epoch, s + 1);
+    }
+    const double train_loss = metrics.loss(), train_acc = metrics.acc();
+    const EvalResult eval = evaluate(ctx, test, range(0, test.n), o.batch, [&](const Tensor& x) {
+      return net.forward(ctx, x, Mode::Eval);
+    });
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    append_log(o.run, {{"epoch", epoch + 1},      {"train_loss", train_loss},
+                       {"train_acc", train_acc},  {"valid_loss", eval.loss},
+                       {"valid_acc", eval.acc},   {"seconds", seconds},
+                       {"peak_bytes", ctx.allocator().stats().peak_bytes},
+                       {"lr", schedule.lr(epoch)}});
+    metrics = Metrics(ctx);
+    save_checkpoint(epoch + 1, 0);
+    result.epochs_done = epoch + 1;
+    result.final_train_acc = train_acc;
+    result.final_valid_acc = eval.acc;
+    if (!o.run.quiet)
+      std::printf("epoch %d/%d: train loss %.4f acc %.4f, test loss %.4f acc %.4f, %.1f s\n",
+                  epoch + 1, o.epochs, train_loss, train_acc, eval.loss, eval.acc, seconds);
+  }
+  return result;
+}
+
+}  // namespace cudarts::darts

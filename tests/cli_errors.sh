@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Bad command lines: each must exit non-zero and print the usage or a message naming the
+# problem. Usage: cli_errors.sh DARTS_SEARCH DARTS_TRAIN WORKDIR
+set -uo pipefail
+search=$1 train=$2 work=$3
+mkdir -p "$work"
+failures=0
+expect_error() {  # expect_error "pattern" command...
+  local pattern=$1; shift
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ $rc -eq 0 ]; then
+    echo "FAIL (exit 0): $*"; failures=$((failures + 1))
+  elif ! grep -qE -- "$pattern" <<< "$out"; then
+    echo "FAIL (no '$pattern' in output): $*"; echo "$out" | head -5; failures=$((failures + 1))
+  else
+    echo "ok (exit $rc): $*"
+  fi
+}
+expect_error "mixed-op.*(gdas|not in)|Usage" "$search" --out "$work/a" --mixed-op gdas
+expect_error "epochs|Usage" "$search" --out "$work/b" --epochs -1
+expect_error "dataset|Usage" "$search" --out "$work/c" --dataset mnist
+expect_error "--out.*required|Usage" "$search" --epochs 1
+expect_error "data_batch_1.bin" "$search" --out "$work/d" --dataset cifar10 --data "$work/nowhere" --device cpu
+expect_error "--genotype.*required|Usage" "$train" --out "$work/e"
+expect_error "cannot open genotype" "$train" --out "$work/f" --genotype "$work/missing.json" --device cpu
+expect_error "Usage" "$search" --no-such-flag
+[ $failures -eq 0 ]
