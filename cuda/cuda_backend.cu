@@ -105,5 +105,35 @@ void device_synchronize(int device) {
   CUDARTS_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+void* host_alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  CUDARTS_CUDA_CHECK(cudaMallocHost(&p, bytes), "(", bytes, " bytes of pinned host memory)");
+  return p;
+}
+
+void host_free_pinned(void* ptr) noexcept {
+  if (ptr) cudaFreeHost(ptr);
+}
+
+void* event_create(int device) {
+  CUDARTS_CUDA_CHECK(cudaSetDevice(device));
+  cudaEvent_t e = nullptr;
+  CUDARTS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return e;
+}
+
+void event_destroy(void* event) noexcept {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
+void event_record(void* event, void* stream) {
+  CUDARTS_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event),
+                                     static_cast<cudaStream_t>(stream)));
+}
+
+void event_synchronize(void* event) {
+  CUDARTS_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
+}
+
 }  // namespace cuda_bridge
 }  // namespace cudarts

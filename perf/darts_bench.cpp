@@ -87,18 +87,19 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       step();
       ctx.synchronize();
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     const AllocatorStats after = ctx.allocator().stats();
     std::sort(ms.begin(), ms.end());
-    std::printf("{\"device\": \"%s\", \"mixed_op\": \"%s\", \"channels\": %lld, \"cells\": %d, "
-                "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
-                "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
-                "\"loss\": %.5f}\n",
-                ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells,
-                (long long)batch, (long long)size, iters, ms[ms.size() / 2], ms.front(),
-                after.peak_bytes, (unsigned long long)(after.num_allocations - before.num_allocations),
-                loss.item());
+    std::printf(
+        "{\"device\": \"%s\", \"mixed_op\": \"%s\", \"channels\": %lld, \"cells\": %d, "
+        "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
+        "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
+        "\"loss\": %.5f}\n",
+        ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
+        (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
+        (unsigned long long)(after.num_allocations - before.num_allocations), loss.item());
     return after.num_allocations == before.num_allocations ? 0 : 2;
   } catch (const Error& e) {
     std::fprintf(stderr, "darts_bench: %s\n", e.what());

@@ -21,5 +21,12 @@ std::unique_ptr<Backend> make_backend(int device, const ContextOptions& options,
 // Waits for all work on `device`, then copies `bytes` from device memory to host memory.
 void copy_to_host(void* dst, const void* src, size_t bytes, int device);
 void device_synchronize(int device);
+// Page-locked host memory (fast, asynchronous uploads) and events, for the batch prefetcher.
+void* host_alloc_pinned(size_t bytes);
+void host_free_pinned(void* ptr) noexcept;
+void* event_create(int device);
+void event_destroy(void* event) noexcept;
+void event_record(void* event, void* stream);
+void event_synchronize(void* event);
 }  // namespace cuda_bridge
 }  // namespace cudarts

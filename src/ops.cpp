@@ -4,6 +4,7 @@
 #include "cudarts/ops.h"
 
 #include "backend.h"
+#include "nvtx.h"
 
 namespace cudarts::ops {
 
@@ -11,6 +12,7 @@ namespace {
 
 void check_tensor(Context& ctx, const char* op, const char* name, const Tensor& t,
                   DType dtype = DType::F32) {
+  NvtxRange nvtx_range("check_tensor");
   CUDARTS_CHECK(t.defined(), op, ": argument '", name, "' is an undefined tensor");
   CUDARTS_CHECK(t.device() == ctx.device(), op, ": argument '", name, "' is ", t.describe(),
                 " but the context is on ", ctx.device().str(),
@@ -58,6 +60,7 @@ void check_conv_params(const char* op, const Shape& x, const Shape& w, const Con
 }  // namespace
 
 void fill(Context& ctx, Tensor& t, float value) {
+  NvtxRange nvtx_range("fill");
   CUDARTS_CHECK(t.defined() && t.device() == ctx.device(), "fill: tensor ", t.describe(),
                 " is not on the context's device ", ctx.device().str());
   if (t.dtype() == DType::F32)
@@ -67,6 +70,7 @@ void fill(Context& ctx, Tensor& t, float value) {
 }
 
 void copy(Context& ctx, const Tensor& src, Tensor& dst) {
+  NvtxRange nvtx_range("copy");
   check_tensor(ctx, "copy", "src", src, src.dtype());
   check_tensor(ctx, "copy", "dst", dst, src.dtype());
   CUDARTS_CHECK(src.numel() == dst.numel(), "copy: src ", src.describe(), " and dst ",
@@ -92,6 +96,7 @@ Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p)
 
 void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                 const Conv2dParams& p) {
+  NvtxRange nvtx_range("conv2d_fwd");
   const char* op = "conv2d_fwd";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "w", w);
@@ -106,6 +111,7 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
 
 void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
                      const Conv2dParams& p) {
+  NvtxRange nvtx_range("conv2d_bwd_data");
   const char* op = "conv2d_bwd_data";
   check_tensor(ctx, op, "dy", dy);
   check_tensor(ctx, op, "w", w);
@@ -116,6 +122,7 @@ void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
 
 void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                        const Conv2dParams& p) {
+  NvtxRange nvtx_range("conv2d_bwd_filter");
   const char* op = "conv2d_bwd_filter";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "dy", dy);
@@ -131,6 +138,7 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
 namespace {
 void check_bn_vectors(Context& ctx, const char* op, const Tensor& x,
                       std::initializer_list<std::pair<const char*, const Tensor*>> vs) {
+  NvtxRange nvtx_range("check_bn_vectors");
   check_tensor(ctx, op, "x", x);
   check_ndim(op, "x", x, 4);
   for (auto& [name, t] : vs) {
@@ -144,6 +152,7 @@ void check_bn_vectors(Context& ctx, const char* op, const Tensor& x,
 void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
                          Tensor* running_mean, Tensor* running_var, Tensor& y, Tensor& save_mean,
                          Tensor& save_invstd, const BatchNormParams& p) {
+  NvtxRange nvtx_range("batchnorm_fwd_train");
   const char* op = "batchnorm_fwd_train";
   check_bn_vectors(ctx, op, x,
                    {{"gamma", gamma},
@@ -169,6 +178,7 @@ void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, con
 void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
                          const Tensor& running_mean, const Tensor& running_var, Tensor& y,
                          float eps) {
+  NvtxRange nvtx_range("batchnorm_fwd_infer");
   const char* op = "batchnorm_fwd_infer";
   check_bn_vectors(ctx, op, x,
                    {{"gamma", gamma},
@@ -186,6 +196,7 @@ void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, con
 void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
                    const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
                    Tensor* dbeta) {
+  NvtxRange nvtx_range("batchnorm_bwd");
   const char* op = "batchnorm_bwd";
   check_bn_vectors(ctx, op, x,
                    {{"gamma", gamma},
@@ -203,6 +214,7 @@ void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor
 }
 
 void relu_fwd(Context& ctx, const Tensor& x, Tensor& y) {
+  NvtxRange nvtx_range("relu_fwd");
   check_tensor(ctx, "relu_fwd", "x", x);
   check_tensor(ctx, "relu_fwd", "y", y);
   check_same_shape("relu_fwd", "x", x, "y", y);
@@ -210,6 +222,7 @@ void relu_fwd(Context& ctx, const Tensor& x, Tensor& y) {
 }
 
 void relu_bwd(Context& ctx, const Tensor& dy, const Tensor& y, Tensor& dx) {
+  NvtxRange nvtx_range("relu_bwd");
   check_tensor(ctx, "relu_bwd", "dy", dy);
   check_tensor(ctx, "relu_bwd", "y", y);
   check_tensor(ctx, "relu_bwd", "dx", dx);
@@ -234,6 +247,7 @@ Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p) {
 }
 
 void pool2d_fwd(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& p) {
+  NvtxRange nvtx_range("pool2d_fwd");
   check_tensor(ctx, "pool2d_fwd", "x", x);
   check_tensor(ctx, "pool2d_fwd", "y", y);
   check_shape("pool2d_fwd", "y", y, pool2d_output_shape(x.shape(), p));
@@ -242,6 +256,7 @@ void pool2d_fwd(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& p)
 
 void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
                 const Pool2dParams& p) {
+  NvtxRange nvtx_range("pool2d_bwd");
   const char* op = "pool2d_bwd";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "y", y);
@@ -254,6 +269,7 @@ void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy
 }
 
 void global_avgpool_fwd(Context& ctx, const Tensor& x, Tensor& y) {
+  NvtxRange nvtx_range("global_avgpool_fwd");
   check_tensor(ctx, "global_avgpool_fwd", "x", x);
   check_tensor(ctx, "global_avgpool_fwd", "y", y);
   check_ndim("global_avgpool_fwd", "x", x, 4);
@@ -262,6 +278,7 @@ void global_avgpool_fwd(Context& ctx, const Tensor& x, Tensor& y) {
 }
 
 void global_avgpool_bwd(Context& ctx, const Tensor& dy, Tensor& dx) {
+  NvtxRange nvtx_range("global_avgpool_bwd");
   check_tensor(ctx, "global_avgpool_bwd", "dy", dy);
   check_tensor(ctx, "global_avgpool_bwd", "dx", dx);
   check_ndim("global_avgpool_bwd", "dx", dx, 4);
@@ -270,6 +287,7 @@ void global_avgpool_bwd(Context& ctx, const Tensor& dy, Tensor& dx) {
 }
 
 void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+  NvtxRange nvtx_range("linear_fwd");
   const char* op = "linear_fwd";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "w", w);
@@ -287,6 +305,7 @@ void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
 }
 
 void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx) {
+  NvtxRange nvtx_range("linear_bwd_data");
   const char* op = "linear_bwd_data";
   check_tensor(ctx, op, "dy", dy);
   check_tensor(ctx, op, "w", w);
@@ -300,6 +319,7 @@ void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
 }
 
 void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias) {
+  NvtxRange nvtx_range("linear_bwd_weight");
   const char* op = "linear_bwd_weight";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "dy", dy);
@@ -317,6 +337,7 @@ void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
 }
 
 void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
+  NvtxRange nvtx_range("add");
   check_tensor(ctx, "add", "a", a);
   check_tensor(ctx, "add", "b", b);
   check_tensor(ctx, "add", "y", y);
@@ -326,6 +347,7 @@ void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
 }
 
 void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y) {
+  NvtxRange nvtx_range("scale");
   check_tensor(ctx, "scale", "x", x);
   check_tensor(ctx, "scale", "y", y);
   check_same_shape("scale", "x", x, "y", y);
@@ -333,6 +355,7 @@ void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y) {
 }
 
 void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
+  NvtxRange nvtx_range("axpy");
   check_tensor(ctx, "axpy", "x", x);
   check_tensor(ctx, "axpy", "y", y);
   check_same_shape("axpy", "x", x, "y", y);
@@ -342,6 +365,7 @@ void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
 namespace {
 void check_concat(Context& ctx, const char* op, const std::vector<const Tensor*>& parts,
                   const Tensor& whole) {
+  NvtxRange nvtx_range("check_concat");
   check_tensor(ctx, op, "y", whole);
   check_ndim(op, "y", whole, 4);
   CUDARTS_CHECK(!parts.empty(), op, ": no parts given");
@@ -361,17 +385,20 @@ void check_concat(Context& ctx, const char* op, const std::vector<const Tensor*>
 }  // namespace
 
 void concat_channels(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y) {
+  NvtxRange nvtx_range("concat_channels");
   check_concat(ctx, "concat_channels", xs, y);
   ctx.backend().concat_channels(xs, y);
 }
 
 void split_channels(Context& ctx, const Tensor& y, const std::vector<Tensor*>& xs) {
+  NvtxRange nvtx_range("split_channels");
   check_concat(ctx, "split_channels", std::vector<const Tensor*>(xs.begin(), xs.end()), y);
   ctx.backend().split_channels(y, xs);
 }
 
 void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& loss,
                   Tensor& dlogits, Tensor& correct) {
+  NvtxRange nvtx_range("softmax_xent");
   const char* op = "softmax_xent";
   check_tensor(ctx, op, "logits", logits);
   check_tensor(ctx, op, "labels", labels, DType::I32);
@@ -389,12 +416,14 @@ void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tens
 }
 
 void random_words(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset) {
+  NvtxRange nvtx_range("random_words");
   check_tensor(ctx, "random_words", "out", out, DType::I32);
   ctx.backend().random_words(out, seed, offset);
 }
 
 void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, float low,
                     float high) {
+  NvtxRange nvtx_range("random_uniform");
   check_tensor(ctx, "random_uniform", "out", out);
   CUDARTS_CHECK(low < high, "random_uniform: low ", low, " must be below high ", high);
   ctx.backend().random_uniform(out, seed, offset, low, high);
@@ -403,12 +432,14 @@ void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, f
 namespace {
 void check_vector(Context& ctx, const char* op, const char* name, const Tensor& t, int64_t k,
                   DType dtype = DType::F32) {
+  NvtxRange nvtx_range("check_vector");
   check_tensor(ctx, op, name, t, dtype);
   check_shape(op, name, t, Shape{k});
 }
 
 void check_list(Context& ctx, const char* op, const std::vector<const Tensor*>& xs,
                 const Shape& shape) {
+  NvtxRange nvtx_range("check_list");
   CUDARTS_CHECK(!xs.empty(), op, ": the tensor list is empty");
   for (size_t i = 0; i < xs.size(); ++i) {
     CUDARTS_CHECK(xs[i] != nullptr, op, ": tensor ", i, " of the list is null");
@@ -419,16 +450,19 @@ void check_list(Context& ctx, const char* op, const std::vector<const Tensor*>& 
 }
 
 void check_ranking(Context& ctx, const char* op, const Tensor& ranking, int64_t k_total, int k) {
+  NvtxRange nvtx_range("check_ranking");
   check_vector(ctx, op, "ranking", ranking, k_total, DType::I32);
   CUDARTS_CHECK(k >= 1 && k <= k_total, op, ": k = ", k, " must be in [1, ", k_total, "]");
 }
 
 void check_scale(Context& ctx, const char* op, const Tensor* grad_scale) {
+  NvtxRange nvtx_range("check_scale");
   if (grad_scale) check_vector(ctx, op, "grad_scale", *grad_scale, 1);
 }
 
 void check_slots(Context& ctx, const char* op, const std::vector<OptimSlot>& slots,
                  bool need_state0, bool need_state1) {
+  NvtxRange nvtx_range("check_slots");
   for (const OptimSlot& s : slots) {
     CUDARTS_CHECK(s.param && s.grad, op, ": a slot lacks its parameter or gradient");
     check_tensor(ctx, op, "param", *s.param);
@@ -450,6 +484,7 @@ void check_slots(Context& ctx, const char* op, const std::vector<OptimSlot>& slo
 }  // namespace
 
 void crop2d_fwd(Context& ctx, const Tensor& x, int top, int left, Tensor& y) {
+  NvtxRange nvtx_range("crop2d_fwd");
   check_tensor(ctx, "crop2d_fwd", "x", x);
   check_tensor(ctx, "crop2d_fwd", "y", y);
   check_ndim("crop2d_fwd", "x", x, 4);
@@ -462,6 +497,7 @@ void crop2d_fwd(Context& ctx, const Tensor& x, int top, int left, Tensor& y) {
 }
 
 void crop2d_bwd(Context& ctx, const Tensor& dy, int top, int left, Tensor& dx) {
+  NvtxRange nvtx_range("crop2d_bwd");
   check_tensor(ctx, "crop2d_bwd", "dy", dy);
   check_tensor(ctx, "crop2d_bwd", "dx", dx);
   check_ndim("crop2d_bwd", "dy", dy, 4);
@@ -474,6 +510,7 @@ void crop2d_bwd(Context& ctx, const Tensor& dy, int top, int left, Tensor& dx) {
 }
 
 void scale_samples(Context& ctx, const Tensor& x, const Tensor& scales, Tensor& y) {
+  NvtxRange nvtx_range("scale_samples");
   check_tensor(ctx, "scale_samples", "x", x);
   check_tensor(ctx, "scale_samples", "y", y);
   check_same_shape("scale_samples", "x", x, "y", y);
@@ -483,6 +520,7 @@ void scale_samples(Context& ctx, const Tensor& x, const Tensor& scales, Tensor& 
 }
 
 void bernoulli_scale(Context& ctx, Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) {
+  NvtxRange nvtx_range("bernoulli_scale");
   check_tensor(ctx, "bernoulli_scale", "out", out);
   CUDARTS_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "bernoulli_scale: keep_prob ", keep_prob,
                 " must be in (0, 1]");
@@ -491,6 +529,7 @@ void bernoulli_scale(Context& ctx, Tensor& out, float keep_prob, uint64_t seed, 
 
 void augment(Context& ctx, const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
              uint64_t offset) {
+  NvtxRange nvtx_range("augment");
   check_tensor(ctx, "augment", "x", x);
   check_tensor(ctx, "augment", "y", y);
   check_ndim("augment", "x", x, 4);
@@ -502,6 +541,7 @@ void augment(Context& ctx, const Tensor& x, Tensor& y, const AugmentParams& p, u
 }
 
 void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst) {
+  NvtxRange nvtx_range("gather");
   check_tensor(ctx, "gather", "src", src);
   check_tensor(ctx, "gather", "index", index, DType::I32);
   check_tensor(ctx, "gather", "dst", dst);
@@ -511,6 +551,7 @@ void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst) {
 }
 
 void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
+  NvtxRange nvtx_range("softmax");
   check_tensor(ctx, "softmax", "logits", logits);
   check_ndim("softmax", "logits", logits, 1);
   CUDARTS_CHECK(logits.numel() >= 1, "softmax: empty logits");
@@ -518,8 +559,8 @@ void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
   ctx.backend().softmax(logits, probs);
 }
 
-void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs,
-             Tensor& y) {
+void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
+  NvtxRange nvtx_range("mix_fwd");
   check_tensor(ctx, "mix_fwd", "y", y);
   check_list(ctx, "mix_fwd", xs, y.shape());
   check_vector(ctx, "mix_fwd", "weights", weights, int64_t(xs.size()));
@@ -527,6 +568,7 @@ void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor
 }
 
 void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {
+  NvtxRange nvtx_range("mix_scores");
   check_tensor(ctx, "mix_scores", "dy", dy);
   check_list(ctx, "mix_scores", xs, dy.shape());
   check_vector(ctx, "mix_scores", "g", g, int64_t(xs.size()));
@@ -535,6 +577,7 @@ void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>
 
 void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                int restrict_k, Tensor& dalpha) {
+  NvtxRange nvtx_range("arch_grad");
   const char* op = "arch_grad";
   check_tensor(ctx, op, "alpha", alpha);
   check_ndim(op, "alpha", alpha, 1);
@@ -549,6 +592,7 @@ void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor*
 
 void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint64_t seed,
                  uint64_t offset, Tensor& ranking) {
+  NvtxRange nvtx_range("gumbel_rank");
   const char* op = "gumbel_rank";
   check_tensor(ctx, op, "logits", logits);
   check_ndim(op, "logits", logits, 1);
@@ -561,6 +605,7 @@ void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint
 }
 
 void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {
+  NvtxRange nvtx_range("batch_sum");
   check_tensor(ctx, "batch_sum", "x", x);
   check_tensor(ctx, "batch_sum", "out", out);
   CUDARTS_CHECK(x.ndim() >= 1 && x.dim(0) >= 1 && out.numel() * x.dim(0) == x.numel(),
@@ -571,6 +616,7 @@ void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {
 
 void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tensor& m,
                       const Tensor& ranking, int k_eval, float lr, Tensor& g) {
+  NvtxRange nvtx_range("ma_update_scores");
   const char* op = "ma_update_scores";
   check_tensor(ctx, op, "dy_sum", dy_sum);
   check_tensor(ctx, op, "mu", mu);
@@ -587,6 +633,7 @@ void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tens
 
 void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, int k,
                       Tensor& out) {
+  NvtxRange nvtx_range("masked_logsumexp");
   check_tensor(ctx, "masked_logsumexp", "alpha", alpha);
   check_ndim("masked_logsumexp", "alpha", alpha, 1);
   check_ranking(ctx, "masked_logsumexp", ranking, alpha.numel(), k);
@@ -596,6 +643,7 @@ void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, 
 
 void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k,
                        const Tensor& lse_old) {
+  NvtxRange nvtx_range("proxyless_rescale");
   check_tensor(ctx, "proxyless_rescale", "alpha", alpha);
   check_ndim("proxyless_rescale", "alpha", alpha, 1);
   check_ranking(ctx, "proxyless_rescale", ranking, alpha.numel(), k);
@@ -605,10 +653,10 @@ void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k
 
 void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams& p,
               const Tensor* grad_scale) {
+  NvtxRange nvtx_range("sgd_step");
   const char* op = "sgd_step";
   CUDARTS_CHECK(p.lr >= 0.0f && p.momentum >= 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr,
-                ", momentum ", p.momentum, " and weight_decay ", p.weight_decay,
-                " must be >= 0");
+                ", momentum ", p.momentum, " and weight_decay ", p.weight_decay, " must be >= 0");
   CUDARTS_CHECK(!p.nesterov || p.momentum > 0.0f, op, ": Nesterov needs momentum > 0");
   check_slots(ctx, op, slots, p.momentum > 0.0f, false);
   check_scale(ctx, op, grad_scale);
@@ -617,10 +665,10 @@ void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams
 
 void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamParams& p,
                const Tensor* grad_scale) {
+  NvtxRange nvtx_range("adam_step");
   const char* op = "adam_step";
-  CUDARTS_CHECK(p.lr >= 0.0f && p.eps > 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr,
-                ", eps ", p.eps, " and weight_decay ", p.weight_decay,
-                " must be >= 0 (eps > 0)");
+  CUDARTS_CHECK(p.lr >= 0.0f && p.eps > 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr, ", eps ",
+                p.eps, " and weight_decay ", p.weight_decay, " must be >= 0 (eps > 0)");
   CUDARTS_CHECK(p.beta1 >= 0.0f && p.beta1 < 1.0f && p.beta2 >= 0.0f && p.beta2 < 1.0f, op,
                 ": betas (", p.beta1, ", ", p.beta2, ") must be in [0, 1)");
   CUDARTS_CHECK(p.step >= 1, op, ": step ", p.step, " must be >= 1");
@@ -630,6 +678,7 @@ void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamPara
 }
 
 void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out) {
+  NvtxRange nvtx_range("global_norm");
   for (const Tensor* t : xs) {
     CUDARTS_CHECK(t != nullptr, "global_norm: null tensor in the list");
     check_tensor(ctx, "global_norm", "xs[i]", *t);
@@ -639,6 +688,7 @@ void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out
 }
 
 void clip_coefficient(Context& ctx, const Tensor& norm, float max_norm, Tensor& coef) {
+  NvtxRange nvtx_range("clip_coefficient");
   check_vector(ctx, "clip_coefficient", "norm", norm, 1);
   check_vector(ctx, "clip_coefficient", "coef", coef, 1);
   CUDARTS_CHECK(max_norm > 0.0f, "clip_coefficient: max_norm ", max_norm, " must be > 0");

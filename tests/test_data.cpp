@@ -502,5 +502,54 @@ TEST_F(DataFiles, Cifar10MissingAndTruncatedFilesAreNamed) {
   EXPECT_NE(unknown.find("unknown dataset 'mnist'"), std::string::npos) << unknown;
 }
 
+// ---------------------------------------------------------------- prefetching and padding
+
+TEST(BatchPrefetcher, DeliversTheSameBatchesAsMakeBatchInOrder) {
+  Context ctx;
+  Dataset d;
+  d.name = "toy";
+  d.n = 50;
+  d.c = 2;
+  d.h = 3;
+  d.w = 3;
+  d.num_classes = 10;
+  for (int64_t i = 0; i < d.n * d.image_size(); ++i) d.images.push_back(float(i) * 0.5f);
+  for (int64_t i = 0; i < d.n; ++i) d.labels.push_back(int32_t(i % 10));
+  std::vector<std::vector<int64_t>> batches;
+  const std::vector<int64_t> order = shuffled_indices(d.n, 3, 0);
+  for (int b = 0; b < 7; ++b) batches.emplace_back(order.begin() + b * 7, order.begin() + b * 7 + (b == 6 ? 5 : 7));
+  BatchPrefetcher pf(ctx, d, batches);
+  EXPECT_EQ(pf.size(), 7u);
+  for (const auto& idx : batches) {
+    ASSERT_FALSE(pf.done());
+    Batch got = pf.next(ctx);
+    Batch want = make_batch(ctx, d, idx);
+    EXPECT_EQ(got.images.shape(), want.images.shape());
+    EXPECT_EQ(got.images.to_vector(), want.images.to_vector());
+    EXPECT_EQ(got.labels.to_vector_i32(), want.labels.to_vector_i32());
+  }
+  EXPECT_TRUE(pf.done());
+  EXPECT_THROW(pf.next(ctx), Error);
+  EXPECT_THROW(BatchPrefetcher(ctx, d, {{0, 50}}), Error);
+  // Destroying a prefetcher whose batches were not all taken must not hang.
+  BatchPrefetcher partial(ctx, d, batches);
+  partial.next(ctx);
+}
+
+TEST(DatasetPadding, CentresImagesOnTheBackground) {
+  Dataset d;
+  d.name = "toy";
+  d.n = 1;
+  d.c = 1;
+  d.h = 2;
+  d.w = 2;
+  d.images = {1, 2, 3, 4};
+  d.labels = {0};
+  const Dataset p = d.padded(4, -1.0f);
+  EXPECT_EQ(p.h, 4);
+  EXPECT_EQ(p.images, (std::vector<float>{-1, -1, -1, -1, -1, 1, 2, -1, -1, 3, 4, -1, -1, -1, -1, -1}));
+  EXPECT_THROW(d.padded(1, 0.0f), Error);
+}
+
 }  // namespace
 }  // namespace cudarts

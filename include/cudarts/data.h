@@ -60,11 +60,13 @@ Batch make_batch(Context& ctx, const Dataset& data, const std::vector<int64_t>& 
 // A permutation of [0, n) drawn from the Philox stream (seed, offset).
 std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed, uint64_t offset);
 
-// Assembles host batches on a worker thread, one batch ahead of the consumer, so the device
-// never waits for the gather; next() uploads the prepared batch to ctx's device.
+// Assembles host batches on a worker thread, ahead of the consumer, so the device never waits
+// for the gather; next() uploads the prepared batch to ctx's device. For a GPU context the
+// host batches live in a ring of page-locked buffers and the upload is an asynchronous copy on
+// the context's stream; a buffer is refilled only after its copy has completed (an event).
 class BatchPrefetcher {
  public:
-  BatchPrefetcher(const Dataset& data, std::vector<std::vector<int64_t>> batches);
+  BatchPrefetcher(Context& ctx, const Dataset& data, std::vector<std::vector<int64_t>> batches);
   ~BatchPrefetcher();
   BatchPrefetcher(const BatchPrefetcher&) = delete;
   BatchPrefetcher& operator=(const BatchPrefetcher&) = delete;
@@ -73,12 +75,11 @@ class BatchPrefetcher {
   Batch next(Context& ctx);
 
  private:
-  struct HostBatch;
+  struct State;
   void work();
   const Dataset& data_;
   std::vector<std::vector<int64_t>> batches_;
   size_t taken_ = 0;
-  struct State;
   std::unique_ptr<State> state_;
 };
 

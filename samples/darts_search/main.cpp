@@ -12,9 +12,11 @@ int main(int argc, char** argv) {
   bool joint = false, no_augment = false, which_device = false;
   CLI::App app{"darts_search: differentiable architecture search over the DARTS cell space"};
   darts::add_common_options(app, o.data, o.run, o.epochs, o.batch);
-  app.add_option("--mixed-op", mixed_op, "continuous (DARTS), binary, masked, proxyless, moving-average")
+  app.add_option("--mixed-op", mixed_op,
+                 "continuous (DARTS), binary, masked, proxyless, moving-average")
       ->check(CLI::IsMember({"continuous", "binary", "masked", "proxyless", "moving-average"}));
-  app.add_option("--num-on", o.net.mixed.num_on, "k_on: ops kept per edge")->check(CLI::Range(1, 8));
+  app.add_option("--num-on", o.net.mixed.num_on, "k_on: ops kept per edge")
+      ->check(CLI::Range(1, 8));
   app.add_option("--num-eval", o.net.mixed.num_eval,
                  "k_eval of masked, proxyless and moving-average (default 2)")
       ->check(CLI::Range(1, 8));
@@ -24,9 +26,11 @@ int main(int argc, char** argv) {
   app.add_flag("--joint", joint, "one batch updates weights and alphas (the seed's style)");
   app.add_option("--warmup-epochs", o.warmup_epochs, "epochs with frozen alphas")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--lr", o.lr, "weight learning rate (cosine to --lr-min)")->check(CLI::PositiveNumber);
+  app.add_option("--lr", o.lr, "weight learning rate (cosine to --lr-min)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--lr-min", o.lr_min, "final weight learning rate")->check(CLI::NonNegativeNumber);
-  app.add_option("--arch-lr", o.arch_lr, "architecture (Adam) learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--arch-lr", o.arch_lr, "architecture (Adam) learning rate")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--no-augment", no_augment, "no random crop and flip");
   app.add_flag("--which-device", which_device,
                "print the device --device auto would use (cpu or cuda) and exit");
@@ -48,10 +52,11 @@ int main(int argc, char** argv) {
     o.augment = !no_augment;
     const darts::RunResult r = darts::run_search(o);
     if (!o.run.quiet)
-      std::printf("\ngenotype (%s/genotype.json):\n%s\nvalidation accuracy %.4f after %d epochs; "
-                  "plots: python3 scripts/plot_search.py %s\n",
-                  o.run.out_dir.c_str(), r.genotype_json.c_str(), r.final_valid_acc,
-                  r.epochs_done, o.run.out_dir.c_str());
+      std::printf(
+          "\ngenotype (%s/genotype.json):\n%s\nvalidation accuracy %.4f after %d epochs; "
+          "plots: python3 scripts/plot_search.py %s\n",
+          o.run.out_dir.c_str(), r.genotype_json.c_str(), r.final_valid_acc, r.epochs_done,
+          o.run.out_dir.c_str());
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "darts_search: %s\n", e.what());

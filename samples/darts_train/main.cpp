@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   app.add_option("--channels", o.net.channels, "initial channels C")->check(CLI::Range(2, 4096));
   app.add_option("--cells", o.net.cells, "cells")->check(CLI::Range(1, 64));
   app.add_option("--lr", o.lr, "learning rate (cosine to 0)")->check(CLI::PositiveNumber);
-  app.add_option("--drop-path", o.drop_path, "final drop-path probability")->check(CLI::Range(0.0, 0.95));
+  app.add_option("--drop-path", o.drop_path, "final drop-path probability")
+      ->check(CLI::Range(0.0, 0.95));
   app.add_option("--cutout", o.cutout, "cutout length (0 disables)")->check(CLI::NonNegativeNumber);
   app.add_option("--auxiliary-weight", o.auxiliary_weight, "weight of the auxiliary loss");
   app.add_flag("--no-auxiliary", no_aux, "no auxiliary head");

@@ -99,7 +99,8 @@ struct Metrics {
 struct Xent {
   Tensor loss, hits, dlogits;
   Xent(Context& ctx, const Tensor& logits, const Tensor& labels, float weight = 1.0f)
-      : loss(Tensor::empty(ctx, Shape{1})), hits(Tensor::empty(ctx, Shape{1})),
+      : loss(Tensor::empty(ctx, Shape{1})),
+        hits(Tensor::empty(ctx, Shape{1})),
         dlogits(Tensor::empty(ctx, logits.shape())) {
     ops::softmax_xent(ctx, logits, labels, loss, dlogits, hits);
     if (weight != 1.0f) ops::scale(ctx, dlogits, weight, dlogits);
@@ -204,7 +205,9 @@ void check_config(const Checkpoint& c, const json& config, const RunOptions& run
                 c.meta.at("config").dump(), "\n  current: ", config.dump());
 }
 
-std::vector<std::vector<float>> to_rows(const std::vector<std::vector<float>>& v) { return v; }
+std::vector<std::vector<float>> to_rows(const std::vector<std::vector<float>>& v) {
+  return v;
+}
 
 // ---------------------------------------------------------------- evaluation
 struct EvalResult {
@@ -219,7 +222,7 @@ EvalResult evaluate(Context& ctx, const Dataset& data, const std::vector<int64_t
   for (size_t b = 0; b < indices.size(); b += size_t(batch))
     batches.emplace_back(indices.begin() + int64_t(b),
                          indices.begin() + int64_t(std::min(indices.size(), b + size_t(batch))));
-  BatchPrefetcher pf(data, batches);
+  BatchPrefetcher pf(ctx, data, batches);
   while (!pf.done()) {
     Batch b = pf.next(ctx);
     Tensor logits = forward(b.images);
@@ -352,11 +355,11 @@ RunResult run_search(const SearchOptions& o) {
   };
 
   if (!o.run.quiet && start_epoch == 0 && start_step == 0)
-    std::printf("darts_search: %s, %lld + %lld images (train / validation split), %s, %s "
-                "MixedOps, %d epochs on %s\n",
-                train_all.name.c_str(), (long long)half, (long long)half,
-                o.bilevel ? "bilevel" : "joint", mixed_op_type_name(cfg.mixed.type), o.epochs,
-                ctx.device().str().c_str());
+    std::printf(
+        "darts_search: %s, %lld + %lld images (train / validation split), %s, %s "
+        "MixedOps, %d epochs on %s\n",
+        train_all.name.c_str(), (long long)half, (long long)half, o.bilevel ? "bilevel" : "joint",
+        mixed_op_type_name(cfg.mixed.type), o.epochs, ctx.device().str().c_str());
   const int64_t total_steps = int64_t(o.epochs) * steps;
   ProgressLine progress(o.run, total_steps, int64_t(start_epoch) * steps + start_step);
   const CosineSchedule schedule(o.lr, o.lr_min, o.epochs);
@@ -376,8 +379,10 @@ RunResult run_search(const SearchOptions& o) {
     std::vector<int64_t> order_v = shuffled_indices(half, o.run.seed, 2 * uint64_t(epoch) + 1);
     for (auto& i : order_v) i += half;
     const int64_t first = epoch == start_epoch ? start_step : 0;
-    BatchPrefetcher train_pf(train_all, make_batches(order_t, first, steps - first, o.batch, 0));
-    BatchPrefetcher valid_pf(train_all, make_batches(order_v, first, steps - first, o.batch, steps));
+    BatchPrefetcher train_pf(ctx, train_all,
+                             make_batches(order_t, first, steps - first, o.batch, 0));
+    BatchPrefetcher valid_pf(ctx, train_all,
+                             make_batches(order_v, first, steps - first, o.batch, steps));
     for (int64_t s = first; s < steps; ++s) {
       if (o.run.max_steps >= 0 && steps_here >= o.run.max_steps) return result;  // a "kill"
       Batch vb = valid_pf.next(ctx);
@@ -404,16 +409,18 @@ RunResult run_search(const SearchOptions& o) {
         save_checkpoint(epoch, s + 1);
     }
     const double train_loss = metrics.loss(), train_acc = metrics.acc();
-    const EvalResult valid = evaluate(ctx, train_all, range(half, 2 * half), o.batch,
-                                      [&](const Tensor& x) {
-                                        return model.forward(ctx, x, Mode::Eval);
-                                      });
+    const EvalResult valid =
+        evaluate(ctx, train_all, range(half, 2 * half), o.batch,
+                 [&](const Tensor& x) { return model.forward(ctx, x, Mode::Eval); });
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     auto [normal, reduce] = edge_probabilities(net);
     const Genotype genotype = derive_genotype(normal, reduce, cfg.steps);
-    json line = {{"epoch", epoch + 1},       {"train_loss", train_loss},
-                 {"train_acc", train_acc},   {"valid_loss", valid.loss},
-                 {"valid_acc", valid.acc},   {"seconds", seconds},
+    json line = {{"epoch", epoch + 1},
+                 {"train_loss", train_loss},
+                 {"train_acc", train_acc},
+                 {"valid_loss", valid.loss},
+                 {"valid_acc", valid.acc},
+                 {"seconds", seconds},
                  {"peak_bytes", ctx.allocator().stats().peak_bytes},
                  {"lr", schedule.lr(epoch)},
                  {"alphas", {{"normal", to_rows(normal)}, {"reduce", to_rows(reduce)}}}};
@@ -427,10 +434,12 @@ RunResult run_search(const SearchOptions& o) {
     result.final_valid_acc = valid.acc;
     result.genotype_json = genotype.to_json();
     if (!o.run.quiet)
-      std::printf("epoch %d/%d: train loss %.4f acc %.4f, valid loss %.4f acc %.4f, %.1f s, peak "
-                  "%.1f MiB\n",
-                  epoch + 1, o.epochs, train_loss, train_acc, valid.loss, valid.acc, seconds,
-                  double(ctx.allocator().stats().peak_bytes) / (1 << 20));
+      std::printf(
+          "epoch %d/%d: train loss %.4f acc %.4f, valid loss %.4f acc %.4f, %.1f s, peak "
+          "%.1f MiB\n",
+          epoch + 1, o.epochs, train_loss, train_acc, valid.loss, valid.acc, seconds,
+          double(ctx.allocator().stats().peak_bytes) / (1 << 20));
+    std::fflush(stdout);
   }
   if (result.genotype_json.empty() && fs::exists(path_in(o.run, "genotype.json"))) {
     std::ifstream g(path_in(o.run, "genotype.json"));
@@ -464,14 +473,22 @@ RunResult run_train(const TrainOptions& o) {
   EvalNetwork net(ctx, "net", genotype, cfg);
   SGD opt(ctx, net.parameters(), SgdParams{o.lr, o.momentum, o.weight_decay, false});
   opt.set_grad_clip(o.grad_clip);
-  const json config = {{"dataset", o.data.dataset}, {"subset", o.data.subset},
-                       {"train_images", train.n},   {"genotype", json::parse(genotype.to_json())},
-                       {"channels", cfg.channels},  {"cells", cfg.cells},
-                       {"auxiliary", cfg.auxiliary}, {"auxiliary_weight", o.auxiliary_weight},
-                       {"epochs", o.epochs},        {"batch", o.batch},
-                       {"lr", o.lr},                {"momentum", o.momentum},
-                       {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
-                       {"drop_path", o.drop_path},  {"cutout", o.cutout},
+  const json config = {{"dataset", o.data.dataset},
+                       {"subset", o.data.subset},
+                       {"train_images", train.n},
+                       {"genotype", json::parse(genotype.to_json())},
+                       {"channels", cfg.channels},
+                       {"cells", cfg.cells},
+                       {"auxiliary", cfg.auxiliary},
+                       {"auxiliary_weight", o.auxiliary_weight},
+                       {"epochs", o.epochs},
+                       {"batch", o.batch},
+                       {"lr", o.lr},
+                       {"momentum", o.momentum},
+                       {"weight_decay", o.weight_decay},
+                       {"grad_clip", o.grad_clip},
+                       {"drop_path", o.drop_path},
+                       {"cutout", o.cutout},
                        {"seed", o.run.seed}};
   write_file_atomic(path_in(o.run, "genotype.json"), genotype.to_json() + "\n");
 
@@ -504,7 +521,8 @@ RunResult run_train(const TrainOptions& o) {
     std::printf("darts_train: %s (%lld images), %d cells of %lld channels, %d epochs on %s\n",
                 train.name.c_str(), (long long)train.n, cfg.cells, (long long)cfg.channels,
                 o.epochs, ctx.device().str().c_str());
-  ProgressLine progress(o.run, int64_t(o.epochs) * steps, int64_t(start_epoch) * steps + start_step);
+  ProgressLine progress(o.run, int64_t(o.epochs) * steps,
+                        int64_t(start_epoch) * steps + start_step);
   const CosineSchedule schedule(o.lr, 0.0f, o.epochs);
   AugmentParams aug;
   aug.pad = 4;
@@ -520,7 +538,7 @@ RunResult run_train(const TrainOptions& o) {
     net.set_drop_path_prob(o.drop_path * float(epoch) / float(o.epochs));
     const std::vector<int64_t> order = shuffled_indices(train.n, o.run.seed, uint64_t(epoch));
     const int64_t first = epoch == start_epoch ? start_step : 0;
-    BatchPrefetcher pf(train, make_batches(order, first, steps - first, o.batch, 0));
+    BatchPrefetcher pf(ctx, train, make_batches(order, first, steps - first, o.batch, 0));
     for (int64_t s = first; s < steps; ++s) {
       if (o.run.max_steps >= 0 && steps_here >= o.run.max_steps) return result;
       Batch b = pf.next(ctx);
@@ -546,9 +564,12 @@ RunResult run_train(const TrainOptions& o) {
       return net.forward(ctx, x, Mode::Eval);
     });
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    append_log(o.run, {{"epoch", epoch + 1},      {"train_loss", train_loss},
-                       {"train_acc", train_acc},  {"valid_loss", eval.loss},
-                       {"valid_acc", eval.acc},   {"seconds", seconds},
+    append_log(o.run, {{"epoch", epoch + 1},
+                       {"train_loss", train_loss},
+                       {"train_acc", train_acc},
+                       {"valid_loss", eval.loss},
+                       {"valid_acc", eval.acc},
+                       {"seconds", seconds},
                        {"peak_bytes", ctx.allocator().stats().peak_bytes},
                        {"lr", schedule.lr(epoch)}});
     metrics = Metrics(ctx);
@@ -559,6 +580,7 @@ RunResult run_train(const TrainOptions& o) {
     if (!o.run.quiet)
       std::printf("epoch %d/%d: train loss %.4f acc %.4f, test loss %.4f acc %.4f, %.1f s\n",
                   epoch + 1, o.epochs, train_loss, train_acc, eval.loss, eval.acc, seconds);
+    std::fflush(stdout);
   }
   return result;
 }

@@ -1,10 +1,14 @@
 // Dataset padding and the batch prefetcher (a worker thread gathering the next host batch).
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
 
+#include "backend.h"
+#include "cuda_bridge.h"
+#include "cudarts/context.h"
 #include "cudarts/data.h"
 #include "cudarts/error.h"
 
@@ -32,72 +36,151 @@ Dataset Dataset::padded(int64_t size, float value) const {
   return d;
 }
 
-struct BatchPrefetcher::HostBatch {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
+namespace {
+constexpr int kSlots = 3;  // batches in flight: being filled, ready, being uploaded
+}  // namespace
+
+// One host batch buffer. With a GPU context: page-locked memory plus the event recorded after
+// its upload was enqueued.
+struct Slot {
+  float* images = nullptr;
+  int32_t* labels = nullptr;
+  std::vector<float> images_pageable;
+  std::vector<int32_t> labels_pageable;
+  void* uploaded = nullptr;  // CUDA event, or nullptr
+  bool pending_upload = false;
   int64_t count = 0;
 };
 
 struct BatchPrefetcher::State {
   std::mutex mutex;
   std::condition_variable cv;
-  std::deque<HostBatch> ready;
+  Slot slots[kSlots];
+  std::deque<int> ready;  // slots filled, in batch order
+  std::deque<int> free;   // slots the worker may fill
   bool stop = false;
+  bool pinned = false;
   std::string error;
   std::thread worker;
 };
 
-BatchPrefetcher::BatchPrefetcher(const Dataset& data, std::vector<std::vector<int64_t>> batches)
+BatchPrefetcher::BatchPrefetcher(Context& ctx, const Dataset& data,
+                                 std::vector<std::vector<int64_t>> batches)
     : data_(data), batches_(std::move(batches)), state_(std::make_unique<State>()) {
-  for (auto& b : batches_)
+  size_t largest = 0;
+  for (auto& b : batches_) {
+    largest = std::max(largest, b.size());
     for (int64_t k : b)
       CUDARTS_CHECK(k >= 0 && k < data_.n, "BatchPrefetcher: index ", k, " outside dataset '",
                     data_.name, "' of ", data_.n, " examples");
-  state_->worker = std::thread([this] { work(); });
+  }
+  State& st = *state_;
+  st.pinned = ctx.device().is_cuda();
+  const size_t floats = largest * size_t(data_.image_size());
+  for (int i = 0; i < kSlots; ++i) {
+    Slot& slot = st.slots[i];
+    if (st.pinned) {
+      slot.images = static_cast<float*>(cuda_bridge::host_alloc_pinned(floats * sizeof(float) + 1));
+      slot.labels = static_cast<int32_t*>(cuda_bridge::host_alloc_pinned(largest * 4 + 1));
+      slot.uploaded = cuda_bridge::event_create(ctx.device().index);
+    } else {
+      slot.images_pageable.resize(floats);
+      slot.labels_pageable.resize(largest);
+      slot.images = slot.images_pageable.data();
+      slot.labels = slot.labels_pageable.data();
+    }
+    st.free.push_back(i);
+  }
+  st.worker = std::thread([this] { work(); });
 }
 
 BatchPrefetcher::~BatchPrefetcher() {
+  State& st = *state_;
   {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    state_->stop = true;
+    std::lock_guard<std::mutex> lock(st.mutex);
+    st.stop = true;
   }
-  state_->cv.notify_all();
-  state_->worker.join();
+  st.cv.notify_all();
+  st.worker.join();
+  for (Slot& slot : st.slots) {
+    if (!st.pinned) continue;
+    if (slot.pending_upload) {
+      try {
+        cuda_bridge::event_synchronize(slot.uploaded);
+      } catch (const Error&) {
+      }
+    }
+    cuda_bridge::event_destroy(slot.uploaded);
+    cuda_bridge::host_free_pinned(slot.images);
+    cuda_bridge::host_free_pinned(slot.labels);
+  }
 }
 
 void BatchPrefetcher::work() {
+  State& st = *state_;
   const int64_t sz = data_.image_size();
-  for (const auto& idx : batches_) {
-    HostBatch hb;
-    hb.count = int64_t(idx.size());
-    hb.images.resize(size_t(hb.count * sz));
-    hb.labels.resize(idx.size());
-    for (size_t i = 0; i < idx.size(); ++i) {
-      std::memcpy(hb.images.data() + int64_t(i) * sz, data_.images.data() + idx[i] * sz,
-                  sizeof(float) * size_t(sz));
-      hb.labels[i] = data_.labels[size_t(idx[i])];
+  try {
+    for (const auto& idx : batches_) {
+      int s = -1;
+      {
+        std::unique_lock<std::mutex> lock(st.mutex);
+        st.cv.wait(lock, [&] { return st.stop || !st.free.empty(); });
+        if (st.stop) return;
+        s = st.free.front();
+        st.free.pop_front();
+      }
+      Slot& slot = st.slots[s];
+      if (slot.pending_upload) {  // the copy out of this buffer must have finished
+        cuda_bridge::event_synchronize(slot.uploaded);
+        slot.pending_upload = false;
+      }
+      slot.count = int64_t(idx.size());
+      for (size_t i = 0; i < idx.size(); ++i) {
+        std::memcpy(slot.images + int64_t(i) * sz, data_.images.data() + idx[i] * sz,
+                    sizeof(float) * size_t(sz));
+        slot.labels[i] = data_.labels[size_t(idx[i])];
+      }
+      std::lock_guard<std::mutex> lock(st.mutex);
+      st.ready.push_back(s);
+      st.cv.notify_all();
     }
-    std::unique_lock<std::mutex> lock(state_->mutex);
-    state_->cv.wait(lock, [&] { return state_->stop || state_->ready.size() < 2; });
-    if (state_->stop) return;
-    state_->ready.push_back(std::move(hb));
-    state_->cv.notify_all();
+  } catch (const Error& e) {
+    std::lock_guard<std::mutex> lock(st.mutex);
+    st.error = e.what();
+    st.cv.notify_all();
   }
 }
 
 Batch BatchPrefetcher::next(Context& ctx) {
   CUDARTS_CHECK(!done(), "BatchPrefetcher: all ", batches_.size(), " batches already taken");
-  HostBatch hb;
+  State& st = *state_;
+  int s = -1;
   {
-    std::unique_lock<std::mutex> lock(state_->mutex);
-    state_->cv.wait(lock, [&] { return !state_->ready.empty(); });
-    hb = std::move(state_->ready.front());
-    state_->ready.pop_front();
+    std::unique_lock<std::mutex> lock(st.mutex);
+    st.cv.wait(lock, [&] { return !st.ready.empty() || !st.error.empty(); });
+    CUDARTS_CHECK(st.error.empty(), "BatchPrefetcher: ", st.error);
+    s = st.ready.front();
+    st.ready.pop_front();
   }
-  state_->cv.notify_all();
+  Slot& slot = st.slots[s];
+  const int64_t n = slot.count;
+  Batch b{Tensor::empty(ctx, Shape{n, data_.c, data_.h, data_.w}),
+          Tensor::empty(ctx, Shape{n}, DType::I32)};
+  ctx.backend().copy_bytes(b.images.raw(), b.images.device(), slot.images, Device::cpu(),
+                           b.images.nbytes());
+  ctx.backend().copy_bytes(b.labels.raw(), b.labels.device(), slot.labels, Device::cpu(),
+                           b.labels.nbytes());
+  if (st.pinned) {
+    cuda_bridge::event_record(slot.uploaded, ctx.stream());
+    slot.pending_upload = true;
+  }
+  {
+    std::lock_guard<std::mutex> lock(st.mutex);
+    st.free.push_back(s);
+  }
+  st.cv.notify_all();
   ++taken_;
-  return {Tensor::from_vector(ctx, Shape{hb.count, data_.c, data_.h, data_.w}, hb.images),
-          Tensor::from_vector_i32(ctx, Shape{hb.count}, hb.labels)};
+  return b;
 }
 
 }  // namespace cudarts
