@@ -234,6 +234,20 @@ TEST(MixedOpDeterministic, SumsTopKWithoutWeights) {
   EXPECT_EQ(op.alpha().grad.to_vector(), std::vector<float>(kK, 0.0f));  // no alpha gradient
   EXPECT_EQ(op.candidate(0).own_parameters()[0]->grad.to_vector(), std::vector<float>(9, 0.0f));
   EXPECT_NE(op.candidate(1).own_parameters()[0]->grad.to_vector(), std::vector<float>(9, 0.0f));
+
+  // The selection is fixed on entering deterministic mode (no alpha read per call) and
+  // re-derived when the mode is entered again.
+  Tensor b = Tensor::from_vector(ctx, Shape{kK}, {0.9f, 0.1f, 0.8f, -1.0f, 0.2f});
+  ops::copy(ctx, b, op.alpha().value);
+  EXPECT_TRUE(test::all_close(op.forward(ctx, x, Mode::Eval).to_vector(), want, 1e-5, 1e-5));
+  op.set_sampling(Sampling::Stochastic);
+  op.set_sampling(Sampling::Deterministic);
+  std::vector<double> want2(xv.size(), 0.0);
+  for (int i : {0, 2}) {
+    const auto o = pointwise(op.candidate(i).own_parameters()[0]->value.to_vector(), xv);
+    for (size_t j = 0; j < o.size(); ++j) want2[j] += o[j];
+  }
+  EXPECT_TRUE(test::all_close(op.forward(ctx, x, Mode::Eval).to_vector(), want2, 1e-5, 1e-5));
 }
 
 TEST(MixedOpBinary, ScoredOpsKeepBatchNormStatisticsAndGetNoWeightGradient) {

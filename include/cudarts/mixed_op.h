@@ -56,7 +56,9 @@ class MixedOp : public Layer, public StepHook {
   Layer& candidate(int i) { return *candidates_.at(size_t(i)); }
   Parameter& alpha() { return *alpha_; }
 
-  void set_sampling(Sampling s) { sampling_ = s; }
+  // Entering Deterministic fixes the derived ops (top-num_on of alpha, read once from the
+  // device); call it again after changing alpha to re-derive.
+  void set_sampling(Sampling s);
   Sampling sampling() const { return sampling_; }
   // softmax(alpha) and the derived top-num_on indices (reads alpha to the host).
   std::vector<float> probabilities() const;
@@ -98,6 +100,7 @@ class MixedOp : public Layer, public StepHook {
   std::vector<std::unique_ptr<Layer>> candidates_;
   Parameter* alpha_ = nullptr;
   Sampling sampling_ = Sampling::Stochastic;
+  std::vector<int> derived_cache_;  // the ops of deterministic calls (empty: derive again)
 
   // Ranking for the next / current stochastic step.
   std::vector<int> ranking_host_;

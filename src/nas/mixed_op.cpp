@@ -126,6 +126,11 @@ std::vector<int> MixedOp::derived() const {
   return idx;
 }
 
+void MixedOp::set_sampling(Sampling s) {
+  if (s != sampling_) derived_cache_.clear();
+  sampling_ = s;
+}
+
 void MixedOp::set_ranking(std::vector<int> host, Tensor device) {
   CUDARTS_CHECK(int(host.size()) == num_candidates() && device.numel() == num_candidates(), label(),
                 ": a ranking of ", host.size(), " entries for ", num_candidates(), " candidates");
@@ -186,7 +191,8 @@ Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   if (train) release_saved_impl();
   deterministic_pass_ = sampling_ == Sampling::Deterministic;
   if (deterministic_pass_) {
-    const std::vector<int> on = derived();
+    if (derived_cache_.empty()) derived_cache_ = derived();  // one host read per switch
+    const std::vector<int> on = derived_cache_;
     Tensor y = forward_sum(ctx, x, mode, on);
     if (train) {
       active_ = on;

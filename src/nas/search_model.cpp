@@ -190,6 +190,11 @@ void SearchModel::load_architecture(Context& ctx, const std::string& path) {
     Tensor src = Tensor::from_vector(ctx, Shape{int64_t(v.size())}, v);
     ops::copy(ctx, src, m->alpha().value);
   }
+  for (auto& [name, m] : mixed_ops_) {  // re-derive deterministic selections from the new alphas
+    const Sampling s = m->sampling();
+    m->set_sampling(s == Sampling::Deterministic ? Sampling::Stochastic : s);
+    m->set_sampling(s);
+  }
 }
 
 void SearchModel::attach_architecture_optimizer(Optimizer& optimizer) {
