@@ -5,22 +5,7 @@
 namespace cudarts {
 namespace {
 
-// Runs f, expects cudarts::Error, and checks that every fragment appears in the message.
-template <class F>
-::testing::AssertionResult throws_with(F f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const char* frag : fragments)
-      if (msg.find(frag) == std::string::npos)
-        return ::testing::AssertionFailure() << "message lacks '" << frag << "': " << msg;
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-cudarts exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
+using test::throws_with;
 
 TEST(BadInput, LayerShapeMismatchNamesLayerAndShapes) {
   Context ctx;

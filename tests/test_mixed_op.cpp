@@ -446,19 +446,7 @@ INSTANTIATE_TEST_SUITE_P(Types, PlantedArchitecture,
                            return std::string(mixed_op_type_name(i.param.type));
                          });
 
-template <class F>
-::testing::AssertionResult throws_with(F f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const char* frag : fragments)
-      if (msg.find(frag) == std::string::npos)
-        return ::testing::AssertionFailure() << "message lacks '" << frag << "': " << msg;
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
+using test::throws_with;
 
 TEST(MixedOpBadInput, ConstructionAndFirstCallErrors) {
   Context ctx;

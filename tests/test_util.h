@@ -58,6 +58,23 @@ inline ::testing::AssertionResult all_close(const std::vector<float>& got,
   return ::testing::AssertionSuccess();
 }
 
+// Runs f, expects cudarts::Error, and checks that every fragment appears in the message.
+template <class F>
+::testing::AssertionResult throws_with(F f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const char* frag : fragments)
+      if (msg.find(frag) == std::string::npos)
+        return ::testing::AssertionFailure() << "message lacks '" << frag << "': " << msg;
+    return ::testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw a non-cudarts exception: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
+
 // GTEST_SKIP with the reason, when no GPU is usable. Use at the top of GPU-only tests.
 #define CUDARTS_REQUIRE_GPU()                                                                \
   do {                                                                                       \
