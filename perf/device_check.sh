@@ -32,9 +32,9 @@ for d in /usr/local/cuda /usr $(python3 -c "import nvidia.cudnn, os; print(os.pa
 done
 echo "cuDNN: ${CUDNN:-not found}" >> "$OUT/machine.txt"
 DEPS=()
-if [ -d "$ROOT/.deps/root" ]; then
-  DEPS=(-DCMAKE_PREFIX_PATH="$ROOT/.deps/root/usr" -DOPENBLAS_ROOT="$ROOT/.deps/root")
-  export LD_LIBRARY_PATH="$ROOT/.deps/root/usr/lib/x86_64-linux-gnu/openblas-pthread:$ROOT/.deps/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+if [ -d "$ROOT/.deps/root" ]; then  # carried by scripts/device_deps.sh: GTest, JSON, CLI11, zlib
+  DEPS=(-DCMAKE_PREFIX_PATH="$ROOT/.deps/root/usr")
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$ROOT/.deps/root/lib/x86_64-linux-gnu"
 fi
 DATA=/usr/share/datasets/fashion-mnist
 [ -d "$ROOT/.deps/fashion-mnist" ] && DATA=$ROOT/.deps/fashion-mnist

@@ -31,5 +31,19 @@ void copy_to_host(void*, const void*, size_t, int) {
 void device_synchronize(int) {
   missing();
 }
+void* host_alloc_pinned(size_t) {
+  missing();
+}
+void host_free_pinned(void*) noexcept {}
+void* event_create(int) {
+  missing();
+}
+void event_destroy(void*) noexcept {}
+void event_record(void*, void*) {
+  missing();
+}
+void event_synchronize(void*) {
+  missing();
+}
 
 }  // namespace cudarts::cuda_bridge

@@ -1,7 +1,6 @@
 // CPU reference: memory, elementwise, linear, concat/split, loss and optimizer ops.
 #include "cpu/cpu_backend.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -18,16 +17,9 @@ std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<Allocator> allocator) 
 
 namespace cpu {
 
-void sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-           const float* b, int ldb, float beta, float* c, int ldc) {
-  if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
 CpuBackend::CpuBackend(std::shared_ptr<Allocator> allocator) : allocator_(std::move(allocator)) {
   // Parallelism comes from OpenMP over the batch; each GEMM call runs on one thread.
-  openblas_set_num_threads(1);
+  gemm_single_threaded();
 }
 
 void CpuBackend::copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,

@@ -8,9 +8,12 @@
 
 namespace cudarts::cpu {
 
-// Row-major C (m x n) = alpha op(A) op(B) + beta C.
+// Row-major C (m x n) = alpha op(A) op(B) + beta C: OpenBLAS when built with it, else the
+// built-in loops (src/cpu/gemm.cpp).
 void sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
            const float* b, int ldb, float beta, float* c, int ldc);
+// Makes each sgemm call run on the calling thread (OpenMP parallelises over the batch).
+void gemm_single_threaded();
 
 class CpuBackend final : public Backend {
  public:
