@@ -125,7 +125,8 @@ class CudaBackend final : public Backend {
  private:
   // At least `bytes` of cuDNN workspace on the device; grows, never shrinks.
   void* workspace(size_t bytes);
-  // Device vector (2 C): C ones then C zeros, the scale/bias cuDNN needs when BN has no affine.
+  // Device block: C ones at 0, C zeros at the next 256-byte boundary (cudnn_ops.cu,
+  // second_half), the scale/bias cuDNN needs when BN has no affine parameters.
   const float* bn_ones_zeros(int64_t channels);
 
   int device_;

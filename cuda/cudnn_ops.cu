@@ -232,9 +232,17 @@ const CudaBackend::ConvPlan& conv_plan(std::map<CudaBackend::ConvKey, CudaBacken
 
 // ------------------------------------------------------------------ batch norm / pooling
 
-// p[0, c) = 1, p[c, 2c) = 0: cuDNN's scale and bias for a BN without affine parameters.
-__global__ void ones_then_zeros_kernel(float* p, int64_t c) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < 2 * c;
+// Offset (in floats) of the second per-channel vector in a pair of C-vectors sharing one block:
+// rounded up to 256 bytes, so both halves are as aligned as a fresh allocation (with c = 3 a
+// plain `p + c` would hand cuDNN a pointer that is only 4-byte aligned).
+int64_t second_half(int64_t c) {
+  return (c + 63) / 64 * 64;
+}
+
+// p[0, c) = 1, p[second_half(c), + c) = 0 (gap: 0): cuDNN's scale and bias for a BN without
+// affine parameters.
+__global__ void ones_then_zeros_kernel(float* p, int64_t c, int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x)
     p[i] = i < c ? 1.0f : 0.0f;
 }
@@ -277,10 +285,11 @@ void* CudaBackend::workspace(size_t bytes) {
 const float* CudaBackend::bn_ones_zeros(int64_t channels) {
   auto it = bn_ones_zeros_.find(channels);
   if (it == bn_ones_zeros_.end()) {
-    Buffer b(allocator_, size_t(2 * channels) * sizeof(float));
-    const int64_t blocks = std::min<int64_t>((2 * channels + kFillBlock - 1) / kFillBlock, 1024);
+    const int64_t total = second_half(channels) + channels;
+    Buffer b(allocator_, size_t(total) * sizeof(float));
+    const int64_t blocks = std::min<int64_t>((total + kFillBlock - 1) / kFillBlock, 1024);
     ones_then_zeros_kernel<<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kFillBlock, 0,
-                             stream_>>>(static_cast<float*>(b.data()), channels);
+                             stream_>>>(static_cast<float*>(b.data()), channels, total);
     CUDARTS_LAUNCH_CHECK("ones_then_zeros_kernel", "(", channels, " channels)");
     it = bn_ones_zeros_.emplace(channels, std::move(b)).first;
   }
@@ -373,7 +382,7 @@ void CudaBackend::batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, cons
                       "(x ", x.shape(), ")");
   const float* defaults = gamma ? nullptr : bn_ones_zeros(c);
   const float* scale = gamma ? gamma->data() : defaults;
-  const float* shift = beta ? beta->data() : defaults + c;
+  const float* shift = beta ? beta->data() : defaults + second_half(c);
   CUDARTS_CUDNN_CHECK(
       cudnnBatchNormalizationForwardTraining(
           cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd.get(), x.data(), xd.get(), y.data(),
@@ -397,7 +406,7 @@ void CudaBackend::batchnorm_fwd_infer(const Tensor& x, const Tensor* gamma, cons
                       "(x ", x.shape(), ")");
   const float* defaults = gamma ? nullptr : bn_ones_zeros(c);
   const float* scale = gamma ? gamma->data() : defaults;
-  const float* shift = beta ? beta->data() : defaults + c;
+  const float* shift = beta ? beta->data() : defaults + second_half(c);
   CUDARTS_CUDNN_CHECK(
       cudnnBatchNormalizationForwardInference(
           cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd.get(), x.data(), xd.get(), y.data(),
@@ -421,9 +430,9 @@ void CudaBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor*
   float* dscale = dgamma ? dgamma->data() : nullptr;
   float* dshift = dbeta ? dbeta->data() : nullptr;
   if (!dgamma) {
-    scratch.emplace(allocator_, size_t(2 * c) * sizeof(float));
+    scratch.emplace(allocator_, size_t(second_half(c) + c) * sizeof(float));
     dscale = static_cast<float*>(scratch->data());
-    dshift = dscale + c;
+    dshift = dscale + second_half(c);
   }
   const float* param_beta = dgamma ? &kOne : &kZero;  // the scratch pair is not read
   CUDARTS_CUDNN_CHECK(

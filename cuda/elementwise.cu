@@ -59,11 +59,14 @@ __global__ void random_words_kernel(int32_t* out, uint64_t seed, uint64_t offset
     out[i] = static_cast<int32_t>(philox_word(seed, offset, 0, uint64_t(i)));
 }
 
+// low + (high - low) u with two roundings, as the CPU twin: nvcc would otherwise contract the
+// multiply-add into one FMA, and the parity test compares these draws bit for bit.
 __global__ void random_uniform_kernel(float* out, uint64_t seed, uint64_t offset, float low,
                                       float high, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = low + (high - low) * philox_uniform(philox_word(seed, offset, 0, uint64_t(i)));
+    out[i] = __fadd_rn(
+        low, __fmul_rn(high - low, philox_uniform(philox_word(seed, offset, 0, uint64_t(i)))));
 }
 
 }  // namespace

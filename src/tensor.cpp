@@ -157,8 +157,12 @@ Tensor Tensor::to(Context& dst) const {
       cuda_bridge::copy_to_host(t.raw(), raw(), nbytes(), device().index);
       return t;
     }
-    // Work queued on another context's stream must be finished before dst reads it.
+    // Work queued on another context's stream must be finished before dst reads it, and the
+    // copy must be finished before this tensor's buffer can return to its allocator.
     cuda_bridge::device_synchronize(device().index);
+    dst.backend().copy_bytes(t.raw(), t.device(), raw(), device(), nbytes());
+    dst.synchronize();
+    return t;
   }
   dst.backend().copy_bytes(t.raw(), t.device(), raw(), device(), nbytes());
   return t;

@@ -156,7 +156,7 @@ class EvalNetwork final : public Layer {
 
  private:
   Tensor run(Context& ctx, const Tensor& x, Mode mode, Tensor* aux);
-  void run_backward(Context& ctx, const Tensor& dy, const Tensor* daux);
+  Tensor run_backward(Context& ctx, const Tensor& dy, const Tensor* daux);
 
   EvalConfig config_;
   std::unique_ptr<Sequential> stem_;
@@ -167,7 +167,6 @@ class EvalNetwork final : public Layer {
   std::unique_ptr<GlobalAvgPool> gap_;
   std::unique_ptr<Linear> classifier_;
   bool aux_used_ = false;
-  Tensor stem_grad_;
 };
 
 }  // namespace cudarts::darts

@@ -205,9 +205,6 @@ void check_config(const Checkpoint& c, const json& config, const RunOptions& run
                 c.meta.at("config").dump(), "\n  current: ", config.dump());
 }
 
-std::vector<std::vector<float>> to_rows(const std::vector<std::vector<float>>& v) {
-  return v;
-}
 
 // ---------------------------------------------------------------- evaluation
 struct EvalResult {
@@ -423,7 +420,7 @@ RunResult run_search(const SearchOptions& o) {
                  {"seconds", seconds},
                  {"peak_bytes", ctx.allocator().stats().peak_bytes},
                  {"lr", schedule.lr(epoch)},
-                 {"alphas", {{"normal", to_rows(normal)}, {"reduce", to_rows(reduce)}}}};
+                 {"alphas", {{"normal", normal}, {"reduce", reduce}}}};
     append_log(o.run, line);
     write_file_atomic(path_in(o.run, "summary.txt"), model.architecture_summary());
     write_file_atomic(path_in(o.run, "genotype.json"), genotype.to_json() + "\n");

@@ -433,7 +433,7 @@ Tensor EvalNetwork::run(Context& ctx, const Tensor& x, Mode mode, Tensor* aux) {
   return classifier_->forward(ctx, gap_->forward(ctx, last, mode), mode);
 }
 
-void EvalNetwork::run_backward(Context& ctx, const Tensor& dy, const Tensor* daux) {
+Tensor EvalNetwork::run_backward(Context& ctx, const Tensor& dy, const Tensor* daux) {
   Tensor d = gap_->backward(ctx, classifier_->backward(ctx, dy));
   Tensor ds = backward_cells(ctx, cells_, std::move(d), [&](int i, GradSum& g) {
     if (aux_used_ && i == aux_cell_) {
@@ -443,7 +443,7 @@ void EvalNetwork::run_backward(Context& ctx, const Tensor& dy, const Tensor* dau
       g.add(ctx, aux_head_->backward(ctx, *daux));
     }
   });
-  stem_grad_ = stem_->backward(ctx, ds);
+  return stem_->backward(ctx, ds);
 }
 
 std::pair<Tensor, Tensor> EvalNetwork::forward_train(Context& ctx, const Tensor& x) {
@@ -453,8 +453,7 @@ std::pair<Tensor, Tensor> EvalNetwork::forward_train(Context& ctx, const Tensor&
 }
 
 void EvalNetwork::backward_train(Context& ctx, const Tensor& dlogits, const Tensor& daux) {
-  run_backward(ctx, dlogits, daux.defined() ? &daux : nullptr);
-  stem_grad_ = Tensor();
+  run_backward(ctx, dlogits, daux.defined() ? &daux : nullptr);  // input gradient unused
 }
 
 Tensor EvalNetwork::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
@@ -462,8 +461,7 @@ Tensor EvalNetwork::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
 }
 
 Tensor EvalNetwork::backward_impl(Context& ctx, const Tensor& dy) {
-  run_backward(ctx, dy, nullptr);
-  return std::move(stem_grad_);
+  return run_backward(ctx, dy, nullptr);
 }
 
 void EvalNetwork::release_saved_impl() {
