@@ -1,5 +1,7 @@
 // Tensor, Shape, Context and the caching allocator: views share storage, copies are
 // explicit, statistics count what the allocator did.
+#include <map>
+
 #include "test_util.h"
 
 namespace cudarts {
@@ -120,6 +122,51 @@ TEST(Allocator, SteadyStateLoopStopsAllocating) {
   for (int i = 0; i < 5; ++i) step();
   EXPECT_EQ(ctx.allocator().stats().num_allocations, after_first);
   EXPECT_EQ(ctx.allocator().stats().current_bytes, 0u);
+}
+
+// An allocator whose system allocation fails above a budget: the error must state the bytes
+// requested, the bytes in use and the peak (the same code path serves cudaMalloc failures).
+class TinyAllocator final : public Allocator {
+ public:
+  TinyAllocator() : Allocator(Device::cpu()) {}
+  ~TinyAllocator() override { release_all(); }
+  size_t raw_in_use = 0;
+  std::map<void*, size_t> sizes;
+
+ protected:
+  void* raw_allocate(size_t bytes) override {
+    CUDARTS_CHECK(raw_in_use + bytes <= 8192, "system allocation of ", bytes, " bytes failed");
+    raw_in_use += bytes;
+    void* p = std::malloc(bytes);
+    sizes[p] = bytes;
+    return p;
+  }
+  void raw_free(void* ptr) noexcept override {
+    raw_in_use -= sizes[ptr];
+    sizes.erase(ptr);
+    std::free(ptr);
+  }
+};
+
+TEST(Allocator, OutOfMemoryNamesRequestInUseAndPeak) {
+  TinyAllocator a;
+  void* p = a.allocate(4096);
+  try {
+    a.allocate(6000);
+    ADD_FAILURE() << "expected out of memory";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const char* frag : {"out of memory on cpu", "requested 6000 bytes", "4096 bytes in use",
+                             "peak 4096 bytes", "system allocation of 6144 bytes failed"})
+      EXPECT_NE(msg.find(frag), std::string::npos) << "'" << frag << "' missing from: " << msg;
+  }
+  // Before giving up the allocator returns its cache to the system: with the 4096-byte block
+  // freed into the cache, a 6000-byte request succeeds.
+  a.deallocate(p, 4096);
+  void* q = a.allocate(6000);
+  EXPECT_NE(q, nullptr);
+  EXPECT_EQ(a.stats().num_frees, 1u);
+  a.deallocate(q, 6000);
 }
 
 TEST(Allocator, TensorsReturnMemoryWhenDestroyed) {
