@@ -67,7 +67,7 @@ def plot_alphas(rows, kind, out, plt):
         for k, name in enumerate(PRIMITIVES):
             ax.plot(epochs, [r["alphas"][kind][e][k] for r in rows], label=name)
         ax.set_title("%s edge %d" % (kind, e), fontsize=9)
-        ax.set_ylim(0, None)
+        ax.axhline(1.0 / len(PRIMITIVES), color="lightgray", linewidth=0.8)  # uniform
         ax.tick_params(labelsize=7)
     for e in range(edges, len(axes) * cols):
         axes[e // cols][e % cols].axis("off")
