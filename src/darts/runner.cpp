@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "cudarts/checkpoint.h"
 #include "cudarts/darts_run.h"
@@ -205,6 +206,35 @@ void check_config(const Checkpoint& c, const json& config, const RunOptions& run
                 c.meta.at("config").dump(), "\n  current: ", config.dump());
 }
 
+using NamedOptimizers = std::vector<std::pair<std::string, Optimizer*>>;
+
+// What every run's checkpoint holds: weights and buffers, optimizer states, the partial-epoch
+// metrics, the position (epoch, step), the RNG offset and the configuration.
+void put_common(Checkpoint& c, Context& ctx, Layer& net, const NamedOptimizers& opts,
+                const Metrics& m, int epoch, int64_t step, const json& config) {
+  put_model(c, net);
+  for (auto& [prefix, o] : opts) put_optimizer(c, prefix, *o);
+  put_metrics(c, m);
+  c.meta["epoch"] = epoch;
+  c.meta["step"] = step;
+  c.meta["rng_offset"] = ctx.rng_offset();
+  c.meta["config"] = config;
+}
+
+// Restores what put_common saved; returns the position to continue from and drops log lines
+// of epochs the checkpoint does not cover.
+std::pair<int, int64_t> get_common(Context& ctx, const Checkpoint& c, Layer& net,
+                                   const NamedOptimizers& opts, Metrics& m, const RunOptions& run,
+                                   const json& config) {
+  check_config(c, config, run);
+  get_model(ctx, c, net);
+  for (auto& [prefix, o] : opts) get_optimizer(ctx, c, prefix, *o);
+  get_metrics(ctx, c, m);
+  const int epoch = c.meta.at("epoch").get<int>();
+  ctx.set_rng_state(run.seed, c.meta.at("rng_offset").get<uint64_t>());
+  truncate_log(run, epoch);
+  return {epoch, c.meta.at("step").get<int64_t>()};
+}
 
 // ---------------------------------------------------------------- evaluation
 struct EvalResult {
@@ -307,9 +337,9 @@ RunResult run_search(const SearchOptions& o) {
   int64_t start_step = 0;
   Metrics metrics(ctx);
   Checkpoint ck;
+  const NamedOptimizers opts{{"opt_w/", &w_opt}, {"opt_a/", &a_opt}};
   if (o.run.resume && Checkpoint::load(o.run, ck)) {
-    check_config(ck, config, o.run);
-    get_model(ctx, ck, net);
+    std::tie(start_epoch, start_step) = get_common(ctx, ck, net, opts, metrics, o.run, config);
     {
       Tensor alphas = model.alphas().share();
       ck.get(ctx, "arch/alphas", alphas);
@@ -321,13 +351,6 @@ RunResult run_search(const SearchOptions& o) {
       copy_from_host(ctx, it->second, t, "ma/" + name);
       m->set_moving_averages(std::move(t));
     }
-    get_optimizer(ctx, ck, "opt_w/", w_opt);
-    get_optimizer(ctx, ck, "opt_a/", a_opt);
-    get_metrics(ctx, ck, metrics);
-    start_epoch = ck.meta.at("epoch").get<int>();
-    start_step = ck.meta.at("step").get<int64_t>();
-    ctx.set_rng_state(o.run.seed, ck.meta.at("rng_offset").get<uint64_t>());
-    truncate_log(o.run, start_epoch);
     if (!o.run.quiet)
       std::printf("darts_search: resuming at epoch %d step %lld\n", start_epoch + 1,
                   (long long)start_step);
@@ -337,17 +360,10 @@ RunResult run_search(const SearchOptions& o) {
 
   auto save_checkpoint = [&](int epoch, int64_t step) {
     Checkpoint c;
-    put_model(c, net);
+    put_common(c, ctx, net, opts, metrics, epoch, step, config);
     c.put("arch/alphas", model.alphas());
     for (auto& [name, m] : model.mixed_ops())
       if (m->moving_averages().defined()) c.put("ma/" + name, m->moving_averages());
-    put_optimizer(c, "opt_w/", w_opt);
-    put_optimizer(c, "opt_a/", a_opt);
-    put_metrics(c, metrics);
-    c.meta["epoch"] = epoch;
-    c.meta["step"] = step;
-    c.meta["rng_offset"] = ctx.rng_offset();
-    c.meta["config"] = config;
     c.save(o.run);
   };
 
@@ -493,25 +509,12 @@ RunResult run_train(const TrainOptions& o) {
   int64_t start_step = 0;
   Metrics metrics(ctx);
   Checkpoint ck;
-  if (o.run.resume && Checkpoint::load(o.run, ck)) {
-    check_config(ck, config, o.run);
-    get_model(ctx, ck, net);
-    get_optimizer(ctx, ck, "opt/", opt);
-    get_metrics(ctx, ck, metrics);
-    start_epoch = ck.meta.at("epoch").get<int>();
-    start_step = ck.meta.at("step").get<int64_t>();
-    ctx.set_rng_state(o.run.seed, ck.meta.at("rng_offset").get<uint64_t>());
-    truncate_log(o.run, start_epoch);
-  }
+  const NamedOptimizers opts{{"opt/", &opt}};
+  if (o.run.resume && Checkpoint::load(o.run, ck))
+    std::tie(start_epoch, start_step) = get_common(ctx, ck, net, opts, metrics, o.run, config);
   auto save_checkpoint = [&](int epoch, int64_t step) {
     Checkpoint c;
-    put_model(c, net);
-    put_optimizer(c, "opt/", opt);
-    put_metrics(c, metrics);
-    c.meta["epoch"] = epoch;
-    c.meta["step"] = step;
-    c.meta["rng_offset"] = ctx.rng_offset();
-    c.meta["config"] = config;
+    put_common(c, ctx, net, opts, metrics, epoch, step, config);
     c.save(o.run);
   };
   if (!o.run.quiet && start_epoch == 0 && start_step == 0)
