@@ -28,6 +28,8 @@ struct Dataset {
   std::vector<float> images;
   std::vector<int32_t> labels;
   int64_t image_size() const { return c * h * w; }
+  // Everything but the images and labels (name, sizes, classes, background).
+  Dataset metadata() const;
   // The examples [begin, end) as a new dataset.
   Dataset subset(int64_t begin, int64_t end) const;
   // Images zero-padded (with `value`, e.g. the normalised background) to size x size, centred.

@@ -81,16 +81,22 @@ IdxArray read_idx(const std::string& path) {
   return a;
 }
 
-Dataset Dataset::subset(int64_t begin, int64_t end) const {
-  CUDARTS_CHECK(0 <= begin && begin <= end && end <= n, "Dataset '", name, "': subset [", begin,
-                ", ", end, ") out of range [0, ", n, ")");
+Dataset Dataset::metadata() const {
   Dataset d;
   d.name = name;
-  d.background = background;
+  d.n = n;
   d.c = c;
   d.h = h;
   d.w = w;
   d.num_classes = num_classes;
+  d.background = background;
+  return d;
+}
+
+Dataset Dataset::subset(int64_t begin, int64_t end) const {
+  CUDARTS_CHECK(0 <= begin && begin <= end && end <= n, "Dataset '", name, "': subset [", begin,
+                ", ", end, ") out of range [0, ", n, ")");
+  Dataset d = metadata();
   d.n = end - begin;
   d.images.assign(images.begin() + begin * image_size(), images.begin() + end * image_size());
   d.labels.assign(labels.begin() + begin, labels.begin() + end);

@@ -18,14 +18,9 @@ Dataset Dataset::padded(int64_t size, float value) const {
   CUDARTS_CHECK(size >= h && size >= w, "Dataset '", name, "': cannot pad ", h, "x", w, " to ",
                 size, "x", size);
   if (size == h && size == w) return *this;
-  Dataset d;
-  d.name = name;
-  d.n = n;
-  d.c = c;
+  Dataset d = metadata();
   d.h = size;
   d.w = size;
-  d.num_classes = num_classes;
-  d.background = background;
   d.labels = labels;
   d.images.assign(size_t(n * c * size * size), value);
   const int64_t top = (size - h) / 2, left = (size - w) / 2;
