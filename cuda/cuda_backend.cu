@@ -17,8 +17,15 @@ CudaAllocator::~CudaAllocator() {
 
 void* CudaAllocator::raw_allocate(size_t bytes) {
   void* p = nullptr;
-  CUDARTS_CUDA_CHECK(cudaSetDevice(device().index));
-  CUDARTS_CUDA_CHECK(cudaMalloc(&p, bytes), "(", bytes, " bytes on ", device().str(), ")");
+  // A cache miss while a StepGraph captures is intended (the block joins the graph's pool
+  // and stays reserved for it), but cudaMalloc counts as capture-unsafe in the thread-local
+  // mode the capture uses: relax the mode of this thread around the call.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  CUDARTS_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+  cudaError_t set = cudaSetDevice(device().index);
+  cudaError_t err = set == cudaSuccess ? cudaMalloc(&p, bytes) : set;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  CUDARTS_CUDA_CHECK(err, "(cudaMalloc of ", bytes, " bytes on ", device().str(), ")");
   return p;
 }
 
@@ -133,6 +140,44 @@ void event_record(void* event, void* stream) {
 
 void event_synchronize(void* event) {
   CUDARTS_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
+}
+
+void graph_begin_capture(void* stream) {
+  CUDARTS_CUDA_CHECK(cudaStreamBeginCapture(static_cast<cudaStream_t>(stream),
+                                            cudaStreamCaptureModeThreadLocal),
+                     "(StepGraph::capture)");
+}
+
+void* graph_end_capture(void* stream, int64_t* nodes) {
+  cudaGraph_t graph = nullptr;
+  CUDARTS_CUDA_CHECK(cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &graph),
+                     "(StepGraph::capture: the captured work used an operation that cannot be "
+                     "captured)");
+  size_t count = 0;
+  cudaError_t err = cudaGraphGetNodes(graph, nullptr, &count);
+  cudaGraphExec_t exec = nullptr;
+  if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);  // the executable graph does not need it
+  CUDARTS_CUDA_CHECK(err, "(StepGraph::capture: instantiating a graph of ", count, " nodes)");
+  *nodes = static_cast<int64_t>(count);
+  return exec;
+}
+
+void graph_abort_capture(void* stream) noexcept {
+  cudaGraph_t graph = nullptr;
+  cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &graph);
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // clear the (non-sticky) error the failed capture left
+}
+
+void graph_launch(void* exec, void* stream) {
+  CUDARTS_CUDA_CHECK(
+      cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), static_cast<cudaStream_t>(stream)),
+      "(StepGraph::replay)");
+}
+
+void graph_destroy(void* exec) noexcept {
+  if (exec) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
 }
 
 }  // namespace cuda_bridge

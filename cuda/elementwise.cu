@@ -20,6 +20,10 @@ __global__ void fill_i32_kernel(int32_t* out, int32_t value, int64_t n) {
     out[i] = value;
 }
 
+__global__ void set_words_kernel(uint32_t* out, Words8 w) {
+  if (threadIdx.x < unsigned(w.n)) out[threadIdx.x] = w.words[threadIdx.x];
+}
+
 // y = max(x, 0)
 __global__ void relu_fwd_kernel(const float* x, float* y, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -53,7 +57,8 @@ __global__ void axpy_kernel(float alpha, const float* x, float* y, int64_t n) {
     y[i] += alpha * x[i];
 }
 
-__global__ void random_words_kernel(int32_t* out, uint64_t seed, uint64_t offset, int64_t n) {
+__global__ void random_words_kernel(int32_t* out, uint64_t seed, uint64_t offset, const uint64_t* shift, int64_t n) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     out[i] = static_cast<int32_t>(philox_word(seed, offset, 0, uint64_t(i)));
@@ -61,8 +66,9 @@ __global__ void random_words_kernel(int32_t* out, uint64_t seed, uint64_t offset
 
 // low + (high - low) u with two roundings, as the CPU twin: nvcc would otherwise contract the
 // multiply-add into one FMA, and the parity test compares these draws bit for bit.
-__global__ void random_uniform_kernel(float* out, uint64_t seed, uint64_t offset, float low,
+__global__ void random_uniform_kernel(float* out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
                                       float high, int64_t n) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     out[i] = __fadd_rn(
@@ -83,6 +89,11 @@ void CudaBackend::fill_i32(Tensor& t, int32_t value) {
   if (n == 0) return;
   fill_i32_kernel<<<grid_for(n), kBlock, 0, stream_>>>(t.data_i32(), value, n);
   CUDARTS_LAUNCH_CHECK("fill_i32_kernel", t.describe());
+}
+
+void CudaBackend::set_words(Tensor& t, const Words8& w) {
+  set_words_kernel<<<1, 8, 0, stream_>>>(static_cast<uint32_t*>(t.raw()), w);
+  CUDARTS_LAUNCH_CHECK("set_words_kernel", t.describe(), " (", w.n, " words)");
 }
 
 void CudaBackend::relu_fwd(const Tensor& x, Tensor& y) {
@@ -120,18 +131,18 @@ void CudaBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
   CUDARTS_LAUNCH_CHECK("axpy_kernel", x.describe());
 }
 
-void CudaBackend::random_words(Tensor& out, uint64_t seed, uint64_t offset) {
+void CudaBackend::random_words(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  random_words_kernel<<<grid_for(n), kBlock, 0, stream_>>>(out.data_i32(), seed, offset, n);
+  random_words_kernel<<<grid_for(n), kBlock, 0, stream_>>>(out.data_i32(), seed, offset, shift, n);
   CUDARTS_LAUNCH_CHECK("random_words_kernel", out.describe());
 }
 
-void CudaBackend::random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low,
+void CudaBackend::random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
                                  float high) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  random_uniform_kernel<<<grid_for(n), kBlock, 0, stream_>>>(out.data(), seed, offset, low, high,
+  random_uniform_kernel<<<grid_for(n), kBlock, 0, stream_>>>(out.data(), seed, offset, shift, low, high,
                                                              n);
   CUDARTS_LAUNCH_CHECK("random_uniform_kernel", out.describe());
 }

@@ -124,8 +124,9 @@ __device__ __noinline__ double gumbel_key(const float* logits, int64_t j, uint64
 // descending, ties to the lower index: the result of the CPU's stable sort (CPU: gumbel_rank).
 // One thread per element; each counts the segment's elements ranked before it.
 __global__ void gumbel_rank_kernel(const float* logits, const int32_t* offsets, int64_t segments,
-                                   int64_t total, uint64_t seed, uint64_t offset,
+                                   int64_t total, uint64_t seed, uint64_t offset, const uint64_t* shift,
                                    int32_t* ranking) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total;
        j += int64_t(gridDim.x) * blockDim.x) {
     int64_t lo = 0, hi = segments;  // the segment of j: the last s with offsets[s] <= j
@@ -261,11 +262,11 @@ void CudaBackend::arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* 
 }
 
 void CudaBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
-                              uint64_t offset, Tensor& ranking) {
+                              uint64_t offset, const uint64_t* shift, Tensor& ranking) {
   const int64_t total = logits.numel(), segments = offsets.numel() - 1;
   if (total == 0) return;
   gumbel_rank_kernel<<<grid_for(total), kBlock, 0, stream_>>>(
-      logits.data(), offsets.data_i32(), segments, total, seed, offset, ranking.data_i32());
+      logits.data(), offsets.data_i32(), segments, total, seed, offset, shift, ranking.data_i32());
   CUDARTS_LAUNCH_CHECK("gumbel_rank_kernel", "(logits ", logits.shape(), ", ", segments,
                        " segments)");
 }

@@ -6,6 +6,7 @@
 // src/cpu/cpu_nas.cpp (sgd_step, adam_step, global_norm, clip_coefficient).
 #include <math_constants.h>
 
+#include <array>
 #include <cmath>
 
 #include "cuda_backend.h"
@@ -98,11 +99,12 @@ __device__ void chunk_range(const TensorTable& t, int ti, int64_t* begin, int64_
 // SGD (PyTorch): d = gs g + wd w; buf = m buf + d; d = nesterov ? d + m buf : buf; w -= lr d
 // (CPU: sgd_step). state0 is the momentum buffer, only touched when momentum > 0.
 __global__ void sgd_kernel(const __grid_constant__ TensorTable t, SgdParams p,
-                           const float* grad_scale) {
+                           const float* grad_scale, const float* hyper) {
   const int ti = tensor_of_chunk(t, blockIdx.x);
   int64_t begin, end;
   chunk_range(t, ti, &begin, &end);
   const float gs = grad_scale ? grad_scale[0] : 1.0f;
+  const float lr = hyper ? hyper[0] : p.lr;
   float* w = t.param[ti];
   const float* g = t.grad[ti];
   float* buf = p.momentum > 0.0f ? t.state0[ti] : nullptr;
@@ -112,7 +114,7 @@ __global__ void sgd_kernel(const __grid_constant__ TensorTable t, SgdParams p,
       buf[i] = p.momentum * buf[i] + d;
       d = p.nesterov ? d + p.momentum * buf[i] : buf[i];
     }
-    w[i] -= p.lr * d;
+    w[i] -= lr * d;
   }
 }
 
@@ -126,11 +128,13 @@ struct AdamArgs {
 // m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2; w -= lr (m / bc1) / (sqrt(v / bc2) + eps)
 // (CPU: adam_step).
 __global__ void adam_kernel(const __grid_constant__ TensorTable t, AdamArgs a,
-                            const float* grad_scale) {
+                            const float* grad_scale, const float* hyper) {
   const int ti = tensor_of_chunk(t, blockIdx.x);
   int64_t begin, end;
   chunk_range(t, ti, &begin, &end);
   const float gs = grad_scale ? grad_scale[0] : 1.0f;
+  const float lr = hyper ? hyper[0] : a.lr, bc1 = hyper ? hyper[1] : a.bc1,
+              bc2 = hyper ? hyper[2] : a.bc2;
   float* w = t.param[ti];
   const float* g = t.grad[ti];
   float* m = t.state0[ti];
@@ -138,12 +142,12 @@ __global__ void adam_kernel(const __grid_constant__ TensorTable t, AdamArgs a,
   for (int64_t i = begin + threadIdx.x; i < end; i += kOptimBlock) {
     float d = gs * g[i];
     if (a.decoupled)
-      w[i] *= 1.0f - a.lr * a.weight_decay;
+      w[i] *= 1.0f - lr * a.weight_decay;
     else
       d += a.weight_decay * w[i];
     m[i] = a.beta1 * m[i] + (1.0f - a.beta1) * d;
     v[i] = a.beta2 * v[i] + (1.0f - a.beta2) * d * d;
-    w[i] -= a.lr * (m[i] / a.bc1) / (sqrtf(v[i] / a.bc2) + a.eps);
+    w[i] -= lr * (m[i] / bc1) / (sqrtf(v[i] / bc2) + a.eps);
   }
 }
 
@@ -173,37 +177,40 @@ __global__ void clip_coefficient_kernel(const float* norm, float max_norm, float
 }  // namespace
 
 void CudaBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
-                           const Tensor* grad_scale) {
+                           const Tensor* grad_scale, const Tensor* hyper) {
   std::vector<Entry> entries;
   for (const OptimSlot& s : slots)
     entries.push_back({s.param->data(), s.grad->data(),
                        p.momentum > 0.0f ? s.state0->data() : nullptr, nullptr, s.param->numel()});
   const float* gs = grad_scale ? grad_scale->data() : nullptr;
+  const float* hp = hyper ? hyper->data() : nullptr;
   for_each_table(entries, [&](const TensorTable& t, int64_t) {
-    sgd_kernel<<<unsigned(t.first_chunk[t.count]), kOptimBlock, 0, stream_>>>(t, p, gs);
+    sgd_kernel<<<unsigned(t.first_chunk[t.count]), kOptimBlock, 0, stream_>>>(t, p, gs, hp);
     CUDARTS_LAUNCH_CHECK("sgd_kernel", "(", t.count, " tensors, ", t.first_chunk[t.count],
                          " chunks)");
   });
 }
 
 void CudaBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
-                            const Tensor* grad_scale) {
+                            const Tensor* grad_scale, const Tensor* hyper) {
   AdamArgs a;
   a.lr = p.lr;
   a.beta1 = p.beta1;
   a.beta2 = p.beta2;
   a.eps = p.eps;
   a.weight_decay = p.weight_decay;
-  a.bc1 = 1.0f - float(std::pow(double(p.beta1), double(p.step)));
-  a.bc2 = 1.0f - float(std::pow(double(p.beta2), double(p.step)));
+  const std::array<float, 3> h = ops::adam_hyper(p);
+  a.bc1 = h[1];
+  a.bc2 = h[2];
   a.decoupled = p.decoupled;
   std::vector<Entry> entries;
   for (const OptimSlot& s : slots)
     entries.push_back(
         {s.param->data(), s.grad->data(), s.state0->data(), s.state1->data(), s.param->numel()});
   const float* gs = grad_scale ? grad_scale->data() : nullptr;
+  const float* hp = hyper ? hyper->data() : nullptr;
   for_each_table(entries, [&](const TensorTable& t, int64_t) {
-    adam_kernel<<<unsigned(t.first_chunk[t.count]), kOptimBlock, 0, stream_>>>(t, a, gs);
+    adam_kernel<<<unsigned(t.first_chunk[t.count]), kOptimBlock, 0, stream_>>>(t, a, gs, hp);
     CUDARTS_LAUNCH_CHECK("adam_kernel", "(", t.count, " tensors, ", t.first_chunk[t.count],
                          " chunks)");
   });

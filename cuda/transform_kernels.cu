@@ -41,7 +41,8 @@ __global__ void scale_samples_kernel(const float* x, const float* scales, float*
 }
 
 __global__ void bernoulli_scale_kernel(float* out, int64_t n, float keep, uint64_t seed,
-                                       uint64_t offset) {
+                                       uint64_t offset, const uint64_t* shift) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float u = philox_uniform(philox_word(seed, offset, 0, uint64_t(i)));
@@ -53,7 +54,8 @@ __global__ void bernoulli_scale_kernel(float* out, int64_t n, float keep, uint64
 // (5 Philox blocks' worth of words), which keeps the kernel free of cross-thread state.
 __global__ void augment_kernel(const float* x, float* y, int64_t n, int64_t c, int64_t h, int64_t w,
                                int pad, bool flip_enabled, int cutout, uint64_t seed,
-                               uint64_t offset) {
+                               uint64_t offset, const uint64_t* shift) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   const int64_t total = n * c * h * w;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -113,21 +115,21 @@ void CudaBackend::scale_samples(const Tensor& x, const Tensor& scales, Tensor& y
   CUDARTS_LAUNCH_CHECK("scale_samples_kernel", x.describe());
 }
 
-void CudaBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) {
+void CudaBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset, const uint64_t* shift) {
   const int64_t n = out.numel();
   if (n == 0) return;
   bernoulli_scale_kernel<<<grid_for(n), kBlock, 0, stream_>>>(out.data(), n, keep_prob, seed,
-                                                              offset);
+                                                              offset, shift);
   CUDARTS_LAUNCH_CHECK("bernoulli_scale_kernel", out.describe());
 }
 
 void CudaBackend::augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
-                          uint64_t offset) {
+                          uint64_t offset, const uint64_t* shift) {
   const int64_t total = x.numel();
   if (total == 0) return;
   augment_kernel<<<grid_for(total), kBlock, 0, stream_>>>(x.data(), y.data(), x.dim(0), x.dim(1),
                                                           x.dim(2), x.dim(3), p.pad, p.flip,
-                                                          p.cutout, seed, offset);
+                                                          p.cutout, seed, offset, shift);
   CUDARTS_LAUNCH_CHECK("augment_kernel", x.describe());
 }
 

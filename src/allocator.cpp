@@ -2,6 +2,7 @@
 #include "cudarts/allocator.h"
 
 #include <cstdlib>
+#include <iterator>
 
 #include "cudarts/error.h"
 
@@ -27,6 +28,18 @@ void* Allocator::allocate(size_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++stats_.num_requests;
   void* p = nullptr;
+  if (active_pool_ != 0) {
+    auto& pool = pool_free_[active_pool_];
+    auto pit = pool.find(size);
+    if (pit != pool.end()) {
+      p = pit->second;
+      pool.erase(pit);
+      ++stats_.num_cache_hits;
+      stats_.current_bytes += size;
+      if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+      return p;
+    }
+  }
   auto it = free_blocks_.find(size);
   if (it != free_blocks_.end()) {
     p = it->second;
@@ -35,8 +48,13 @@ void* Allocator::allocate(size_t bytes) {
   } else {
     try {
       p = raw_allocate(size);
-    } catch (const Error&) {
-      // Out of memory: give the cache back to the system and try once more.
+    } catch (const Error& e) {
+      // Out of memory: give the cache back to the system and try once more (not while a
+      // graph captures: freeing device memory cannot be part of a capture).
+      if (active_pool_ != 0)
+        CUDARTS_FAIL("out of memory on ", device_.str(), " while capturing a StepGraph: requested ",
+                     bytes, " bytes (", size, " rounded); ", stats_.current_bytes,
+                     " bytes in use, peak ", stats_.peak_bytes, " bytes; ", e.what());
       for (auto& [s, block] : free_blocks_) {
         raw_free(block);
         ++stats_.num_frees;
@@ -56,6 +74,7 @@ void* Allocator::allocate(size_t bytes) {
     if (stats_.reserved_bytes > stats_.peak_reserved_bytes)
       stats_.peak_reserved_bytes = stats_.reserved_bytes;
   }
+  if (active_pool_ != 0) pool_of_[p] = active_pool_;
   stats_.current_bytes += size;
   if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
   return p;
@@ -66,7 +85,56 @@ void Allocator::deallocate(void* ptr, size_t bytes) noexcept {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.current_bytes -= size;
-  free_blocks_.emplace(size, ptr);
+  auto owner = pool_of_.find(ptr);
+  if (owner != pool_of_.end()) {
+    pool_free_[owner->second].emplace(size, ptr);
+  } else if (active_pool_ != 0) {
+    // Freed during capture: the graph may still read it (it was in use before the free).
+    pool_of_[ptr] = active_pool_;
+    pool_free_[active_pool_].emplace(size, ptr);
+  } else {
+    free_blocks_.emplace(size, ptr);
+  }
+}
+
+uint64_t Allocator::begin_pool() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  CUDARTS_CHECK(active_pool_ == 0, "allocator on ", device_.str(), ": pool ", active_pool_,
+                " is already active (graph captures cannot nest)");
+  active_pool_ = next_pool_++;
+  pool_free_[active_pool_];
+  return active_pool_;
+}
+
+void Allocator::end_pool() noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  active_pool_ = 0;
+}
+
+void Allocator::release_pool(uint64_t pool) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (active_pool_ == pool) active_pool_ = 0;
+  auto fit = pool_free_.find(pool);
+  if (fit != pool_free_.end()) {
+    free_blocks_.insert(fit->second.begin(), fit->second.end());
+    pool_free_.erase(fit);
+  }
+  for (auto it = pool_of_.begin(); it != pool_of_.end();)
+    it = it->second == pool ? pool_of_.erase(it) : std::next(it);
+}
+
+bool Allocator::capturing() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return active_pool_ != 0;
+}
+
+size_t Allocator::pool_cached_bytes(uint64_t pool) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t total = 0;
+  auto fit = pool_free_.find(pool);
+  if (fit != pool_free_.end())
+    for (const auto& [size, block] : fit->second) total += size;
+  return total;
 }
 
 AllocatorStats Allocator::stats() const {
@@ -94,6 +162,10 @@ void Allocator::release_all() noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto& [size, block] : free_blocks_) raw_free(block);
   free_blocks_.clear();
+  for (auto& [pool, blocks] : pool_free_)
+    for (auto& [size, block] : blocks) raw_free(block);
+  pool_free_.clear();
+  pool_of_.clear();
 }
 
 CpuAllocator::CpuAllocator() : Allocator(Device::cpu()) {}

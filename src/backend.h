@@ -10,6 +10,12 @@
 
 namespace cudarts {
 
+// Up to 8 32-bit words passed by value (set_words).
+struct Words8 {
+  uint32_t words[8];
+  int n;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -24,6 +30,8 @@ class Backend {
 
   virtual void fill(Tensor& t, float value) = 0;
   virtual void fill_i32(Tensor& t, int32_t value) = 0;
+  // t's first w.n 32-bit words = w.words (passed by value: kernel arguments on CUDA).
+  virtual void set_words(Tensor& t, const Words8& w) = 0;
 
   virtual void conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                           const Conv2dParams& p) = 0;
@@ -66,16 +74,16 @@ class Backend {
   virtual void softmax_xent(const Tensor& logits, const Tensor& labels, Tensor& loss,
                             Tensor& dlogits, Tensor& correct) = 0;
 
-  virtual void random_words(Tensor& out, uint64_t seed, uint64_t offset) = 0;
-  virtual void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low,
+  virtual void random_words(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift) = 0;
+  virtual void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
                               float high) = 0;
 
   virtual void crop2d_fwd(const Tensor& x, int top, int left, Tensor& y) = 0;
   virtual void crop2d_bwd(const Tensor& dy, int top, int left, Tensor& dx) = 0;
   virtual void scale_samples(const Tensor& x, const Tensor& scales, Tensor& y) = 0;
-  virtual void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) = 0;
+  virtual void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset, const uint64_t* shift) = 0;
   virtual void augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
-                       uint64_t offset) = 0;
+                       uint64_t offset, const uint64_t* shift) = 0;
   virtual void gather(const Tensor& src, const Tensor& index, Tensor& dst) = 0;
 
   virtual void softmax(const Tensor& logits, Tensor& probs) = 0;
@@ -84,7 +92,7 @@ class Backend {
   virtual void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                          int restrict_k, Tensor& dalpha) = 0;
   virtual void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
-                           uint64_t offset, Tensor& ranking) = 0;
+                           uint64_t offset, const uint64_t* shift, Tensor& ranking) = 0;
   virtual void batch_sum(const Tensor& x, float scale, Tensor& out) = 0;
   virtual void ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m,
                                 const Tensor& ranking, int k_eval, float lr, Tensor& g) = 0;
@@ -94,9 +102,9 @@ class Backend {
                                  const Tensor& lse_old) = 0;
 
   virtual void sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
-                        const Tensor* grad_scale) = 0;
+                        const Tensor* grad_scale, const Tensor* hyper) = 0;
   virtual void adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
-                         const Tensor* grad_scale) = 0;
+                         const Tensor* grad_scale, const Tensor* hyper) = 0;
   virtual void global_norm(const std::vector<const Tensor*>& xs, Tensor& out) = 0;
   virtual void clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) = 0;
 };

@@ -2,6 +2,7 @@
 #include "cudarts/context.h"
 
 #include "backend.h"
+#include "capture.h"
 #include "cuda_bridge.h"
 #include "cudarts/philox.h"
 
@@ -41,6 +42,7 @@ uint64_t Context::reserve_rng(uint64_t words) {
 }
 
 void Context::set_rng_state(uint64_t seed, uint64_t offset) {
+  CUDARTS_CHECK(!capture_, "Context::set_rng_state while a StepGraph is capturing");
   seed_ = seed;
   rng_offset_ = offset;
 }
@@ -48,6 +50,13 @@ void Context::set_rng_state(uint64_t seed, uint64_t offset) {
 void Context::set_allow_tf32(bool allow) {
   options_.allow_tf32 = allow;
   backend_->set_allow_tf32(allow);
+}
+
+void Context::per_step(std::function<void()> fn) {
+  if (capture_)
+    capture_->per_step.push_back(std::move(fn));
+  else
+    fn();
 }
 
 void* Context::stream() const {

@@ -2,6 +2,7 @@
 // backend is compiled, in cuda_stub.cpp otherwise. Plain C++ types only.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -28,5 +29,13 @@ void* event_create(int device);
 void event_destroy(void* event) noexcept;
 void event_record(void* event, void* stream);
 void event_synchronize(void* event);
+// CUDA graphs (StepGraph): capture the work queued on `stream` (thread-local capture mode),
+// instantiate it, launch it, destroy it. end_capture returns the executable graph and its
+// node count; abort_capture ends a failed capture and discards what it recorded.
+void graph_begin_capture(void* stream);
+void* graph_end_capture(void* stream, int64_t* nodes);
+void graph_abort_capture(void* stream) noexcept;
+void graph_launch(void* exec, void* stream);
+void graph_destroy(void* exec) noexcept;
 }  // namespace cuda_bridge
 }  // namespace cudarts

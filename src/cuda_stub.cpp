@@ -45,5 +45,16 @@ void event_record(void*, void*) {
 void event_synchronize(void*) {
   missing();
 }
+void graph_begin_capture(void*) {
+  missing();
+}
+void* graph_end_capture(void*, int64_t*) {
+  missing();
+}
+void graph_abort_capture(void*) noexcept {}
+void graph_launch(void*, void*) {
+  missing();
+}
+void graph_destroy(void*) noexcept {}
 
 }  // namespace cudarts::cuda_bridge

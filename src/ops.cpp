@@ -3,7 +3,11 @@
 // the argument and the shapes.
 #include "cudarts/ops.h"
 
+#include <cmath>
+
 #include "backend.h"
+#include "capture.h"
+#include "dispatch.h"
 #include "nvtx.h"
 
 namespace cudarts::ops {
@@ -57,16 +61,34 @@ void check_conv_params(const char* op, const Shape& x, const Shape& w, const Con
   CUDARTS_CHECK(w[2] >= 1 && w[3] >= 1, op, ": kernel size ", w[2], "x", w[3], " must be >= 1");
 }
 
+// Where captured RNG ops read the per-replay offset shift (nullptr outside capture).
+const uint64_t* rng_shift(Context& ctx) {
+  return ctx.capture_state() ? ctx.capture_state()->rng_shift : nullptr;
+}
+
 }  // namespace
+
+void set_words(Context& ctx, Tensor& t, const std::vector<uint32_t>& words) {
+  NvtxRange nvtx_range("set_words");
+  CUDARTS_CHECK(t.defined() && t.device() == ctx.device(), "set_words: tensor ", t.describe(),
+                " is not on the context's device ", ctx.device().str());
+  CUDARTS_CHECK(words.size() <= 8, "set_words: ", words.size(), " words given, at most 8");
+  CUDARTS_CHECK(words.size() * 4 <= t.nbytes(), "set_words: ", words.size(), " words (",
+                words.size() * 4, " bytes) do not fit in ", t.describe());
+  Words8 w{};
+  w.n = static_cast<int>(words.size());
+  for (size_t i = 0; i < words.size(); ++i) w.words[i] = words[i];
+  if (w.n > 0) detail::dispatch(ctx, &Backend::set_words, t, w);
+}
 
 void fill(Context& ctx, Tensor& t, float value) {
   NvtxRange nvtx_range("fill");
   CUDARTS_CHECK(t.defined() && t.device() == ctx.device(), "fill: tensor ", t.describe(),
                 " is not on the context's device ", ctx.device().str());
   if (t.dtype() == DType::F32)
-    ctx.backend().fill(t, value);
+    detail::dispatch(ctx, &Backend::fill, t, value);
   else
-    ctx.backend().fill_i32(t, static_cast<int32_t>(value));
+    detail::dispatch(ctx, &Backend::fill_i32, t, static_cast<int32_t>(value));
 }
 
 void copy(Context& ctx, const Tensor& src, Tensor& dst) {
@@ -75,7 +97,7 @@ void copy(Context& ctx, const Tensor& src, Tensor& dst) {
   check_tensor(ctx, "copy", "dst", dst, src.dtype());
   CUDARTS_CHECK(src.numel() == dst.numel(), "copy: src ", src.describe(), " and dst ",
                 dst.describe(), " differ in element count");
-  ctx.backend().copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
+  detail::dispatch(ctx, &Backend::copy_bytes, dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
 }
 
 namespace {
@@ -106,7 +128,7 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
     check_tensor(ctx, op, "bias", *bias);
     check_shape(op, "bias", *bias, Shape{w.dim(0)});
   }
-  ctx.backend().conv2d_fwd(x, w, bias, y, p);
+  detail::dispatch(ctx, &Backend::conv2d_fwd, x, w, bias, y, p);
 }
 
 void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
@@ -117,7 +139,7 @@ void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
   check_tensor(ctx, op, "w", w);
   check_tensor(ctx, op, "dx", dx);
   check_shape(op, "dy", dy, conv_shape(op, dx.shape(), w.shape(), p));
-  ctx.backend().conv2d_bwd_data(dy, w, dx, p);
+  detail::dispatch(ctx, &Backend::conv2d_bwd_data, dy, w, dx, p);
 }
 
 void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
@@ -132,7 +154,7 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
     check_tensor(ctx, op, "dbias", *dbias);
     check_shape(op, "dbias", *dbias, Shape{dw.dim(0)});
   }
-  ctx.backend().conv2d_bwd_filter(x, dy, dw, dbias, p);
+  detail::dispatch(ctx, &Backend::conv2d_bwd_filter, x, dy, dw, dbias, p);
 }
 
 namespace {
@@ -171,7 +193,7 @@ void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, con
                 " must be > 0 and momentum ", p.momentum, " in [0, 1]");
   check_tensor(ctx, op, "y", y);
   check_same_shape(op, "x", x, "y", y);
-  ctx.backend().batchnorm_fwd_train(x, gamma, beta, running_mean, running_var, y, save_mean,
+  detail::dispatch(ctx, &Backend::batchnorm_fwd_train, x, gamma, beta, running_mean, running_var, y, save_mean,
                                     save_invstd, p);
 }
 
@@ -190,7 +212,7 @@ void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, con
   CUDARTS_CHECK(eps > 0.0f, op, ": eps ", eps, " must be > 0");
   check_tensor(ctx, op, "y", y);
   check_same_shape(op, "x", x, "y", y);
-  ctx.backend().batchnorm_fwd_infer(x, gamma, beta, running_mean, running_var, y, eps);
+  detail::dispatch(ctx, &Backend::batchnorm_fwd_infer, x, gamma, beta, running_mean, running_var, y, eps);
 }
 
 void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
@@ -210,7 +232,7 @@ void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor
   check_tensor(ctx, op, "dx", dx);
   check_same_shape(op, "x", x, "dy", dy);
   check_same_shape(op, "x", x, "dx", dx);
-  ctx.backend().batchnorm_bwd(dy, x, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  detail::dispatch(ctx, &Backend::batchnorm_bwd, dy, x, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
 void relu_fwd(Context& ctx, const Tensor& x, Tensor& y) {
@@ -218,7 +240,7 @@ void relu_fwd(Context& ctx, const Tensor& x, Tensor& y) {
   check_tensor(ctx, "relu_fwd", "x", x);
   check_tensor(ctx, "relu_fwd", "y", y);
   check_same_shape("relu_fwd", "x", x, "y", y);
-  ctx.backend().relu_fwd(x, y);
+  detail::dispatch(ctx, &Backend::relu_fwd, x, y);
 }
 
 void relu_bwd(Context& ctx, const Tensor& dy, const Tensor& y, Tensor& dx) {
@@ -228,7 +250,7 @@ void relu_bwd(Context& ctx, const Tensor& dy, const Tensor& y, Tensor& dx) {
   check_tensor(ctx, "relu_bwd", "dx", dx);
   check_same_shape("relu_bwd", "dy", dy, "y", y);
   check_same_shape("relu_bwd", "dy", dy, "dx", dx);
-  ctx.backend().relu_bwd(dy, y, dx);
+  detail::dispatch(ctx, &Backend::relu_bwd, dy, y, dx);
 }
 
 Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p) {
@@ -251,7 +273,7 @@ void pool2d_fwd(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& p)
   check_tensor(ctx, "pool2d_fwd", "x", x);
   check_tensor(ctx, "pool2d_fwd", "y", y);
   check_shape("pool2d_fwd", "y", y, pool2d_output_shape(x.shape(), p));
-  ctx.backend().pool2d_fwd(x, y, p);
+  detail::dispatch(ctx, &Backend::pool2d_fwd, x, y, p);
 }
 
 void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
@@ -265,7 +287,7 @@ void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy
   check_shape(op, "y", y, pool2d_output_shape(x.shape(), p));
   check_same_shape(op, "y", y, "dy", dy);
   check_same_shape(op, "x", x, "dx", dx);
-  ctx.backend().pool2d_bwd(x, y, dy, dx, p);
+  detail::dispatch(ctx, &Backend::pool2d_bwd, x, y, dy, dx, p);
 }
 
 void global_avgpool_fwd(Context& ctx, const Tensor& x, Tensor& y) {
@@ -274,7 +296,7 @@ void global_avgpool_fwd(Context& ctx, const Tensor& x, Tensor& y) {
   check_tensor(ctx, "global_avgpool_fwd", "y", y);
   check_ndim("global_avgpool_fwd", "x", x, 4);
   check_shape("global_avgpool_fwd", "y", y, Shape{x.dim(0), x.dim(1)});
-  ctx.backend().global_avgpool_fwd(x, y);
+  detail::dispatch(ctx, &Backend::global_avgpool_fwd, x, y);
 }
 
 void global_avgpool_bwd(Context& ctx, const Tensor& dy, Tensor& dx) {
@@ -283,7 +305,7 @@ void global_avgpool_bwd(Context& ctx, const Tensor& dy, Tensor& dx) {
   check_tensor(ctx, "global_avgpool_bwd", "dx", dx);
   check_ndim("global_avgpool_bwd", "dx", dx, 4);
   check_shape("global_avgpool_bwd", "dy", dy, Shape{dx.dim(0), dx.dim(1)});
-  ctx.backend().global_avgpool_bwd(dy, dx);
+  detail::dispatch(ctx, &Backend::global_avgpool_bwd, dy, dx);
 }
 
 void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
@@ -301,7 +323,7 @@ void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
     check_tensor(ctx, op, "bias", *bias);
     check_shape(op, "bias", *bias, Shape{w.dim(0)});
   }
-  ctx.backend().linear_fwd(x, w, bias, y);
+  detail::dispatch(ctx, &Backend::linear_fwd, x, w, bias, y);
 }
 
 void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx) {
@@ -315,7 +337,7 @@ void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
   check_shape(op, "dy", dy, Shape{dx.dim(0), w.dim(0)});
   CUDARTS_CHECK(dx.dim(1) == w.dim(1), op, ": dx has shape ", dx.shape(), " but w has shape ",
                 w.shape());
-  ctx.backend().linear_bwd_data(dy, w, dx);
+  detail::dispatch(ctx, &Backend::linear_bwd_data, dy, w, dx);
 }
 
 void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias) {
@@ -333,7 +355,7 @@ void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
     check_tensor(ctx, op, "dbias", *dbias);
     check_shape(op, "dbias", *dbias, Shape{dw.dim(0)});
   }
-  ctx.backend().linear_bwd_weight(x, dy, dw, dbias);
+  detail::dispatch(ctx, &Backend::linear_bwd_weight, x, dy, dw, dbias);
 }
 
 void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
@@ -343,7 +365,7 @@ void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
   check_tensor(ctx, "add", "y", y);
   check_same_shape("add", "a", a, "b", b);
   check_same_shape("add", "a", a, "y", y);
-  ctx.backend().add(a, b, y);
+  detail::dispatch(ctx, &Backend::add, a, b, y);
 }
 
 void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y) {
@@ -351,7 +373,7 @@ void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y) {
   check_tensor(ctx, "scale", "x", x);
   check_tensor(ctx, "scale", "y", y);
   check_same_shape("scale", "x", x, "y", y);
-  ctx.backend().scale(x, alpha, y);
+  detail::dispatch(ctx, &Backend::scale, x, alpha, y);
 }
 
 void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
@@ -359,7 +381,7 @@ void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
   check_tensor(ctx, "axpy", "x", x);
   check_tensor(ctx, "axpy", "y", y);
   check_same_shape("axpy", "x", x, "y", y);
-  ctx.backend().axpy(alpha, x, y);
+  detail::dispatch(ctx, &Backend::axpy, alpha, x, y);
 }
 
 namespace {
@@ -387,13 +409,13 @@ void check_concat(Context& ctx, const char* op, const std::vector<const Tensor*>
 void concat_channels(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y) {
   NvtxRange nvtx_range("concat_channels");
   check_concat(ctx, "concat_channels", xs, y);
-  ctx.backend().concat_channels(xs, y);
+  detail::dispatch(ctx, &Backend::concat_channels, xs, y);
 }
 
 void split_channels(Context& ctx, const Tensor& y, const std::vector<Tensor*>& xs) {
   NvtxRange nvtx_range("split_channels");
   check_concat(ctx, "split_channels", std::vector<const Tensor*>(xs.begin(), xs.end()), y);
-  ctx.backend().split_channels(y, xs);
+  detail::dispatch(ctx, &Backend::split_channels, y, xs);
 }
 
 void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& loss,
@@ -412,13 +434,13 @@ void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tens
   check_same_shape(op, "logits", logits, "dlogits", dlogits);
   check_shape(op, "loss", loss, Shape{1});
   check_shape(op, "correct", correct, Shape{1});
-  ctx.backend().softmax_xent(logits, labels, loss, dlogits, correct);
+  detail::dispatch(ctx, &Backend::softmax_xent, logits, labels, loss, dlogits, correct);
 }
 
 void random_words(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset) {
   NvtxRange nvtx_range("random_words");
   check_tensor(ctx, "random_words", "out", out, DType::I32);
-  ctx.backend().random_words(out, seed, offset);
+  detail::dispatch(ctx, &Backend::random_words, out, seed, offset, rng_shift(ctx));
 }
 
 void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, float low,
@@ -426,7 +448,7 @@ void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, f
   NvtxRange nvtx_range("random_uniform");
   check_tensor(ctx, "random_uniform", "out", out);
   CUDARTS_CHECK(low < high, "random_uniform: low ", low, " must be below high ", high);
-  ctx.backend().random_uniform(out, seed, offset, low, high);
+  detail::dispatch(ctx, &Backend::random_uniform, out, seed, offset, rng_shift(ctx), low, high);
 }
 
 namespace {
@@ -493,7 +515,7 @@ void crop2d_fwd(Context& ctx, const Tensor& x, int top, int left, Tensor& y) {
                     top + y.dim(2) <= x.dim(2) && left + y.dim(3) <= x.dim(3),
                 "crop2d_fwd: window ", y.shape(), " at (", top, ", ", left,
                 ") does not fit inside x ", x.shape());
-  ctx.backend().crop2d_fwd(x, top, left, y);
+  detail::dispatch(ctx, &Backend::crop2d_fwd, x, top, left, y);
 }
 
 void crop2d_bwd(Context& ctx, const Tensor& dy, int top, int left, Tensor& dx) {
@@ -506,7 +528,7 @@ void crop2d_bwd(Context& ctx, const Tensor& dy, int top, int left, Tensor& dx) {
                     top + dy.dim(2) <= dx.dim(2) && left + dy.dim(3) <= dx.dim(3),
                 "crop2d_bwd: window ", dy.shape(), " at (", top, ", ", left,
                 ") does not fit inside dx ", dx.shape());
-  ctx.backend().crop2d_bwd(dy, top, left, dx);
+  detail::dispatch(ctx, &Backend::crop2d_bwd, dy, top, left, dx);
 }
 
 void scale_samples(Context& ctx, const Tensor& x, const Tensor& scales, Tensor& y) {
@@ -516,7 +538,7 @@ void scale_samples(Context& ctx, const Tensor& x, const Tensor& scales, Tensor& 
   check_same_shape("scale_samples", "x", x, "y", y);
   CUDARTS_CHECK(x.ndim() >= 1, "scale_samples: x has no batch dimension");
   check_vector(ctx, "scale_samples", "scales", scales, x.dim(0));
-  ctx.backend().scale_samples(x, scales, y);
+  detail::dispatch(ctx, &Backend::scale_samples, x, scales, y);
 }
 
 void bernoulli_scale(Context& ctx, Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) {
@@ -524,7 +546,7 @@ void bernoulli_scale(Context& ctx, Tensor& out, float keep_prob, uint64_t seed, 
   check_tensor(ctx, "bernoulli_scale", "out", out);
   CUDARTS_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "bernoulli_scale: keep_prob ", keep_prob,
                 " must be in (0, 1]");
-  ctx.backend().bernoulli_scale(out, keep_prob, seed, offset);
+  detail::dispatch(ctx, &Backend::bernoulli_scale, out, keep_prob, seed, offset, rng_shift(ctx));
 }
 
 void augment(Context& ctx, const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
@@ -537,7 +559,7 @@ void augment(Context& ctx, const Tensor& x, Tensor& y, const AugmentParams& p, u
   CUDARTS_CHECK(p.pad >= 0 && p.cutout >= 0, "augment: pad ", p.pad, " and cutout ", p.cutout,
                 " must be >= 0");
   CUDARTS_CHECK(!x.same_storage(y) || x.raw() != y.raw(), "augment: x and y must not alias");
-  ctx.backend().augment(x, y, p, seed, offset);
+  detail::dispatch(ctx, &Backend::augment, x, y, p, seed, offset, rng_shift(ctx));
 }
 
 void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst) {
@@ -547,7 +569,7 @@ void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst) {
   check_tensor(ctx, "gather", "dst", dst);
   CUDARTS_CHECK(index.numel() == dst.numel(), "gather: index has ", index.numel(),
                 " entries but dst has shape ", dst.shape());
-  ctx.backend().gather(src, index, dst);
+  detail::dispatch(ctx, &Backend::gather, src, index, dst);
 }
 
 void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
@@ -556,7 +578,7 @@ void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
   check_ndim("softmax", "logits", logits, 1);
   CUDARTS_CHECK(logits.numel() >= 1, "softmax: empty logits");
   check_vector(ctx, "softmax", "probs", probs, logits.numel());
-  ctx.backend().softmax(logits, probs);
+  detail::dispatch(ctx, &Backend::softmax, logits, probs);
 }
 
 void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
@@ -564,7 +586,7 @@ void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor
   check_tensor(ctx, "mix_fwd", "y", y);
   check_list(ctx, "mix_fwd", xs, y.shape());
   check_vector(ctx, "mix_fwd", "weights", weights, int64_t(xs.size()));
-  ctx.backend().mix_fwd(weights, xs, y);
+  detail::dispatch(ctx, &Backend::mix_fwd, weights, xs, y);
 }
 
 void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {
@@ -572,7 +594,7 @@ void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>
   check_tensor(ctx, "mix_scores", "dy", dy);
   check_list(ctx, "mix_scores", xs, dy.shape());
   check_vector(ctx, "mix_scores", "g", g, int64_t(xs.size()));
-  ctx.backend().mix_scores(dy, xs, g);
+  detail::dispatch(ctx, &Backend::mix_scores, dy, xs, g);
 }
 
 void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor* ranking,
@@ -587,7 +609,7 @@ void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor*
   if (ranking) check_ranking(ctx, op, *ranking, k, restrict_k);
   CUDARTS_CHECK(ranking || restrict_k == 0, op, ": restrict_k ", restrict_k,
                 " given without a ranking");
-  ctx.backend().arch_grad(alpha, g, ranking, ranking ? restrict_k : 0, dalpha);
+  detail::dispatch(ctx, &Backend::arch_grad, alpha, g, ranking, ranking ? restrict_k : 0, dalpha);
 }
 
 void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint64_t seed,
@@ -601,7 +623,7 @@ void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint
   CUDARTS_CHECK(offsets.numel() >= 2, op, ": offsets ", offsets.shape(),
                 " must hold at least one segment (2 entries)");
   check_vector(ctx, op, "ranking", ranking, logits.numel(), DType::I32);
-  ctx.backend().gumbel_rank(logits, offsets, seed, offset, ranking);
+  detail::dispatch(ctx, &Backend::gumbel_rank, logits, offsets, seed, offset, rng_shift(ctx), ranking);
 }
 
 void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {
@@ -611,7 +633,7 @@ void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {
   CUDARTS_CHECK(x.ndim() >= 1 && x.dim(0) >= 1 && out.numel() * x.dim(0) == x.numel(),
                 "batch_sum: x has shape ", x.shape(), " and out has shape ", out.shape(),
                 "; expected out to hold one sample of x");
-  ctx.backend().batch_sum(x, scale, out);
+  detail::dispatch(ctx, &Backend::batch_sum, x, scale, out);
 }
 
 void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tensor& m,
@@ -628,7 +650,7 @@ void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tens
   check_ranking(ctx, op, ranking, k, k_eval);
   check_vector(ctx, op, "g", g, k);
   CUDARTS_CHECK(lr > 0.0f && lr <= 1.0f, op, ": lr ", lr, " must be in (0, 1]");
-  ctx.backend().ma_update_scores(dy_sum, mu, m, ranking, k_eval, lr, g);
+  detail::dispatch(ctx, &Backend::ma_update_scores, dy_sum, mu, m, ranking, k_eval, lr, g);
 }
 
 void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, int k,
@@ -638,7 +660,7 @@ void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, 
   check_ndim("masked_logsumexp", "alpha", alpha, 1);
   check_ranking(ctx, "masked_logsumexp", ranking, alpha.numel(), k);
   check_vector(ctx, "masked_logsumexp", "out", out, 1);
-  ctx.backend().masked_logsumexp(alpha, ranking, k, out);
+  detail::dispatch(ctx, &Backend::masked_logsumexp, alpha, ranking, k, out);
 }
 
 void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k,
@@ -648,11 +670,11 @@ void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k
   check_ndim("proxyless_rescale", "alpha", alpha, 1);
   check_ranking(ctx, "proxyless_rescale", ranking, alpha.numel(), k);
   check_vector(ctx, "proxyless_rescale", "lse_old", lse_old, 1);
-  ctx.backend().proxyless_rescale(alpha, ranking, k, lse_old);
+  detail::dispatch(ctx, &Backend::proxyless_rescale, alpha, ranking, k, lse_old);
 }
 
 void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams& p,
-              const Tensor* grad_scale) {
+              const Tensor* grad_scale, const Tensor* hyper) {
   NvtxRange nvtx_range("sgd_step");
   const char* op = "sgd_step";
   CUDARTS_CHECK(p.lr >= 0.0f && p.momentum >= 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr,
@@ -660,11 +682,21 @@ void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams
   CUDARTS_CHECK(!p.nesterov || p.momentum > 0.0f, op, ": Nesterov needs momentum > 0");
   check_slots(ctx, op, slots, p.momentum > 0.0f, false);
   check_scale(ctx, op, grad_scale);
-  ctx.backend().sgd_step(slots, p, grad_scale);
+  if (hyper) {
+    check_tensor(ctx, op, "hyper", *hyper);
+    CUDARTS_CHECK(hyper->numel() >= 1, op, ": 'hyper' is ", hyper->describe(),
+                  ", expected at least one element (the learning rate)");
+  }
+  detail::dispatch(ctx, &Backend::sgd_step, slots, p, grad_scale, hyper);
+}
+
+std::array<float, 3> adam_hyper(const AdamParams& p) {
+  return {p.lr, 1.0f - float(std::pow(double(p.beta1), double(p.step))),
+          1.0f - float(std::pow(double(p.beta2), double(p.step)))};
 }
 
 void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamParams& p,
-               const Tensor* grad_scale) {
+               const Tensor* grad_scale, const Tensor* hyper) {
   NvtxRange nvtx_range("adam_step");
   const char* op = "adam_step";
   CUDARTS_CHECK(p.lr >= 0.0f && p.eps > 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr, ", eps ",
@@ -674,7 +706,12 @@ void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamPara
   CUDARTS_CHECK(p.step >= 1, op, ": step ", p.step, " must be >= 1");
   check_slots(ctx, op, slots, true, true);
   check_scale(ctx, op, grad_scale);
-  ctx.backend().adam_step(slots, p, grad_scale);
+  if (hyper) {
+    check_tensor(ctx, op, "hyper", *hyper);
+    CUDARTS_CHECK(hyper->numel() >= 3, op, ": 'hyper' is ", hyper->describe(),
+                  ", expected 3 elements (lr, 1 - beta1^step, 1 - beta2^step)");
+  }
+  detail::dispatch(ctx, &Backend::adam_step, slots, p, grad_scale, hyper);
 }
 
 void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out) {
@@ -684,7 +721,7 @@ void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out
     check_tensor(ctx, "global_norm", "xs[i]", *t);
   }
   check_vector(ctx, "global_norm", "out", out, 1);
-  ctx.backend().global_norm(xs, out);
+  detail::dispatch(ctx, &Backend::global_norm, xs, out);
 }
 
 void clip_coefficient(Context& ctx, const Tensor& norm, float max_norm, Tensor& coef) {
@@ -692,7 +729,7 @@ void clip_coefficient(Context& ctx, const Tensor& norm, float max_norm, Tensor& 
   check_vector(ctx, "clip_coefficient", "norm", norm, 1);
   check_vector(ctx, "clip_coefficient", "coef", coef, 1);
   CUDARTS_CHECK(max_norm > 0.0f, "clip_coefficient: max_norm ", max_norm, " must be > 0");
-  ctx.backend().clip_coefficient(norm, max_norm, coef);
+  detail::dispatch(ctx, &Backend::clip_coefficient, norm, max_norm, coef);
 }
 
 }  // namespace cudarts::ops

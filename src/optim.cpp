@@ -1,11 +1,23 @@
 // Optimizers: parameter groups with their state, updated by one op call per step.
 #include "cudarts/optim.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 
+#include "capture.h"
 #include "cudarts/error.h"
 
 namespace cudarts {
+
+namespace {
+uint32_t bits_of(float v) {
+  uint32_t w;
+  std::memcpy(&w, &v, sizeof w);
+  return w;
+}
+}  // namespace
 
 Optimizer::Optimizer(Context& ctx, std::vector<Parameter*> params, float lr)
     : params_(std::move(params)), lr_(lr) {
@@ -17,6 +29,7 @@ Optimizer::Optimizer(Context& ctx, std::vector<Parameter*> params, float lr)
   set_lr(lr);
   grad_norm_ = Tensor::zeros(ctx, Shape{1});
   clip_coef_ = Tensor::full(ctx, Shape{1}, 1.0f);
+  step_values_ = Tensor::zeros(ctx, Shape{3});
 }
 
 Optimizer::~Optimizer() = default;
@@ -38,6 +51,18 @@ void Optimizer::add_hook(StepHook* hook) {
 }
 
 void Optimizer::step(Context& ctx) {
+  if (ctx.capturing()) {
+    CUDARTS_CHECK(last_capture_ != ctx.capture_state()->id,
+                  "optimizer: step() called twice in one StepGraph capture; its learning rate "
+                  "and step count are written once before each replay, so capture one step per "
+                  "optimizer");
+    last_capture_ = ctx.capture_state()->id;
+  }
+  ctx.per_step([this, &ctx] {
+    ++step_count_;
+    const std::vector<uint32_t> words = hyper_words();
+    ops::set_words(ctx, step_values_, words);
+  });
   for (StepHook* h : hooks_) h->before_step(ctx);
   const Tensor* scale = nullptr;
   if (clip_ > 0.0f) {
@@ -47,7 +72,6 @@ void Optimizer::step(Context& ctx) {
     ops::clip_coefficient(ctx, grad_norm_, clip_, clip_coef_);
     scale = &clip_coef_;
   }
-  ++step_count_;
   update(ctx, scale);
   for (StepHook* h : hooks_) h->after_step(ctx);
 }
@@ -62,6 +86,10 @@ SGD::SGD(Context& ctx, std::vector<Parameter*> params, SgdParams hyper)
     momentum_.push_back(hyper.momentum > 0.0f ? Tensor::zeros(ctx, p->value.shape()) : Tensor());
 }
 
+std::vector<uint32_t> SGD::hyper_words() const {
+  return {bits_of(lr_)};
+}
+
 void SGD::update(Context& ctx, const Tensor* grad_scale) {
   hyper_.lr = lr_;
   std::vector<OptimSlot> slots;
@@ -69,7 +97,7 @@ void SGD::update(Context& ctx, const Tensor* grad_scale) {
   for (size_t i = 0; i < params_.size(); ++i)
     slots.push_back({&params_[i]->value, &params_[i]->grad,
                      momentum_[i].defined() ? &momentum_[i] : nullptr, nullptr});
-  ops::sgd_step(ctx, slots, hyper_, grad_scale);
+  ops::sgd_step(ctx, slots, hyper_, grad_scale, &step_values_);
 }
 
 std::vector<std::pair<std::string, Tensor*>> SGD::state() {
@@ -87,14 +115,22 @@ Adam::Adam(Context& ctx, std::vector<Parameter*> params, AdamParams hyper)
   }
 }
 
+std::vector<uint32_t> Adam::hyper_words() const {
+  AdamParams p = hyper_;
+  p.lr = lr_;
+  p.step = step_count();
+  const std::array<float, 3> v = ops::adam_hyper(p);
+  return {bits_of(v[0]), bits_of(v[1]), bits_of(v[2])};
+}
+
 void Adam::update(Context& ctx, const Tensor* grad_scale) {
   hyper_.lr = lr_;
-  hyper_.step = step_count();
+  hyper_.step = std::max<int64_t>(1, step_count());
   std::vector<OptimSlot> slots;
   slots.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i)
     slots.push_back({&params_[i]->value, &params_[i]->grad, &m_[i], &v_[i]});
-  ops::adam_step(ctx, slots, hyper_, grad_scale);
+  ops::adam_step(ctx, slots, hyper_, grad_scale, &step_values_);
 }
 
 std::vector<std::pair<std::string, Tensor*>> Adam::state() {

@@ -7,8 +7,20 @@
 #include "cuda_bridge.h"
 #include "cudarts/context.h"
 #include "cudarts/error.h"
+#include "cudarts/ops.h"
 
 namespace cudarts {
+
+namespace {
+// Host transfers cannot be part of a captured graph, and on the CPU backend a read during
+// capture would see values the recorded work has not produced yet: refuse both, by name.
+void check_not_capturing(const Allocator* a, const char* what, const std::string& tensor) {
+  CUDARTS_CHECK(a == nullptr || !a->capturing(), what, " of ", tensor, " while a StepGraph is ",
+                "capturing on ", a->device().str(),
+                ": host transfers cannot be captured; read results after replay(), and upload "
+                "inputs into static tensors before it");
+}
+}  // namespace
 
 size_t dtype_size(DType t) {
   return t == DType::F32 ? sizeof(float) : sizeof(int32_t);
@@ -18,16 +30,19 @@ const char* dtype_name(DType t) {
 }
 
 Buffer::Buffer(std::shared_ptr<Allocator> allocator, size_t bytes)
-    : allocator_(std::move(allocator)), bytes_(bytes) {
+    : allocator_(std::move(allocator)), bytes_(bytes), device_(allocator_->device()) {
   data_ = allocator_->allocate(bytes);
 }
+
+Buffer::Buffer(void* data, size_t bytes, Device device)
+    : data_(data), bytes_(bytes), device_(device) {}
 
 Buffer::~Buffer() {
   if (allocator_) allocator_->deallocate(data_, bytes_);
 }
 
 Buffer::Buffer(Buffer&& o) noexcept
-    : allocator_(std::move(o.allocator_)), data_(o.data_), bytes_(o.bytes_) {
+    : allocator_(std::move(o.allocator_)), data_(o.data_), bytes_(o.bytes_), device_(o.device_) {
   o.data_ = nullptr;
   o.bytes_ = 0;
 }
@@ -38,6 +53,7 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
     allocator_ = std::move(o.allocator_);
     data_ = o.data_;
     bytes_ = o.bytes_;
+    device_ = o.device_;
     o.data_ = nullptr;
     o.bytes_ = 0;
   }
@@ -55,16 +71,13 @@ Tensor Tensor::empty(Context& ctx, const Shape& shape, DType dtype) {
 
 Tensor Tensor::zeros(Context& ctx, const Shape& shape, DType dtype) {
   Tensor t = empty(ctx, shape, dtype);
-  if (dtype == DType::F32)
-    ctx.backend().fill(t, 0.0f);
-  else
-    ctx.backend().fill_i32(t, 0);
+  ops::fill(ctx, t, 0.0f);
   return t;
 }
 
 Tensor Tensor::full(Context& ctx, const Shape& shape, float value) {
   Tensor t = empty(ctx, shape);
-  ctx.backend().fill(t, value);
+  ops::fill(ctx, t, value);
   return t;
 }
 
@@ -72,6 +85,7 @@ Tensor Tensor::from_vector(Context& ctx, const Shape& shape, const std::vector<f
   CUDARTS_CHECK(static_cast<int64_t>(values.size()) == shape.numel(),
                 "Tensor::from_vector: ", values.size(), " values given for shape ", shape, " (",
                 shape.numel(), " elements)");
+  check_not_capturing(&ctx.allocator(), "Tensor::from_vector", "a new tensor of shape " + shape.str());
   Tensor t = empty(ctx, shape);
   ctx.backend().copy_bytes(t.raw(), t.device(), values.data(), Device::cpu(), t.nbytes());
   return t;
@@ -81,6 +95,8 @@ Tensor Tensor::from_vector_i32(Context& ctx, const Shape& shape,
                                const std::vector<int32_t>& values) {
   CUDARTS_CHECK(static_cast<int64_t>(values.size()) == shape.numel(),
                 "Tensor::from_vector_i32: ", values.size(), " values given for shape ", shape);
+  check_not_capturing(&ctx.allocator(), "Tensor::from_vector_i32",
+                      "a new tensor of shape " + shape.str());
   Tensor t = empty(ctx, shape, DType::I32);
   ctx.backend().copy_bytes(t.raw(), t.device(), values.data(), Device::cpu(), t.nbytes());
   return t;
@@ -120,6 +136,12 @@ Tensor Tensor::share() const {
   return t;
 }
 
+Tensor Tensor::borrow() const {
+  Tensor t = share();
+  if (buffer_) t.buffer_.reset(new Buffer(buffer_->data(), buffer_->bytes(), buffer_->device()));
+  return t;
+}
+
 Tensor Tensor::slice(int64_t begin, int64_t end) const {
   CUDARTS_CHECK(defined() && ndim() >= 1, "Tensor::slice on ", describe());
   CUDARTS_CHECK(0 <= begin && begin <= end && end <= shape_[0], "Tensor::slice [", begin, ", ", end,
@@ -144,12 +166,14 @@ Tensor Tensor::clone(Context& ctx) const {
   CUDARTS_CHECK(ctx.device() == device(), "Tensor::clone: tensor is ", describe(),
                 " but the context is on ", ctx.device().str());
   Tensor t = empty(ctx, shape_, dtype_);
-  ctx.backend().copy_bytes(t.raw(), t.device(), raw(), device(), nbytes());
+  ops::copy(ctx, *this, t);
   return t;
 }
 
 Tensor Tensor::to(Context& dst) const {
   CUDARTS_CHECK(defined(), "Tensor::to on an undefined tensor");
+  check_not_capturing(buffer_->allocator(), "Tensor::to", describe());
+  check_not_capturing(&dst.allocator(), "Tensor::to", describe());
   Tensor t = empty(dst, shape_, dtype_);
   if (nbytes() == 0) return t;
   if (device().is_cuda()) {
@@ -172,6 +196,7 @@ std::vector<float> Tensor::to_vector() const {
   CUDARTS_CHECK(defined(), "Tensor::to_vector on an undefined tensor");
   CUDARTS_CHECK(dtype_ == DType::F32, "Tensor::to_vector on ", describe(),
                 ": use to_vector_i32 for i32");
+  check_not_capturing(buffer_->allocator(), "Tensor::to_vector", describe());
   std::vector<float> v(static_cast<size_t>(numel()));
   if (v.empty()) return v;
   if (device().is_cuda())
@@ -183,6 +208,7 @@ std::vector<float> Tensor::to_vector() const {
 
 std::vector<int32_t> Tensor::to_vector_i32() const {
   CUDARTS_CHECK(defined() && dtype_ == DType::I32, "Tensor::to_vector_i32 on ", describe());
+  check_not_capturing(buffer_->allocator(), "Tensor::to_vector_i32", describe());
   std::vector<int32_t> v(static_cast<size_t>(numel()));
   if (v.empty()) return v;
   if (device().is_cuda())

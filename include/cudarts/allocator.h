@@ -46,6 +46,19 @@ class Allocator {
   // The size actually reserved for a request of `bytes`.
   static size_t round_size(size_t bytes);
 
+  // Private pools for graph capture (used by StepGraph). While a pool is active, every
+  // allocation is served from it and every block freed joins it; a block that belongs to a
+  // pool returns to that pool when freed, also after capture, so the addresses a captured
+  // graph uses are never handed to other code while the pool lives. release_pool() gives
+  // the pool's free blocks back to the general cache and forgets the ones still in use.
+  uint64_t begin_pool();
+  void end_pool() noexcept;
+  void release_pool(uint64_t pool) noexcept;
+  // True while a pool is active, i.e. while a StepGraph captures on this device.
+  bool capturing() const;
+  // Bytes of cached blocks held by a pool (free, for reuse by that pool's graph only).
+  size_t pool_cached_bytes(uint64_t pool) const;
+
  protected:
   // The system allocation. Throws cudarts::Error (naming the size) on failure.
   virtual void* raw_allocate(size_t bytes) = 0;
@@ -58,6 +71,9 @@ class Allocator {
   mutable std::mutex mutex_;
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block
   AllocatorStats stats_;
+  uint64_t active_pool_ = 0, next_pool_ = 1;
+  std::map<void*, uint64_t> pool_of_;                          // pool blocks -> their pool
+  std::map<uint64_t, std::multimap<size_t, void*>> pool_free_;  // pool -> free blocks
 };
 
 // Host memory (aligned_alloc).

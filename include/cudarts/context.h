@@ -3,6 +3,7 @@
 // allocator and the counter-based RNG state (seed + offset).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,9 @@
 namespace cudarts {
 
 class Backend;  // the op table implementation (internal)
+namespace detail {
+struct CaptureState;  // graph capture in progress (internal, see step_graph.h)
+}
 
 struct ContextOptions {
   uint64_t seed = 0;
@@ -53,11 +57,22 @@ class Context {
   // Waits until all work queued on this context has finished.
   void synchronize();
 
+  // Graph capture (see step_graph.h): true while a StepGraph records this context's work.
+  bool capturing() const { return capture_ != nullptr; }
+  // Host-side work that belongs to every step (an optimizer's step counter, learning rate
+  // and bias corrections): runs now, or, while a StepGraph captures, is kept and runs
+  // before every replay instead (a captured graph does not re-run host code).
+  void per_step(std::function<void()> fn);
+  // Internal (StepGraph, op front door).
+  detail::CaptureState* capture_state() const { return capture_; }
+  void set_capture_state(detail::CaptureState* state) { capture_ = state; }
+
  private:
   Device device_;
   ContextOptions options_;
   uint64_t seed_ = 0;
   uint64_t rng_offset_ = 0;
+  detail::CaptureState* capture_ = nullptr;
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<Backend> backend_;
 };

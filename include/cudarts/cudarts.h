@@ -18,4 +18,5 @@
 #include "cudarts/philox.h"
 #include "cudarts/search_model.h"
 #include "cudarts/shape.h"
+#include "cudarts/step_graph.h"
 #include "cudarts/tensor.h"

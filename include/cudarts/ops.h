@@ -5,6 +5,7 @@
 // Gradient contract: activation gradients are written (=), parameter gradients are
 // accumulated (+=).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -189,15 +190,26 @@ void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, 
 void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k,
                        const Tensor& lse_old);
 
+// t's first words.size() 32-bit words (at most 8; f32 bit patterns or i32) = words. The
+// values travel as kernel arguments, not through an upload buffer: safe to call while
+// earlier work is queued and between graph replays (the optimizers' per-step values).
+void set_words(Context& ctx, Tensor& t, const std::vector<uint32_t>& words);
+
 // ---- optimizers: one call updates a whole group of tensors ----
 // grad_scale (optional, (1) on the device) multiplies every gradient first (clipping).
+// hyper (optional, on the device) replaces the host values that change from step to step,
+// so a captured graph can run many steps: SGD reads lr = hyper[0]; Adam reads lr = hyper[0]
+// and the bias corrections 1 - beta1^step = hyper[1], 1 - beta2^step = hyper[2] (p.step is
+// then ignored). adam_hyper() gives the values the host path would use.
 // SGD (PyTorch semantics): d = g + wd p; buf = m buf + d; d = nesterov ? d + m buf : buf
 // (plain d when m = 0); p -= lr d. state0 is the momentum buffer (needed when m > 0).
 void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams& p,
-              const Tensor* grad_scale = nullptr);
+              const Tensor* grad_scale = nullptr, const Tensor* hyper = nullptr);
 // Adam / AdamW (PyTorch semantics); state0 = first moment, state1 = second moment.
 void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamParams& p,
-               const Tensor* grad_scale = nullptr);
+               const Tensor* grad_scale = nullptr, const Tensor* hyper = nullptr);
+// {lr, 1 - beta1^step, 1 - beta2^step} as adam_step computes them from p.
+std::array<float, 3> adam_hyper(const AdamParams& p);
 // out (1) = sqrt(sum of squares of every tensor).
 void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out);
 // coef (1) = min(1, max_norm / (norm + 1e-6)), computed on the device (no host read).

@@ -26,7 +26,10 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // before-hooks, clipping coefficient, fused update, after-hooks; then step_count() + 1.
+  // step_count() + 1 and the step's learning rate / bias corrections written to the device
+  // (host work, through Context::per_step: inside a StepGraph it runs before every replay),
+  // then before-hooks, clipping coefficient, fused update, after-hooks. Capturable; at most
+  // one step per optimizer in one captured graph.
   void step(Context& ctx);
   void zero_grad(Context& ctx);
 
@@ -46,14 +49,18 @@ class Optimizer {
 
  protected:
   virtual void update(Context& ctx, const Tensor* grad_scale) = 0;
+  // The per-step values the update reads from step_values_ (as 32-bit words).
+  virtual std::vector<uint32_t> hyper_words() const = 0;
   std::vector<Parameter*> params_;
   float lr_;
+  Tensor step_values_;  // on the device: lr (SGD); lr, 1 - beta1^t, 1 - beta2^t (Adam)
 
  private:
   float clip_ = 0.0f;
   std::vector<StepHook*> hooks_;
   int64_t step_count_ = 0;
   Tensor grad_norm_, clip_coef_;
+  uint64_t last_capture_ = 0;  // the capture that holds this optimizer's step (its id)
 };
 
 class SGD final : public Optimizer {
@@ -64,6 +71,7 @@ class SGD final : public Optimizer {
 
  protected:
   void update(Context& ctx, const Tensor* grad_scale) override;
+  std::vector<uint32_t> hyper_words() const override;
 
  private:
   SgdParams hyper_;
@@ -79,6 +87,7 @@ class Adam final : public Optimizer {
 
  protected:
   void update(Context& ctx, const Tensor* grad_scale) override;
+  std::vector<uint32_t> hyper_words() const override;
 
  private:
   AdamParams hyper_;

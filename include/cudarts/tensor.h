@@ -32,12 +32,17 @@ class Buffer {
 
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
-  Device device() const { return allocator_ ? allocator_->device() : Device::cpu(); }
+  Device device() const { return device_; }
+  // The allocator that owns the memory (nullptr for a borrowed buffer).
+  Allocator* allocator() const { return allocator_.get(); }
 
  private:
+  friend class Tensor;
+  Buffer(void* data, size_t bytes, Device device);  // borrowed: never freed by this Buffer
   std::shared_ptr<Allocator> allocator_;
   void* data_ = nullptr;
   size_t bytes_ = 0;
+  Device device_;
 };
 
 class Tensor {
@@ -74,6 +79,9 @@ class Tensor {
 
   // Another handle on the same storage (no copy).
   Tensor share() const;
+  // A handle on the same memory that does not keep it alive (a raw pointer with a shape):
+  // what a captured graph holds. Internal; valid while the owner lives (or its graph pool).
+  Tensor borrow() const;
   // Rows [begin, end) of dimension 0, sharing storage.
   Tensor slice(int64_t begin, int64_t end) const;
   // Same storage, new shape with the same number of elements.

@@ -40,6 +40,10 @@ void CpuBackend::fill_i32(Tensor& t, int32_t value) {
   std::fill(t.data_i32(), t.data_i32() + t.numel(), value);
 }
 
+void CpuBackend::set_words(Tensor& t, const Words8& w) {
+  std::memcpy(t.raw(), w.words, size_t(w.n) * sizeof(uint32_t));
+}
+
 void CpuBackend::relu_fwd(const Tensor& x, Tensor& y) {
   const float* in = x.data();
   float* out = y.data();
@@ -204,15 +208,17 @@ void CpuBackend::softmax_xent(const Tensor& logits, const Tensor& labels, Tensor
   correct.data()[0] = static_cast<float>(hits);
 }
 
-void CpuBackend::random_words(Tensor& out, uint64_t seed, uint64_t offset) {
+void CpuBackend::random_words(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   int32_t* p = out.data_i32();
   const int64_t n = out.numel();
   for (int64_t i = 0; i < n; ++i)
     p[i] = static_cast<int32_t>(philox_word(seed, offset, 0, uint64_t(i)));
 }
 
-void CpuBackend::random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low,
+void CpuBackend::random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
                                 float high) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   float* p = out.data();
   const int64_t n = out.numel();
   for (int64_t i = 0; i < n; ++i)

@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
                   size_t bytes) override;
   void fill(Tensor& t, float value) override;
   void fill_i32(Tensor& t, int32_t value) override;
+  void set_words(Tensor& t, const Words8& w) override;
 
   void conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                   const Conv2dParams& p) override;
@@ -65,15 +66,15 @@ class CpuBackend final : public Backend {
   void softmax_xent(const Tensor& logits, const Tensor& labels, Tensor& loss, Tensor& dlogits,
                     Tensor& correct) override;
 
-  void random_words(Tensor& out, uint64_t seed, uint64_t offset) override;
-  void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, float low, float high) override;
+  void random_words(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift) override;
+  void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low, float high) override;
 
   void crop2d_fwd(const Tensor& x, int top, int left, Tensor& y) override;
   void crop2d_bwd(const Tensor& dy, int top, int left, Tensor& dx) override;
   void scale_samples(const Tensor& x, const Tensor& scales, Tensor& y) override;
-  void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) override;
+  void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset, const uint64_t* shift) override;
   void augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
-               uint64_t offset) override;
+               uint64_t offset, const uint64_t* shift) override;
   void gather(const Tensor& src, const Tensor& index, Tensor& dst) override;
 
   void softmax(const Tensor& logits, Tensor& probs) override;
@@ -81,7 +82,7 @@ class CpuBackend final : public Backend {
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
   void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking, int restrict_k,
                  Tensor& dalpha) override;
-  void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset,
+  void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset, const uint64_t* shift,
                    Tensor& ranking) override;
   void batch_sum(const Tensor& x, float scale, Tensor& out) override;
   void ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m, const Tensor& ranking,
@@ -91,9 +92,9 @@ class CpuBackend final : public Backend {
                          const Tensor& lse_old) override;
 
   void sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
-                const Tensor* grad_scale) override;
+                const Tensor* grad_scale, const Tensor* hyper) override;
   void adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
-                 const Tensor* grad_scale) override;
+                 const Tensor* grad_scale, const Tensor* hyper) override;
   void global_norm(const std::vector<const Tensor*>& xs, Tensor& out) override;
   void clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) override;
 

@@ -2,6 +2,7 @@
 // ranking, moving averages, ProxylessNAS rescale) and of the optimizer steps.
 // Reductions accumulate in double; results are written with "=" unless the op says "+=".
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 
@@ -85,7 +86,8 @@ void CpuBackend::arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* r
 }
 
 void CpuBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
-                             uint64_t offset, Tensor& ranking) {
+                             uint64_t offset, const uint64_t* shift, Tensor& ranking) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   const int32_t* off = offsets.data_i32();
   const int64_t segments = offsets.numel() - 1, total = logits.numel();
   CUDARTS_CHECK(off[0] == 0 && off[segments] == total, "gumbel_rank: offsets must run from 0 to ",
@@ -156,8 +158,9 @@ void CpuBackend::proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
 }
 
 void CpuBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
-                          const Tensor* grad_scale) {
+                          const Tensor* grad_scale, const Tensor* hyper) {
   const float gs = grad_scale ? grad_scale->data()[0] : 1.0f;
+  const float lr = hyper ? hyper->data()[0] : p.lr;
   for (const OptimSlot& s : slots) {
     float* w = s.param->data();
     const float* g = s.grad->data();
@@ -170,16 +173,18 @@ void CpuBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& 
         buf[i] = p.momentum * buf[i] + d;
         d = p.nesterov ? d + p.momentum * buf[i] : buf[i];
       }
-      w[i] -= p.lr * d;
+      w[i] -= lr * d;
     }
   }
 }
 
 void CpuBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
-                           const Tensor* grad_scale) {
+                           const Tensor* grad_scale, const Tensor* hyper) {
   const float gs = grad_scale ? grad_scale->data()[0] : 1.0f;
-  const float bc1 = 1.0f - float(std::pow(double(p.beta1), double(p.step)));
-  const float bc2 = 1.0f - float(std::pow(double(p.beta2), double(p.step)));
+  const std::array<float, 3> h =
+      hyper ? std::array<float, 3>{hyper->data()[0], hyper->data()[1], hyper->data()[2]}
+            : ops::adam_hyper(p);
+  const float lr = h[0], bc1 = h[1], bc2 = h[2];
   for (const OptimSlot& s : slots) {
     float* w = s.param->data();
     const float* g = s.grad->data();
@@ -190,12 +195,12 @@ void CpuBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParams
     for (int64_t i = 0; i < n; ++i) {
       float d = gs * g[i];
       if (p.decoupled)
-        w[i] *= 1.0f - p.lr * p.weight_decay;
+        w[i] *= 1.0f - lr * p.weight_decay;
       else
         d += p.weight_decay * w[i];
       m[i] = p.beta1 * m[i] + (1.0f - p.beta1) * d;
       v[i] = p.beta2 * v[i] + (1.0f - p.beta2) * d * d;
-      w[i] -= p.lr * (m[i] / bc1) / (std::sqrt(v[i] / bc2) + p.eps);
+      w[i] -= lr * (m[i] / bc1) / (std::sqrt(v[i] / bc2) + p.eps);
     }
   }
 }

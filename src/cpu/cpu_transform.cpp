@@ -37,7 +37,8 @@ void CpuBackend::scale_samples(const Tensor& x, const Tensor& scales, Tensor& y)
   }
 }
 
-void CpuBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) {
+void CpuBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset, const uint64_t* shift) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t i = 0; i < out.numel(); ++i) {
     const float u = philox_uniform(philox_word(seed, offset, 0, uint64_t(i)));
     out.data()[i] = u < keep_prob ? 1.0f / keep_prob : 0.0f;
@@ -45,7 +46,8 @@ void CpuBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, ui
 }
 
 void CpuBackend::augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
-                         uint64_t offset) {
+                         uint64_t offset, const uint64_t* shift) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
   const int64_t n = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3);
 #pragma omp parallel for if (x.numel() > 65536)
   for (int64_t i = 0; i < n; ++i) {
