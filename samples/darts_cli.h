@@ -31,6 +31,8 @@ inline void add_common_options(CLI::App& app, DataOptions& data, RunOptions& run
                  "stop after N steps without a final checkpoint (simulates a kill)");
   app.add_option("--print-every", run.print_every, "progress line every N steps");
   app.add_flag("--quiet", run.quiet, "no progress output");
+  app.add_flag("--cuda-graph", run.cuda_graph,
+               "capture the training step in a CUDA graph and replay it (continuous MixedOps)");
 }
 
 }  // namespace cudarts::darts

@@ -170,6 +170,38 @@ TEST_F(DartsRun, ResumedRunEqualsUninterruptedRun) {
   }
 }
 
+// The step captured in a StepGraph once per epoch and replayed (--cuda-graph; on the CPU
+// backend, the emulation with CUDA-graph semantics) gives the eager run's numbers exactly,
+// including a resume from a mid-epoch checkpoint.
+TEST_F(DartsRun, GraphedSearchEqualsEagerSearch) {
+  darts::SearchOptions eager = search("eager");
+  eager.warmup_epochs = 1;  // the capture of epoch 2 must take the architecture step
+  eager.run.checkpoint_every = 2;
+  darts::run_search(eager);
+  darts::SearchOptions graphed = eager;
+  graphed.run.out_dir = (dir_ / "graphed").string();
+  graphed.run.cuda_graph = true;
+  graphed.run.max_steps = 9;
+  EXPECT_EQ(darts::run_search(graphed).epochs_done, 1);
+  graphed.run.resume = true;
+  graphed.run.max_steps = -1;
+  EXPECT_EQ(darts::run_search(graphed).epochs_done, 2);
+  EXPECT_EQ(read(fs::path(eager.run.out_dir) / "genotype.json"),
+            read(fs::path(graphed.run.out_dir) / "genotype.json"));
+  expect_same_run(eager.run.out_dir, graphed.run.out_dir);
+
+  darts::SearchOptions binary = search("binary_graph");
+  binary.net.mixed.type = MixedOpType::Binary;
+  binary.run.cuda_graph = true;
+  try {
+    darts::run_search(binary);
+    ADD_FAILURE() << "--cuda-graph with sampled MixedOps should be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--cuda-graph needs continuous"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(DartsRun, ExistingRunIsNotOverwrittenWithoutResume) {
   darts::SearchOptions o = search("keep");
   o.epochs = 1;
@@ -215,6 +247,18 @@ TEST_F(DartsRun, RetrainsAGenotype) {
               rows[7]["train_acc"].get<double>(), rows[7]["valid_acc"].get<double>());
   EXPECT_GT(rows[7]["train_acc"].get<double>(), 0.3);  // chance is 0.1 on 10 classes
   EXPECT_GT(rows[7]["valid_acc"].get<double>(), 0.3);
+  // The same retraining with the step replayed from a StepGraph (drop-path masks, cutout and
+  // crops drawn afresh at each replay; the drop-path probability recaptured each epoch).
+  darts::TrainOptions graphed = o;
+  graphed.run.out_dir = (dir_ / "train_graphed").string();
+  graphed.run.cuda_graph = true;
+  graphed.epochs = 3;
+  darts::TrainOptions eager = graphed;
+  eager.run.out_dir = (dir_ / "train_eager").string();
+  eager.run.cuda_graph = false;
+  darts::run_train(graphed);
+  darts::run_train(eager);
+  expect_same_run(eager.run.out_dir, graphed.run.out_dir);
   o.genotype_path = (dir_ / "missing.json").string();
   EXPECT_THROW(darts::run_train(o), Error);
 }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <tuple>
@@ -18,6 +19,7 @@
 #include "cudarts/ops.h"
 #include "cudarts/optim.h"
 #include "cudarts/search_model.h"
+#include "cudarts/step_graph.h"
 
 namespace cudarts::darts {
 
@@ -106,6 +108,55 @@ struct Xent {
     ops::softmax_xent(ctx, logits, labels, loss, dlogits, hits);
     if (weight != 1.0f) ops::scale(ctx, dlogits, weight, dlogits);
   }
+};
+
+// Runs the training step eagerly, or (run.cuda_graph) by replaying a StepGraph captured from
+// it: each batch is copied into static tensors that the graph reads, the step writes its
+// loss and hits into tensors made before capture, and the graph is captured again after
+// restart() (each epoch: the drop-path probability and the warm-up switch are host values
+// frozen into a capture). The first step after a restart runs eagerly (the warm-up that a
+// capture needs) and is captured right after.
+class StepRunner {
+ public:
+  using Step = std::function<void(const std::vector<const Tensor*>& inputs)>;
+  StepRunner(Context& ctx, bool use_graph)
+      : ctx_(ctx),
+        graph_(use_graph ? std::make_unique<StepGraph>(ctx) : nullptr),
+        loss(Tensor::zeros(ctx, Shape{1})),
+        hits(Tensor::zeros(ctx, Shape{1})) {}
+  void restart() { fresh_ = true; }
+  void run(const std::vector<const Tensor*>& inputs, const Step& step) {
+    if (!graph_) {
+      step(inputs);
+      return;
+    }
+    if (statics_.empty())
+      for (const Tensor* t : inputs) statics_.push_back(Tensor::empty(ctx_, t->shape(), t->dtype()));
+    std::vector<const Tensor*> fixed;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      CUDARTS_CHECK(inputs[i]->shape() == statics_[i].shape(), "--cuda-graph: input ", i,
+                    " has shape ", inputs[i]->shape(), " but the captured step reads ",
+                    statics_[i].shape());
+      ops::copy(ctx_, *inputs[i], statics_[i]);
+      fixed.push_back(&statics_[i]);
+    }
+    if (fresh_ || !graph_->captured()) {
+      step(fixed);
+      graph_->capture([&] { step(fixed); });
+      fresh_ = false;
+    } else {
+      graph_->replay();
+    }
+  }
+
+ private:
+  Context& ctx_;
+  std::unique_ptr<StepGraph> graph_;
+  std::vector<Tensor> statics_;
+  bool fresh_ = true;
+
+ public:
+  Tensor loss, hits;  // of the last step
 };
 
 std::vector<std::vector<int64_t>> make_batches(const std::vector<int64_t>& order, int64_t first,
@@ -319,6 +370,11 @@ RunResult run_search(const SearchOptions& o) {
   SearchConfig cfg = o.net;
   cfg.in_channels = train_all.c;
   cfg.num_classes = train_all.num_classes;
+  CUDARTS_CHECK(!o.run.cuda_graph || cfg.mixed.type == MixedOpType::Continuous,
+                "darts_search: --cuda-graph needs continuous MixedOps, not ",
+                mixed_op_type_name(cfg.mixed.type),
+                " (sampled types choose their ops on the host at every step, which a captured "
+                "graph cannot do)");
   SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
   auto& net = static_cast<SearchNetwork&>(model.network());
   SGD w_opt(ctx, model.operational_parameters(),
@@ -382,8 +438,10 @@ RunResult run_search(const SearchOptions& o) {
   int64_t steps_here = 0;
   RunResult result;
   result.epochs_done = start_epoch;
+  StepRunner runner(ctx, o.run.cuda_graph);
 
   for (int epoch = start_epoch; epoch < o.epochs; ++epoch) {
+    runner.restart();
     const auto t0 = Clock::now();
     ctx.allocator().reset_peak();
     w_opt.set_lr(schedule.lr(epoch));
@@ -400,22 +458,28 @@ RunResult run_search(const SearchOptions& o) {
       if (o.run.max_steps >= 0 && steps_here >= o.run.max_steps) return result;  // a "kill"
       Batch vb = valid_pf.next(ctx);
       Batch tb = train_pf.next(ctx);
-      if (o.bilevel && arch_on) {  // alpha step on the validation batch (first order)
-        a_opt.zero_grad(ctx);
-        Tensor logits = model.forward(ctx, vb.images, Mode::Train);
-        Xent x(ctx, logits, vb.labels);
-        model.backward(ctx, x.dlogits);
-        a_opt.step(ctx);
-      }
-      w_opt.zero_grad(ctx);
-      if (!o.bilevel) a_opt.zero_grad(ctx);
-      Tensor images = o.augment ? augmented(ctx, tb.images, aug) : tb.images.share();
-      Tensor logits = model.forward(ctx, images, Mode::Train);
-      Xent x(ctx, logits, tb.labels);
-      model.backward(ctx, x.dlogits);
-      w_opt.step(ctx);
-      if (!o.bilevel && arch_on) a_opt.step(ctx);
-      metrics.add(ctx, x.loss, x.hits, tb.labels.numel());
+      // in: validation images, labels, training images, labels
+      runner.run({&vb.images, &vb.labels, &tb.images, &tb.labels},
+                 [&](const std::vector<const Tensor*>& in) {
+                   if (o.bilevel && arch_on) {  // alpha step on the validation batch (first order)
+                     a_opt.zero_grad(ctx);
+                     Tensor logits = model.forward(ctx, *in[0], Mode::Train);
+                     Xent x(ctx, logits, *in[1]);
+                     model.backward(ctx, x.dlogits);
+                     a_opt.step(ctx);
+                   }
+                   w_opt.zero_grad(ctx);
+                   if (!o.bilevel) a_opt.zero_grad(ctx);
+                   Tensor images = o.augment ? augmented(ctx, *in[2], aug) : in[2]->share();
+                   Tensor logits = model.forward(ctx, images, Mode::Train);
+                   Xent x(ctx, logits, *in[3]);
+                   model.backward(ctx, x.dlogits);
+                   w_opt.step(ctx);
+                   if (!o.bilevel && arch_on) a_opt.step(ctx);
+                   ops::copy(ctx, x.loss, runner.loss);
+                   ops::copy(ctx, x.hits, runner.hits);
+                 });
+      metrics.add(ctx, runner.loss, runner.hits, tb.labels.numel());
       ++steps_here;
       progress.update(epoch, o.epochs, s, steps, int64_t(epoch) * steps + s + 1, metrics, o.batch);
       if (o.run.checkpoint_every > 0 && (s + 1) % o.run.checkpoint_every == 0 && s + 1 < steps)
@@ -531,7 +595,9 @@ RunResult run_train(const TrainOptions& o) {
   int64_t steps_here = 0;
   RunResult result;
   result.epochs_done = start_epoch;
+  StepRunner runner(ctx, o.run.cuda_graph);
   for (int epoch = start_epoch; epoch < o.epochs; ++epoch) {
+    runner.restart();
     const auto t0 = Clock::now();
     ctx.allocator().reset_peak();
     opt.set_lr(schedule.lr(epoch));
@@ -542,18 +608,22 @@ RunResult run_train(const TrainOptions& o) {
     for (int64_t s = first; s < steps; ++s) {
       if (o.run.max_steps >= 0 && steps_here >= o.run.max_steps) return result;
       Batch b = pf.next(ctx);
-      opt.zero_grad(ctx);
-      Tensor images = augmented(ctx, b.images, aug);
-      auto [logits, aux] = net.forward_train(ctx, images);
-      Xent x(ctx, logits, b.labels);
-      Tensor daux;
-      if (aux.defined()) {
-        Xent xa(ctx, aux, b.labels, o.auxiliary_weight);
-        daux = std::move(xa.dlogits);
-      }
-      net.backward_train(ctx, x.dlogits, daux);
-      opt.step(ctx);
-      metrics.add(ctx, x.loss, x.hits, b.labels.numel());
+      runner.run({&b.images, &b.labels}, [&](const std::vector<const Tensor*>& in) {
+        opt.zero_grad(ctx);
+        Tensor images = augmented(ctx, *in[0], aug);
+        auto [logits, aux] = net.forward_train(ctx, images);
+        Xent x(ctx, logits, *in[1]);
+        Tensor daux;
+        if (aux.defined()) {
+          Xent xa(ctx, aux, *in[1], o.auxiliary_weight);
+          daux = std::move(xa.dlogits);
+        }
+        net.backward_train(ctx, x.dlogits, daux);
+        opt.step(ctx);
+        ops::copy(ctx, x.loss, runner.loss);
+        ops::copy(ctx, x.hits, runner.hits);
+      });
+      metrics.add(ctx, runner.loss, runner.hits, b.labels.numel());
       ++steps_here;
       progress.update(epoch, o.epochs, s, steps, int64_t(epoch) * steps + s + 1, metrics, o.batch);
       if (o.run.checkpoint_every > 0 && (s + 1) % o.run.checkpoint_every == 0 && s + 1 < steps)
