@@ -2,12 +2,15 @@
 // weight step with clipping on a training batch) with the DARTS defaults, on the CPU or the GPU.
 // Validates before timing (finite loss), then reports the median iteration time, the allocator
 // peak, and how many underlying allocations happened after the warm-up iterations (the
-// steady state must not allocate). Prints one JSON object.
+// steady state must not allocate). With continuous MixedOps it then captures the same
+// iteration in a StepGraph and times its replays in the same run (graph_median_ms and the
+// ratio eager / graph). Prints one JSON object.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <random>
 
 #include "cudarts/cudarts.h"
@@ -18,6 +21,7 @@ int main(int argc, char** argv) {
   std::string device = "auto", mixed_op = "continuous";
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
+  bool graph = true;
   CLI::App app{"Time a first-order DARTS search iteration"};
   app.add_option("--device", device)->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--mixed-op", mixed_op);
@@ -27,6 +31,7 @@ int main(int argc, char** argv) {
   app.add_option("--size", size);
   app.add_option("--iters", iters);
   app.add_option("--warmup", warmup);
+  app.add_option("--graph", graph, "also time StepGraph replays (continuous MixedOps only)");
   CLI11_PARSE(app, argc, argv);
   try {
     const bool cuda = device == "cuda" || (device == "auto" && Context::cuda_available());
@@ -80,27 +85,55 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "darts_bench: loss is %f after the warm-up\n", l0);
       return 1;
     }
-    ctx.synchronize();
-    const AllocatorStats before = ctx.allocator().stats();
-    std::vector<double> ms;
-    for (int i = 0; i < iters; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      step();
+    auto time_iters = [&](const std::function<void()>& fn, uint64_t* allocations) {
       ctx.synchronize();
-      ms.push_back(
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      const uint64_t before = ctx.allocator().stats().num_allocations;
+      std::vector<double> ms;
+      for (int i = 0; i < iters; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        fn();
+        ctx.synchronize();
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                         .count());
+      }
+      *allocations = ctx.allocator().stats().num_allocations - before;
+      std::sort(ms.begin(), ms.end());
+      return ms;
+    };
+    uint64_t eager_allocs = 0, graph_allocs = 0;
+    const std::vector<double> ms = time_iters(step, &eager_allocs);
+    std::vector<double> gms;
+    int64_t nodes = 0;
+    const bool graphable = graph && cfg.mixed.type == MixedOpType::Continuous;
+    if (graphable) {
+      StepGraph g(ctx);
+      g.capture(step);
+      nodes = g.num_nodes();
+      g.replay();  // the first launch uploads the graph
+      gms = time_iters([&] { g.replay(); }, &graph_allocs);
+      const float lg = loss.item();
+      if (!std::isfinite(lg)) {
+        std::fprintf(stderr, "darts_bench: loss is %f after the graph replays\n", lg);
+        return 1;
+      }
     }
     const AllocatorStats after = ctx.allocator().stats();
-    std::sort(ms.begin(), ms.end());
     std::printf(
         "{\"device\": \"%s\", \"mixed_op\": \"%s\", \"channels\": %lld, \"cells\": %d, "
         "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
         "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
-        "\"loss\": %.5f}\n",
+        "\"loss\": %.5f",
         ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
         (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
-        (unsigned long long)(after.num_allocations - before.num_allocations), loss.item());
-    return after.num_allocations == before.num_allocations ? 0 : 2;
+        (unsigned long long)eager_allocs, loss.item());
+    if (graphable)
+      std::printf(
+          ", \"graph_nodes\": %lld, \"graph_median_ms\": %.3f, \"graph_min_ms\": %.3f, "
+          "\"eager_over_graph\": %.3f, \"graph_steady_state_allocations\": %llu",
+          (long long)nodes, gms[gms.size() / 2], gms.front(), ms[ms.size() / 2] / gms[gms.size() / 2],
+          (unsigned long long)graph_allocs);
+    std::printf("}\n");
+    return eager_allocs == 0 && graph_allocs == 0 ? 0 : 2;
   } catch (const Error& e) {
     std::fprintf(stderr, "darts_bench: %s\n", e.what());
     return 1;

@@ -2,8 +2,10 @@
 # The one script for the lent GPU machine (one call, well under 10 minutes on an H100):
 # prints what the machine has, builds Release for sm_90 with every core, runs the whole ctest
 # suite (GPU cases included), compute-sanitizer memcheck over the GPU op-parity cases and
-# racecheck over the hand-written reduction kernels, minimal_train for one epoch on the GPU,
-# the PyTorch twin (check and timing) and darts_bench, then prints a short table.
+# racecheck over the hand-written reduction kernels, memcheck over the StepGraph (CUDA graph)
+# cases, minimal_train for one epoch on the GPU,
+# the PyTorch twin (check and timing) and darts_bench (eager and graph-replay iteration times
+# in one run), then prints a short table.
 # Logs go to $OUT. Run from the repository root with .deps carried (scripts/device_deps.sh):
 #   perf/device_check.sh
 set -uo pipefail
@@ -69,7 +71,7 @@ tail -3 "$OUT/ctest.log"
 
 # ---------------------------------------------------------------- sanitizers
 echo "== compute-sanitizer ($(elapsed) s)"
-MEMCHECK=n/a RACECHECK=n/a
+MEMCHECK=n/a RACECHECK=n/a MEMCHECK_GRAPH=n/a
 if command -v compute-sanitizer > /dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_op_parity \
     --gtest_filter='*cuda_*' --gtest_brief=1 > "$OUT/memcheck.log" 2>&1
@@ -78,6 +80,9 @@ if command -v compute-sanitizer > /dev/null; then
     --gtest_filter='*cuda_mix_scores*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*' \
     --gtest_brief=1 > "$OUT/racecheck.log" 2>&1
   RACECHECK=$(grep -oE "ERROR SUMMARY: [0-9]+" "$OUT/racecheck.log" | tail -1 | grep -oE "[0-9]+$")
+  timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_step_graph \
+    --gtest_filter='*Gpu*' --gtest_brief=1 > "$OUT/memcheck_graph.log" 2>&1
+  MEMCHECK_GRAPH=$(grep -oE "ERROR SUMMARY: [0-9]+" "$OUT/memcheck_graph.log" | tail -1 | grep -oE "[0-9]+$")
 fi
 
 # ---------------------------------------------------------------- minimal_train on the GPU
@@ -100,7 +105,7 @@ rm -f "$OUT/twin_full.safetensors"
 echo
 summary "device_check $(date -u +%Y-%m-%dT%H:%MZ) on ${GPU:-no GPU} ($(git rev-parse --short HEAD 2>/dev/null))"
 summary "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped (ctest.log, failed.txt)"
-summary "compute-sanitizer: memcheck errors ${MEMCHECK:-?}, racecheck hazards ${RACECHECK:-?}"
+summary "compute-sanitizer: memcheck errors ${MEMCHECK:-?} (op parity), ${MEMCHECK_GRAPH:-?} (StepGraph), racecheck hazards ${RACECHECK:-?}"
 summary "minimal_train: $(grep -iE 'test accuracy' "$OUT/minimal_train.log" | tail -1)"
 summary "twin: ${TWIN:-not run}"
 summary "darts_bench: $(tail -1 "$OUT/darts_bench.json")"
