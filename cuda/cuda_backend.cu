@@ -57,6 +57,12 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
+void CudaBackend::activate() {
+  int current = -1;
+  CUDARTS_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != device_) CUDARTS_CUDA_CHECK(cudaSetDevice(device_), "(activating ", device_, ")");
+}
+
 void CudaBackend::set_allow_tf32(bool allow) {
   allow_tf32_ = allow;
   CUDARTS_CUBLAS_CHECK(

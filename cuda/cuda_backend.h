@@ -31,6 +31,7 @@ class CudaBackend final : public Backend {
   void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
                   size_t bytes) override;
   void synchronize() override;
+  void activate() override;
   void* stream() const override { return stream_; }
   void set_allow_tf32(bool allow) override;
 

@@ -25,6 +25,9 @@ class Backend {
   virtual void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
                           size_t bytes) = 0;
   virtual void synchronize() {}
+  // Makes the backend's device current for this thread (CUDA: before every op, so contexts
+  // on different GPUs can be used from one thread).
+  virtual void activate() {}
   virtual void* stream() const { return nullptr; }
   virtual void set_allow_tf32(bool) {}
 

@@ -104,6 +104,7 @@ template <class... P, class... A>
 void dispatch(Context& ctx, void (Backend::*fn)(P...), A&&... args) {
   CaptureState* cs = ctx.capture_state();
   if (cs == nullptr || cs->recording == nullptr) {
+    ctx.backend().activate();
     (ctx.backend().*fn)(std::forward<A>(args)...);
     return;
   }

@@ -264,6 +264,7 @@ TEST(StepGraph, HostReadDuringCaptureIsRefusedByName) {
   EXPECT_THROW(g.replay(), Error);
   EXPECT_EQ(t.to_vector(), std::vector<float>(3, 2.0f)) << "the failed capture ran nothing";
   EXPECT_THROW(g.capture([&] { Tensor u = Tensor::from_vector(ctx, Shape{1}, {1.0f}); }), Error);
+  EXPECT_THROW(g.capture([&] { ctx.synchronize(); }), Error);
   ops::scale(ctx, t, 2.0f, t);  // eager work still runs
   EXPECT_EQ(t.to_vector(), std::vector<float>(3, 4.0f));
 }
