@@ -90,6 +90,9 @@ echo "== minimal_train ($(elapsed) s)"
 timeout 120 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" \
   > "$OUT/minimal_train.log" 2>&1
 tail -6 "$OUT/minimal_train.log"
+timeout 90 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" --cuda-graph \
+  > "$OUT/minimal_train_graph.log" 2>&1
+tail -3 "$OUT/minimal_train_graph.log"
 
 # ---------------------------------------------------------------- PyTorch twin and benchmarks
 echo "== twin and benchmarks ($(elapsed) s)"
@@ -107,6 +110,8 @@ summary "device_check $(date -u +%Y-%m-%dT%H:%MZ) on ${GPU:-no GPU} ($(git rev-p
 summary "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped (ctest.log, failed.txt)"
 summary "compute-sanitizer: memcheck errors ${MEMCHECK:-?} (op parity), ${MEMCHECK_GRAPH:-?} (StepGraph), racecheck hazards ${RACECHECK:-?}"
 summary "minimal_train: $(grep -iE 'test accuracy' "$OUT/minimal_train.log" | tail -1)"
+summary "minimal_train: $(grep -E '^training:' "$OUT/minimal_train.log" | tail -1)"
+summary "minimal_train --cuda-graph: $(grep -iE 'test accuracy' "$OUT/minimal_train_graph.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train_graph.log" | tail -1)"
 summary "twin: ${TWIN:-not run}"
 summary "darts_bench: $(tail -1 "$OUT/darts_bench.json")"
 summary "torch bench: $(tail -1 "$OUT/torch_bench.json")"

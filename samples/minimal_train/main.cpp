@@ -24,6 +24,7 @@ struct Options {
   float lr = 0.02f;  // peak of the cosine schedule (0.05 trains too, less stably)
   uint64_t seed = 0;
   int64_t limit = 0;  // 0: the whole training set
+  bool cuda_graph = false;
 };
 
 // A bad command line: main prints the message and the usage, and exits with code 2.
@@ -42,6 +43,7 @@ void print_usage(std::FILE* out, const char* program) {
                "  --lr X                  SGD learning rate, cosine-decayed (default 0.02)\n"
                "  --seed N                seed of the weights and the shuffling (default 0)\n"
                "  --limit N               use only the first N training images (smoke tests)\n"
+               "  --cuda-graph            capture the training step once, replay it per batch\n"
                "  --help                  this text\n",
                program, cudarts::default_fashion_mnist_dir().c_str());
 }
@@ -81,6 +83,11 @@ Options parse_args(int argc, char** argv, bool* help) {
     if (flag == "--help" || flag == "-h") {
       *help = true;
       return o;
+    }
+    if (flag == "--cuda-graph") {
+      if (has_value) throw UsageError{"--cuda-graph takes no value"};
+      o.cuda_graph = true;
+      continue;
     }
     const bool known = flag == "--device" || flag == "--data" || flag == "--epochs" ||
                        flag == "--batch-size" || flag == "--lr" || flag == "--seed" ||
@@ -195,6 +202,24 @@ int run(const Options& opt) {
   constexpr int64_t kReportEvery = 100;
   constexpr double kPi = 3.14159265358979323846;
 
+  // One training step; the loss and hit sums stay on the device.
+  auto train_step = [&](const Tensor& images, const Tensor& labels) {
+    sgd.zero_grad(ctx);
+    Tensor logits = net.forward(ctx, images, Mode::Train);
+    Tensor dlogits = Tensor::empty(ctx, logits.shape());
+    ops::softmax_xent(ctx, logits, labels, loss, dlogits, correct);
+    net.backward(ctx, dlogits);
+    sgd.step(ctx);
+    ops::axpy(ctx, 1.0f, loss, loss_sum);
+    ops::axpy(ctx, 1.0f, correct, correct_sum);
+  };
+  // --cuda-graph: each full batch is copied into these static tensors and the step is a
+  // replay of a StepGraph captured after the first (eager) step; the learning rate set before
+  // a replay is what that replay uses. A final partial batch runs eagerly (other shapes).
+  Tensor static_images = Tensor::zeros(ctx, Shape{opt.batch_size, 1, 28, 28});
+  Tensor static_labels = Tensor::zeros(ctx, Shape{opt.batch_size}, DType::I32);
+  StepGraph graph(ctx);
+
   double train_seconds = 0.0;
   int64_t images_seen = 0;
   for (int epoch = 0; epoch < opt.epochs; ++epoch) {
@@ -214,15 +239,18 @@ int run(const Options& opt) {
       const double progress = static_cast<double>(epoch * steps_per_epoch + step) /
                               static_cast<double>(opt.epochs * steps_per_epoch);
       sgd.set_lr(static_cast<float>(opt.lr * 0.5 * (1.0 + std::cos(kPi * progress))));
-      sgd.zero_grad(ctx);
-      Tensor logits = net.forward(ctx, batch.images, Mode::Train);
-      Tensor dlogits = Tensor::empty(ctx, logits.shape());
-      ops::softmax_xent(ctx, logits, batch.labels, loss, dlogits, correct);
-      net.backward(ctx, dlogits);
-      sgd.step(ctx);
-
-      ops::axpy(ctx, 1.0f, loss, loss_sum);
-      ops::axpy(ctx, 1.0f, correct, correct_sum);
+      if (opt.cuda_graph && end - begin == opt.batch_size) {
+        ops::copy(ctx, batch.images, static_images);
+        ops::copy(ctx, batch.labels, static_labels);
+        if (graph.captured()) {
+          graph.replay();
+        } else {
+          train_step(static_images, static_labels);  // warm-up, then capture
+          graph.capture([&] { train_step(static_images, static_labels); });
+        }
+      } else {
+        train_step(batch.images, batch.labels);
+      }
       window_images += end - begin;
       ++window_steps;
       if (window_steps == kReportEvery || step + 1 == steps_per_epoch) {
@@ -253,8 +281,9 @@ int run(const Options& opt) {
   const AllocatorStats stats = ctx.allocator().stats();
   std::printf("test accuracy %.2f%% (%lld images, %.1f s)\n", 100.0 * test_accuracy,
               static_cast<long long>(test.n), eval_seconds);
-  std::printf("training: %d epoch(s), %.1f s, %.0f images/s on %s\n", opt.epochs, train_seconds,
-              static_cast<double>(images_seen) / train_seconds, device.str().c_str());
+  std::printf("training: %d epoch(s), %.1f s, %.0f images/s on %s%s\n", opt.epochs,
+              train_seconds, static_cast<double>(images_seen) / train_seconds,
+              device.str().c_str(), opt.cuda_graph ? " (CUDA graph replays)" : "");
   std::printf("peak allocator bytes %zu (%.1f MiB), reserved %zu\n", stats.peak_bytes,
               static_cast<double>(stats.peak_bytes) / (1 << 20), stats.peak_reserved_bytes);
   return 0;
