@@ -40,9 +40,9 @@ CudaBackend::CudaBackend(int device, bool allow_tf32, std::shared_ptr<Allocator>
   CUDARTS_CUBLAS_CHECK(cublasCreate(&cublas_));
   CUDARTS_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // A workspace of our own: cuBLAS then allocates nothing per call, also not during a graph
-  // capture, and its memory shows in the allocator's statistics. The GEMMs here are small
-  // (classifier layers); 4 MiB covers them. Set after cublasSetStream, which resets it.
-  constexpr size_t kCublasWorkspace = size_t(4) << 20;
+  // capture, and its memory shows in the allocator's statistics. 32 MiB is cuBLAS's
+  // recommendation for Hopper. Set after cublasSetStream, which resets it.
+  constexpr size_t kCublasWorkspace = size_t(32) << 20;
   cublas_workspace_.emplace(allocator_, kCublasWorkspace);
   CUDARTS_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_->data(), kCublasWorkspace));
   CUDARTS_CUDNN_CHECK(cudnnCreate(&cudnn_));

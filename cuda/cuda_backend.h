@@ -140,6 +140,7 @@ class CudaBackend final : public Backend {
   // Declared after allocator_, so they return their memory before it goes.
   std::map<ConvKey, ConvPlan> conv_plans_;
   std::optional<Buffer> workspace_;
+  std::vector<Buffer> retired_workspaces_;  // outgrown while a captured graph may use them
   std::optional<Buffer> cublas_workspace_;  // fixed, so cuBLAS never allocates (graph capture)
   std::map<int64_t, Buffer> bn_ones_zeros_;
 };

@@ -273,9 +273,12 @@ void check_bn_epsilon(const char* op, double eps) {
 
 void* CudaBackend::workspace(size_t bytes) {
   if (bytes == 0) return nullptr;
+  if (!allocator_->has_pools()) retired_workspaces_.clear();
   if (!workspace_ || workspace_->bytes() < bytes) {
     // The old block may still be in use by queued work; the allocator hands it out again
-    // only to work queued later on this same stream.
+    // only to work queued later on this same stream. But a captured graph keeps using it on
+    // every replay: while graphs exist, keep it out of the allocator.
+    if (workspace_ && allocator_->has_pools()) retired_workspaces_.push_back(std::move(*workspace_));
     workspace_.reset();
     workspace_.emplace(allocator_, bytes);
   }
@@ -285,6 +288,14 @@ void* CudaBackend::workspace(size_t bytes) {
 const float* CudaBackend::bn_ones_zeros(int64_t channels) {
   auto it = bn_ones_zeros_.find(channels);
   if (it == bn_ones_zeros_.end()) {
+    // Filled by a kernel once and read by every later BN call: under capture the fill would
+    // only run at replay, so eager calls before the first replay would read garbage.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CUDARTS_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+      CUDARTS_FAIL("BatchNorm without affine parameters over ", channels,
+                   " channels is first used inside a StepGraph capture; run the step once eagerly "
+                   "before capturing it (the warm-up a capture needs)");
     const int64_t total = second_half(channels) + channels;
     Buffer b(allocator_, size_t(total) * sizeof(float));
     const int64_t blocks = std::min<int64_t>((total + kFillBlock - 1) / kFillBlock, 1024);

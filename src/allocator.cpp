@@ -1,6 +1,7 @@
 // Caching allocator: size-exact free lists over rounded sizes, statistics, CPU raw memory.
 #include "cudarts/allocator.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <iterator>
 
@@ -34,6 +35,7 @@ void* Allocator::allocate(size_t bytes) {
     if (pit != pool.end()) {
       p = pit->second;
       pool.erase(pit);
+      owned_.at(p).free = false;
       ++stats_.num_cache_hits;
       stats_.current_bytes += size;
       if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
@@ -74,7 +76,7 @@ void* Allocator::allocate(size_t bytes) {
     if (stats_.reserved_bytes > stats_.peak_reserved_bytes)
       stats_.peak_reserved_bytes = stats_.reserved_bytes;
   }
-  if (active_pool_ != 0) pool_of_[p] = active_pool_;
+  if (active_pool_ != 0) owned_[p] = Owned{size, {active_pool_}, false};
   stats_.current_bytes += size;
   if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
   return p;
@@ -85,16 +87,21 @@ void Allocator::deallocate(void* ptr, size_t bytes) noexcept {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.current_bytes -= size;
-  auto owner = pool_of_.find(ptr);
-  if (owner != pool_of_.end()) {
-    pool_free_[owner->second].emplace(size, ptr);
-  } else if (active_pool_ != 0) {
-    // Freed during capture: the graph may still read it (it was in use before the free).
-    pool_of_[ptr] = active_pool_;
-    pool_free_[active_pool_].emplace(size, ptr);
-  } else {
+  auto it = owned_.find(ptr);
+  if (it == owned_.end() && active_pool_ == 0) {
     free_blocks_.emplace(size, ptr);
+    return;
   }
+  // A pool's block, or one freed during capture (the graph may have used it before the free):
+  // it stays reserved for every graph that may use it.
+  if (it == owned_.end()) it = owned_.emplace(ptr, Owned{size, {}, true}).first;
+  Owned& o = it->second;
+  o.free = true;
+  if (active_pool_ != 0 &&
+      std::find(o.pools.begin(), o.pools.end(), active_pool_) == o.pools.end())
+    o.pools.push_back(active_pool_);
+  if (o.pools.size() == 1) pool_free_[o.pools[0]].emplace(size, ptr);
+  // Used by several graphs: parked (reused by none of them) until all but one are released.
 }
 
 uint64_t Allocator::begin_pool() {
@@ -116,16 +123,37 @@ void Allocator::release_pool(uint64_t pool) noexcept {
   if (active_pool_ == pool) active_pool_ = 0;
   auto fit = pool_free_.find(pool);
   if (fit != pool_free_.end()) {
-    free_blocks_.insert(fit->second.begin(), fit->second.end());
+    for (auto& [size, block] : fit->second) {
+      free_blocks_.emplace(size, block);
+      owned_.erase(block);
+    }
     pool_free_.erase(fit);
   }
-  for (auto it = pool_of_.begin(); it != pool_of_.end();)
-    it = it->second == pool ? pool_of_.erase(it) : std::next(it);
+  for (auto it = owned_.begin(); it != owned_.end();) {
+    Owned& o = it->second;
+    auto pos = std::find(o.pools.begin(), o.pools.end(), pool);
+    if (pos == o.pools.end()) {
+      ++it;
+      continue;
+    }
+    o.pools.erase(pos);
+    if (o.pools.empty()) {  // in use: an ordinary block from now on
+      it = owned_.erase(it);
+      continue;
+    }
+    if (o.free && o.pools.size() == 1) pool_free_[o.pools[0]].emplace(o.size, it->first);
+    ++it;
+  }
 }
 
 bool Allocator::capturing() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return active_pool_ != 0;
+}
+
+bool Allocator::has_pools() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !pool_free_.empty();
 }
 
 size_t Allocator::pool_cached_bytes(uint64_t pool) const {
@@ -150,6 +178,8 @@ void Allocator::reset_peak() {
 
 void Allocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mutex_);
+  CUDARTS_CHECK(active_pool_ == 0, "Allocator::empty_cache on ", device_.str(),
+                " while a StepGraph is capturing (freeing memory cannot be captured)");
   for (auto& [size, block] : free_blocks_) {
     raw_free(block);
     ++stats_.num_frees;
@@ -162,10 +192,10 @@ void Allocator::release_all() noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto& [size, block] : free_blocks_) raw_free(block);
   free_blocks_.clear();
-  for (auto& [pool, blocks] : pool_free_)
-    for (auto& [size, block] : blocks) raw_free(block);
+  for (auto& [block, o] : owned_)
+    if (o.free) raw_free(block);
   pool_free_.clear();
-  pool_of_.clear();
+  owned_.clear();
 }
 
 CpuAllocator::CpuAllocator() : Allocator(Device::cpu()) {}

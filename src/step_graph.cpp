@@ -53,6 +53,7 @@ void StepGraph::capture(const std::function<void()>& step) {
   CUDARTS_CHECK(!ctx.allocator().capturing(), "StepGraph::capture: another context on ",
                 ctx.device().str(), " is capturing");
   g.reset();
+  ctx.backend().activate();
   if (!g.rng_shift.defined()) {
     g.rng_shift = Tensor::empty(ctx, Shape{2}, DType::I32);
     ops::set_words(ctx, g.rng_shift, {0u, 0u});
@@ -105,6 +106,7 @@ void StepGraph::replay() {
     ctx.set_rng_state(ctx.seed(), ctx.rng_offset() + g.rng_used);
   }
   if (g.exec) {
+    ctx.backend().activate();
     cuda_bridge::graph_launch(g.exec, ctx.stream());
   } else {
     for (auto& op : g.recording) op(ctx.backend());

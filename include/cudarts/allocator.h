@@ -49,13 +49,17 @@ class Allocator {
   // Private pools for graph capture (used by StepGraph). While a pool is active, every
   // allocation is served from it and every block freed joins it; a block that belongs to a
   // pool returns to that pool when freed, also after capture, so the addresses a captured
-  // graph uses are never handed to other code while the pool lives. release_pool() gives
-  // the pool's free blocks back to the general cache and forgets the ones still in use.
+  // graph uses are never handed to other code while the pool lives. A block that several
+  // graphs may use (allocated in one capture, freed in another) is reused by none of them
+  // until all but one have been released. release_pool() gives the pool's free blocks back
+  // to the general cache and forgets the ones still in use.
   uint64_t begin_pool();
   void end_pool() noexcept;
   void release_pool(uint64_t pool) noexcept;
   // True while a pool is active, i.e. while a StepGraph captures on this device.
   bool capturing() const;
+  // True while any pool has not been released (a captured graph may still be replayed).
+  bool has_pools() const;
   // Bytes of cached blocks held by a pool (free, for reuse by that pool's graph only).
   size_t pool_cached_bytes(uint64_t pool) const;
 
@@ -72,8 +76,14 @@ class Allocator {
   std::multimap<size_t, void*> free_blocks_;  // rounded size -> block
   AllocatorStats stats_;
   uint64_t active_pool_ = 0, next_pool_ = 1;
-  std::map<void*, uint64_t> pool_of_;                          // pool blocks -> their pool
-  std::map<uint64_t, std::multimap<size_t, void*>> pool_free_;  // pool -> free blocks
+  struct Owned {
+    size_t size;
+    std::vector<uint64_t> pools;  // the graphs that may use the block
+    bool free;
+  };
+  std::map<void*, Owned> owned_;  // every block reserved for one or more pools
+  // Free blocks owned by exactly one pool, reusable by that pool's captures.
+  std::map<uint64_t, std::multimap<size_t, void*>> pool_free_;
 };
 
 // Host memory (aligned_alloc).
