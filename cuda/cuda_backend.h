@@ -12,6 +12,11 @@
 
 namespace cudarts::cuda {
 
+// Cached cuDNN descriptors (defined in cudnn_ops.cu).
+struct ConvDescs;
+struct CachedTensorDesc;
+struct CachedPoolDesc;
+
 class CudaAllocator final : public Allocator {
  public:
   explicit CudaAllocator(int device);
@@ -125,6 +130,11 @@ class CudaBackend final : public Backend {
   using ConvKey = std::array<int64_t, 17>;
 
  private:
+  // cuDNN descriptors, made on first use of a shape and kept (cudnn_ops.cu).
+  const ConvDescs& conv_descs(const Shape& xs, const Shape& ws, const Shape& ys,
+                              const Conv2dParams& p);
+  cudnnTensorDescriptor_t nchw_desc(const Shape& s, const char* what);
+  cudnnPoolingDescriptor_t pool_desc(const Pool2dParams& p);
   // At least `bytes` of cuDNN workspace on the device; grows, never shrinks.
   void* workspace(size_t bytes);
   // Device block: C ones at 0, C zeros at the next 256-byte boundary (cudnn_ops.cu,
@@ -139,6 +149,9 @@ class CudaBackend final : public Backend {
   cudnnHandle_t cudnn_ = nullptr;
   // Declared after allocator_, so they return their memory before it goes.
   std::map<ConvKey, ConvPlan> conv_plans_;
+  std::map<ConvKey, std::shared_ptr<ConvDescs>> conv_descs_;
+  std::map<std::array<int64_t, 4>, std::shared_ptr<CachedTensorDesc>> tensor_descs_;
+  std::map<std::array<int, 7>, std::shared_ptr<CachedPoolDesc>> pool_descs_;
   std::optional<Buffer> workspace_;
   std::vector<Buffer> retired_workspaces_;  // outgrown while a captured graph may use them
   std::optional<Buffer> cublas_workspace_;  // fixed, so cuBLAS never allocates (graph capture)

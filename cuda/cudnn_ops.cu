@@ -70,11 +70,6 @@ void set_nchw(const TensorDesc& d, const Shape& s, const char* what) {
       "(", what, " ", s, ")");
 }
 
-// A per-channel vector (C) seen as (1, C, 1, 1).
-void set_channels(const TensorDesc& d, int64_t c, const char* what) {
-  set_nchw(d, Shape{1, c, 1, 1}, what);
-}
-
 // cuDNN cannot describe empty tensors. An op whose output is empty has nothing to do; an empty
 // operand with a non-empty output is rejected.
 bool nothing_to_do(const char* op, const Tensor& out, std::initializer_list<const Tensor*> ins) {
@@ -88,11 +83,7 @@ bool nothing_to_do(const char* op, const Tensor& out, std::initializer_list<cons
 
 // ------------------------------------------------------------------ convolution
 
-enum ConvDirection : int { kConvFwd = 0, kConvBwdData = 1, kConvBwdFilter = 2 };
-
-const char* direction_name(int dir) {
-  return dir == kConvFwd ? "forward" : dir == kConvBwdData ? "backward data" : "backward filter";
-}
+}  // namespace
 
 // Descriptors of one convolution: x = input (x or dx), y = output (y or dy), w = filter (w or dw).
 struct ConvDescs {
@@ -119,6 +110,22 @@ struct ConvDescs {
                         ")");
   }
 };
+
+// The cached descriptors of one tensor shape and of one pooling window.
+struct CachedTensorDesc {
+  TensorDesc d;
+};
+struct CachedPoolDesc {
+  PoolDesc d;
+};
+
+namespace {
+
+enum ConvDirection : int { kConvFwd = 0, kConvBwdData = 1, kConvBwdFilter = 2 };
+
+const char* direction_name(int dir) {
+  return dir == kConvFwd ? "forward" : dir == kConvBwdData ? "backward data" : "backward filter";
+}
 
 // One row of a *_v7 heuristic answer, whatever the direction.
 struct Candidate {
@@ -271,6 +278,40 @@ void check_bn_epsilon(const char* op, double eps) {
 
 // ------------------------------------------------------------------ backend plumbing
 
+const ConvDescs& CudaBackend::conv_descs(const Shape& xs, const Shape& ws, const Shape& ys,
+                                         const Conv2dParams& p) {
+  const ConvKey key = {0,          xs[0],      xs[1],   xs[2],   xs[3],        ws[0],
+                       ws[1],      ws[2],      ws[3],   p.stride_h, p.stride_w, p.pad_h,
+                       p.pad_w,    p.dilation_h, p.dilation_w, p.groups, 0};
+  auto it = conv_descs_.find(key);
+  if (it == conv_descs_.end())
+    it = conv_descs_.emplace(key, std::make_shared<ConvDescs>(xs, ws, ys, p)).first;
+  return *it->second;
+}
+
+cudnnTensorDescriptor_t CudaBackend::nchw_desc(const Shape& s, const char* what) {
+  const std::array<int64_t, 4> key = {s[0], s[1], s[2], s[3]};
+  auto it = tensor_descs_.find(key);
+  if (it == tensor_descs_.end()) {
+    auto d = std::make_shared<CachedTensorDesc>();
+    set_nchw(d->d, s, what);
+    it = tensor_descs_.emplace(key, std::move(d)).first;
+  }
+  return it->second->d.get();
+}
+
+cudnnPoolingDescriptor_t CudaBackend::pool_desc(const Pool2dParams& p) {
+  const std::array<int, 7> key = {int(p.mode), p.kernel_h, p.kernel_w, p.pad_h,
+                                  p.pad_w,     p.stride_h, p.stride_w};
+  auto it = pool_descs_.find(key);
+  if (it == pool_descs_.end()) {
+    auto d = std::make_shared<CachedPoolDesc>();
+    set_pool(d->d, p);
+    it = pool_descs_.emplace(key, std::move(d)).first;
+  }
+  return it->second->d.get();
+}
+
 void* CudaBackend::workspace(size_t bytes) {
   if (bytes == 0) return nullptr;
   if (!allocator_->has_pools()) retired_workspaces_.clear();
@@ -313,7 +354,7 @@ const float* CudaBackend::bn_ones_zeros(int64_t channels) {
 void CudaBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                              const Conv2dParams& p) {
   if (nothing_to_do("conv2d_fwd", y, {&x, &w})) return;
-  const ConvDescs d(x.shape(), w.shape(), y.shape(), p);
+  const ConvDescs& d = conv_descs(x.shape(), w.shape(), y.shape(), p);
   const ConvPlan& plan =
       conv_plan(conv_plans_, cudnn_, kConvFwd, d, allow_tf32_, x.shape(), w.shape(), y.shape(), p);
   void* ws = workspace(plan.workspace_bytes);
@@ -324,10 +365,9 @@ void CudaBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bia
       "(x ", x.shape(), ", w ", w.shape(), ", y ", y.shape(), ", groups ", p.groups, ", algo ",
       plan.algo, ")");
   if (bias) {
-    TensorDesc b;
-    set_channels(b, w.dim(0), "bias");
+    const cudnnTensorDescriptor_t b = nchw_desc(Shape{1, w.dim(0), 1, 1}, "bias");
     CUDARTS_CUDNN_CHECK(
-        cudnnAddTensor(cudnn_, &kOne, b.get(), bias->data(), &kOne, d.y.get(), y.data()), "(bias ",
+        cudnnAddTensor(cudnn_, &kOne, b, bias->data(), &kOne, d.y.get(), y.data()), "(bias ",
         bias->shape(), ", y ", y.shape(), ")");
   }
 }
@@ -336,7 +376,7 @@ void CudaBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bia
 void CudaBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
                                   const Conv2dParams& p) {
   if (nothing_to_do("conv2d_bwd_data", dx, {&dy, &w})) return;
-  const ConvDescs d(dx.shape(), w.shape(), dy.shape(), p);
+  const ConvDescs& d = conv_descs(dx.shape(), w.shape(), dy.shape(), p);
   const ConvPlan& plan = conv_plan(conv_plans_, cudnn_, kConvBwdData, d, allow_tf32_, dx.shape(),
                                    w.shape(), dy.shape(), p);
   void* ws = workspace(plan.workspace_bytes);
@@ -353,7 +393,7 @@ void CudaBackend::conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& d
                                     const Conv2dParams& p) {
   // An empty batch adds nothing to dw or dbias.
   if (dw.numel() == 0 || x.numel() == 0 || dy.numel() == 0) return;
-  const ConvDescs d(x.shape(), dw.shape(), dy.shape(), p);
+  const ConvDescs& d = conv_descs(x.shape(), dw.shape(), dy.shape(), p);
   const ConvPlan& plan = conv_plan(conv_plans_, cudnn_, kConvBwdFilter, d, allow_tf32_, x.shape(),
                                    dw.shape(), dy.shape(), p);
   void* ws = workspace(plan.workspace_bytes);
@@ -364,10 +404,9 @@ void CudaBackend::conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& d
       "(x ", x.shape(), ", dy ", dy.shape(), ", dw ", dw.shape(), ", groups ", p.groups, ", algo ",
       plan.algo, ")");
   if (dbias) {
-    TensorDesc b;
-    set_channels(b, dw.dim(0), "dbias");
+    const cudnnTensorDescriptor_t b = nchw_desc(Shape{1, dw.dim(0), 1, 1}, "dbias");
     CUDARTS_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_, &kOne, d.y.get(), dy.data(), &kOne,
-                                                     b.get(), dbias->data()),
+                                                     b, dbias->data()),
                         "(dy ", dy.shape(), ", dbias ", dbias->shape(), ")");
   }
 }
@@ -387,17 +426,16 @@ void CudaBackend::batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, cons
   check_bn_epsilon("batchnorm_fwd_train", p.eps);
   if (nothing_to_do("batchnorm_fwd_train", y, {&x})) return;
   const int64_t c = x.dim(1);
-  TensorDesc xd, bn;
-  set_nchw(xd, x.shape(), "x");
-  CUDARTS_CUDNN_CHECK(cudnnDeriveBNTensorDescriptor(bn.get(), xd.get(), CUDNN_BATCHNORM_SPATIAL),
-                      "(x ", x.shape(), ")");
+  // Spatial BN: the derived parameter descriptor is (1, C, 1, 1).
+  const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x");
+  const cudnnTensorDescriptor_t bn = nchw_desc(Shape{1, c, 1, 1}, "BN parameters");
   const float* defaults = gamma ? nullptr : bn_ones_zeros(c);
   const float* scale = gamma ? gamma->data() : defaults;
   const float* shift = beta ? beta->data() : defaults + second_half(c);
   CUDARTS_CUDNN_CHECK(
       cudnnBatchNormalizationForwardTraining(
-          cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd.get(), x.data(), xd.get(), y.data(),
-          bn.get(), scale, shift, double(p.momentum), running_mean ? running_mean->data() : nullptr,
+          cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd, x.data(), xd, y.data(),
+          bn, scale, shift, double(p.momentum), running_mean ? running_mean->data() : nullptr,
           running_var ? running_var->data() : nullptr, double(p.eps), save_mean.data(),
           save_invstd.data()),
       "(x ", x.shape(), ", affine ", gamma != nullptr, ", running stats ", running_mean != nullptr,
@@ -411,17 +449,16 @@ void CudaBackend::batchnorm_fwd_infer(const Tensor& x, const Tensor* gamma, cons
   check_bn_epsilon("batchnorm_fwd_infer", eps);
   if (nothing_to_do("batchnorm_fwd_infer", y, {&x})) return;
   const int64_t c = x.dim(1);
-  TensorDesc xd, bn;
-  set_nchw(xd, x.shape(), "x");
-  CUDARTS_CUDNN_CHECK(cudnnDeriveBNTensorDescriptor(bn.get(), xd.get(), CUDNN_BATCHNORM_SPATIAL),
-                      "(x ", x.shape(), ")");
+  // Spatial BN: the derived parameter descriptor is (1, C, 1, 1).
+  const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x");
+  const cudnnTensorDescriptor_t bn = nchw_desc(Shape{1, c, 1, 1}, "BN parameters");
   const float* defaults = gamma ? nullptr : bn_ones_zeros(c);
   const float* scale = gamma ? gamma->data() : defaults;
   const float* shift = beta ? beta->data() : defaults + second_half(c);
   CUDARTS_CUDNN_CHECK(
       cudnnBatchNormalizationForwardInference(
-          cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd.get(), x.data(), xd.get(), y.data(),
-          bn.get(), scale, shift, running_mean.data(), running_var.data(), double(eps)),
+          cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd, x.data(), xd, y.data(),
+          bn, scale, shift, running_mean.data(), running_var.data(), double(eps)),
       "(x ", x.shape(), ", affine ", gamma != nullptr, ", eps ", eps, ")");
 }
 
@@ -432,10 +469,9 @@ void CudaBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor*
                                 Tensor* dgamma, Tensor* dbeta) {
   if (nothing_to_do("batchnorm_bwd", dx, {&dy, &x})) return;
   const int64_t c = x.dim(1);
-  TensorDesc xd, bn;
-  set_nchw(xd, x.shape(), "x");
-  CUDARTS_CUDNN_CHECK(cudnnDeriveBNTensorDescriptor(bn.get(), xd.get(), CUDNN_BATCHNORM_SPATIAL),
-                      "(x ", x.shape(), ")");
+  // Spatial BN: the derived parameter descriptor is (1, C, 1, 1).
+  const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x");
+  const cudnnTensorDescriptor_t bn = nchw_desc(Shape{1, c, 1, 1}, "BN parameters");
   const float* scale = gamma ? gamma->data() : bn_ones_zeros(c);
   std::optional<Buffer> scratch;
   float* dscale = dgamma ? dgamma->data() : nullptr;
@@ -448,8 +484,8 @@ void CudaBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor*
   const float* param_beta = dgamma ? &kOne : &kZero;  // the scratch pair is not read
   CUDARTS_CUDNN_CHECK(
       cudnnBatchNormalizationBackward(cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, &kOne,
-                                      param_beta, xd.get(), x.data(), xd.get(), dy.data(), xd.get(),
-                                      dx.data(), bn.get(), scale, dscale, dshift,
+                                      param_beta, xd, x.data(), xd, dy.data(), xd,
+                                      dx.data(), bn, scale, dscale, dshift,
                                       kBnBackwardEpsilon, save_mean.data(), save_invstd.data()),
       "(x ", x.shape(), ", affine ", gamma != nullptr, ", parameter gradients ", dgamma != nullptr,
       ")");
@@ -459,13 +495,10 @@ void CudaBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor*
 
 void CudaBackend::pool2d_fwd(const Tensor& x, Tensor& y, const Pool2dParams& p) {
   if (nothing_to_do("pool2d_fwd", y, {&x})) return;
-  TensorDesc xd, yd;
-  PoolDesc pd;
-  set_nchw(xd, x.shape(), "x");
-  set_nchw(yd, y.shape(), "y");
-  set_pool(pd, p);
+  const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x"), yd = nchw_desc(y.shape(), "y");
+  const cudnnPoolingDescriptor_t pd = pool_desc(p);
   CUDARTS_CUDNN_CHECK(
-      cudnnPoolingForward(cudnn_, pd.get(), &kOne, xd.get(), x.data(), &kZero, yd.get(), y.data()),
+      cudnnPoolingForward(cudnn_, pd, &kOne, xd, x.data(), &kZero, yd, y.data()),
       "(x ", x.shape(), ", y ", y.shape(), ", ", p.mode == PoolMode::Max ? "max" : "average", ")");
 }
 
@@ -473,14 +506,11 @@ void CudaBackend::pool2d_fwd(const Tensor& x, Tensor& y, const Pool2dParams& p) 
 void CudaBackend::pool2d_bwd(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
                              const Pool2dParams& p) {
   if (nothing_to_do("pool2d_bwd", dx, {&x, &y, &dy})) return;
-  TensorDesc xd, yd;
-  PoolDesc pd;
-  set_nchw(xd, x.shape(), "x");
-  set_nchw(yd, y.shape(), "y");
-  set_pool(pd, p);
+  const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x"), yd = nchw_desc(y.shape(), "y");
+  const cudnnPoolingDescriptor_t pd = pool_desc(p);
   CUDARTS_CUDNN_CHECK(
-      cudnnPoolingBackward(cudnn_, pd.get(), &kOne, yd.get(), y.data(), yd.get(), dy.data(),
-                           xd.get(), x.data(), &kZero, xd.get(), dx.data()),
+      cudnnPoolingBackward(cudnn_, pd, &kOne, yd, y.data(), yd, dy.data(),
+                           xd, x.data(), &kZero, xd, dx.data()),
       "(x ", x.shape(), ", dy ", dy.shape(), ", ", p.mode == PoolMode::Max ? "max" : "average",
       ")");
 }
