@@ -3,6 +3,10 @@
 
 #include <omp.h>
 
+// Elementwise loops: `if (parallel : ...)` keeps small tensors on one thread but vectorised; a
+// plain `if (...)` on `parallel for simd` also turns the simd off below the threshold, which
+// left e.g. relu_bwd a scalar loop with a mispredicting branch (13% of a CPU search).
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -32,7 +36,7 @@ void CpuBackend::copy_bytes(void* dst, Device dst_device, const void* src, Devic
 void CpuBackend::fill(Tensor& t, float value) {
   float* p = t.data();
   const int64_t n = t.numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) p[i] = value;
 }
 
@@ -48,7 +52,7 @@ void CpuBackend::relu_fwd(const Tensor& x, Tensor& y) {
   const float* in = x.data();
   float* out = y.data();
   const int64_t n = x.numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
@@ -57,8 +61,12 @@ void CpuBackend::relu_bwd(const Tensor& dy, const Tensor& y, Tensor& dx) {
   const float* out = y.data();
   float* d = dx.data();
   const int64_t n = dy.numel();
-#pragma omp parallel for simd if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) d[i] = out[i] > 0.0f ? g[i] : 0.0f;
+  // g[i] loaded unconditionally, so the select vectorises (a load on one side only does not).
+#pragma omp parallel for simd if (parallel : n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    d[i] = out[i] > 0.0f ? gi : 0.0f;
+  }
 }
 
 void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& y) {
@@ -66,7 +74,7 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& y) {
   const float* pb = b.data();
   float* py = y.data();
   const int64_t n = a.numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) py[i] = pa[i] + pb[i];
 }
 
@@ -74,7 +82,7 @@ void CpuBackend::scale(const Tensor& x, float alpha, Tensor& y) {
   const float* px = x.data();
   float* py = y.data();
   const int64_t n = x.numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) py[i] = alpha * px[i];
 }
 
@@ -82,7 +90,7 @@ void CpuBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
   const float* px = x.data();
   float* py = y.data();
   const int64_t n = x.numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
   for (int64_t i = 0; i < n; ++i) py[i] += alpha * px[i];
 }
 

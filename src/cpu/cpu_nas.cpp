@@ -166,7 +166,7 @@ void CpuBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& 
     const float* g = s.grad->data();
     float* buf = p.momentum > 0.0f ? s.state0->data() : nullptr;
     const int64_t n = s.param->numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
     for (int64_t i = 0; i < n; ++i) {
       float d = gs * g[i] + p.weight_decay * w[i];
       if (buf) {
@@ -191,7 +191,7 @@ void CpuBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParams
     float* m = s.state0->data();
     float* v = s.state1->data();
     const int64_t n = s.param->numel();
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
     for (int64_t i = 0; i < n; ++i) {
       float d = gs * g[i];
       if (p.decoupled)

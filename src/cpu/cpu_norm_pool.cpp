@@ -155,10 +155,18 @@ void CpuBackend::pool2d_bwd(const Tensor& x, const Tensor& y, const Tensor& dy, 
         const Window win = window(p, pi, qi, h, w);
         const float g = pg[(i * ph + pi) * pw + qi];
         if (p.mode == PoolMode::Max) {
+          // The first maximum of the window (NaN never wins). Selects instead of a branch: the
+          // branch mispredicted on random data (10% of a CPU search).
           int64_t best = win.h0 * w + win.w0;
+          float best_v = plane[best];
           for (int64_t a = win.h0; a < win.h1; ++a)
-            for (int64_t b = win.w0; b < win.w1; ++b)
-              if (plane[a * w + b] > plane[best]) best = a * w + b;
+            for (int64_t b = win.w0; b < win.w1; ++b) {
+              const int64_t idx = a * w + b;
+              const float v = plane[idx];
+              const bool better = v > best_v;
+              best = better ? idx : best;
+              best_v = better ? v : best_v;
+            }
           dplane[best] += g;
         } else {
           const float share = g / float((win.h1 - win.h0) * (win.w1 - win.w0));
