@@ -4,8 +4,9 @@
 # suite (GPU cases included), compute-sanitizer memcheck over the GPU op-parity cases and
 # racecheck over the hand-written reduction kernels, memcheck over the StepGraph (CUDA graph)
 # cases, minimal_train for one epoch on the GPU,
-# the PyTorch twin (check and timing) and darts_bench (eager and graph-replay iteration times
-# in one run), then prints a short table.
+# darts_bench (eager and graph-replay iteration times in one run) and the PyTorch twin (check
+# and timing). summary.txt (a short table) grows after each step; steps that would pass the
+# time limit (DEVICE_CHECK_LIMIT, default 540 s from the start) are skipped and listed.
 # Logs go to $OUT. Run from the repository root with .deps carried (scripts/device_deps.sh):
 #   perf/device_check.sh
 set -uo pipefail
@@ -61,59 +62,67 @@ if [ $BUILD -ne 0 ]; then
 fi
 
 # ---------------------------------------------------------------- tests
+# Every later step runs under `t`: a timeout no longer than the time left before $LIMIT, and
+# skipped (listed in skipped.txt) when less than 15 s are left. summary.txt grows after each
+# step, so a run cut short still reports what it did.
+LIMIT=${DEVICE_CHECK_LIMIT:-540}
+t() {
+  local want=$1 left
+  shift
+  left=$(( LIMIT - $(elapsed) ))
+  if [ "$left" -lt 15 ]; then echo "skipped (time): $*" >> "$OUT/skipped.txt"; return 125; fi
+  timeout $(( want < left ? want : left )) "$@"
+}
+errors() { grep -oE "ERROR SUMMARY: [0-9]+" "$1" 2>/dev/null | tail -1 | grep -oE "[0-9]+$"; }
+summary "device_check $(date -u +%Y-%m-%dT%H:%MZ) on ${GPU:-no GPU} ($(git rev-parse --short HEAD 2>/dev/null)), built in $(elapsed) s"
+
 echo "== ctest ($(elapsed) s)"
 export FASHION_MNIST_DIR=$DATA
-timeout 240 ctest --test-dir build-gpu -j8 --timeout 120 > "$OUT/ctest.log" 2>&1
+t 240 ctest --test-dir build-gpu -j8 --timeout 120 > "$OUT/ctest.log" 2>&1
 PASSED=$(grep -c " Passed " "$OUT/ctest.log"); FAILED=$(grep -cE "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log")
 SKIPPED=$(grep -c "Skipped" "$OUT/ctest.log")
 grep -E "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log" | head -20 > "$OUT/failed.txt"
 tail -3 "$OUT/ctest.log"
+summary "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped (ctest.log, failed.txt) at $(elapsed) s"
 
 # ---------------------------------------------------------------- sanitizers
 echo "== compute-sanitizer ($(elapsed) s)"
-MEMCHECK=n/a RACECHECK=n/a MEMCHECK_GRAPH=n/a
 if command -v compute-sanitizer > /dev/null; then
-  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_op_parity \
+  t 150 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_op_parity \
     --gtest_filter='*cuda_*' --gtest_brief=1 > "$OUT/memcheck.log" 2>&1
-  MEMCHECK=$(grep -oE "ERROR SUMMARY: [0-9]+" "$OUT/memcheck.log" | tail -1 | grep -oE "[0-9]+$")
-  timeout 90 compute-sanitizer --tool racecheck build-gpu/tests/test_op_parity \
+  t 90 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_step_graph \
+    --gtest_filter='*Gpu*' --gtest_brief=1 > "$OUT/memcheck_graph.log" 2>&1
+  t 90 compute-sanitizer --tool racecheck build-gpu/tests/test_op_parity \
     --gtest_filter='*cuda_mix_scores*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*' \
     --gtest_brief=1 > "$OUT/racecheck.log" 2>&1
-  RACECHECK=$(grep -oE "ERROR SUMMARY: [0-9]+" "$OUT/racecheck.log" | tail -1 | grep -oE "[0-9]+$")
-  timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_step_graph \
-    --gtest_filter='*Gpu*' --gtest_brief=1 > "$OUT/memcheck_graph.log" 2>&1
-  MEMCHECK_GRAPH=$(grep -oE "ERROR SUMMARY: [0-9]+" "$OUT/memcheck_graph.log" | tail -1 | grep -oE "[0-9]+$")
+  summary "compute-sanitizer: memcheck errors $(errors "$OUT/memcheck.log") (op parity), $(errors "$OUT/memcheck_graph.log") (StepGraph), racecheck hazards $(errors "$OUT/racecheck.log") (empty: not run or cut short)"
+else
+  summary "compute-sanitizer: not found"
 fi
 
 # ---------------------------------------------------------------- minimal_train on the GPU
 echo "== minimal_train ($(elapsed) s)"
-timeout 120 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" \
+t 120 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" \
   > "$OUT/minimal_train.log" 2>&1
 tail -6 "$OUT/minimal_train.log"
-timeout 90 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" --cuda-graph \
+summary "minimal_train: $(grep -iE 'test accuracy' "$OUT/minimal_train.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train.log" | tail -1)"
+t 90 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" --cuda-graph \
   > "$OUT/minimal_train_graph.log" 2>&1
 tail -3 "$OUT/minimal_train_graph.log"
-
-# ---------------------------------------------------------------- PyTorch twin and benchmarks
-echo "== twin and benchmarks ($(elapsed) s)"
-timeout 120 build-gpu/perf/darts_export --device cuda --out "$OUT/twin_full.safetensors" \
-  --channels 16 --cells 8 --size 32 --batch-size 8 --seed 3 > "$OUT/twin.log" 2>&1
-timeout 120 python3 perf/torch_darts.py check "$OUT/twin_full.safetensors" --device cuda >> "$OUT/twin.log" 2>&1
-TWIN=$(grep -oE "torch_darts check: [a-zA-Z]+" "$OUT/twin.log" | tail -1)
-timeout 90 build-gpu/perf/darts_bench --device cuda --iters 10 > "$OUT/darts_bench.json" 2>&1
-timeout 120 python3 perf/torch_darts.py bench --iters 10 > "$OUT/torch_bench.json" 2>&1
-rm -f "$OUT/twin_full.safetensors"
-
-# ---------------------------------------------------------------- table
-echo
-summary "device_check $(date -u +%Y-%m-%dT%H:%MZ) on ${GPU:-no GPU} ($(git rev-parse --short HEAD 2>/dev/null))"
-summary "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped (ctest.log, failed.txt)"
-summary "compute-sanitizer: memcheck errors ${MEMCHECK:-?} (op parity), ${MEMCHECK_GRAPH:-?} (StepGraph), racecheck hazards ${RACECHECK:-?}"
-summary "minimal_train: $(grep -iE 'test accuracy' "$OUT/minimal_train.log" | tail -1)"
-summary "minimal_train: $(grep -E '^training:' "$OUT/minimal_train.log" | tail -1)"
 summary "minimal_train --cuda-graph: $(grep -iE 'test accuracy' "$OUT/minimal_train_graph.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train_graph.log" | tail -1)"
-summary "twin: ${TWIN:-not run}"
+
+# ---------------------------------------------------------------- benchmarks and PyTorch twin
+echo "== benchmarks and twin ($(elapsed) s)"
+t 90 build-gpu/perf/darts_bench --device cuda --iters 10 > "$OUT/darts_bench.json" 2>&1
 summary "darts_bench: $(tail -1 "$OUT/darts_bench.json")"
+t 120 build-gpu/perf/darts_export --device cuda --out "$OUT/twin_full.safetensors" \
+  --channels 16 --cells 8 --size 32 --batch-size 8 --seed 3 > "$OUT/twin.log" 2>&1
+t 120 python3 perf/torch_darts.py check "$OUT/twin_full.safetensors" --device cuda >> "$OUT/twin.log" 2>&1
+rm -f "$OUT/twin_full.safetensors"
+summary "twin: $(grep -oE "torch_darts check: [a-zA-Z]+" "$OUT/twin.log" | tail -1)"
+t 120 python3 perf/torch_darts.py bench --iters 10 > "$OUT/torch_bench.json" 2>&1
 summary "torch bench: $(tail -1 "$OUT/torch_bench.json")"
+
+[ -f "$OUT/skipped.txt" ] && summary "skipped for time: $(wc -l < "$OUT/skipped.txt") step(s) (skipped.txt)"
 summary "total $(elapsed) s"
 [ "$FAILED" = 0 ]
