@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: a DARTS architecture search on Fashion-MNIST (Debian's dataset-fashion-mnist,
 # no download), then the derived genotype and plots. On a GPU it runs the DARTS defaults
-# (C = 16, 8 cells, 50 epochs, bilevel); on a CPU a budget that finishes in about 8.5 minutes on
+# (C = 16, 8 cells, 50 epochs, bilevel); on a CPU a budget that finishes in about 8 minutes on
 # two cores (C = 8, 3 cells, 6000 images split 3000/3000, 5 epochs, joint updates, batch 32,
 # lr 0.05, architecture lr 3e-3: ten times DARTS's 3e-4, since the run has ~1/40 of its steps).
 # Extra arguments go to darts_search and override the budget, e.g.
