@@ -83,19 +83,24 @@ export FASHION_MNIST_DIR=$DATA
 t 240 ctest --test-dir build-gpu -j8 --timeout 120 \
   -E "^(cpu_only_build|install_consumer|torch_twin_cpu)$" > "$OUT/ctest.log" 2>&1
 PASSED=$(grep -c " Passed " "$OUT/ctest.log"); FAILED=$(grep -cE "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log")
-SKIPPED=$(grep -c "Skipped" "$OUT/ctest.log")
+SKIPPED=$(grep -c "\*\*\*Skipped" "$OUT/ctest.log")  # (the closing list repeats each name)
 grep -E "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log" | head -20 > "$OUT/failed.txt"
 tail -3 "$OUT/ctest.log"
 summary "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped (ctest.log, failed.txt) at $(elapsed) s"
 
 # ---------------------------------------------------------------- sanitizers
 echo "== compute-sanitizer ($(elapsed) s)"
-if command -v compute-sanitizer > /dev/null; then
-  t 150 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_op_parity \
+# compute-sanitizer: on PATH, in a toolkit's compute-sanitizer/ folder, or anywhere on the disk.
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
+  /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+[ -z "$SAN" ] && SAN=$(timeout 20 find / -xdev -name compute-sanitizer -type f -perm -u+x 2>/dev/null | head -1)
+echo "compute-sanitizer: ${SAN:-not found}" | tee -a "$OUT/machine.txt"
+if [ -n "$SAN" ]; then
+  t 150 "$SAN" --tool memcheck --error-exitcode 9 build-gpu/tests/test_op_parity \
     --gtest_filter='*cuda_*' --gtest_brief=1 > "$OUT/memcheck.log" 2>&1
-  t 90 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_step_graph \
+  t 90 "$SAN" --tool memcheck --error-exitcode 9 build-gpu/tests/test_step_graph \
     --gtest_filter='*Gpu*' --gtest_brief=1 > "$OUT/memcheck_graph.log" 2>&1
-  t 90 compute-sanitizer --tool racecheck build-gpu/tests/test_op_parity \
+  t 90 "$SAN" --tool racecheck build-gpu/tests/test_op_parity \
     --gtest_filter='*cuda_mix_scores*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*' \
     --gtest_brief=1 > "$OUT/racecheck.log" 2>&1
   summary "compute-sanitizer: memcheck errors $(errors "$OUT/memcheck.log") (op parity), $(errors "$OUT/memcheck_graph.log") (StepGraph), racecheck hazards $(errors "$OUT/racecheck.log") (empty: not run or cut short)"

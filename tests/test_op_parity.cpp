@@ -596,6 +596,36 @@ std::string param_name(const ::testing::TestParamInfo<ParityParam>& info) {
 
 INSTANTIATE_TEST_SUITE_P(AllOps, OpParity, ::testing::ValuesIn(params()), param_name);
 
+// The precision switch: with TF32 allowed (ContextOptions::allow_tf32 / set_allow_tf32),
+// convolutions and GEMMs stay within 1e-2 of the CPU reference (TF32 keeps 10 mantissa bits).
+constexpr double kTf32Tol = 1e-2;
+
+TEST(OpParityTf32, ConvolutionsAndGemmWithinOnePercent) {
+  CUDARTS_REQUIRE_GPU();
+  ContextOptions tf32;
+  tf32.allow_tf32 = true;
+  Context gpu(Device::cuda(0), tf32), cpu;
+  int checked = 0;
+  for (const OpCase& c : registry()) {
+    if (c.name.rfind("conv2d", 0) != 0 && c.name.rfind("linear", 0) != 0) continue;
+    SCOPED_TRACE(c.name);
+    const RunResult ref = run_case(cpu, c);
+    const RunResult got = run_case(gpu, c);
+    ASSERT_EQ(got.outputs.size(), ref.outputs.size());
+    for (size_t i = 0; i < got.outputs.size(); ++i)
+      EXPECT_LE(test::normalized_error(got.outputs[i], ref.outputs[i]), kTf32Tol) << "output " << i;
+    ++checked;
+  }
+  EXPECT_GE(checked, 6) << "the registry should hold conv2d_* and linear_* cases";
+  gpu.set_allow_tf32(false);  // back to strict FP32 on the same context
+  for (const OpCase& c : registry()) {
+    if (c.name.rfind("linear_fwd", 0) != 0) continue;
+    const RunResult ref = run_case(cpu, c), got = run_case(gpu, c);
+    for (size_t i = 0; i < got.outputs.size(); ++i)
+      EXPECT_LE(test::normalized_error(got.outputs[i], ref.outputs[i]), kGemmTol) << c.name;
+  }
+}
+
 // Every op of the table appears in the registry with at least three shapes.
 TEST(OpParityRegistry, CoversEveryOpWithThreeShapes) {
   std::map<std::string, int> count;
