@@ -33,10 +33,16 @@ void CudaAllocator::raw_free(void* ptr) noexcept {
   cudaFree(ptr);
 }
 
-CudaBackend::CudaBackend(int device, bool allow_tf32, std::shared_ptr<Allocator> allocator)
+CudaBackend::CudaBackend(int device, bool allow_tf32, std::shared_ptr<Allocator> allocator,
+                         void* external_stream)
     : device_(device), allow_tf32_(allow_tf32), allocator_(std::move(allocator)) {
   CUDARTS_CUDA_CHECK(cudaSetDevice(device_));
-  CUDARTS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  if (external_stream) {
+    stream_ = static_cast<cudaStream_t>(external_stream);
+    owns_stream_ = false;
+  } else {
+    CUDARTS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
   CUDARTS_CUBLAS_CHECK(cublasCreate(&cublas_));
   CUDARTS_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // A workspace of our own: cuBLAS then allocates nothing per call, also not during a graph
@@ -54,7 +60,7 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (cudnn_) cudnnDestroy(cudnn_);
   if (cublas_) cublasDestroy(cublas_);
-  if (stream_) cudaStreamDestroy(stream_);
+  if (stream_ && owns_stream_) cudaStreamDestroy(stream_);
 }
 
 void CudaBackend::activate() {
@@ -110,7 +116,8 @@ std::shared_ptr<Allocator> make_allocator(int device) {
 
 std::unique_ptr<Backend> make_backend(int device, const ContextOptions& options,
                                       std::shared_ptr<Allocator> allocator) {
-  return std::make_unique<cuda::CudaBackend>(device, options.allow_tf32, std::move(allocator));
+  return std::make_unique<cuda::CudaBackend>(device, options.allow_tf32, std::move(allocator),
+                                             options.stream);
 }
 
 void copy_to_host(void* dst, const void* src, size_t bytes, int device) {

@@ -29,7 +29,9 @@ class CudaAllocator final : public Allocator {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, bool allow_tf32, std::shared_ptr<Allocator> allocator);
+  // external_stream: the caller's cudaStream_t (not owned), or nullptr for an own stream.
+  CudaBackend(int device, bool allow_tf32, std::shared_ptr<Allocator> allocator,
+              void* external_stream);
   ~CudaBackend() override;
   const char* name() const override { return "cuda"; }
 
@@ -145,6 +147,7 @@ class CudaBackend final : public Backend {
   bool allow_tf32_;
   std::shared_ptr<Allocator> allocator_;
   cudaStream_t stream_ = nullptr;
+  bool owns_stream_ = true;
   cublasHandle_t cublas_ = nullptr;
   cudnnHandle_t cudnn_ = nullptr;
   // Declared after allocator_, so they return their memory before it goes.

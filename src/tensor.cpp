@@ -1,6 +1,7 @@
 // Tensor and Buffer: storage from the context's allocator, views, explicit copies.
 #include "cudarts/tensor.h"
 
+#include <cstdint>
 #include <cstring>
 
 #include "backend.h"
@@ -133,6 +134,21 @@ Tensor Tensor::share() const {
   t.offset_bytes_ = offset_bytes_;
   t.shape_ = shape_;
   t.dtype_ = dtype_;
+  return t;
+}
+
+Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device) {
+  for (int i = 0; i < shape.ndim(); ++i)
+    CUDARTS_CHECK(shape[i] >= 0, "Tensor::wrap: shape ", shape, " has a negative extent");
+  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+  CUDARTS_CHECK(data != nullptr || bytes == 0, "Tensor::wrap: null pointer for shape ", shape);
+  CUDARTS_CHECK(reinterpret_cast<uintptr_t>(data) % dtype_size(dtype) == 0, "Tensor::wrap: ",
+                data, " is not aligned to the ", dtype_size(dtype), "-byte elements of ",
+                dtype_name(dtype));
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.buffer_.reset(new Buffer(data, bytes, device));
   return t;
 }
 

@@ -213,3 +213,50 @@ TEST(Context, CudaTensorRoundTrip) {
 
 }  // namespace
 }  // namespace cudarts
+
+namespace cudarts {
+namespace {
+
+// Tensor::wrap: cudarts ops read and write the caller's memory in place, nothing is copied or
+// freed, and bad pointers are refused by name.
+TEST(TensorWrap, OpsWorkInTheCallersMemory) {
+  Context ctx;
+  std::vector<float> in = {-1.0f, 2.0f, -3.0f, 4.0f}, out(4, 99.0f);
+  Tensor x = Tensor::wrap(in.data(), Shape{2, 2}, DType::F32, Device::cpu());
+  Tensor y = Tensor::wrap(out.data(), Shape{2, 2}, DType::F32, Device::cpu());
+  ops::relu_fwd(ctx, x, y);
+  EXPECT_EQ(out, (std::vector<float>{0.0f, 2.0f, 0.0f, 4.0f}));
+  in[0] = 5.0f;  // the tensor sees later writes by the caller: it is a view, not a copy
+  EXPECT_EQ(x.to_vector()[0], 5.0f);
+  {
+    Tensor view = y.slice(1, 2);
+    ops::fill(ctx, view, 7.0f);
+  }
+  EXPECT_EQ(out, (std::vector<float>{0.0f, 2.0f, 7.0f, 7.0f}));
+  const AllocatorStats s = ctx.allocator().stats();
+  EXPECT_EQ(s.current_bytes, 0u) << "wrapping allocates nothing";
+}
+
+TEST(TensorWrap, BadPointersAndDevicesAreRefused) {
+  Context ctx;
+  std::vector<float> v(8);
+  EXPECT_THROW(Tensor::wrap(nullptr, Shape{2}, DType::F32, Device::cpu()), Error);
+  EXPECT_NO_THROW(Tensor::wrap(nullptr, Shape{0}, DType::F32, Device::cpu()));
+  try {
+    Tensor::wrap(reinterpret_cast<char*>(v.data()) + 2, Shape{2}, DType::F32, Device::cpu());
+    ADD_FAILURE() << "a misaligned pointer should be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("aligned"), std::string::npos) << e.what();
+  }
+  Tensor on_gpu = Tensor::wrap(v.data(), Shape{8}, DType::F32, Device::cuda(0));
+  EXPECT_EQ(on_gpu.device(), Device::cuda(0));
+  try {
+    ops::fill(ctx, on_gpu, 1.0f);
+    ADD_FAILURE() << "a tensor of another device should be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace cudarts

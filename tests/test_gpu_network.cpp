@@ -144,5 +144,24 @@ TEST(GpuNetwork, BinarySamplingMatchesCpu) {
   }
 }
 
+// ContextOptions::stream: a second context on the first one's stream runs its ops there, in
+// order with the first's, and does not destroy the stream it does not own.
+TEST(GpuNetwork, ContextOnTheCallersStream) {
+  CUDARTS_REQUIRE_GPU();
+  Context owner(Device::cuda(0));
+  Tensor t = Tensor::full(owner, Shape{1024}, 1.0f);
+  {
+    ContextOptions o;
+    o.stream = owner.stream();
+    Context guest(Device::cuda(0), o);
+    EXPECT_EQ(guest.stream(), owner.stream());
+    Tensor u = Tensor::full(guest, Shape{1024}, 2.0f);
+    ops::axpy(guest, 3.0f, u, t);  // t, made on the owner's context: same device, same stream
+  }
+  ops::scale(owner, t, 2.0f, t);  // the stream still works after the guest is gone
+  const auto v = t.to_vector();
+  EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](float x) { return x == 14.0f; }));
+}
+
 }  // namespace
 }  // namespace cudarts

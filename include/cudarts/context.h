@@ -22,6 +22,11 @@ struct ContextOptions {
   // Allow TF32 tensor-core math in cuDNN/cuBLAS (faster, ~1e-3 relative error).
   // Off by default: strict FP32, which the tests use.
   bool allow_tf32 = false;
+  // CUDA: run every op of the context on this cudaStream_t (passed as void*), owned by the
+  // caller, who keeps it alive while the context lives; nullptr: the context creates its own
+  // non-blocking stream. Lets an application order cudarts work with its own kernels without
+  // events. Not the legacy default stream if StepGraph capture is wanted.
+  void* stream = nullptr;
 };
 
 class Context {

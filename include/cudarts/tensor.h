@@ -57,6 +57,11 @@ class Tensor {
   static Tensor empty(Context& ctx, const Shape& shape, DType dtype = DType::F32);
   static Tensor zeros(Context& ctx, const Shape& shape, DType dtype = DType::F32);
   static Tensor full(Context& ctx, const Shape& shape, float value);
+  // A tensor over memory the caller owns: host memory for Device::cpu(), device memory of that
+  // GPU for Device::cuda(i). No copy; cudarts never frees it. The caller keeps the memory alive
+  // while the tensor, its views, or a StepGraph that captured it are in use. `data` must be
+  // aligned to the element size (and non-null unless the shape is empty).
+  static Tensor wrap(void* data, const Shape& shape, DType dtype, Device device);
   // Host values copied to ctx's device (a visible upload).
   static Tensor from_vector(Context& ctx, const Shape& shape, const std::vector<float>& values);
   static Tensor from_vector_i32(Context& ctx, const Shape& shape,
