@@ -1,5 +1,5 @@
 // Uses an installed cudarts through its one public header: a Conv2d on a CPU context,
-// forward and backward on a small tensor. Exits non-zero when anything is off.
+// forward and backward on a small tensor, and a StepGraph replaying an op on wrapped memory. Exits non-zero when anything is off.
 #include <cstdio>
 
 #include <cudarts/cudarts.h>
@@ -28,6 +28,19 @@ int main() {
         std::fprintf(stderr, "consumer: bias gradient %g, expected 72\n", g);
         return 1;
       }
+    }
+    // A StepGraph from outside the library: capture a scale of the caller's own memory
+    // (Tensor::wrap), replay it twice.
+    float own[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    cudarts::Tensor w = cudarts::Tensor::wrap(own, cudarts::Shape{4}, cudarts::DType::F32,
+                                              cudarts::Device::cpu());
+    cudarts::StepGraph graph(ctx);
+    graph.capture([&] { cudarts::ops::scale(ctx, w, 2.0f, w); });
+    graph.replay();
+    graph.replay();
+    if (own[0] != 4.0f || own[3] != 16.0f) {
+      std::fprintf(stderr, "consumer: graph replays gave %g %g, expected 4 16\n", own[0], own[3]);
+      return 1;
     }
     std::printf("consumer: ok (%s -> %s, cuda compiled: %s)\n", x.describe().c_str(),
                 y.describe().c_str(), cudarts::Context::cuda_compiled() ? "yes" : "no");
