@@ -16,7 +16,6 @@ namespace {
 
 void check_tensor(Context& ctx, const char* op, const char* name, const Tensor& t,
                   DType dtype = DType::F32) {
-  NvtxRange nvtx_range("check_tensor");
   CUDARTS_CHECK(t.defined(), op, ": argument '", name, "' is an undefined tensor");
   CUDARTS_CHECK(t.device() == ctx.device(), op, ": argument '", name, "' is ", t.describe(),
                 " but the context is on ", ctx.device().str(),
@@ -160,7 +159,6 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
 namespace {
 void check_bn_vectors(Context& ctx, const char* op, const Tensor& x,
                       std::initializer_list<std::pair<const char*, const Tensor*>> vs) {
-  NvtxRange nvtx_range("check_bn_vectors");
   check_tensor(ctx, op, "x", x);
   check_ndim(op, "x", x, 4);
   for (auto& [name, t] : vs) {
@@ -387,7 +385,6 @@ void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
 namespace {
 void check_concat(Context& ctx, const char* op, const std::vector<const Tensor*>& parts,
                   const Tensor& whole) {
-  NvtxRange nvtx_range("check_concat");
   check_tensor(ctx, op, "y", whole);
   check_ndim(op, "y", whole, 4);
   CUDARTS_CHECK(!parts.empty(), op, ": no parts given");
@@ -454,14 +451,12 @@ void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, f
 namespace {
 void check_vector(Context& ctx, const char* op, const char* name, const Tensor& t, int64_t k,
                   DType dtype = DType::F32) {
-  NvtxRange nvtx_range("check_vector");
   check_tensor(ctx, op, name, t, dtype);
   check_shape(op, name, t, Shape{k});
 }
 
 void check_list(Context& ctx, const char* op, const std::vector<const Tensor*>& xs,
                 const Shape& shape) {
-  NvtxRange nvtx_range("check_list");
   CUDARTS_CHECK(!xs.empty(), op, ": the tensor list is empty");
   for (size_t i = 0; i < xs.size(); ++i) {
     CUDARTS_CHECK(xs[i] != nullptr, op, ": tensor ", i, " of the list is null");
@@ -472,19 +467,16 @@ void check_list(Context& ctx, const char* op, const std::vector<const Tensor*>& 
 }
 
 void check_ranking(Context& ctx, const char* op, const Tensor& ranking, int64_t k_total, int k) {
-  NvtxRange nvtx_range("check_ranking");
   check_vector(ctx, op, "ranking", ranking, k_total, DType::I32);
   CUDARTS_CHECK(k >= 1 && k <= k_total, op, ": k = ", k, " must be in [1, ", k_total, "]");
 }
 
 void check_scale(Context& ctx, const char* op, const Tensor* grad_scale) {
-  NvtxRange nvtx_range("check_scale");
   if (grad_scale) check_vector(ctx, op, "grad_scale", *grad_scale, 1);
 }
 
 void check_slots(Context& ctx, const char* op, const std::vector<OptimSlot>& slots,
                  bool need_state0, bool need_state1) {
-  NvtxRange nvtx_range("check_slots");
   for (const OptimSlot& s : slots) {
     CUDARTS_CHECK(s.param && s.grad, op, ": a slot lacks its parameter or gradient");
     check_tensor(ctx, op, "param", *s.param);
