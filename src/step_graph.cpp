@@ -15,8 +15,9 @@
 namespace cudarts {
 
 struct StepGraph::Impl {
-  explicit Impl(Context& c) : ctx(c) {}
+  explicit Impl(Context& c) : ctx(c), allocator(c.allocator_ptr()) {}
   Context& ctx;
+  std::shared_ptr<Allocator> allocator;  // the pool is released even after the context is gone
   bool captured = false;
   detail::CaptureState state;
   std::vector<std::function<void(Backend&)>> recording;  // CPU
@@ -31,7 +32,7 @@ struct StepGraph::Impl {
     exec = nullptr;
     recording.clear();
     state = detail::CaptureState{};
-    if (pool) ctx.allocator().release_pool(pool);
+    if (pool) allocator->release_pool(pool);
     pool = 0;
     captured = false;
     nodes = replays = 0;
@@ -124,7 +125,7 @@ int64_t StepGraph::num_replays() const {
   return impl_->replays;
 }
 size_t StepGraph::pool_cached_bytes() const {
-  return impl_->pool ? impl_->ctx.allocator().pool_cached_bytes(impl_->pool) : 0;
+  return impl_->pool ? impl_->allocator->pool_cached_bytes(impl_->pool) : 0;
 }
 
 }  // namespace cudarts

@@ -21,8 +21,11 @@
 //   batch) must stay alive while the graph is used; write each new batch into the same
 //   tensor (ops::copy) before replay(). Tensors created during capture (activations,
 //   the loss) live in the graph's private memory pool and are rewritten by every replay.
+// - Objects whose host work was captured (optimizers stepped in the step, through
+//   Context::per_step) must outlive the graph's replays; capture() and replay() need the
+//   context alive (destroying the graph after its context is fine).
 // Run the step once eagerly before capturing (a warm-up: cuDNN algorithm choice, cached
-// buffers), as with any CUDA-graph capture.
+// buffers), as with any CUDA-graph capture; on CUDA, some first uses refuse to be captured.
 #pragma once
 #include <cstdint>
 #include <functional>
