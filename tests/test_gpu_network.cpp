@@ -144,6 +144,41 @@ TEST(GpuNetwork, BinarySamplingMatchesCpu) {
   }
 }
 
+// The elementwise kernels take float4 paths when every pointer is 16-byte aligned: odd
+// lengths and views starting 1-3 floats into a buffer (scalar path, or vector path plus tail)
+// must match the CPU.
+TEST(GpuNetwork, ElementwiseOpsOnUnalignedViewsAndOddLengths) {
+  CUDARTS_REQUIRE_GPU();
+  Context cpu, gpu(Device::cuda(0));
+  for (int64_t n : {1, 3, 4, 5, 1023, 4097}) {
+    for (int64_t off : {0, 1, 2, 3}) {
+      SCOPED_TRACE("n " + std::to_string(n) + " offset " + std::to_string(off));
+      const Shape whole{n + 4};
+      const auto av = test::random_vector(size_t(n + 4), 41), bv = test::random_vector(size_t(n + 4), 42);
+      auto run = [&](Context& ctx) {
+        Tensor a = Tensor::from_vector(ctx, whole, av), b = Tensor::from_vector(ctx, whole, bv);
+        Tensor y = Tensor::zeros(ctx, whole);
+        Tensor as = a.slice(off, off + n), bs = b.slice(off, off + n), ys = y.slice(off, off + n);
+        std::vector<std::vector<float>> r;
+        ops::relu_fwd(ctx, as, ys);
+        r.push_back(y.to_vector());
+        ops::relu_bwd(ctx, as, bs, ys);
+        r.push_back(y.to_vector());
+        ops::add(ctx, as, bs, ys);
+        r.push_back(y.to_vector());
+        ops::scale(ctx, as, 0.75f, ys);
+        r.push_back(y.to_vector());
+        ops::axpy(ctx, -1.5f, as, ys);
+        r.push_back(y.to_vector());
+        return r;
+      };
+      const auto rc = run(cpu), rg = run(gpu);
+      for (size_t k = 0; k < rc.size(); ++k)
+        EXPECT_LE(test::normalized_error(rg[k], rc[k]), 1e-6) << "op " << k;
+    }
+  }
+}
+
 // ContextOptions::stream: a second context on the first one's stream runs its ops there, in
 // order with the first's, and does not destroy the stream it does not own.
 TEST(GpuNetwork, ContextOnTheCallersStream) {
