@@ -80,7 +80,7 @@ echo "== ctest ($(elapsed) s)"
 export FASHION_MNIST_DIR=$DATA
 # Not here: the nested CPU-only/sanitizer build and the install test configure fresh trees that
 # would not see the carried .deps (CI runs them), and the CPU twin (the GPU twin runs below).
-t 240 ctest --test-dir build-gpu -j8 --timeout 120 \
+t 240 ctest --test-dir build-gpu -j"$JOBS" --timeout 120 \
   -E "^(cpu_only_build|install_consumer|torch_twin_cpu)$" > "$OUT/ctest.log" 2>&1
 PASSED=$(grep -c " Passed " "$OUT/ctest.log"); FAILED=$(grep -cE "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log")
 SKIPPED=$(grep -c "\*\*\*Skipped" "$OUT/ctest.log")  # (the closing list repeats each name)
