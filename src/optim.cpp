@@ -86,6 +86,12 @@ SGD::SGD(Context& ctx, std::vector<Parameter*> params, SgdParams hyper)
     momentum_.push_back(hyper.momentum > 0.0f ? Tensor::zeros(ctx, p->value.shape()) : Tensor());
 }
 
+const Tensor* SGD::momentum_buffer(size_t i) const {
+  CUDARTS_CHECK(i < momentum_.size(), "SGD::momentum_buffer: index ", i, " out of range [0, ",
+                momentum_.size(), ")");
+  return momentum_[i].defined() ? &momentum_[i] : nullptr;
+}
+
 std::vector<uint32_t> SGD::hyper_words() const {
   return {bits_of(lr_)};
 }

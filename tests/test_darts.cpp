@@ -211,5 +211,133 @@ TEST(DartsSearchSpace, BinaryTypesRunEndToEnd) {
   }
 }
 
+// Second-order DARTS against finite differences of the quantity it approximates: the
+// validation loss after one virtual weight step, F(a) = L_val(w - xi (m buf + grad_w
+// L_train(w, a) + wd w), a), on a small model of two stacked continuous MixedOps (no
+// BatchNorm, so every pass is a function of w and a alone). The virtual step is recomputed
+// here on the host; only forward values enter the reference.
+TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
+  Context ctx(Device::cpu(), ContextOptions{9});
+  auto net = std::make_unique<Sequential>("net");
+  MixedOpConfig mc;
+  mc.type = MixedOpType::Continuous;
+  for (int layer = 0; layer < 2; ++layer) {
+    const int64_t in = layer == 0 ? 5 : 4, out = layer == 0 ? 4 : 3;
+    std::vector<std::unique_ptr<Layer>> cands;
+    cands.push_back(std::make_unique<Linear>(ctx, "lin", in, out));
+    auto relu_lin = std::make_unique<Sequential>("relu_lin");
+    relu_lin->emplace<Linear>(ctx, "lin", in, out);
+    relu_lin->emplace<ReLU>("relu");
+    cands.push_back(std::move(relu_lin));
+    cands.push_back(std::make_unique<Linear>(ctx, "lin_nobias", in, out, false));
+    net->add(make_mixed_op(ctx, "mix" + std::to_string(layer), std::move(cands), mc));
+  }
+  SearchModel model(ctx, std::move(net));
+  for (Parameter* a : model.architecture_parameters()) init_normal(ctx, a->value, 0.0f, 0.5f);
+  SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.1f, 0.9f, 1e-2f, false});
+  Tensor xt = test::random_tensor(ctx, Shape{8, 5}, 11), xv = test::random_tensor(ctx, Shape{8, 5}, 12);
+  std::vector<int32_t> lt(8), lv(8);
+  for (int i = 0; i < 8; ++i) lt[size_t(i)] = i % 3, lv[size_t(i)] = (i * 2 + 1) % 3;
+  Tensor yt = Tensor::from_vector_i32(ctx, Shape{8}, lt), yv = Tensor::from_vector_i32(ctx, Shape{8}, lv);
+  Tensor loss = Tensor::empty(ctx, Shape{1}), hits = Tensor::empty(ctx, Shape{1});
+  auto pass = [&](const Tensor& x, const Tensor& y, bool backward) {
+    for (Parameter* p : model.operational_parameters()) ops::fill(ctx, p->grad, 0.0f);
+    for (Parameter* p : model.architecture_parameters()) ops::fill(ctx, p->grad, 0.0f);
+    Tensor logits = model.forward(ctx, x, Mode::Train);
+    Tensor dl = Tensor::empty(ctx, logits.shape());
+    ops::softmax_xent(ctx, logits, y, loss, dl, hits);
+    if (backward)
+      model.backward(ctx, dl);
+    else
+      model.network().release_saved();
+    return double(loss.item());
+  };
+  pass(xt, yt, true);
+  w_opt.step(ctx);  // a real step first: the momentum buffers are non-zero
+  const float xi = 0.5f;  // large, so the second-order term is clearly visible
+
+  auto alphas = [&] {
+    std::vector<float> v;
+    for (Parameter* a : model.architecture_parameters())
+      for (float x : a->value.to_vector()) v.push_back(x);
+    return v;
+  };
+  auto set_alphas = [&](const std::vector<float>& v) {
+    size_t k = 0;
+    for (Parameter* a : model.architecture_parameters()) {
+      std::vector<float> part(v.begin() + int64_t(k), v.begin() + int64_t(k) + a->value.numel());
+      k += part.size();
+      Tensor t = Tensor::from_vector(ctx, a->value.shape(), part);
+      ops::copy(ctx, t, a->value);
+    }
+  };
+  auto grads_of = [&](const std::vector<Parameter*>& ps) {
+    std::vector<float> v;
+    for (Parameter* p : ps)
+      for (float x : p->grad.to_vector()) v.push_back(x);
+    return v;
+  };
+  const std::vector<Parameter*> w = model.operational_parameters();
+  auto unrolled_val_loss = [&](const std::vector<float>& a) {
+    set_alphas(a);
+    std::vector<std::vector<float>> w0;
+    for (Parameter* p : w) w0.push_back(p->value.to_vector());
+    pass(xt, yt, true);
+    for (size_t i = 0; i < w.size(); ++i) {
+      const auto g = w[i]->grad.to_vector(), buf = w_opt.momentum_buffer(i)->to_vector();
+      std::vector<float> moved(w0[i].size());
+      for (size_t j = 0; j < moved.size(); ++j)
+        moved[j] = w0[i][j] - xi * (0.9f * buf[j] + g[j] + 1e-2f * w0[i][j]);
+      Tensor t = Tensor::from_vector(ctx, w[i]->value.shape(), moved);
+      ops::copy(ctx, t, w[i]->value);
+    }
+    const double l = pass(xv, yv, false);
+    for (size_t i = 0; i < w.size(); ++i) {
+      Tensor t = Tensor::from_vector(ctx, w[i]->value.shape(), w0[i]);
+      ops::copy(ctx, t, w[i]->value);
+    }
+    return l;
+  };
+
+  const std::vector<float> a0 = alphas();
+  std::vector<float> weights_before;
+  for (Parameter* p : w)
+    for (float x : p->value.to_vector()) weights_before.push_back(x);
+  darts::unrolled_architecture_gradient(ctx, model, w_opt, xi, xt, yt, xv, yv);
+  const std::vector<float> got = grads_of(model.architecture_parameters());
+  EXPECT_EQ(alphas(), a0) << "alphas unchanged";
+  std::vector<float> weights_after;
+  for (Parameter* p : w)
+    for (float x : p->value.to_vector()) weights_after.push_back(x);
+  EXPECT_EQ(weights_after, weights_before) << "weights restored exactly";
+
+  std::vector<float> ref(a0.size());
+  const float h = 1e-2f;
+  for (size_t i = 0; i < a0.size(); ++i) {
+    std::vector<float> ap = a0, am = a0;
+    ap[i] += h;
+    am[i] -= h;
+    ref[i] = float((unrolled_val_loss(ap) - unrolled_val_loss(am)) / (2.0 * double(h)));
+  }
+  set_alphas(a0);
+  pass(xv, yv, true);  // first order: grad_a L_val(w, a)
+  const std::vector<float> first = grads_of(model.architecture_parameters());
+  const double err = test::normalized_error(got, ref), first_err = test::normalized_error(first, ref);
+  std::printf("[ measured ] second-order alpha gradient vs finite differences: %.2e (first order: %.2e)\n",
+              err, first_err);
+  EXPECT_LE(err, 2e-3);
+  EXPECT_GE(first_err, 10 * err) << "the second-order term should matter in this setting";
+
+  // Sampled MixedOps are refused.
+  darts::SearchConfig cfg;
+  cfg.channels = 2;
+  cfg.cells = 3;
+  cfg.in_channels = 1;
+  cfg.mixed.type = MixedOpType::Binary;
+  SearchModel binary(ctx, std::make_unique<darts::SearchNetwork>(ctx, "bnet", cfg));
+  SGD b_opt(ctx, binary.operational_parameters(), SgdParams{0.1f});
+  EXPECT_THROW(darts::unrolled_architecture_gradient(ctx, binary, b_opt, xi, xt, yt, xv, yv), Error);
+}
+
 }  // namespace
 }  // namespace cudarts

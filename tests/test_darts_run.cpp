@@ -202,6 +202,38 @@ TEST_F(DartsRun, GraphedSearchEqualsEagerSearch) {
   }
 }
 
+// --second-order runs end to end (its gradient is checked against finite differences in
+// test_darts), moves the alphas differently from first order, and is refused where it
+// cannot apply.
+TEST_F(DartsRun, SecondOrderSearch) {
+  darts::SearchOptions first = search("first");
+  first.epochs = 1;
+  darts::run_search(first);
+  darts::SearchOptions second = first;
+  second.run.out_dir = (dir_ / "second").string();
+  second.second_order = true;
+  EXPECT_EQ(darts::run_search(second).epochs_done, 1);
+  const auto rf = read_log(fs::path(first.run.out_dir) / "log.jsonl");
+  const auto rs = read_log(fs::path(second.run.out_dir) / "log.jsonl");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_NE(rf[0]["alphas"].dump(), rs[0]["alphas"].dump());
+  EXPECT_TRUE(darts::Genotype::from_json(read(fs::path(second.run.out_dir) / "genotype.json"))
+                  .normal.size() == 4u);
+  for (int variant = 0; variant < 2; ++variant) {
+    darts::SearchOptions bad = second;
+    bad.run.out_dir = (dir_ / ("bad" + std::to_string(variant))).string();
+    if (variant == 0) bad.bilevel = false;
+    if (variant == 1) bad.run.cuda_graph = true;
+    try {
+      darts::run_search(bad);
+      ADD_FAILURE() << "variant " << variant << " should be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--second-order"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(bad.run.out_dir)) << "refused before anything is written";
+  }
+}
+
 TEST_F(DartsRun, ExistingRunIsNotOverwrittenWithoutResume) {
   darts::SearchOptions o = search("keep");
   o.epochs = 1;

@@ -11,6 +11,8 @@
 #include "cudarts/graph.h"
 #include "cudarts/layers.h"
 #include "cudarts/mixed_op.h"
+#include "cudarts/optim.h"
+#include "cudarts/search_model.h"
 
 namespace cudarts::darts {
 
@@ -168,5 +170,19 @@ class EvalNetwork final : public Layer {
   std::unique_ptr<Linear> classifier_;
   bool aux_used_ = false;
 };
+
+// Second-order DARTS (Liu et al., ICLR 2019, eqs. 7-8), for continuous MixedOps. With one
+// virtual step of the weight optimizer, w' = w - xi (momentum buf + g_train + wd w) (its
+// momentum buffer and weight decay, learning rate xi), the architecture gradient is
+//   grad_a L_val(w', a) - xi (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps),
+//   w+- = w +- eps grad_w' L_val(w', a),   eps = 0.01 / ||grad_w' L_val(w', a)||,
+// the Hessian-vector product by central differences. Written into the architecture
+// parameters' gradients (=). The weights and alphas are left unchanged; the operational
+// gradients are overwritten (zero them before the weight step, as usual); BatchNorm running
+// statistics see the extra batches, as in the reference implementation. Four forward and
+// backward passes and one host read (the norm): not capturable in a StepGraph.
+void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD& weights,
+                                    float xi, const Tensor& x_train, const Tensor& y_train,
+                                    const Tensor& x_val, const Tensor& y_val);
 
 }  // namespace cudarts::darts

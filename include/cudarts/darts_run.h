@@ -39,6 +39,10 @@ struct SearchOptions {
   int epochs = 50;
   int batch = 64;
   bool bilevel = true;   // false: joint (weights and alphas on one batch, the seed's style)
+  // Bilevel only: the architecture gradient through one virtual weight step (second-order
+  // DARTS, unrolled_architecture_gradient with xi = the current weight lr). 4 passes per
+  // architecture step instead of 1; continuous MixedOps; not with --cuda-graph.
+  bool second_order = false;
   int warmup_epochs = 0; // epochs with frozen alphas
   float lr = 0.025f, lr_min = 0.001f, momentum = 0.9f, weight_decay = 3e-4f, grad_clip = 5.0f;
   float arch_lr = 3e-4f, arch_beta1 = 0.5f, arch_beta2 = 0.999f, arch_weight_decay = 1e-3f;

@@ -67,6 +67,8 @@ class SGD final : public Optimizer {
  public:
   SGD(Context& ctx, std::vector<Parameter*> params, SgdParams hyper);
   const SgdParams& hyper() const { return hyper_; }
+  // The momentum buffer of parameter i (in params() order); nullptr without momentum.
+  const Tensor* momentum_buffer(size_t i) const;
   std::vector<std::pair<std::string, Tensor*>> state() override;
 
  protected:

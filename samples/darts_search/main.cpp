@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   app.add_option("--channels", o.net.channels, "initial channels C")->check(CLI::Range(2, 4096));
   app.add_option("--cells", o.net.cells, "cells in the search network")->check(CLI::Range(1, 64));
   app.add_flag("--joint", joint, "one batch updates weights and alphas (the seed's style)");
+  app.add_flag("--second-order", o.second_order,
+               "second-order DARTS architecture gradient (bilevel, continuous MixedOps)");
   app.add_option("--warmup-epochs", o.warmup_epochs, "epochs with frozen alphas")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--lr", o.lr, "weight learning rate (cosine to --lr-min)")

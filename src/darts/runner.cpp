@@ -336,6 +336,7 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
           {"epochs", o.epochs},
           {"batch", o.batch},
           {"bilevel", o.bilevel},
+          {"second_order", o.second_order},
           {"warmup_epochs", o.warmup_epochs},
           {"lr", o.lr},
           {"lr_min", o.lr_min},
@@ -358,6 +359,15 @@ RunResult run_search(const SearchOptions& o) {
   CUDARTS_CHECK(o.net.cells >= 3, "darts_search: ", o.net.cells,
                 " cells; a genotype needs a normal and a reduction cell, so at least 3 cells "
                 "(reductions sit at 1/3 and 2/3 of the depth)");
+  CUDARTS_CHECK(!o.run.cuda_graph || o.net.mixed.type == MixedOpType::Continuous,
+                "darts_search: --cuda-graph needs continuous MixedOps, not ",
+                mixed_op_type_name(o.net.mixed.type),
+                " (sampled types choose their ops on the host at every step, which a captured "
+                "graph cannot do)");
+  CUDARTS_CHECK(!o.second_order || (o.bilevel && o.net.mixed.type == MixedOpType::Continuous &&
+                                     !o.run.cuda_graph),
+                "darts_search: --second-order needs bilevel updates (not --joint), continuous "
+                "MixedOps and no --cuda-graph (it reads a norm on the host every step)");
   prepare_out_dir(o.run, "darts_search");
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
   auto [train_all, test] = load_data(o.data);
@@ -370,11 +380,6 @@ RunResult run_search(const SearchOptions& o) {
   SearchConfig cfg = o.net;
   cfg.in_channels = train_all.c;
   cfg.num_classes = train_all.num_classes;
-  CUDARTS_CHECK(!o.run.cuda_graph || cfg.mixed.type == MixedOpType::Continuous,
-                "darts_search: --cuda-graph needs continuous MixedOps, not ",
-                mixed_op_type_name(cfg.mixed.type),
-                " (sampled types choose their ops on the host at every step, which a captured "
-                "graph cannot do)");
   SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
   auto& net = static_cast<SearchNetwork&>(model.network());
   SGD w_opt(ctx, model.operational_parameters(),
@@ -427,7 +432,7 @@ RunResult run_search(const SearchOptions& o) {
     std::printf(
         "darts_search: %s, %lld + %lld images (train / validation split), %s, %s "
         "MixedOps, %d epochs on %s\n",
-        train_all.name.c_str(), (long long)half, (long long)half, o.bilevel ? "bilevel" : "joint",
+        train_all.name.c_str(), (long long)half, (long long)half, o.bilevel ? (o.second_order ? "bilevel second-order" : "bilevel") : "joint",
         mixed_op_type_name(cfg.mixed.type), o.epochs, ctx.device().str().c_str());
   const int64_t total_steps = int64_t(o.epochs) * steps;
   ProgressLine progress(o.run, total_steps, int64_t(start_epoch) * steps + start_step);
@@ -461,7 +466,12 @@ RunResult run_search(const SearchOptions& o) {
       // in: validation images, labels, training images, labels
       runner.run({&vb.images, &vb.labels, &tb.images, &tb.labels},
                  [&](const std::vector<const Tensor*>& in) {
-                   if (o.bilevel && arch_on) {  // alpha step on the validation batch (first order)
+                   Tensor images = o.augment ? augmented(ctx, *in[2], aug) : in[2]->share();
+                   if (o.bilevel && arch_on && o.second_order) {
+                     unrolled_architecture_gradient(ctx, model, w_opt, w_opt.lr(), images,
+                                                    *in[3], *in[0], *in[1]);
+                     a_opt.step(ctx);
+                   } else if (o.bilevel && arch_on) {  // first order: on the validation batch
                      a_opt.zero_grad(ctx);
                      Tensor logits = model.forward(ctx, *in[0], Mode::Train);
                      Xent x(ctx, logits, *in[1]);
@@ -470,7 +480,6 @@ RunResult run_search(const SearchOptions& o) {
                    }
                    w_opt.zero_grad(ctx);
                    if (!o.bilevel) a_opt.zero_grad(ctx);
-                   Tensor images = o.augment ? augmented(ctx, *in[2], aug) : in[2]->share();
                    Tensor logits = model.forward(ctx, images, Mode::Train);
                    Xent x(ctx, logits, *in[3]);
                    model.backward(ctx, x.dlogits);
