@@ -177,11 +177,12 @@ TEST_F(DartsRun, GraphedSearchEqualsEagerSearch) {
   darts::SearchOptions eager = search("eager");
   eager.warmup_epochs = 1;  // the capture of epoch 2 must take the architecture step
   eager.run.checkpoint_every = 2;
+  eager.batch = 20;  // 4 steps per epoch; validation: 4 full batches (graph) + 16 (eager)
   darts::run_search(eager);
   darts::SearchOptions graphed = eager;
   graphed.run.out_dir = (dir_ / "graphed").string();
   graphed.run.cuda_graph = true;
-  graphed.run.max_steps = 9;
+  graphed.run.max_steps = 5;  // killed in epoch 2, resumed from the end of epoch 1
   EXPECT_EQ(darts::run_search(graphed).epochs_done, 1);
   graphed.run.resume = true;
   graphed.run.max_steps = -1;

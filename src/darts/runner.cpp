@@ -292,20 +292,28 @@ struct EvalResult {
   double loss = 0, acc = 0;
 };
 
+// Loss and accuracy of `forward` over the indexed images. With use_graph, the full batches
+// replay a StepGraph of the forward pass (captured here); a last, smaller batch runs eagerly.
 template <class Forward>
 EvalResult evaluate(Context& ctx, const Dataset& data, const std::vector<int64_t>& indices,
-                    int batch, Forward forward) {
+                    int batch, bool use_graph, Forward forward) {
   Metrics m(ctx);
   std::vector<std::vector<int64_t>> batches;
   for (size_t b = 0; b < indices.size(); b += size_t(batch))
     batches.emplace_back(indices.begin() + int64_t(b),
                          indices.begin() + int64_t(std::min(indices.size(), b + size_t(batch))));
   BatchPrefetcher pf(ctx, data, batches);
+  StepRunner full(ctx, use_graph), partial(ctx, false);
   while (!pf.done()) {
     Batch b = pf.next(ctx);
-    Tensor logits = forward(b.images);
-    Xent x(ctx, logits, b.labels);
-    m.add(ctx, x.loss, x.hits, b.labels.numel());
+    StepRunner& r = b.labels.numel() == batch ? full : partial;
+    r.run({&b.images, &b.labels}, [&](const std::vector<const Tensor*>& in) {
+      Tensor logits = forward(*in[0]);
+      Xent x(ctx, logits, *in[1]);
+      ops::copy(ctx, x.loss, r.loss);
+      ops::copy(ctx, x.hits, r.hits);
+    });
+    m.add(ctx, r.loss, r.hits, b.labels.numel());
   }
   return {m.loss(), m.acc()};
 }
@@ -496,7 +504,7 @@ RunResult run_search(const SearchOptions& o) {
     }
     const double train_loss = metrics.loss(), train_acc = metrics.acc();
     const EvalResult valid =
-        evaluate(ctx, train_all, range(half, 2 * half), o.batch,
+        evaluate(ctx, train_all, range(half, 2 * half), o.batch, o.run.cuda_graph,
                  [&](const Tensor& x) { return model.forward(ctx, x, Mode::Eval); });
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     auto [normal, reduce] = edge_probabilities(net);
@@ -639,7 +647,8 @@ RunResult run_train(const TrainOptions& o) {
         save_checkpoint(epoch, s + 1);
     }
     const double train_loss = metrics.loss(), train_acc = metrics.acc();
-    const EvalResult eval = evaluate(ctx, test, range(0, test.n), o.batch, [&](const Tensor& x) {
+    const EvalResult eval =
+        evaluate(ctx, test, range(0, test.n), o.batch, o.run.cuda_graph, [&](const Tensor& x) {
       return net.forward(ctx, x, Mode::Eval);
     });
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
