@@ -26,8 +26,8 @@ struct RunOptions {
   int64_t max_steps = -1;    // stop after this many steps in this process (tests: a kill)
   int print_every = 50;      // progress lines
   bool quiet = false;
-  // Capture the training step in a CUDA graph (StepGraph) once per epoch and replay it: one
-  // launch per step instead of hundreds. Needs Continuous MixedOps in a search (sampled
+  // Capture the training step and the evaluation pass in CUDA graphs (StepGraph) once per
+  // epoch and replay them: one launch per batch instead of hundreds. Needs Continuous MixedOps in a search (sampled
   // types choose their ops on the host every step). Results equal the eager run's.
   bool cuda_graph = false;
 };
