@@ -153,8 +153,8 @@ void event_destroy(void* event) noexcept {
 }
 
 void event_record(void* event, void* stream) {
-  CUDARTS_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event),
-                                     static_cast<cudaStream_t>(stream)));
+  CUDARTS_CUDA_CHECK(
+      cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)));
 }
 
 void event_synchronize(void* event) {
@@ -162,9 +162,9 @@ void event_synchronize(void* event) {
 }
 
 void graph_begin_capture(void* stream) {
-  CUDARTS_CUDA_CHECK(cudaStreamBeginCapture(static_cast<cudaStream_t>(stream),
-                                            cudaStreamCaptureModeThreadLocal),
-                     "(StepGraph::capture)");
+  CUDARTS_CUDA_CHECK(
+      cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeThreadLocal),
+      "(StepGraph::capture)");
 }
 
 void* graph_end_capture(void* stream, int64_t* nodes) {

@@ -280,9 +280,9 @@ void check_bn_epsilon(const char* op, double eps) {
 
 const ConvDescs& CudaBackend::conv_descs(const Shape& xs, const Shape& ws, const Shape& ys,
                                          const Conv2dParams& p) {
-  const ConvKey key = {0,          xs[0],      xs[1],   xs[2],   xs[3],        ws[0],
-                       ws[1],      ws[2],      ws[3],   p.stride_h, p.stride_w, p.pad_h,
-                       p.pad_w,    p.dilation_h, p.dilation_w, p.groups, 0};
+  const ConvKey key = {0,       xs[0],        xs[1],        xs[2],      xs[3],      ws[0],
+                       ws[1],   ws[2],        ws[3],        p.stride_h, p.stride_w, p.pad_h,
+                       p.pad_w, p.dilation_h, p.dilation_w, p.groups,   0};
   auto it = conv_descs_.find(key);
   if (it == conv_descs_.end())
     it = conv_descs_.emplace(key, std::make_shared<ConvDescs>(xs, ws, ys, p)).first;
@@ -319,7 +319,8 @@ void* CudaBackend::workspace(size_t bytes) {
     // The old block may still be in use by queued work; the allocator hands it out again
     // only to work queued later on this same stream. But a captured graph keeps using it on
     // every replay: while graphs exist, keep it out of the allocator.
-    if (workspace_ && allocator_->has_pools()) retired_workspaces_.push_back(std::move(*workspace_));
+    if (workspace_ && allocator_->has_pools())
+      retired_workspaces_.push_back(std::move(*workspace_));
     workspace_.reset();
     workspace_.emplace(allocator_, bytes);
   }
@@ -366,9 +367,8 @@ void CudaBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bia
       plan.algo, ")");
   if (bias) {
     const cudnnTensorDescriptor_t b = nchw_desc(Shape{1, w.dim(0), 1, 1}, "bias");
-    CUDARTS_CUDNN_CHECK(
-        cudnnAddTensor(cudnn_, &kOne, b, bias->data(), &kOne, d.y.get(), y.data()), "(bias ",
-        bias->shape(), ", y ", y.shape(), ")");
+    CUDARTS_CUDNN_CHECK(cudnnAddTensor(cudnn_, &kOne, b, bias->data(), &kOne, d.y.get(), y.data()),
+                        "(bias ", bias->shape(), ", y ", y.shape(), ")");
   }
 }
 
@@ -405,9 +405,9 @@ void CudaBackend::conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& d
       plan.algo, ")");
   if (dbias) {
     const cudnnTensorDescriptor_t b = nchw_desc(Shape{1, dw.dim(0), 1, 1}, "dbias");
-    CUDARTS_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_, &kOne, d.y.get(), dy.data(), &kOne,
-                                                     b, dbias->data()),
-                        "(dy ", dy.shape(), ", dbias ", dbias->shape(), ")");
+    CUDARTS_CUDNN_CHECK(
+        cudnnConvolutionBackwardBias(cudnn_, &kOne, d.y.get(), dy.data(), &kOne, b, dbias->data()),
+        "(dy ", dy.shape(), ", dbias ", dbias->shape(), ")");
   }
 }
 
@@ -434,8 +434,8 @@ void CudaBackend::batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, cons
   const float* shift = beta ? beta->data() : defaults + second_half(c);
   CUDARTS_CUDNN_CHECK(
       cudnnBatchNormalizationForwardTraining(
-          cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd, x.data(), xd, y.data(),
-          bn, scale, shift, double(p.momentum), running_mean ? running_mean->data() : nullptr,
+          cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd, x.data(), xd, y.data(), bn, scale,
+          shift, double(p.momentum), running_mean ? running_mean->data() : nullptr,
           running_var ? running_var->data() : nullptr, double(p.eps), save_mean.data(),
           save_invstd.data()),
       "(x ", x.shape(), ", affine ", gamma != nullptr, ", running stats ", running_mean != nullptr,
@@ -456,9 +456,9 @@ void CudaBackend::batchnorm_fwd_infer(const Tensor& x, const Tensor* gamma, cons
   const float* scale = gamma ? gamma->data() : defaults;
   const float* shift = beta ? beta->data() : defaults + second_half(c);
   CUDARTS_CUDNN_CHECK(
-      cudnnBatchNormalizationForwardInference(
-          cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd, x.data(), xd, y.data(),
-          bn, scale, shift, running_mean.data(), running_var.data(), double(eps)),
+      cudnnBatchNormalizationForwardInference(cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, xd,
+                                              x.data(), xd, y.data(), bn, scale, shift,
+                                              running_mean.data(), running_var.data(), double(eps)),
       "(x ", x.shape(), ", affine ", gamma != nullptr, ", eps ", eps, ")");
 }
 
@@ -482,13 +482,12 @@ void CudaBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor*
     dshift = dscale + second_half(c);
   }
   const float* param_beta = dgamma ? &kOne : &kZero;  // the scratch pair is not read
-  CUDARTS_CUDNN_CHECK(
-      cudnnBatchNormalizationBackward(cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, &kOne,
-                                      param_beta, xd, x.data(), xd, dy.data(), xd,
-                                      dx.data(), bn, scale, dscale, dshift,
-                                      kBnBackwardEpsilon, save_mean.data(), save_invstd.data()),
-      "(x ", x.shape(), ", affine ", gamma != nullptr, ", parameter gradients ", dgamma != nullptr,
-      ")");
+  CUDARTS_CUDNN_CHECK(cudnnBatchNormalizationBackward(
+                          cudnn_, CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, &kOne, param_beta, xd,
+                          x.data(), xd, dy.data(), xd, dx.data(), bn, scale, dscale, dshift,
+                          kBnBackwardEpsilon, save_mean.data(), save_invstd.data()),
+                      "(x ", x.shape(), ", affine ", gamma != nullptr, ", parameter gradients ",
+                      dgamma != nullptr, ")");
 }
 
 // ------------------------------------------------------------------ pooling
@@ -497,9 +496,9 @@ void CudaBackend::pool2d_fwd(const Tensor& x, Tensor& y, const Pool2dParams& p) 
   if (nothing_to_do("pool2d_fwd", y, {&x})) return;
   const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x"), yd = nchw_desc(y.shape(), "y");
   const cudnnPoolingDescriptor_t pd = pool_desc(p);
-  CUDARTS_CUDNN_CHECK(
-      cudnnPoolingForward(cudnn_, pd, &kOne, xd, x.data(), &kZero, yd, y.data()),
-      "(x ", x.shape(), ", y ", y.shape(), ", ", p.mode == PoolMode::Max ? "max" : "average", ")");
+  CUDARTS_CUDNN_CHECK(cudnnPoolingForward(cudnn_, pd, &kOne, xd, x.data(), &kZero, yd, y.data()),
+                      "(x ", x.shape(), ", y ", y.shape(), ", ",
+                      p.mode == PoolMode::Max ? "max" : "average", ")");
 }
 
 // dx (=) from x, the forward output y and dy; max routes dy to the window's maximum.
@@ -508,11 +507,10 @@ void CudaBackend::pool2d_bwd(const Tensor& x, const Tensor& y, const Tensor& dy,
   if (nothing_to_do("pool2d_bwd", dx, {&x, &y, &dy})) return;
   const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x"), yd = nchw_desc(y.shape(), "y");
   const cudnnPoolingDescriptor_t pd = pool_desc(p);
-  CUDARTS_CUDNN_CHECK(
-      cudnnPoolingBackward(cudnn_, pd, &kOne, yd, y.data(), yd, dy.data(),
-                           xd, x.data(), &kZero, xd, dx.data()),
-      "(x ", x.shape(), ", dy ", dy.shape(), ", ", p.mode == PoolMode::Max ? "max" : "average",
-      ")");
+  CUDARTS_CUDNN_CHECK(cudnnPoolingBackward(cudnn_, pd, &kOne, yd, y.data(), yd, dy.data(), xd,
+                                           x.data(), &kZero, xd, dx.data()),
+                      "(x ", x.shape(), ", dy ", dy.shape(), ", ",
+                      p.mode == PoolMode::Max ? "max" : "average", ")");
 }
 
 }  // namespace cudarts::cuda

@@ -4,8 +4,8 @@
 #include <cstdint>
 
 #include "cuda_backend.h"
-#include "launch.cuh"
 #include "cudarts/philox.h"
+#include "launch.cuh"
 
 namespace cudarts::cuda {
 
@@ -104,15 +104,15 @@ void launch_map1(const float* a, float* out, int64_t n, F f, cudaStream_t stream
 }
 
 template <class F>
-void launch_map2(const float* a, const float* b, float* out, int64_t n, F f,
-                 cudaStream_t stream) {
+void launch_map2(const float* a, const float* b, float* out, int64_t n, F f, cudaStream_t stream) {
   if (aligned16(a) && aligned16(b) && aligned16(out))
     map2_kernel<true><<<map_grid(n, true), kBlock, 0, stream>>>(a, b, out, n, f);
   else
     map2_kernel<false><<<map_grid(n, false), kBlock, 0, stream>>>(a, b, out, n, f);
 }
 
-__global__ void random_words_kernel(int32_t* out, uint64_t seed, uint64_t offset, const uint64_t* shift, int64_t n) {
+__global__ void random_words_kernel(int32_t* out, uint64_t seed, uint64_t offset,
+                                    const uint64_t* shift, int64_t n) {
   offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
@@ -121,8 +121,8 @@ __global__ void random_words_kernel(int32_t* out, uint64_t seed, uint64_t offset
 
 // low + (high - low) u with two roundings, as the CPU twin: nvcc would otherwise contract the
 // multiply-add into one FMA, and the parity test compares these draws bit for bit.
-__global__ void random_uniform_kernel(float* out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
-                                      float high, int64_t n) {
+__global__ void random_uniform_kernel(float* out, uint64_t seed, uint64_t offset,
+                                      const uint64_t* shift, float low, float high, int64_t n) {
   offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
@@ -193,12 +193,12 @@ void CudaBackend::random_words(Tensor& out, uint64_t seed, uint64_t offset, cons
   CUDARTS_LAUNCH_CHECK("random_words_kernel", out.describe());
 }
 
-void CudaBackend::random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
-                                 float high) {
+void CudaBackend::random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift,
+                                 float low, float high) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  random_uniform_kernel<<<grid_for(n), kBlock, 0, stream_>>>(out.data(), seed, offset, shift, low, high,
-                                                             n);
+  random_uniform_kernel<<<grid_for(n), kBlock, 0, stream_>>>(out.data(), seed, offset, shift, low,
+                                                             high, n);
   CUDARTS_LAUNCH_CHECK("random_uniform_kernel", out.describe());
 }
 

@@ -124,8 +124,8 @@ __device__ __noinline__ double gumbel_key(const float* logits, int64_t j, uint64
 // descending, ties to the lower index: the result of the CPU's stable sort (CPU: gumbel_rank).
 // One thread per element; each counts the segment's elements ranked before it.
 __global__ void gumbel_rank_kernel(const float* logits, const int32_t* offsets, int64_t segments,
-                                   int64_t total, uint64_t seed, uint64_t offset, const uint64_t* shift,
-                                   int32_t* ranking) {
+                                   int64_t total, uint64_t seed, uint64_t offset,
+                                   const uint64_t* shift, int32_t* ranking) {
   offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total;
        j += int64_t(gridDim.x) * blockDim.x) {

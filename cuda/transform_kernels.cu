@@ -115,7 +115,8 @@ void CudaBackend::scale_samples(const Tensor& x, const Tensor& scales, Tensor& y
   CUDARTS_LAUNCH_CHECK("scale_samples_kernel", x.describe());
 }
 
-void CudaBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset, const uint64_t* shift) {
+void CudaBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset,
+                                  const uint64_t* shift) {
   const int64_t n = out.numel();
   if (n == 0) return;
   bernoulli_scale_kernel<<<grid_for(n), kBlock, 0, stream_>>>(out.data(), n, keep_prob, seed,

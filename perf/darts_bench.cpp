@@ -93,8 +93,9 @@ int main(int argc, char** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         fn();
         ctx.synchronize();
-        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                         .count());
+        ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
       }
       *allocations = ctx.allocator().stats().num_allocations - before;
       std::sort(ms.begin(), ms.end());
@@ -130,8 +131,8 @@ int main(int argc, char** argv) {
       std::printf(
           ", \"graph_nodes\": %lld, \"graph_median_ms\": %.3f, \"graph_min_ms\": %.3f, "
           "\"eager_over_graph\": %.3f, \"graph_steady_state_allocations\": %llu",
-          (long long)nodes, gms[gms.size() / 2], gms.front(), ms[ms.size() / 2] / gms[gms.size() / 2],
-          (unsigned long long)graph_allocs);
+          (long long)nodes, gms[gms.size() / 2], gms.front(),
+          ms[ms.size() / 2] / gms[gms.size() / 2], (unsigned long long)graph_allocs);
     std::printf("}\n");
     return eager_allocs == 0 && graph_allocs == 0 ? 0 : 2;
   } catch (const Error& e) {

@@ -97,8 +97,7 @@ void Allocator::deallocate(void* ptr, size_t bytes) noexcept {
   if (it == owned_.end()) it = owned_.emplace(ptr, Owned{size, {}, true}).first;
   Owned& o = it->second;
   o.free = true;
-  if (active_pool_ != 0 &&
-      std::find(o.pools.begin(), o.pools.end(), active_pool_) == o.pools.end())
+  if (active_pool_ != 0 && std::find(o.pools.begin(), o.pools.end(), active_pool_) == o.pools.end())
     o.pools.push_back(active_pool_);
   if (o.pools.size() == 1) pool_free_[o.pools[0]].emplace(size, ptr);
   // Used by several graphs: parked (reused by none of them) until all but one are released.

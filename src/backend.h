@@ -78,13 +78,14 @@ class Backend {
                             Tensor& dlogits, Tensor& correct) = 0;
 
   virtual void random_words(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift) = 0;
-  virtual void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
-                              float high) = 0;
+  virtual void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift,
+                              float low, float high) = 0;
 
   virtual void crop2d_fwd(const Tensor& x, int top, int left, Tensor& y) = 0;
   virtual void crop2d_bwd(const Tensor& dy, int top, int left, Tensor& dx) = 0;
   virtual void scale_samples(const Tensor& x, const Tensor& scales, Tensor& y) = 0;
-  virtual void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset, const uint64_t* shift) = 0;
+  virtual void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset,
+                               const uint64_t* shift) = 0;
   virtual void augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
                        uint64_t offset, const uint64_t* shift) = 0;
   virtual void gather(const Tensor& src, const Tensor& index, Tensor& dst) = 0;
@@ -99,8 +100,7 @@ class Backend {
   virtual void batch_sum(const Tensor& x, float scale, Tensor& out) = 0;
   virtual void ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m,
                                 const Tensor& ranking, int k_eval, float lr, Tensor& g) = 0;
-  virtual void masked_logsumexp(const Tensor& alpha, const Tensor& ranking, int k,
-                                Tensor& out) = 0;
+  virtual void masked_logsumexp(const Tensor& alpha, const Tensor& ranking, int k, Tensor& out) = 0;
   virtual void proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
                                  const Tensor& lse_old) = 0;
 

@@ -63,8 +63,8 @@ void* Context::stream() const {
   return backend_->stream();
 }
 void Context::synchronize() {
-  CUDARTS_CHECK(!capture_, "Context::synchronize while a StepGraph is capturing on ",
-                device_.str(), ": a captured step cannot wait for the device");
+  CUDARTS_CHECK(!capture_, "Context::synchronize while a StepGraph is capturing on ", device_.str(),
+                ": a captured step cannot wait for the device");
   backend_->synchronize();
 }
 

@@ -85,9 +85,9 @@ struct Hold<const std::vector<OptimSlot>&> {
   explicit Hold(const std::vector<OptimSlot>& xs) {
     ts.reserve(4 * xs.size());
     for (const OptimSlot& s : xs)
-      for (const Tensor* t : {static_cast<const Tensor*>(s.param), s.grad,
-                              static_cast<const Tensor*>(s.state0),
-                              static_cast<const Tensor*>(s.state1)})
+      for (const Tensor* t :
+           {static_cast<const Tensor*>(s.param), s.grad, static_cast<const Tensor*>(s.state0),
+            static_cast<const Tensor*>(s.state1)})
         ts.push_back(t ? t->borrow() : Tensor());
   }
   const std::vector<OptimSlot>& get() {
@@ -109,9 +109,8 @@ void dispatch(Context& ctx, void (Backend::*fn)(P...), A&&... args) {
     return;
   }
   auto held = std::make_shared<std::tuple<Hold<P>...>>(Hold<P>(std::forward<A>(args))...);
-  cs->recording->push_back([held, fn](Backend& b) {
-    std::apply([&](auto&... h) { (b.*fn)(h.get()...); }, *held);
-  });
+  cs->recording->push_back(
+      [held, fn](Backend& b) { std::apply([&](auto&... h) { (b.*fn)(h.get()...); }, *held); });
 }
 
 }  // namespace cudarts::detail

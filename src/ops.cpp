@@ -96,7 +96,8 @@ void copy(Context& ctx, const Tensor& src, Tensor& dst) {
   check_tensor(ctx, "copy", "dst", dst, src.dtype());
   CUDARTS_CHECK(src.numel() == dst.numel(), "copy: src ", src.describe(), " and dst ",
                 dst.describe(), " differ in element count");
-  detail::dispatch(ctx, &Backend::copy_bytes, dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
+  detail::dispatch(ctx, &Backend::copy_bytes, dst.raw(), dst.device(), src.raw(), src.device(),
+                   src.nbytes());
 }
 
 namespace {
@@ -191,8 +192,8 @@ void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, con
                 " must be > 0 and momentum ", p.momentum, " in [0, 1]");
   check_tensor(ctx, op, "y", y);
   check_same_shape(op, "x", x, "y", y);
-  detail::dispatch(ctx, &Backend::batchnorm_fwd_train, x, gamma, beta, running_mean, running_var, y, save_mean,
-                                    save_invstd, p);
+  detail::dispatch(ctx, &Backend::batchnorm_fwd_train, x, gamma, beta, running_mean, running_var, y,
+                   save_mean, save_invstd, p);
 }
 
 void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
@@ -210,7 +211,8 @@ void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, con
   CUDARTS_CHECK(eps > 0.0f, op, ": eps ", eps, " must be > 0");
   check_tensor(ctx, op, "y", y);
   check_same_shape(op, "x", x, "y", y);
-  detail::dispatch(ctx, &Backend::batchnorm_fwd_infer, x, gamma, beta, running_mean, running_var, y, eps);
+  detail::dispatch(ctx, &Backend::batchnorm_fwd_infer, x, gamma, beta, running_mean, running_var, y,
+                   eps);
 }
 
 void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
@@ -230,7 +232,8 @@ void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor
   check_tensor(ctx, op, "dx", dx);
   check_same_shape(op, "x", x, "dy", dy);
   check_same_shape(op, "x", x, "dx", dx);
-  detail::dispatch(ctx, &Backend::batchnorm_bwd, dy, x, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  detail::dispatch(ctx, &Backend::batchnorm_bwd, dy, x, gamma, save_mean, save_invstd, dx, dgamma,
+                   dbeta);
 }
 
 void relu_fwd(Context& ctx, const Tensor& x, Tensor& y) {
@@ -615,7 +618,8 @@ void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint
   CUDARTS_CHECK(offsets.numel() >= 2, op, ": offsets ", offsets.shape(),
                 " must hold at least one segment (2 entries)");
   check_vector(ctx, op, "ranking", ranking, logits.numel(), DType::I32);
-  detail::dispatch(ctx, &Backend::gumbel_rank, logits, offsets, seed, offset, rng_shift(ctx), ranking);
+  detail::dispatch(ctx, &Backend::gumbel_rank, logits, offsets, seed, offset, rng_shift(ctx),
+                   ranking);
 }
 
 void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {

@@ -21,7 +21,7 @@ struct StepGraph::Impl {
   bool captured = false;
   detail::CaptureState state;
   std::vector<std::function<void(Backend&)>> recording;  // CPU
-  void* exec = nullptr;                                    // CUDA
+  void* exec = nullptr;                                  // CUDA
   int64_t nodes = 0, replays = 0;
   uint64_t pool = 0;
   Tensor rng_shift;  // i32[2]: the uint64 added to captured RNG offsets (outside the pool)

@@ -86,7 +86,8 @@ Tensor Tensor::from_vector(Context& ctx, const Shape& shape, const std::vector<f
   CUDARTS_CHECK(static_cast<int64_t>(values.size()) == shape.numel(),
                 "Tensor::from_vector: ", values.size(), " values given for shape ", shape, " (",
                 shape.numel(), " elements)");
-  check_not_capturing(&ctx.allocator(), "Tensor::from_vector", "a new tensor of shape " + shape.str());
+  check_not_capturing(&ctx.allocator(), "Tensor::from_vector",
+                      "a new tensor of shape " + shape.str());
   Tensor t = empty(ctx, shape);
   ctx.backend().copy_bytes(t.raw(), t.device(), values.data(), Device::cpu(), t.nbytes());
   return t;
@@ -142,8 +143,8 @@ Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device) 
     CUDARTS_CHECK(shape[i] >= 0, "Tensor::wrap: shape ", shape, " has a negative extent");
   const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
   CUDARTS_CHECK(data != nullptr || bytes == 0, "Tensor::wrap: null pointer for shape ", shape);
-  CUDARTS_CHECK(reinterpret_cast<uintptr_t>(data) % dtype_size(dtype) == 0, "Tensor::wrap: ",
-                data, " is not aligned to the ", dtype_size(dtype), "-byte elements of ",
+  CUDARTS_CHECK(reinterpret_cast<uintptr_t>(data) % dtype_size(dtype) == 0, "Tensor::wrap: ", data,
+                " is not aligned to the ", dtype_size(dtype), "-byte elements of ",
                 dtype_name(dtype));
   Tensor t;
   t.shape_ = shape;

@@ -235,10 +235,12 @@ TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
   SearchModel model(ctx, std::move(net));
   for (Parameter* a : model.architecture_parameters()) init_normal(ctx, a->value, 0.0f, 0.5f);
   SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.1f, 0.9f, 1e-2f, false});
-  Tensor xt = test::random_tensor(ctx, Shape{8, 5}, 11), xv = test::random_tensor(ctx, Shape{8, 5}, 12);
+  Tensor xt = test::random_tensor(ctx, Shape{8, 5}, 11),
+         xv = test::random_tensor(ctx, Shape{8, 5}, 12);
   std::vector<int32_t> lt(8), lv(8);
   for (int i = 0; i < 8; ++i) lt[size_t(i)] = i % 3, lv[size_t(i)] = (i * 2 + 1) % 3;
-  Tensor yt = Tensor::from_vector_i32(ctx, Shape{8}, lt), yv = Tensor::from_vector_i32(ctx, Shape{8}, lv);
+  Tensor yt = Tensor::from_vector_i32(ctx, Shape{8}, lt),
+         yv = Tensor::from_vector_i32(ctx, Shape{8}, lv);
   Tensor loss = Tensor::empty(ctx, Shape{1}), hits = Tensor::empty(ctx, Shape{1});
   auto pass = [&](const Tensor& x, const Tensor& y, bool backward) {
     for (Parameter* p : model.operational_parameters()) ops::fill(ctx, p->grad, 0.0f);
@@ -253,7 +255,7 @@ TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
     return double(loss.item());
   };
   pass(xt, yt, true);
-  w_opt.step(ctx);  // a real step first: the momentum buffers are non-zero
+  w_opt.step(ctx);        // a real step first: the momentum buffers are non-zero
   const float xi = 0.5f;  // large, so the second-order term is clearly visible
 
   auto alphas = [&] {
@@ -322,9 +324,11 @@ TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
   set_alphas(a0);
   pass(xv, yv, true);  // first order: grad_a L_val(w, a)
   const std::vector<float> first = grads_of(model.architecture_parameters());
-  const double err = test::normalized_error(got, ref), first_err = test::normalized_error(first, ref);
-  std::printf("[ measured ] second-order alpha gradient vs finite differences: %.2e (first order: %.2e)\n",
-              err, first_err);
+  const double err = test::normalized_error(got, ref),
+               first_err = test::normalized_error(first, ref);
+  std::printf(
+      "[ measured ] second-order alpha gradient vs finite differences: %.2e (first order: %.2e)\n",
+      err, first_err);
   EXPECT_LE(err, 2e-3);
   EXPECT_GE(first_err, 10 * err) << "the second-order term should matter in this setting";
 
@@ -336,7 +340,8 @@ TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
   cfg.mixed.type = MixedOpType::Binary;
   SearchModel binary(ctx, std::make_unique<darts::SearchNetwork>(ctx, "bnet", cfg));
   SGD b_opt(ctx, binary.operational_parameters(), SgdParams{0.1f});
-  EXPECT_THROW(darts::unrolled_architecture_gradient(ctx, binary, b_opt, xi, xt, yt, xv, yv), Error);
+  EXPECT_THROW(darts::unrolled_architecture_gradient(ctx, binary, b_opt, xi, xt, yt, xv, yv),
+               Error);
 }
 
 }  // namespace

@@ -517,7 +517,8 @@ TEST(BatchPrefetcher, DeliversTheSameBatchesAsMakeBatchInOrder) {
   for (int64_t i = 0; i < d.n; ++i) d.labels.push_back(int32_t(i % 10));
   std::vector<std::vector<int64_t>> batches;
   const std::vector<int64_t> order = shuffled_indices(d.n, 3, 0);
-  for (int b = 0; b < 7; ++b) batches.emplace_back(order.begin() + b * 7, order.begin() + b * 7 + (b == 6 ? 5 : 7));
+  for (int b = 0; b < 7; ++b)
+    batches.emplace_back(order.begin() + b * 7, order.begin() + b * 7 + (b == 6 ? 5 : 7));
   BatchPrefetcher pf(ctx, d, batches);
   EXPECT_EQ(pf.size(), 7u);
   for (const auto& idx : batches) {
@@ -547,7 +548,8 @@ TEST(DatasetPadding, CentresImagesOnTheBackground) {
   d.labels = {0};
   const Dataset p = d.padded(4, -1.0f);
   EXPECT_EQ(p.h, 4);
-  EXPECT_EQ(p.images, (std::vector<float>{-1, -1, -1, -1, -1, 1, 2, -1, -1, 3, 4, -1, -1, -1, -1, -1}));
+  EXPECT_EQ(p.images,
+            (std::vector<float>{-1, -1, -1, -1, -1, 1, 2, -1, -1, 3, 4, -1, -1, -1, -1, -1}));
   EXPECT_THROW(d.padded(1, 0.0f), Error);
 }
 

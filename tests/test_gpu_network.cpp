@@ -154,7 +154,8 @@ TEST(GpuNetwork, ElementwiseOpsOnUnalignedViewsAndOddLengths) {
     for (int64_t off : {0, 1, 2, 3}) {
       SCOPED_TRACE("n " + std::to_string(n) + " offset " + std::to_string(off));
       const Shape whole{n + 4};
-      const auto av = test::random_vector(size_t(n + 4), 41), bv = test::random_vector(size_t(n + 4), 42);
+      const auto av = test::random_vector(size_t(n + 4), 41),
+                 bv = test::random_vector(size_t(n + 4), 42);
       auto run = [&](Context& ctx) {
         Tensor a = Tensor::from_vector(ctx, whole, av), b = Tensor::from_vector(ctx, whole, bv);
         Tensor y = Tensor::zeros(ctx, whole);

@@ -14,8 +14,8 @@ constexpr int64_t kN = 4, kC = 3, kH = 3, kW = 3, kK = 5;
 std::vector<std::unique_ptr<Layer>> pointwise_candidates(Context& ctx, int k) {
   std::vector<std::unique_ptr<Layer>> v;
   for (int i = 0; i < k; ++i)
-    v.push_back(std::make_unique<Conv2d>(ctx, "c" + std::to_string(i), kC, kC, 1, Conv2dParams{},
-                                         false));
+    v.push_back(
+        std::make_unique<Conv2d>(ctx, "c" + std::to_string(i), kC, kC, 1, Conv2dParams{}, false));
   return v;
 }
 
@@ -26,7 +26,8 @@ std::vector<double> pointwise(const std::vector<float>& w, const std::vector<flo
   for (int64_t n = 0; n < kN; ++n)
     for (int64_t k = 0; k < kC; ++k)
       for (int64_t c = 0; c < kC; ++c)
-        for (int64_t j = 0; j < hw; ++j) o[(n * kC + k) * hw + j] += double(w[k * kC + c]) * x[(n * kC + c) * hw + j];
+        for (int64_t j = 0; j < hw; ++j)
+          o[(n * kC + k) * hw + j] += double(w[k * kC + c]) * x[(n * kC + c) * hw + j];
   return o;
 }
 
@@ -41,10 +42,12 @@ std::vector<int> expected_ranking(const std::vector<float>& alpha, uint64_t seed
                                   int64_t base = 0) {
   std::vector<double> key(alpha.size());
   for (size_t i = 0; i < alpha.size(); ++i)
-    key[i] = alpha[i] - std::log(-std::log(double(philox_uniform(philox_word(seed, offset, 0, uint64_t(base) + i)))));
+    key[i] = alpha[i] - std::log(-std::log(double(
+                            philox_uniform(philox_word(seed, offset, 0, uint64_t(base) + i)))));
   std::vector<int> idx(alpha.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return key[size_t(a)] > key[size_t(b)]; });
+  std::stable_sort(idx.begin(), idx.end(),
+                   [&](int a, int b) { return key[size_t(a)] > key[size_t(b)]; });
   return idx;
 }
 
@@ -117,8 +120,10 @@ Expectation expect_step(MixedOpType type, int k_on, int k_eval, const std::vecto
       for (int64_t k = 0; k < kC; ++k)
         for (int64_t c = 0; c < kC; ++c)
           for (int64_t j = 0; j < hw; ++j) {
-            e.dx[(n * kC + c) * hw + j] += double(w[size_t(i)][k * kC + c]) * dy[(n * kC + k) * hw + j];
-            e.dw[size_t(i)][k * kC + c] += double(dy[(n * kC + k) * hw + j]) * x[(n * kC + c) * hw + j];
+            e.dx[(n * kC + c) * hw + j] +=
+                double(w[size_t(i)][k * kC + c]) * dy[(n * kC + k) * hw + j];
+            e.dw[size_t(i)][k * kC + c] +=
+                double(dy[(n * kC + k) * hw + j]) * x[(n * kC + c) * hw + j];
           }
   return e;
 }
@@ -160,12 +165,14 @@ TEST_P(MixedOpSemantics, StepMatchesDirectComputation) {
     EXPECT_TRUE(test::all_close(op.alpha().grad.to_vector(), e.dalpha, 1e-5, 1e-6)) << "dalpha";
     EXPECT_TRUE(test::all_close(dx.to_vector(), e.dx, 1e-5, 1e-5)) << "dx";
     for (int i = 0; i < kK; ++i)
-      EXPECT_TRUE(test::all_close(op.candidate(i).own_parameters()[0]->grad.to_vector(), e.dw[size_t(i)], 1e-5, 1e-5))
+      EXPECT_TRUE(test::all_close(op.candidate(i).own_parameters()[0]->grad.to_vector(),
+                                  e.dw[size_t(i)], 1e-5, 1e-5))
           << "weight gradient of candidate " << i;
     if (tc.type == MixedOpType::MovingAverage) {
       std::vector<double> flat;
       for (auto& row : ma) flat.insert(flat.end(), row.begin(), row.end());
-      EXPECT_TRUE(test::all_close(op.moving_averages().to_vector(), flat, 1e-5, 1e-6)) << "moving averages";
+      EXPECT_TRUE(test::all_close(op.moving_averages().to_vector(), flat, 1e-5, 1e-6))
+          << "moving averages";
     }
   }
 }
@@ -181,7 +188,8 @@ INSTANTIATE_TEST_SUITE_P(Types, MixedOpSemantics,
                                            TypeCase{MixedOpType::MovingAverage, 2, 2}),
                          [](const ::testing::TestParamInfo<TypeCase>& i) {
                            return std::string(mixed_op_type_name(i.param.type)) + "_on" +
-                                  std::to_string(i.param.k_on) + "_eval" + std::to_string(i.param.k_eval);
+                                  std::to_string(i.param.k_on) + "_eval" +
+                                  std::to_string(i.param.k_eval);
                          });
 
 TEST(MixedOpSemantics, MaskedWithFullEvalEqualsBinary) {
@@ -268,7 +276,8 @@ TEST(MixedOpBinary, ScoredOpsKeepBatchNormStatisticsAndGetNoWeightGradient) {
     auto& seq = static_cast<Sequential&>(op.candidate(i));
     auto& bn = static_cast<BatchNorm2d&>(seq[1]);
     const bool sampled = i == on;
-    EXPECT_EQ(bn.running_mean().to_vector() != std::vector<float>(3, 0.0f), sampled) << "candidate " << i;
+    EXPECT_EQ(bn.running_mean().to_vector() != std::vector<float>(3, 0.0f), sampled)
+        << "candidate " << i;
     const auto wg = static_cast<Conv2d&>(seq[0]).weight().grad.to_vector();
     EXPECT_EQ(wg != std::vector<float>(wg.size(), 0.0f), sampled) << "candidate " << i;
   }
@@ -326,10 +335,12 @@ TEST(MixedOpSampling, EvalExtrasNeverOverlapOnSet) {
 TEST(MixedOpProxyless, RescaleKeepsOtherProbabilitiesAndEvalMass) {
   Context ctx(Device::cpu(), ContextOptions{11});
   auto net = std::make_unique<Sequential>("net");
-  auto& op = net->emplace<BinaryProxylessNASStyleMixedOp>(ctx, "edge", pointwise_candidates(ctx, kK), 2, 1);
+  auto& op = net->emplace<BinaryProxylessNASStyleMixedOp>(ctx, "edge",
+                                                          pointwise_candidates(ctx, kK), 2, 1);
   SearchModel model(ctx, std::move(net));
   init_normal(ctx, op.alpha().value, 0.0f, 1.0f);
-  Adam arch(ctx, model.architecture_parameters(), AdamParams{0.1f, 0.9f, 0.999f, 1e-8f, 0.0f, false, 1});
+  Adam arch(ctx, model.architecture_parameters(),
+            AdamParams{0.1f, 0.9f, 0.999f, 1e-8f, 0.0f, false, 1});
   model.attach_architecture_optimizer(arch);
   for (int step = 0; step < 3; ++step) {
     const std::vector<float> a0 = op.alpha().value.to_vector();
@@ -356,7 +367,8 @@ TEST(MixedOpProxyless, RescaleKeepsOtherProbabilitiesAndEvalMass) {
     if (step == 0)  // first Adam step: zero moments outside E, so nothing else moves
       for (int i = 0; i < kK; ++i)
         if (std::find(e.begin(), e.end(), i) == e.end())
-          EXPECT_NEAR(p1[size_t(i)], p0[size_t(i)], 1e-6) << "probability of op " << i << " outside E";
+          EXPECT_NEAR(p1[size_t(i)], p0[size_t(i)], 1e-6)
+              << "probability of op " << i << " outside E";
     EXPECT_NE(a1[size_t(e[0])], a0[size_t(e[0])]) << "alpha_E did move";
   }
 }
@@ -381,8 +393,10 @@ TEST(MixedOpMemory, BinaryPeakIsAtMostAThirdOfContinuous) {
   };
   const double binary = peak(MixedOpType::Binary), continuous = peak(MixedOpType::Continuous);
   const double ratio = binary / continuous;
-  std::printf("[ measured ] K=8 conv3x3 4->16, x (64,4,16,16): peak bytes Binary %.0f, Continuous %.0f, ratio %.3f\n",
-              binary, continuous, ratio);
+  std::printf(
+      "[ measured ] K=8 conv3x3 4->16, x (64,4,16,16): peak bytes Binary %.0f, Continuous %.0f, "
+      "ratio %.3f\n",
+      binary, continuous, ratio);
   EXPECT_LE(ratio, 1.0 / 3.0);
 }
 
@@ -397,13 +411,15 @@ TEST_P(PlantedArchitecture, FindsTheFiveByFiveConvolution) {
   const int64_t c = 2, n = 8, hw = 8;
   std::vector<std::unique_ptr<Layer>> cands;
   cands.push_back(std::make_unique<Conv2d>(ctx, "conv1x1", c, c, 1, Conv2dParams{}, false));
-  cands.push_back(std::make_unique<Conv2d>(ctx, "conv3x3", c, c, 3, Conv2dParams::make(1, 1), false));
-  cands.push_back(std::make_unique<Conv2d>(ctx, "conv5x5", c, c, 5, Conv2dParams::make(1, 2), false));
+  cands.push_back(
+      std::make_unique<Conv2d>(ctx, "conv3x3", c, c, 3, Conv2dParams::make(1, 1), false));
+  cands.push_back(
+      std::make_unique<Conv2d>(ctx, "conv5x5", c, c, 5, Conv2dParams::make(1, 2), false));
   cands.push_back(std::make_unique<AvgPool2d>("avg_pool", 3, 1, 1));
   cands.push_back(std::make_unique<Identity>("identity"));
   auto net = std::make_unique<Sequential>("net");
-  auto& op = static_cast<MixedOp&>(
-      net->add(make_mixed_op(ctx, "edge", std::move(cands), MixedOpConfig{tc.type, tc.k_on, tc.k_eval, 0.05f})));
+  auto& op = static_cast<MixedOp&>(net->add(make_mixed_op(
+      ctx, "edge", std::move(cands), MixedOpConfig{tc.type, tc.k_on, tc.k_eval, 0.05f})));
   SearchModel model(ctx, std::move(net));
   // The planted kernel (c, c, 5, 5): random on the outer ring, zero inside.
   std::vector<float> kernel = test::random_vector(size_t(c * c * 25), 9);
@@ -413,7 +429,8 @@ TEST_P(PlantedArchitecture, FindsTheFiveByFiveConvolution) {
   }
   Tensor wt = Tensor::from_vector(ctx, Shape{c, c, 5, 5}, kernel);
   SGD weights(ctx, model.operational_parameters(), SgdParams{0.05f, 0.9f, 0.0f, false});
-  Adam arch(ctx, model.architecture_parameters(), AdamParams{0.05f, 0.5f, 0.999f, 1e-8f, 0.0f, false, 1});
+  Adam arch(ctx, model.architecture_parameters(),
+            AdamParams{0.05f, 0.5f, 0.999f, 1e-8f, 0.0f, false, 1});
   model.attach_architecture_optimizer(arch);
   for (int step = 0; step < 300; ++step) {
     Tensor x = test::random_tensor(ctx, Shape{n, c, hw, hw}, uint32_t(1000 + step));
@@ -450,24 +467,30 @@ using test::throws_with;
 
 TEST(MixedOpBadInput, ConstructionAndFirstCallErrors) {
   Context ctx;
-  EXPECT_TRUE(throws_with([&] { ContinuousMixedOp op(ctx, "e", {}); }, {"ContinuousMixedOp 'e'", "empty"}));
+  EXPECT_TRUE(
+      throws_with([&] { ContinuousMixedOp op(ctx, "e", {}); }, {"ContinuousMixedOp 'e'", "empty"}));
   EXPECT_TRUE(throws_with([&] { BinaryMixedOp op(ctx, "e", pointwise_candidates(ctx, 3), 4); },
                           {"BinaryMixedOp 'e'", "num_on (k_on) = 4", "3 candidates"}));
-  EXPECT_TRUE(throws_with([&] { BinaryMaskedMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 1, 2); },
-                          {"BinaryMaskedMixedOp 'e'", "num_eval (k_eval) = 1", "num_on = 2"}));
-  EXPECT_TRUE(throws_with([&] { BinaryProxylessNASStyleMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 1, 1); },
-                          {"BinaryProxylessNASStyleMixedOp 'e'", "k_eval) = 1", ">= 2"}));
-  EXPECT_TRUE(throws_with([&] { BinaryMovingAverageMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 2, 1, 0.0f); },
-                          {"BinaryMovingAverageMixedOp 'e'", "learning_rate 0", "(0, 1]"}));
-  EXPECT_TRUE(throws_with([&] { BinaryMovingAverageMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 2, 1, 1.5f); },
-                          {"learning_rate 1.5"}));
+  EXPECT_TRUE(
+      throws_with([&] { BinaryMaskedMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 1, 2); },
+                  {"BinaryMaskedMixedOp 'e'", "num_eval (k_eval) = 1", "num_on = 2"}));
+  EXPECT_TRUE(throws_with(
+      [&] { BinaryProxylessNASStyleMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 1, 1); },
+      {"BinaryProxylessNASStyleMixedOp 'e'", "k_eval) = 1", ">= 2"}));
+  EXPECT_TRUE(throws_with(
+      [&] { BinaryMovingAverageMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 2, 1, 0.0f); },
+      {"BinaryMovingAverageMixedOp 'e'", "learning_rate 0", "(0, 1]"}));
+  EXPECT_TRUE(throws_with(
+      [&] { BinaryMovingAverageMixedOp op(ctx, "e", pointwise_candidates(ctx, 4), 2, 1, 1.5f); },
+      {"learning_rate 1.5"}));
   std::vector<std::unique_ptr<Layer>> mixed;
   mixed.push_back(std::make_unique<Identity>("skip"));
   mixed.push_back(std::make_unique<MaxPool2d>("pool", 2, 2));
   ContinuousMixedOp op(ctx, "edge7", std::move(mixed));
   Tensor x = Tensor::zeros(ctx, Shape{1, 3, 4, 4});
   EXPECT_TRUE(throws_with([&] { op.forward(ctx, x, Mode::Train); },
-                          {"ContinuousMixedOp 'edge7'", "candidate 1 ('pool')", "[1, 3, 2, 2]", "'skip'", "[1, 3, 4, 4]"}));
+                          {"ContinuousMixedOp 'edge7'", "candidate 1 ('pool')", "[1, 3, 2, 2]",
+                           "'skip'", "[1, 3, 4, 4]"}));
   EXPECT_TRUE(throws_with([] { parse_mixed_op_type("gdas"); }, {"unknown MixedOp type 'gdas'"}));
 }
 
@@ -501,7 +524,8 @@ TEST(SearchModelTest, SplitsParametersAndSummarises) {
   Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 3);
   model.forward(ctx, x, Mode::Eval);
   const std::vector<float> a0(all.begin(), all.begin() + kK), a1(all.begin() + kK, all.end());
-  EXPECT_EQ(model.mixed_ops()[0].second->last_on()[0], expected_ranking(a0, ctx.seed(), offset, 0)[0]);
+  EXPECT_EQ(model.mixed_ops()[0].second->last_on()[0],
+            expected_ranking(a0, ctx.seed(), offset, 0)[0]);
   const auto r1 = expected_ranking(a1, ctx.seed(), offset, kK);
   EXPECT_EQ(model.mixed_ops()[1].second->last_eval(), std::vector<int>(r1.begin(), r1.begin() + 2));
 }
@@ -523,7 +547,8 @@ TEST(SearchModelTest, SavesAndLoadsAlphas) {
   auto other = std::make_unique<Sequential>("net");
   other->emplace<ContinuousMixedOp>(ctx, "e9", pointwise_candidates(ctx, 2));
   SearchModel c(ctx, std::move(other));
-  EXPECT_TRUE(throws_with([&] { c.load_architecture(ctx, path); }, {"no alpha for MixedOp 'net.e9'"}));
+  EXPECT_TRUE(
+      throws_with([&] { c.load_architecture(ctx, path); }, {"no alpha for MixedOp 'net.e9'"}));
   EXPECT_TRUE(throws_with([&] { c.load_architecture(ctx, path + ".missing"); }, {"cannot open"}));
 }
 
@@ -542,12 +567,17 @@ TEST(Optimizers, AdamAndAdamWByHand) {
       opt.step(ctx);
       for (int i = 0; i < 2; ++i) {
         double d = g[i];
-        if (decoupled) w[i] *= 1 - 0.1 * 0.01; else d += 0.01 * w[i];
+        if (decoupled)
+          w[i] *= 1 - 0.1 * 0.01;
+        else
+          d += 0.01 * w[i];
         m[i] = 0.9 * m[i] + 0.1 * d;
         v[i] = 0.99 * v[i] + 0.01 * d * d;
-        w[i] -= 0.1 * (m[i] / (1 - std::pow(0.9, t))) / (std::sqrt(v[i] / (1 - std::pow(0.99, t))) + 1e-8);
+        w[i] -= 0.1 * (m[i] / (1 - std::pow(0.9, t))) /
+                (std::sqrt(v[i] / (1 - std::pow(0.99, t))) + 1e-8);
       }
-      EXPECT_TRUE(test::all_close(p.value.to_vector(), w, 1e-5, 1e-6)) << "step " << t << (decoupled ? " AdamW" : " Adam");
+      EXPECT_TRUE(test::all_close(p.value.to_vector(), w, 1e-5, 1e-6))
+          << "step " << t << (decoupled ? " AdamW" : " Adam");
     }
     EXPECT_EQ(opt.step_count(), 3);
   }

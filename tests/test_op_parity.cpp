@@ -417,31 +417,50 @@ std::vector<OpCase> all_cases() {
   const auto perm = [](int64_t k) { return TensorSpec{Shape{k}, Init::Permutation, 0}; };
   for (int64_t k : {1, 5, 8}) {
     const std::string tag = detail::cat("[K=", k, "]");
-    cases.push_back({"softmax" + tag, kElementwiseTol, {spec({k})}, {poison({k})},
+    cases.push_back({"softmax" + tag,
+                     kElementwiseTol,
+                     {spec({k})},
+                     {poison({k})},
                      [](Context& ctx, auto& in, auto& out) { ops::softmax(ctx, in[0], out[0]); }});
-    cases.push_back({"arch_grad" + tag, kElementwiseTol, {spec({k}), spec({k})}, {spec({k})},
+    cases.push_back({"arch_grad" + tag,
+                     kElementwiseTol,
+                     {spec({k}), spec({k})},
+                     {spec({k})},
                      [](Context& ctx, auto& in, auto& out) {
                        ops::arch_grad(ctx, in[0], in[1], nullptr, 0, out[0]);
                      }});
-    cases.push_back({"arch_grad/restricted" + tag, kElementwiseTol, {spec({k}), spec({k}), perm(k)},
-                     {spec({k})}, [k](Context& ctx, auto& in, auto& out) {
+    cases.push_back({"arch_grad/restricted" + tag,
+                     kElementwiseTol,
+                     {spec({k}), spec({k}), perm(k)},
+                     {spec({k})},
+                     [k](Context& ctx, auto& in, auto& out) {
                        ops::arch_grad(ctx, in[0], in[1], &in[2], int((k + 1) / 2), out[0]);
                      }});
-    cases.push_back({"masked_logsumexp" + tag, kElementwiseTol, {spec({k}), perm(k)}, {poison({1})},
+    cases.push_back({"masked_logsumexp" + tag,
+                     kElementwiseTol,
+                     {spec({k}), perm(k)},
+                     {poison({1})},
                      [k](Context& ctx, auto& in, auto& out) {
                        ops::masked_logsumexp(ctx, in[0], in[1], int((k + 1) / 2), out[0]);
                      }});
-    cases.push_back({"proxyless_rescale" + tag, kElementwiseTol, {perm(k), spec({1})}, {spec({k})},
+    cases.push_back({"proxyless_rescale" + tag,
+                     kElementwiseTol,
+                     {perm(k), spec({1})},
+                     {spec({k})},
                      [k](Context& ctx, auto& in, auto& out) {
                        ops::proxyless_rescale(ctx, out[0], in[0], int((k + 1) / 2), in[1]);
                      }});
   }
-  for (auto [k, shape] : std::vector<std::pair<int, Shape>>{{1, {7}}, {4, {8, 16, 8, 8}}, {8, {3, 5, 7, 9}}}) {
+  for (auto [k, shape] :
+       std::vector<std::pair<int, Shape>>{{1, {7}}, {4, {8, 16, 8, 8}}, {8, {3, 5, 7, 9}}}) {
     std::vector<TensorSpec> xs(size_t(k), spec(shape));
     const std::string tag = detail::cat("[K=", k, " ", shape.str(), "]");
     std::vector<TensorSpec> mix_in{spec({k})};
     mix_in.insert(mix_in.end(), xs.begin(), xs.end());
-    cases.push_back({"mix_fwd" + tag, kElementwiseTol, mix_in, {poison(shape)},
+    cases.push_back({"mix_fwd" + tag,
+                     kElementwiseTol,
+                     mix_in,
+                     {poison(shape)},
                      [](Context& ctx, auto& in, auto& out) {
                        std::vector<const Tensor*> ps;
                        for (size_t i = 1; i < in.size(); ++i) ps.push_back(&in[i]);
@@ -449,30 +468,41 @@ std::vector<OpCase> all_cases() {
                      }});
     std::vector<TensorSpec> sc_in{spec(shape)};
     sc_in.insert(sc_in.end(), xs.begin(), xs.end());
-    cases.push_back({"mix_scores" + tag, kGemmTol, sc_in, {poison({k})},
-                     [](Context& ctx, auto& in, auto& out) {
-                       std::vector<const Tensor*> ps;
-                       for (size_t i = 1; i < in.size(); ++i) ps.push_back(&in[i]);
-                       ops::mix_scores(ctx, in[0], ps, out[0]);
-                     }});
+    cases.push_back(
+        {"mix_scores" + tag, kGemmTol, sc_in, {poison({k})}, [](Context& ctx, auto& in, auto& out) {
+           std::vector<const Tensor*> ps;
+           for (size_t i = 1; i < in.size(); ++i) ps.push_back(&in[i]);
+           ops::mix_scores(ctx, in[0], ps, out[0]);
+         }});
   }
   for (Shape x : {Shape{4, 3, 5, 5}, Shape{64, 16, 8, 8}, Shape{1, 7}}) {
     Shape one = x;
     one[0] = 1;
     const Shape sample{x.numel() / x[0]};
-    cases.push_back({"batch_sum" + x.str(), kElementwiseTol, {spec(x)}, {poison(sample)},
-                     [](Context& ctx, auto& in, auto& out) { ops::batch_sum(ctx, in[0], 0.25f, out[0]); }});
+    cases.push_back(
+        {"batch_sum" + x.str(),
+         kElementwiseTol,
+         {spec(x)},
+         {poison(sample)},
+         [](Context& ctx, auto& in, auto& out) { ops::batch_sum(ctx, in[0], 0.25f, out[0]); }});
   }
-  for (auto [k, s, k_eval] : std::vector<std::array<int64_t, 3>>{{5, 27, 3}, {8, 1024, 8}, {3, 1, 1}}) {
+  for (auto [k, s, k_eval] :
+       std::vector<std::array<int64_t, 3>>{{5, 27, 3}, {8, 1024, 8}, {3, 1, 1}}) {
     const std::string tag = detail::cat("[K=", k, " S=", s, " eval=", k_eval, "]");
-    cases.push_back({"ma_update_scores" + tag, kGemmTol, {spec({s}), spec({k, s}), perm(k)},
-                     {spec({k, s}), poison({k})}, [k_eval](Context& ctx, auto& in, auto& out) {
-                       ops::ma_update_scores(ctx, in[0], in[1], out[0], in[2], int(k_eval), 0.1f, out[1]);
+    cases.push_back({"ma_update_scores" + tag,
+                     kGemmTol,
+                     {spec({s}), spec({k, s}), perm(k)},
+                     {spec({k, s}), poison({k})},
+                     [k_eval](Context& ctx, auto& in, auto& out) {
+                       ops::ma_update_scores(ctx, in[0], in[1], out[0], in[2], int(k_eval), 0.1f,
+                                             out[1]);
                      }});
   }
   for (auto [segments, k] : std::vector<std::array<int64_t, 2>>{{1, 8}, {14, 8}, {500, 5}}) {
     const std::string tag = detail::cat("[", segments, "x", k, "]");
-    cases.push_back({"gumbel_rank" + tag, 0.0, {spec({segments * k})},
+    cases.push_back({"gumbel_rank" + tag,
+                     0.0,
+                     {spec({segments * k})},
                      {TensorSpec{{segments * k}, Init::Labels, 1}},
                      [segments, k](Context& ctx, auto& in, auto& out) {
                        std::vector<int32_t> off;
@@ -484,7 +514,8 @@ std::vector<OpCase> all_cases() {
 
   // ---- optimizers and clipping
   for (bool decoupled : {false, true}) {
-    for (auto shapes : std::vector<std::vector<Shape>>{{{7}}, {{3, 3}, {16, 4, 3, 3}, {1}}, {{1 << 16}}}) {
+    for (auto shapes :
+         std::vector<std::vector<Shape>>{{{7}}, {{3, 3}, {16, 4, 3, 3}, {1}}, {{1 << 16}}}) {
       std::vector<TensorSpec> ins, outs;
       for (auto& sh : shapes) {
         ins.push_back(spec(sh));
@@ -493,8 +524,10 @@ std::vector<OpCase> all_cases() {
         outs.push_back(spec(sh, Init::Positive));
       }
       ins.push_back(spec({1}, Init::Positive));
-      const std::string tag = detail::cat(decoupled ? "[adamw, " : "[adam, ", shapes.size(), " tensors]");
-      cases.push_back({"adam_step" + tag, kElementwiseTol, ins, outs, [decoupled](Context& ctx, auto& in, auto& out) {
+      const std::string tag =
+          detail::cat(decoupled ? "[adamw, " : "[adam, ", shapes.size(), " tensors]");
+      cases.push_back({"adam_step" + tag, kElementwiseTol, ins, outs,
+                       [decoupled](Context& ctx, auto& in, auto& out) {
                          std::vector<OptimSlot> slots;
                          for (size_t i = 0; i + 1 < in.size(); ++i)
                            slots.push_back({&out[3 * i], &in[i], &out[3 * i + 1], &out[3 * i + 2]});
@@ -503,25 +536,37 @@ std::vector<OpCase> all_cases() {
                        }});
     }
   }
-  for (auto shapes : std::vector<std::vector<Shape>>{{{7}}, {{3, 3}, {16, 4, 3, 3}, {1}}, {{1 << 18}, {5}}}) {
+  for (auto shapes :
+       std::vector<std::vector<Shape>>{{{7}}, {{3, 3}, {16, 4, 3, 3}, {1}}, {{1 << 18}, {5}}}) {
     std::vector<TensorSpec> ins;
     for (auto& sh : shapes) ins.push_back(spec(sh));
-    cases.push_back({"global_norm" + detail::cat("[", shapes.size(), " tensors, ", shapes[0].str(), "]"),
-                     kElementwiseTol * 10, ins, {poison({1})}, [](Context& ctx, auto& in, auto& out) {
-                       std::vector<const Tensor*> ps;
-                       for (auto& t : in) ps.push_back(&t);
-                       ops::global_norm(ctx, ps, out[0]);
-                     }});
+    cases.push_back(
+        {"global_norm" + detail::cat("[", shapes.size(), " tensors, ", shapes[0].str(), "]"),
+         kElementwiseTol * 10,
+         ins,
+         {poison({1})},
+         [](Context& ctx, auto& in, auto& out) {
+           std::vector<const Tensor*> ps;
+           for (auto& t : in) ps.push_back(&t);
+           ops::global_norm(ctx, ps, out[0]);
+         }});
   }
   for (float max_norm : {0.5f, 1.0f, 100.0f}) {
-    cases.push_back({"clip_coefficient" + detail::cat("[", max_norm, "]"), kElementwiseTol,
-                     {spec({1}, Init::Positive)}, {poison({1})}, [max_norm](Context& ctx, auto& in, auto& out) {
+    cases.push_back({"clip_coefficient" + detail::cat("[", max_norm, "]"),
+                     kElementwiseTol,
+                     {spec({1}, Init::Positive)},
+                     {poison({1})},
+                     [max_norm](Context& ctx, auto& in, auto& out) {
                        ops::clip_coefficient(ctx, in[0], max_norm, out[0]);
                      }});
   }
-  cases.push_back({"sgd_step[scaled gradients]", kElementwiseTol, {spec({33}), spec({1}, Init::Positive)},
-                   {spec({33}), spec({33})}, [](Context& ctx, auto& in, auto& out) {
-                     ops::sgd_step(ctx, {{&out[0], &in[0], &out[1], nullptr}}, SgdParams{0.1f, 0.9f, 1e-4f, false}, &in[1]);
+  cases.push_back({"sgd_step[scaled gradients]",
+                   kElementwiseTol,
+                   {spec({33}), spec({1}, Init::Positive)},
+                   {spec({33}), spec({33})},
+                   [](Context& ctx, auto& in, auto& out) {
+                     ops::sgd_step(ctx, {{&out[0], &in[0], &out[1], nullptr}},
+                                   SgdParams{0.1f, 0.9f, 1e-4f, false}, &in[1]);
                    }});
   return cases;
 }
@@ -658,10 +703,10 @@ TEST(OpParityRegistry, CoversEveryOpWithThreeShapes) {
                        "random_words",
                        "random_uniform"};
   for (const char* op : ops) EXPECT_GE(count[op], 3) << op;
-  const char* more[] = {"batchnorm_fwd_train", "sgd_step", "softmax", "mix_fwd", "mix_scores",
-                        "arch_grad", "gumbel_rank", "batch_sum", "ma_update_scores",
-                        "masked_logsumexp", "proxyless_rescale", "adam_step", "global_norm",
-                        "clip_coefficient"};
+  const char* more[] = {"batchnorm_fwd_train", "sgd_step",         "softmax",           "mix_fwd",
+                        "mix_scores",          "arch_grad",        "gumbel_rank",       "batch_sum",
+                        "ma_update_scores",    "masked_logsumexp", "proxyless_rescale", "adam_step",
+                        "global_norm",         "clip_coefficient"};
   for (const char* op : more) EXPECT_GE(count[op], 3) << op;
 }
 

@@ -14,7 +14,9 @@ using darts::DropPath;
 struct Batches {
   Shape x_shape;
   int classes;
-  std::vector<float> x(int s) const { return test::random_vector(size_t(x_shape.numel()), 100 + s); }
+  std::vector<float> x(int s) const {
+    return test::random_vector(size_t(x_shape.numel()), 100 + s);
+  }
   std::vector<int32_t> y(int s) const {
     std::vector<int32_t> v(static_cast<size_t>(x_shape[0]));
     for (size_t i = 0; i < v.size(); ++i) v[i] = int32_t((i * 7 + size_t(s) * 3) % size_t(classes));
@@ -179,8 +181,8 @@ void darts_replay_matches_eager(Device device, double tol) {
   };
   auto build = [&](Context& ctx) {
     Run r;
-    r.model = std::make_unique<SearchModel>(
-        ctx, std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));
+    r.model =
+        std::make_unique<SearchModel>(ctx, std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));
     r.arch = std::make_unique<Adam>(ctx, r.model->architecture_parameters(), AdamParams{3e-2f});
     r.weights = std::make_unique<SGD>(ctx, r.model->operational_parameters(),
                                       SgdParams{0.05f, 0.9f, 3e-4f, false});

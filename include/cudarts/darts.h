@@ -181,8 +181,8 @@ class EvalNetwork final : public Layer {
 // gradients are overwritten (zero them before the weight step, as usual); BatchNorm running
 // statistics see the extra batches, as in the reference implementation. Four forward and
 // backward passes and one host read (the norm): not capturable in a StepGraph.
-void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD& weights,
-                                    float xi, const Tensor& x_train, const Tensor& y_train,
+void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD& weights, float xi,
+                                    const Tensor& x_train, const Tensor& y_train,
                                     const Tensor& x_val, const Tensor& y_val);
 
 }  // namespace cudarts::darts

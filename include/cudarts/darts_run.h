@@ -12,9 +12,9 @@ namespace cudarts::darts {
 
 struct DataOptions {
   std::string dataset = "fashion-mnist";  // or "cifar10"
-  std::string dir;                         // empty: Debian's Fashion-MNIST package
-  int64_t subset = 0;                      // use only the first N training images (0: all)
-  int64_t test_subset = 0;                 // evaluate on the first N test images (0: all)
+  std::string dir;                        // empty: Debian's Fashion-MNIST package
+  int64_t subset = 0;                     // use only the first N training images (0: all)
+  int64_t test_subset = 0;                // evaluate on the first N test images (0: all)
 };
 
 struct RunOptions {
@@ -27,8 +27,8 @@ struct RunOptions {
   int print_every = 50;      // progress lines
   bool quiet = false;
   // Capture the training step and the evaluation pass in CUDA graphs (StepGraph) once per
-  // epoch and replay them: one launch per batch instead of hundreds. Needs Continuous MixedOps in a search (sampled
-  // types choose their ops on the host every step). Results equal the eager run's.
+  // epoch and replay them: one launch per batch instead of hundreds. Needs Continuous MixedOps in a
+  // search (sampled types choose their ops on the host every step). Results equal the eager run's.
   bool cuda_graph = false;
 };
 
@@ -38,12 +38,12 @@ struct SearchOptions {
   SearchConfig net;  // channels, cells, MixedOp type and k's
   int epochs = 50;
   int batch = 64;
-  bool bilevel = true;   // false: joint (weights and alphas on one batch, the seed's style)
+  bool bilevel = true;  // false: joint (weights and alphas on one batch, the seed's style)
   // Bilevel only: the architecture gradient through one virtual weight step (second-order
   // DARTS, unrolled_architecture_gradient with xi = the current weight lr). 4 passes per
   // architecture step instead of 1; continuous MixedOps; not with --cuda-graph.
   bool second_order = false;
-  int warmup_epochs = 0; // epochs with frozen alphas
+  int warmup_epochs = 0;  // epochs with frozen alphas
   float lr = 0.025f, lr_min = 0.001f, momentum = 0.9f, weight_decay = 3e-4f, grad_clip = 5.0f;
   float arch_lr = 3e-4f, arch_beta1 = 0.5f, arch_beta2 = 0.999f, arch_weight_decay = 1e-3f;
   bool augment = true;  // random crop (pad 4) and flip on the weight-step batches
@@ -65,7 +65,7 @@ struct TrainOptions {
 struct RunResult {
   int epochs_done = 0;
   double final_train_acc = 0, final_valid_acc = 0;  // search: validation split; train: test set
-  std::string genotype_json;                         // search only
+  std::string genotype_json;                        // search only
 };
 
 // Writes into options.run.out_dir: log.jsonl (one object per epoch), summary.txt, genotype.json,

@@ -34,8 +34,8 @@ enum class Sampling { Stochastic, Deterministic };
 
 struct MixedOpConfig {
   MixedOpType type = MixedOpType::Continuous;
-  int num_on = 1;    // k_on: ops kept in the derived architecture, 1 <= k_on <= K
-  int num_eval = 0;  // k_eval (Masked, ProxylessNAS, MovingAverage): k_on <= k_eval <= K
+  int num_on = 1;       // k_on: ops kept in the derived architecture, 1 <= k_on <= K
+  int num_eval = 0;     // k_eval (Masked, ProxylessNAS, MovingAverage): k_on <= k_eval <= K
   float ma_lr = 0.01f;  // MovingAverage: in (0, 1]
   // MixedOps with the same non-empty group share one alpha inside a SearchModel (DARTS shares
   // each edge's alpha among all normal cells, and among all reduction cells).
@@ -115,9 +115,9 @@ class MixedOp : public Layer, public StepHook {
   bool deterministic_pass_ = false;
   bool saved_ = false;
 
-  Tensor ma_, mu_;               // MovingAverage state (K, S) and this batch's means
-  Tensor lse_old_;               // ProxylessNAS: log-sum-exp of alpha_E before the step
-  Tensor hook_ranking_;          // ProxylessNAS: E of the last backward
+  Tensor ma_, mu_;       // MovingAverage state (K, S) and this batch's means
+  Tensor lse_old_;       // ProxylessNAS: log-sum-exp of alpha_E before the step
+  Tensor hook_ranking_;  // ProxylessNAS: E of the last backward
   bool hook_pending_ = false;
 };
 

@@ -184,8 +184,7 @@ void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out);
 void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tensor& m,
                       const Tensor& ranking, int k_eval, float lr, Tensor& g);
 // out (1) = log sum_{i in E} exp alpha[i], E = ranking[0 .. k).
-void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, int k,
-                      Tensor& out);
+void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, int k, Tensor& out);
 // ProxylessNAS rescale: alpha[i] += lse_old - log sum_E exp alpha, for i in E.
 void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k,
                        const Tensor& lse_old);

@@ -53,9 +53,9 @@ class SearchModel {
  private:
   std::unique_ptr<Layer> net_;
   std::vector<std::pair<std::string, MixedOp*>> mixed_ops_;
-  std::vector<Parameter*> leaders_;      // one architecture parameter per alpha group
-  std::vector<int64_t> op_offsets_;      // per MixedOp, into the sampled logits
-  Tensor alphas_, alpha_grads_;          // distinct alphas and their gradients
+  std::vector<Parameter*> leaders_;       // one architecture parameter per alpha group
+  std::vector<int64_t> op_offsets_;       // per MixedOp, into the sampled logits
+  Tensor alphas_, alpha_grads_;           // distinct alphas and their gradients
   Tensor op_offsets_dev_, gather_index_;  // sampling: per-op logits gathered from alphas_
 };
 

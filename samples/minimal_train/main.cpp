@@ -281,9 +281,9 @@ int run(const Options& opt) {
   const AllocatorStats stats = ctx.allocator().stats();
   std::printf("test accuracy %.2f%% (%lld images, %.1f s)\n", 100.0 * test_accuracy,
               static_cast<long long>(test.n), eval_seconds);
-  std::printf("training: %d epoch(s), %.1f s, %.0f images/s on %s%s\n", opt.epochs,
-              train_seconds, static_cast<double>(images_seen) / train_seconds,
-              device.str().c_str(), opt.cuda_graph ? " (CUDA graph replays)" : "");
+  std::printf("training: %d epoch(s), %.1f s, %.0f images/s on %s%s\n", opt.epochs, train_seconds,
+              static_cast<double>(images_seen) / train_seconds, device.str().c_str(),
+              opt.cuda_graph ? " (CUDA graph replays)" : "");
   std::printf("peak allocator bytes %zu (%.1f MiB), reserved %zu\n", stats.peak_bytes,
               static_cast<double>(stats.peak_bytes) / (1 << 20), stats.peak_reserved_bytes);
   return 0;

@@ -180,8 +180,8 @@ int run(const Options& o) {
     CosineSchedule sched(o.lr, 0.001f, int64_t(o.search_epochs));
     w_opt.set_lr(sched.lr(e));
     std::printf("\nsearch epoch %d/%d\n", e + 1, o.search_epochs);
-    const EpochResult r = train_epoch(ctx, model, train, o.batch, Sampling::Stochastic, w_opt,
-                                      &a_opt, uint64_t(e));
+    const EpochResult r =
+        train_epoch(ctx, model, train, o.batch, Sampling::Stochastic, w_opt, &a_opt, uint64_t(e));
     search_seconds += r.seconds;
     std::printf("  train loss %.4f acc %.4f, %.1f s, %.0f images/s\n", r.loss, r.acc, r.seconds,
                 r.images_per_s);
@@ -207,8 +207,7 @@ int run(const Options& o) {
   const size_t finetune_peak = ctx.allocator().stats().peak_bytes;
   const double final_acc = evaluate(ctx, model, test, o.batch, Sampling::Deterministic);
 
-  std::printf("\n%-10s %-18s %10s %12s %14s\n", "phase", "type", "seconds", "test acc",
-              "peak MiB");
+  std::printf("\n%-10s %-18s %10s %12s %14s\n", "phase", "type", "seconds", "test acc", "peak MiB");
   std::printf("%-10s %-18s %10.1f %12.4f %14.1f\n", "search", o.mixed_op.c_str(), search_seconds,
               search_acc, double(search_peak) / (1 << 20));
   std::printf("%-10s %-18s %10.1f %12.4f %14.1f\n", "fine-tune", o.mixed_op.c_str(),
@@ -225,17 +224,21 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"continuous", "binary", "masked", "proxyless", "moving-average"}));
   app.add_option("--dataset", o.dataset, "fashion-mnist|cifar10")
       ->check(CLI::IsMember({"fashion-mnist", "cifar10"}));
-  app.add_option("--data", o.data, "dataset folder (CIFAR-10 binary version; default for "
-                                   "Fashion-MNIST: Debian's package)");
-  app.add_option("--device", o.device, "cpu|cuda|auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--data", o.data,
+                 "dataset folder (CIFAR-10 binary version; default for "
+                 "Fashion-MNIST: Debian's package)");
+  app.add_option("--device", o.device, "cpu|cuda|auto")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--search-epochs", o.search_epochs)->check(CLI::Range(0, 10000));
   app.add_option("--finetune-epochs", o.finetune_epochs)->check(CLI::Range(0, 10000));
   app.add_option("--batch-size", o.batch)->check(CLI::Range(2, 1 << 16));
-  app.add_option("--subset", o.subset, "use only the first N training images")->check(CLI::NonNegativeNumber);
+  app.add_option("--subset", o.subset, "use only the first N training images")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--test-subset", o.test_subset, "evaluate on the first N test images only")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", o.seed);
-  app.add_option("--num-eval", o.num_eval, "k_eval of masked/proxyless/moving-average")->check(CLI::Range(1, 64));
+  app.add_option("--num-eval", o.num_eval, "k_eval of masked/proxyless/moving-average")
+      ->check(CLI::Range(1, 64));
   app.add_option("--ma-lr", o.ma_lr, "moving-average learning rate, in (0, 1]");
   app.add_option("--lr", o.lr, "weight learning rate")->check(CLI::PositiveNumber);
   app.add_option("--arch-lr", o.arch_lr, "architecture learning rate")->check(CLI::PositiveNumber);

@@ -224,8 +224,8 @@ void CpuBackend::random_words(Tensor& out, uint64_t seed, uint64_t offset, const
     p[i] = static_cast<int32_t>(philox_word(seed, offset, 0, uint64_t(i)));
 }
 
-void CpuBackend::random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
-                                float high) {
+void CpuBackend::random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift,
+                                float low, float high) {
   offset += shift ? *shift : 0;  // graph replays shift the captured offset
   float* p = out.data();
   const int64_t n = out.numel();

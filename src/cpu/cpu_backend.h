@@ -67,14 +67,16 @@ class CpuBackend final : public Backend {
                     Tensor& correct) override;
 
   void random_words(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift) override;
-  void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low, float high) override;
+  void random_uniform(Tensor& out, uint64_t seed, uint64_t offset, const uint64_t* shift, float low,
+                      float high) override;
 
   void crop2d_fwd(const Tensor& x, int top, int left, Tensor& y) override;
   void crop2d_bwd(const Tensor& dy, int top, int left, Tensor& dx) override;
   void scale_samples(const Tensor& x, const Tensor& scales, Tensor& y) override;
-  void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset, const uint64_t* shift) override;
-  void augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
-               uint64_t offset, const uint64_t* shift) override;
+  void bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset,
+                       const uint64_t* shift) override;
+  void augment(const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed, uint64_t offset,
+               const uint64_t* shift) override;
   void gather(const Tensor& src, const Tensor& index, Tensor& dst) override;
 
   void softmax(const Tensor& logits, Tensor& probs) override;
@@ -82,8 +84,8 @@ class CpuBackend final : public Backend {
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
   void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking, int restrict_k,
                  Tensor& dalpha) override;
-  void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset, const uint64_t* shift,
-                   Tensor& ranking) override;
+  void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset,
+                   const uint64_t* shift, Tensor& ranking) override;
   void batch_sum(const Tensor& x, float scale, Tensor& out) override;
   void ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m, const Tensor& ranking,
                         int k_eval, float lr, Tensor& g) override;
@@ -91,10 +93,10 @@ class CpuBackend final : public Backend {
   void proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
                          const Tensor& lse_old) override;
 
-  void sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
-                const Tensor* grad_scale, const Tensor* hyper) override;
-  void adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
-                 const Tensor* grad_scale, const Tensor* hyper) override;
+  void sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p, const Tensor* grad_scale,
+                const Tensor* hyper) override;
+  void adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p, const Tensor* grad_scale,
+                 const Tensor* hyper) override;
   void global_norm(const std::vector<const Tensor*>& xs, Tensor& out) override;
   void clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) override;
 

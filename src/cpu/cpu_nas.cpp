@@ -27,8 +27,7 @@ std::vector<int> first_k(const Tensor& ranking, int k) {
   const int32_t* r = ranking.data_i32();
   const int64_t n = ranking.numel();
   std::vector<int> out(r, r + k);
-  for (int i : out)
-    CUDARTS_CHECK(i >= 0 && i < n, "ranking entry ", i, " outside [0, ", n, ")");
+  for (int i : out) CUDARTS_CHECK(i >= 0 && i < n, "ranking entry ", i, " outside [0, ", n, ")");
   return out;
 }
 

@@ -37,7 +37,8 @@ void CpuBackend::scale_samples(const Tensor& x, const Tensor& scales, Tensor& y)
   }
 }
 
-void CpuBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset, const uint64_t* shift) {
+void CpuBackend::bernoulli_scale(Tensor& out, float keep_prob, uint64_t seed, uint64_t offset,
+                                 const uint64_t* shift) {
   offset += shift ? *shift : 0;  // graph replays shift the captured offset
   for (int64_t i = 0; i < out.numel(); ++i) {
     const float u = philox_uniform(philox_word(seed, offset, 0, uint64_t(i)));

@@ -20,14 +20,18 @@ void sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
               trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void gemm_single_threaded() { openblas_set_num_threads(1); }
+void gemm_single_threaded() {
+  openblas_set_num_threads(1);
+}
 
 #else
 
 void sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
            const float* b, int ldb, float beta, float* c, int ldc) {
   if (m == 0 || n == 0) return;
-  auto at = [&](int i, int p) { return trans_a ? a[int64_t(p) * lda + i] : a[int64_t(i) * lda + p]; };
+  auto at = [&](int i, int p) {
+    return trans_a ? a[int64_t(p) * lda + i] : a[int64_t(i) * lda + p];
+  };
 #pragma omp parallel for if (!omp_in_parallel() && int64_t(m) * n * k > (1 << 20))
   for (int i = 0; i < m; ++i) {
     float* row = c + int64_t(i) * ldc;

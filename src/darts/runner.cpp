@@ -131,7 +131,8 @@ class StepRunner {
       return;
     }
     if (statics_.empty())
-      for (const Tensor* t : inputs) statics_.push_back(Tensor::empty(ctx_, t->shape(), t->dtype()));
+      for (const Tensor* t : inputs)
+        statics_.push_back(Tensor::empty(ctx_, t->shape(), t->dtype()));
     std::vector<const Tensor*> fixed;
     for (size_t i = 0; i < inputs.size(); ++i) {
       CUDARTS_CHECK(inputs[i]->shape() == statics_[i].shape(), "--cuda-graph: input ", i,
@@ -372,8 +373,8 @@ RunResult run_search(const SearchOptions& o) {
                 mixed_op_type_name(o.net.mixed.type),
                 " (sampled types choose their ops on the host at every step, which a captured "
                 "graph cannot do)");
-  CUDARTS_CHECK(!o.second_order || (o.bilevel && o.net.mixed.type == MixedOpType::Continuous &&
-                                     !o.run.cuda_graph),
+  CUDARTS_CHECK(!o.second_order ||
+                    (o.bilevel && o.net.mixed.type == MixedOpType::Continuous && !o.run.cuda_graph),
                 "darts_search: --second-order needs bilevel updates (not --joint), continuous "
                 "MixedOps and no --cuda-graph (it reads a norm on the host every step)");
   prepare_out_dir(o.run, "darts_search");
@@ -440,7 +441,8 @@ RunResult run_search(const SearchOptions& o) {
     std::printf(
         "darts_search: %s, %lld + %lld images (train / validation split), %s, %s "
         "MixedOps, %d epochs on %s\n",
-        train_all.name.c_str(), (long long)half, (long long)half, o.bilevel ? (o.second_order ? "bilevel second-order" : "bilevel") : "joint",
+        train_all.name.c_str(), (long long)half, (long long)half,
+        o.bilevel ? (o.second_order ? "bilevel second-order" : "bilevel") : "joint",
         mixed_op_type_name(cfg.mixed.type), o.epochs, ctx.device().str().c_str());
   const int64_t total_steps = int64_t(o.epochs) * steps;
   ProgressLine progress(o.run, total_steps, int64_t(start_epoch) * steps + start_step);
@@ -476,8 +478,8 @@ RunResult run_search(const SearchOptions& o) {
                  [&](const std::vector<const Tensor*>& in) {
                    Tensor images = o.augment ? augmented(ctx, *in[2], aug) : in[2]->share();
                    if (o.bilevel && arch_on && o.second_order) {
-                     unrolled_architecture_gradient(ctx, model, w_opt, w_opt.lr(), images,
-                                                    *in[3], *in[0], *in[1]);
+                     unrolled_architecture_gradient(ctx, model, w_opt, w_opt.lr(), images, *in[3],
+                                                    *in[0], *in[1]);
                      a_opt.step(ctx);
                    } else if (o.bilevel && arch_on) {  // first order: on the validation batch
                      a_opt.zero_grad(ctx);
@@ -648,9 +650,8 @@ RunResult run_train(const TrainOptions& o) {
     }
     const double train_loss = metrics.loss(), train_acc = metrics.acc();
     const EvalResult eval =
-        evaluate(ctx, test, range(0, test.n), o.batch, o.run.cuda_graph, [&](const Tensor& x) {
-      return net.forward(ctx, x, Mode::Eval);
-    });
+        evaluate(ctx, test, range(0, test.n), o.batch, o.run.cuda_graph,
+                 [&](const Tensor& x) { return net.forward(ctx, x, Mode::Eval); });
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     append_log(o.run, {{"epoch", epoch + 1},
                        {"train_loss", train_loss},

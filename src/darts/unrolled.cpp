@@ -23,18 +23,20 @@ void assign(Context& ctx, const std::vector<Tensor>& src, const std::vector<Para
 
 }  // namespace
 
-void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD& weights,
-                                    float xi, const Tensor& x_train, const Tensor& y_train,
+void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD& weights, float xi,
+                                    const Tensor& x_train, const Tensor& y_train,
                                     const Tensor& x_val, const Tensor& y_val) {
   CUDARTS_CHECK(std::isfinite(xi) && xi >= 0.0f, "unrolled_architecture_gradient: xi ", xi,
                 " must be finite and >= 0");
   for (auto& [name, m] : model.mixed_ops())
-    CUDARTS_CHECK(m->config().type == MixedOpType::Continuous, "unrolled_architecture_gradient: ",
-                  name, " is a ", mixed_op_type_name(m->config().type),
+    CUDARTS_CHECK(m->config().type == MixedOpType::Continuous,
+                  "unrolled_architecture_gradient: ", name, " is a ",
+                  mixed_op_type_name(m->config().type),
                   "; second-order DARTS needs continuous MixedOps (the same ops in every pass)");
   const std::vector<Parameter*> w = model.operational_parameters();
   const std::vector<Parameter*> a = model.architecture_parameters();
-  CUDARTS_CHECK(weights.params() == w, "unrolled_architecture_gradient: the weight optimizer "
+  CUDARTS_CHECK(weights.params() == w,
+                "unrolled_architecture_gradient: the weight optimizer "
                 "must hold the model's operational parameters, in their order");
 
   // One forward/backward on (x, y) with every gradient zeroed first.
@@ -67,8 +69,10 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
   Tensor norm = Tensor::empty(ctx, Shape{1});
   ops::global_norm(ctx, vs, norm);
   const float v_norm = norm.item();
-  CUDARTS_CHECK(std::isfinite(v_norm), "unrolled_architecture_gradient: the validation gradient "
-                "norm at the unrolled weights is ", v_norm);
+  CUDARTS_CHECK(std::isfinite(v_norm),
+                "unrolled_architecture_gradient: the validation gradient "
+                "norm at the unrolled weights is ",
+                v_norm);
 
   std::vector<Tensor> plus, minus;
   float eps = 0.0f;

@@ -68,8 +68,9 @@ Dataset load_dataset(const std::string& name, const std::string& dir, bool train
   if (name == "fashion-mnist")
     return load_fashion_mnist(dir.empty() ? default_fashion_mnist_dir() : dir, train);
   if (name == "cifar10") {
-    CUDARTS_CHECK(!dir.empty(), "dataset cifar10 needs --data DIR (the folder of the binary "
-                                "version: data_batch_1.bin ... test_batch.bin)");
+    CUDARTS_CHECK(!dir.empty(),
+                  "dataset cifar10 needs --data DIR (the folder of the binary "
+                  "version: data_batch_1.bin ... test_batch.bin)");
     return load_cifar10(dir, train);
   }
   CUDARTS_FAIL("unknown dataset '", name, "'; expected fashion-mnist or cifar10");

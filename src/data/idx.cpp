@@ -30,8 +30,8 @@ std::vector<uint8_t> read_all(const std::string& path) {
       int err = 0;
       const std::string msg = gzerror(f, &err);
       gzclose(f);
-      CUDARTS_FAIL("'", path, "': corrupt compressed data within decompressed bytes [",
-                   out.size(), ", ", out.size() + chunk.size(), ") (", msg, ")");
+      CUDARTS_FAIL("'", path, "': corrupt compressed data within decompressed bytes [", out.size(),
+                   ", ", out.size() + chunk.size(), ") (", msg, ")");
     }
     if (got == 0) break;
     out.insert(out.end(), chunk.begin(), chunk.begin() + got);

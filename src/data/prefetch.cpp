@@ -149,7 +149,8 @@ void BatchPrefetcher::work() {
 Batch BatchPrefetcher::next(Context& ctx) {
   CUDARTS_CHECK(!done(), "BatchPrefetcher: all ", batches_.size(), " batches already taken");
   CUDARTS_CHECK(!ctx.capturing(), "BatchPrefetcher::next while a StepGraph is capturing on ",
-                ctx.device().str(), ": uploads cannot be captured; take the batch before "
+                ctx.device().str(),
+                ": uploads cannot be captured; take the batch before "
                 "replay() and copy it into the graph's static input tensors");
   State& st = *state_;
   int s = -1;

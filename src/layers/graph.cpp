@@ -278,6 +278,8 @@ Tensor Graph::backward_impl(Context& ctx, const Tensor& dy) {
   return std::move(backward_many(ctx, dy)[0]);
 }
 
-void Graph::release_saved_impl() { awaiting_ = false; }
+void Graph::release_saved_impl() {
+  awaiting_ = false;
+}
 
 }  // namespace cudarts

@@ -1,5 +1,6 @@
 // Uses an installed cudarts through its one public header: a Conv2d on a CPU context,
-// forward and backward on a small tensor, and a StepGraph replaying an op on wrapped memory. Exits non-zero when anything is off.
+// forward and backward on a small tensor, and a StepGraph replaying an op on wrapped memory. Exits
+// non-zero when anything is off.
 #include <cstdio>
 
 #include <cudarts/cudarts.h>
@@ -32,8 +33,8 @@ int main() {
     // A StepGraph from outside the library: capture a scale of the caller's own memory
     // (Tensor::wrap), replay it twice.
     float own[4] = {1.0f, 2.0f, 3.0f, 4.0f};
-    cudarts::Tensor w = cudarts::Tensor::wrap(own, cudarts::Shape{4}, cudarts::DType::F32,
-                                              cudarts::Device::cpu());
+    cudarts::Tensor w =
+        cudarts::Tensor::wrap(own, cudarts::Shape{4}, cudarts::DType::F32, cudarts::Device::cpu());
     cudarts::StepGraph graph(ctx);
     graph.capture([&] { cudarts::ops::scale(ctx, w, 2.0f, w); });
     graph.replay();
