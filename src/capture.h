@@ -21,7 +21,7 @@ struct CaptureState {
   std::vector<std::function<void(Backend&)>>* recording = nullptr;
   // Host work registered through Context::per_step, run before every replay.
   std::vector<std::function<void()>> per_step;
-  // RNG ops captured in the graph add *rng_shift (a uint64 in the context's device memory)
+  // RNG ops captured in the graph add *rng_shift (a uint64 in a device tensor of the graph)
   // to their counter offset; replay writes it so each replay draws fresh numbers.
   const uint64_t* rng_shift = nullptr;
   uint64_t rng_start = 0;  // the context's RNG offset when capture began
