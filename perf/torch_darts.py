@@ -17,7 +17,7 @@ step on a training batch) in PyTorch eager and, where available, with CUDA graph
 GPU, with DARTS defaults (batch 64, C = 16, 8 cells, 32x32).
 
 Usage: torch_darts.py check FILE [--device cpu|cuda]
-       torch_darts.py bench [--batch 64 --channels 16 --cells 8 --iters 20]
+       torch_darts.py bench [--device cuda|cpu --batch 64 --channels 16 --cells 8 --size 32 --iters 20]
 """
 import argparse
 import json
@@ -271,19 +271,23 @@ def check(path, device):
 
 
 def bench(args):
-    if not torch.cuda.is_available():
-        print("bench needs a GPU")
+    dev = args.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        print("bench --device cuda needs a GPU")
         return 1
-    dev = "cuda"
-    torch.backends.cudnn.benchmark = True
+    if dev == "cuda":
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(args.threads)
     net = SearchNetwork(c=args.channels, cells=args.cells).to(dev)
     weights = [p for n, p in net.named_parameters() if not n.startswith("alphas_")]
     alphas = [net.alphas_normal, net.alphas_reduce]
     w_opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam(alphas, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-    xt = torch.randn(args.batch, 3, 32, 32, device=dev)
+    s = args.size
+    xt = torch.randn(args.batch, 3, s, s, device=dev)
     yt = torch.randint(0, 10, (args.batch,), device=dev)
-    xv = torch.randn(args.batch, 3, 32, 32, device=dev)
+    xv = torch.randn(args.batch, 3, s, s, device=dev)
     yv = torch.randint(0, 10, (args.batch,), device=dev)
 
     def step():
@@ -298,28 +302,38 @@ def bench(args):
     def timed(fn, iters):
         for _ in range(3):
             fn()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         times = []
         for _ in range(iters):
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
+            if dev == "cuda":
+                torch.cuda.synchronize()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(1000.0 * (time.perf_counter() - t0))
         times.sort()
         return times[len(times) // 2]
 
-    torch.cuda.reset_peak_memory_stats()
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     eager = timed(step, args.iters)
-    peak = torch.cuda.max_memory_allocated()
-    result = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(),
-              "eager_ms": eager, "eager_peak_bytes": peak}
-    try:
-        compiled = torch.compile(step)
-        result["compile_ms"] = timed(compiled, args.iters)
-    except Exception as e:  # torch.compile may be unavailable for this graph
-        result["compile_error"] = str(e)[:200]
+    result = {"torch": torch.__version__, "device": dev, "channels": args.channels,
+              "cells": args.cells, "batch": args.batch, "size": s, "eager_ms": eager}
+    if dev == "cuda":
+        result["gpu"] = torch.cuda.get_device_name()
+        result["eager_peak_bytes"] = torch.cuda.max_memory_allocated()
+        try:
+            compiled = torch.compile(step)
+            result["compile_ms"] = timed(compiled, args.iters)
+        except Exception as e:  # torch.compile may be unavailable for this graph
+            result["compile_error"] = str(e)[:200]
+    else:
+        result["threads"] = torch.get_num_threads()
     print(json.dumps(result))
     return 0
 
@@ -335,6 +349,9 @@ def main():
     b.add_argument("--channels", type=int, default=16)
     b.add_argument("--cells", type=int, default=8)
     b.add_argument("--iters", type=int, default=20)
+    b.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    b.add_argument("--size", type=int, default=32)
+    b.add_argument("--threads", type=int, default=2, help="CPU threads (--device cpu)")
     args = ap.parse_args()
     return check(args.file, args.device) if args.cmd == "check" else bench(args)
 
