@@ -12,6 +12,18 @@
 set -uo pipefail
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
+# At most 8 files come back from the device machine: the logs go to a scratch folder and are
+# packed into $RESULTS/logs.tgz at exit, beside summary.txt, failed.txt, machine.txt and
+# skipped.txt.
+RESULTS=$OUT
+OUT=$(mktemp -d)
+finish() {
+  for f in summary.txt failed.txt machine.txt skipped.txt; do
+    [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RESULTS/"
+  done
+  tar czf "$RESULTS/logs.tgz" -C "$OUT" --exclude='*.safetensors' . 2> /dev/null
+}
+trap finish EXIT
 ROOT=$PWD
 JOBS=$(nproc)
 T0=$(date +%s)
@@ -80,13 +92,29 @@ echo "== ctest ($(elapsed) s)"
 export FASHION_MNIST_DIR=$DATA
 # Not here: the nested CPU-only/sanitizer build and the install test configure fresh trees that
 # would not see the carried .deps (CI runs them), and the CPU twin (the GPU twin runs below).
-t 240 ctest --test-dir build-gpu -j"$JOBS" --timeout 120 \
+t 240 ctest --test-dir build-gpu -j"$JOBS" --timeout 120 --output-on-failure \
   -E "^(cpu_only_build|install_consumer|torch_twin_cpu)$" > "$OUT/ctest.log" 2>&1
 PASSED=$(grep -c " Passed " "$OUT/ctest.log"); FAILED=$(grep -cE "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log")
 SKIPPED=$(grep -c "\*\*\*Skipped" "$OUT/ctest.log")  # (the closing list repeats each name)
 grep -E "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log" | head -20 > "$OUT/failed.txt"
 tail -3 "$OUT/ctest.log"
 summary "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped (ctest.log, failed.txt) at $(elapsed) s"
+
+# ---------------------------------------------------------------- minimal_train on the GPU
+echo "== minimal_train ($(elapsed) s)"
+t 120 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" \
+  > "$OUT/minimal_train.log" 2>&1
+tail -6 "$OUT/minimal_train.log"
+summary "minimal_train: $(grep -iE 'test accuracy' "$OUT/minimal_train.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train.log" | tail -1)"
+t 90 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" --cuda-graph \
+  > "$OUT/minimal_train_graph.log" 2>&1
+tail -3 "$OUT/minimal_train_graph.log"
+summary "minimal_train --cuda-graph: $(grep -iE 'test accuracy' "$OUT/minimal_train_graph.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train_graph.log" | tail -1)"
+
+# ---------------------------------------------------------------- benchmarks and PyTorch twin
+echo "== benchmarks and twin ($(elapsed) s)"
+t 90 build-gpu/perf/darts_bench --device cuda --iters 10 > "$OUT/darts_bench.json" 2>&1
+summary "darts_bench: $(tail -1 "$OUT/darts_bench.json")"
 
 # ---------------------------------------------------------------- sanitizers
 echo "== compute-sanitizer ($(elapsed) s)"
@@ -108,21 +136,6 @@ else
   summary "compute-sanitizer: not found"
 fi
 
-# ---------------------------------------------------------------- minimal_train on the GPU
-echo "== minimal_train ($(elapsed) s)"
-t 120 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" \
-  > "$OUT/minimal_train.log" 2>&1
-tail -6 "$OUT/minimal_train.log"
-summary "minimal_train: $(grep -iE 'test accuracy' "$OUT/minimal_train.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train.log" | tail -1)"
-t 90 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" --cuda-graph \
-  > "$OUT/minimal_train_graph.log" 2>&1
-tail -3 "$OUT/minimal_train_graph.log"
-summary "minimal_train --cuda-graph: $(grep -iE 'test accuracy' "$OUT/minimal_train_graph.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train_graph.log" | tail -1)"
-
-# ---------------------------------------------------------------- benchmarks and PyTorch twin
-echo "== benchmarks and twin ($(elapsed) s)"
-t 90 build-gpu/perf/darts_bench --device cuda --iters 10 > "$OUT/darts_bench.json" 2>&1
-summary "darts_bench: $(tail -1 "$OUT/darts_bench.json")"
 t 120 build-gpu/perf/darts_export --device cuda --out "$OUT/twin_full.safetensors" \
   --channels 16 --cells 8 --size 32 --batch-size 8 --seed 3 > "$OUT/twin.log" 2>&1
 t 120 python3 perf/torch_darts.py check "$OUT/twin_full.safetensors" --device cuda >> "$OUT/twin.log" 2>&1
