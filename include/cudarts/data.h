@@ -38,7 +38,7 @@ struct Dataset {
   float background = 0.0f;
 };
 
-// Where Debian's dataset-fashion-mnist package puts the files.
+// $FASHION_MNIST_DIR when set, else where Debian's dataset-fashion-mnist package puts the files.
 std::string default_fashion_mnist_dir();
 // train = true: the 60000 training images; false: the 10000 test images.
 // Pixels are scaled to [0, 1] and normalised with the training set's mean/std.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
 
 #include "cudarts/data.h"
@@ -104,7 +105,8 @@ Dataset Dataset::subset(int64_t begin, int64_t end) const {
 }
 
 std::string default_fashion_mnist_dir() {
-  return "/usr/share/datasets/fashion-mnist";
+  const char* env = std::getenv("FASHION_MNIST_DIR");
+  return env && *env ? std::string(env) : std::string("/usr/share/datasets/fashion-mnist");
 }
 
 Dataset load_fashion_mnist(const std::string& dir, bool train) {
