@@ -161,6 +161,20 @@ void event_synchronize(void* event) {
   CUDARTS_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
 }
 
+void* timing_event_create(int device) {
+  CUDARTS_CUDA_CHECK(cudaSetDevice(device));
+  cudaEvent_t e = nullptr;
+  CUDARTS_CUDA_CHECK(cudaEventCreate(&e), "(timing event)");
+  return e;
+}
+
+float event_elapsed_ms(void* start, void* end) {
+  float ms = 0.0f;
+  CUDARTS_CUDA_CHECK(
+      cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+  return ms;
+}
+
 void graph_begin_capture(void* stream) {
   CUDARTS_CUDA_CHECK(
       cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeThreadLocal),

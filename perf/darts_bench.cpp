@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
   bool graph = true;
+  size_t op_times = 0;
   CLI::App app{"Time a first-order DARTS search iteration"};
   app.add_option("--device", device)->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--mixed-op", mixed_op);
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters);
   app.add_option("--warmup", warmup);
   app.add_option("--graph", graph, "also time StepGraph replays (continuous MixedOps only)");
+  app.add_option("--op-times", op_times,
+                 "after timing, profile one eager iteration op by op and print the N most "
+                 "expensive ops to stderr");
   CLI11_PARSE(app, argc, argv);
   try {
     const bool cuda = device == "cuda" || (device == "auto" && Context::cuda_available());
@@ -103,6 +107,11 @@ int main(int argc, char** argv) {
     };
     uint64_t eager_allocs = 0, graph_allocs = 0;
     const std::vector<double> ms = time_iters(step, &eager_allocs);
+    if (op_times > 0) {
+      OpProfiler profiler(ctx);
+      step();
+      std::fprintf(stderr, "%s", profiler.table(op_times).c_str());
+    }
     std::vector<double> gms;
     int64_t nodes = 0;
     const bool graphable = graph && cfg.mixed.type == MixedOpType::Continuous;

@@ -327,14 +327,16 @@ def bench(args):
     if dev == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
         result["eager_peak_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        result["threads"] = torch.get_num_threads()
+    print(json.dumps(result), flush=True)  # the eager result first: compiling can take minutes
+    if args.compile:
         try:
             compiled = torch.compile(step)
             result["compile_ms"] = timed(compiled, args.iters)
         except Exception as e:  # torch.compile may be unavailable for this graph
             result["compile_error"] = str(e)[:200]
-    else:
-        result["threads"] = torch.get_num_threads()
-    print(json.dumps(result))
+        print(json.dumps(result))
     return 0
 
 
@@ -352,6 +354,7 @@ def main():
     b.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     b.add_argument("--size", type=int, default=32)
     b.add_argument("--threads", type=int, default=2, help="CPU threads (--device cpu)")
+    b.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
     args = ap.parse_args()
     return check(args.file, args.device) if args.cmd == "check" else bench(args)
 

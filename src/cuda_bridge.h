@@ -29,6 +29,9 @@ void* event_create(int device);
 void event_destroy(void* event) noexcept;
 void event_record(void* event, void* stream);
 void event_synchronize(void* event);
+// Events that record time (OpProfiler) and the milliseconds between two recorded ones.
+void* timing_event_create(int device);
+float event_elapsed_ms(void* start, void* end);
 // CUDA graphs (StepGraph): capture the work queued on `stream` (thread-local capture mode),
 // instantiate it, launch it, destroy it. end_capture returns the executable graph and its
 // node count; abort_capture ends a failed capture and discards what it recorded.

@@ -45,6 +45,12 @@ void event_record(void*, void*) {
 void event_synchronize(void*) {
   missing();
 }
+void* timing_event_create(int) {
+  missing();
+}
+float event_elapsed_ms(void*, void*) {
+  missing();
+}
 void graph_begin_capture(void*) {
   missing();
 }

@@ -1,6 +1,10 @@
 // NVTX ranges (header-only nvtx3 from the CUDA toolkit) so Nsight Systems shows layers and
 // ops; a push/pop costs a branch when no profiler is attached. No-op without the toolkit.
 #pragma once
+#include <cstdint>
+
+#include "cudarts/context.h"
+#include "cudarts/profiler.h"
 #if defined(CUDARTS_HAVE_NVTX)
 #include <nvtx3/nvToolsExt.h>
 #endif
@@ -21,6 +25,29 @@ class NvtxRange {
 #endif
   NvtxRange(const NvtxRange&) = delete;
   NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+// One op of the op table: an NVTX range, and a timed call when an OpProfiler is attached to
+// the context (not while a StepGraph captures).
+class OpRange {
+ public:
+  OpRange(Context& ctx, const char* op) : nvtx_(op) {
+    OpProfiler* p = ctx.op_profiler();
+    if (p && !ctx.capturing()) {
+      profiler_ = p;
+      token_ = p->begin(op);
+    }
+  }
+  ~OpRange() {
+    if (profiler_) profiler_->end(token_);
+  }
+  OpRange(const OpRange&) = delete;
+  OpRange& operator=(const OpRange&) = delete;
+
+ private:
+  NvtxRange nvtx_;
+  OpProfiler* profiler_ = nullptr;
+  int64_t token_ = 0;
 };
 
 }  // namespace cudarts

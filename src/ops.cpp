@@ -68,7 +68,7 @@ const uint64_t* rng_shift(Context& ctx) {
 }  // namespace
 
 void set_words(Context& ctx, Tensor& t, const std::vector<uint32_t>& words) {
-  NvtxRange nvtx_range("set_words");
+  OpRange op_range(ctx, "set_words");
   CUDARTS_CHECK(t.defined() && t.device() == ctx.device(), "set_words: tensor ", t.describe(),
                 " is not on the context's device ", ctx.device().str());
   CUDARTS_CHECK(words.size() <= 8, "set_words: ", words.size(), " words given, at most 8");
@@ -81,7 +81,7 @@ void set_words(Context& ctx, Tensor& t, const std::vector<uint32_t>& words) {
 }
 
 void fill(Context& ctx, Tensor& t, float value) {
-  NvtxRange nvtx_range("fill");
+  OpRange op_range(ctx, "fill");
   CUDARTS_CHECK(t.defined() && t.device() == ctx.device(), "fill: tensor ", t.describe(),
                 " is not on the context's device ", ctx.device().str());
   if (t.dtype() == DType::F32)
@@ -91,7 +91,7 @@ void fill(Context& ctx, Tensor& t, float value) {
 }
 
 void copy(Context& ctx, const Tensor& src, Tensor& dst) {
-  NvtxRange nvtx_range("copy");
+  OpRange op_range(ctx, "copy");
   check_tensor(ctx, "copy", "src", src, src.dtype());
   check_tensor(ctx, "copy", "dst", dst, src.dtype());
   CUDARTS_CHECK(src.numel() == dst.numel(), "copy: src ", src.describe(), " and dst ",
@@ -118,7 +118,7 @@ Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p)
 
 void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                 const Conv2dParams& p) {
-  NvtxRange nvtx_range("conv2d_fwd");
+  OpRange op_range(ctx, "conv2d_fwd");
   const char* op = "conv2d_fwd";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "w", w);
@@ -133,7 +133,7 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
 
 void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
                      const Conv2dParams& p) {
-  NvtxRange nvtx_range("conv2d_bwd_data");
+  OpRange op_range(ctx, "conv2d_bwd_data");
   const char* op = "conv2d_bwd_data";
   check_tensor(ctx, op, "dy", dy);
   check_tensor(ctx, op, "w", w);
@@ -144,7 +144,7 @@ void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
 
 void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                        const Conv2dParams& p) {
-  NvtxRange nvtx_range("conv2d_bwd_filter");
+  OpRange op_range(ctx, "conv2d_bwd_filter");
   const char* op = "conv2d_bwd_filter";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "dy", dy);
@@ -173,7 +173,7 @@ void check_bn_vectors(Context& ctx, const char* op, const Tensor& x,
 void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
                          Tensor* running_mean, Tensor* running_var, Tensor& y, Tensor& save_mean,
                          Tensor& save_invstd, const BatchNormParams& p) {
-  NvtxRange nvtx_range("batchnorm_fwd_train");
+  OpRange op_range(ctx, "batchnorm_fwd_train");
   const char* op = "batchnorm_fwd_train";
   check_bn_vectors(ctx, op, x,
                    {{"gamma", gamma},
@@ -199,7 +199,7 @@ void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, con
 void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, const Tensor* beta,
                          const Tensor& running_mean, const Tensor& running_var, Tensor& y,
                          float eps) {
-  NvtxRange nvtx_range("batchnorm_fwd_infer");
+  OpRange op_range(ctx, "batchnorm_fwd_infer");
   const char* op = "batchnorm_fwd_infer";
   check_bn_vectors(ctx, op, x,
                    {{"gamma", gamma},
@@ -218,7 +218,7 @@ void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, con
 void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
                    const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
                    Tensor* dbeta) {
-  NvtxRange nvtx_range("batchnorm_bwd");
+  OpRange op_range(ctx, "batchnorm_bwd");
   const char* op = "batchnorm_bwd";
   check_bn_vectors(ctx, op, x,
                    {{"gamma", gamma},
@@ -237,7 +237,7 @@ void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor
 }
 
 void relu_fwd(Context& ctx, const Tensor& x, Tensor& y) {
-  NvtxRange nvtx_range("relu_fwd");
+  OpRange op_range(ctx, "relu_fwd");
   check_tensor(ctx, "relu_fwd", "x", x);
   check_tensor(ctx, "relu_fwd", "y", y);
   check_same_shape("relu_fwd", "x", x, "y", y);
@@ -245,7 +245,7 @@ void relu_fwd(Context& ctx, const Tensor& x, Tensor& y) {
 }
 
 void relu_bwd(Context& ctx, const Tensor& dy, const Tensor& y, Tensor& dx) {
-  NvtxRange nvtx_range("relu_bwd");
+  OpRange op_range(ctx, "relu_bwd");
   check_tensor(ctx, "relu_bwd", "dy", dy);
   check_tensor(ctx, "relu_bwd", "y", y);
   check_tensor(ctx, "relu_bwd", "dx", dx);
@@ -270,7 +270,7 @@ Shape pool2d_output_shape(const Shape& x, const Pool2dParams& p) {
 }
 
 void pool2d_fwd(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& p) {
-  NvtxRange nvtx_range("pool2d_fwd");
+  OpRange op_range(ctx, "pool2d_fwd");
   check_tensor(ctx, "pool2d_fwd", "x", x);
   check_tensor(ctx, "pool2d_fwd", "y", y);
   check_shape("pool2d_fwd", "y", y, pool2d_output_shape(x.shape(), p));
@@ -279,7 +279,7 @@ void pool2d_fwd(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& p)
 
 void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
                 const Pool2dParams& p) {
-  NvtxRange nvtx_range("pool2d_bwd");
+  OpRange op_range(ctx, "pool2d_bwd");
   const char* op = "pool2d_bwd";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "y", y);
@@ -292,7 +292,7 @@ void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy
 }
 
 void global_avgpool_fwd(Context& ctx, const Tensor& x, Tensor& y) {
-  NvtxRange nvtx_range("global_avgpool_fwd");
+  OpRange op_range(ctx, "global_avgpool_fwd");
   check_tensor(ctx, "global_avgpool_fwd", "x", x);
   check_tensor(ctx, "global_avgpool_fwd", "y", y);
   check_ndim("global_avgpool_fwd", "x", x, 4);
@@ -301,7 +301,7 @@ void global_avgpool_fwd(Context& ctx, const Tensor& x, Tensor& y) {
 }
 
 void global_avgpool_bwd(Context& ctx, const Tensor& dy, Tensor& dx) {
-  NvtxRange nvtx_range("global_avgpool_bwd");
+  OpRange op_range(ctx, "global_avgpool_bwd");
   check_tensor(ctx, "global_avgpool_bwd", "dy", dy);
   check_tensor(ctx, "global_avgpool_bwd", "dx", dx);
   check_ndim("global_avgpool_bwd", "dx", dx, 4);
@@ -310,7 +310,7 @@ void global_avgpool_bwd(Context& ctx, const Tensor& dy, Tensor& dx) {
 }
 
 void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
-  NvtxRange nvtx_range("linear_fwd");
+  OpRange op_range(ctx, "linear_fwd");
   const char* op = "linear_fwd";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "w", w);
@@ -328,7 +328,7 @@ void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
 }
 
 void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx) {
-  NvtxRange nvtx_range("linear_bwd_data");
+  OpRange op_range(ctx, "linear_bwd_data");
   const char* op = "linear_bwd_data";
   check_tensor(ctx, op, "dy", dy);
   check_tensor(ctx, op, "w", w);
@@ -342,7 +342,7 @@ void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
 }
 
 void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias) {
-  NvtxRange nvtx_range("linear_bwd_weight");
+  OpRange op_range(ctx, "linear_bwd_weight");
   const char* op = "linear_bwd_weight";
   check_tensor(ctx, op, "x", x);
   check_tensor(ctx, op, "dy", dy);
@@ -360,7 +360,7 @@ void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
 }
 
 void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
-  NvtxRange nvtx_range("add");
+  OpRange op_range(ctx, "add");
   check_tensor(ctx, "add", "a", a);
   check_tensor(ctx, "add", "b", b);
   check_tensor(ctx, "add", "y", y);
@@ -370,7 +370,7 @@ void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
 }
 
 void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y) {
-  NvtxRange nvtx_range("scale");
+  OpRange op_range(ctx, "scale");
   check_tensor(ctx, "scale", "x", x);
   check_tensor(ctx, "scale", "y", y);
   check_same_shape("scale", "x", x, "y", y);
@@ -378,7 +378,7 @@ void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y) {
 }
 
 void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
-  NvtxRange nvtx_range("axpy");
+  OpRange op_range(ctx, "axpy");
   check_tensor(ctx, "axpy", "x", x);
   check_tensor(ctx, "axpy", "y", y);
   check_same_shape("axpy", "x", x, "y", y);
@@ -407,20 +407,20 @@ void check_concat(Context& ctx, const char* op, const std::vector<const Tensor*>
 }  // namespace
 
 void concat_channels(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y) {
-  NvtxRange nvtx_range("concat_channels");
+  OpRange op_range(ctx, "concat_channels");
   check_concat(ctx, "concat_channels", xs, y);
   detail::dispatch(ctx, &Backend::concat_channels, xs, y);
 }
 
 void split_channels(Context& ctx, const Tensor& y, const std::vector<Tensor*>& xs) {
-  NvtxRange nvtx_range("split_channels");
+  OpRange op_range(ctx, "split_channels");
   check_concat(ctx, "split_channels", std::vector<const Tensor*>(xs.begin(), xs.end()), y);
   detail::dispatch(ctx, &Backend::split_channels, y, xs);
 }
 
 void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& loss,
                   Tensor& dlogits, Tensor& correct) {
-  NvtxRange nvtx_range("softmax_xent");
+  OpRange op_range(ctx, "softmax_xent");
   const char* op = "softmax_xent";
   check_tensor(ctx, op, "logits", logits);
   check_tensor(ctx, op, "labels", labels, DType::I32);
@@ -438,14 +438,14 @@ void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tens
 }
 
 void random_words(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset) {
-  NvtxRange nvtx_range("random_words");
+  OpRange op_range(ctx, "random_words");
   check_tensor(ctx, "random_words", "out", out, DType::I32);
   detail::dispatch(ctx, &Backend::random_words, out, seed, offset, rng_shift(ctx));
 }
 
 void random_uniform(Context& ctx, Tensor& out, uint64_t seed, uint64_t offset, float low,
                     float high) {
-  NvtxRange nvtx_range("random_uniform");
+  OpRange op_range(ctx, "random_uniform");
   check_tensor(ctx, "random_uniform", "out", out);
   CUDARTS_CHECK(low < high, "random_uniform: low ", low, " must be below high ", high);
   detail::dispatch(ctx, &Backend::random_uniform, out, seed, offset, rng_shift(ctx), low, high);
@@ -501,7 +501,7 @@ void check_slots(Context& ctx, const char* op, const std::vector<OptimSlot>& slo
 }  // namespace
 
 void crop2d_fwd(Context& ctx, const Tensor& x, int top, int left, Tensor& y) {
-  NvtxRange nvtx_range("crop2d_fwd");
+  OpRange op_range(ctx, "crop2d_fwd");
   check_tensor(ctx, "crop2d_fwd", "x", x);
   check_tensor(ctx, "crop2d_fwd", "y", y);
   check_ndim("crop2d_fwd", "x", x, 4);
@@ -514,7 +514,7 @@ void crop2d_fwd(Context& ctx, const Tensor& x, int top, int left, Tensor& y) {
 }
 
 void crop2d_bwd(Context& ctx, const Tensor& dy, int top, int left, Tensor& dx) {
-  NvtxRange nvtx_range("crop2d_bwd");
+  OpRange op_range(ctx, "crop2d_bwd");
   check_tensor(ctx, "crop2d_bwd", "dy", dy);
   check_tensor(ctx, "crop2d_bwd", "dx", dx);
   check_ndim("crop2d_bwd", "dy", dy, 4);
@@ -527,7 +527,7 @@ void crop2d_bwd(Context& ctx, const Tensor& dy, int top, int left, Tensor& dx) {
 }
 
 void scale_samples(Context& ctx, const Tensor& x, const Tensor& scales, Tensor& y) {
-  NvtxRange nvtx_range("scale_samples");
+  OpRange op_range(ctx, "scale_samples");
   check_tensor(ctx, "scale_samples", "x", x);
   check_tensor(ctx, "scale_samples", "y", y);
   check_same_shape("scale_samples", "x", x, "y", y);
@@ -537,7 +537,7 @@ void scale_samples(Context& ctx, const Tensor& x, const Tensor& scales, Tensor& 
 }
 
 void bernoulli_scale(Context& ctx, Tensor& out, float keep_prob, uint64_t seed, uint64_t offset) {
-  NvtxRange nvtx_range("bernoulli_scale");
+  OpRange op_range(ctx, "bernoulli_scale");
   check_tensor(ctx, "bernoulli_scale", "out", out);
   CUDARTS_CHECK(keep_prob > 0.0f && keep_prob <= 1.0f, "bernoulli_scale: keep_prob ", keep_prob,
                 " must be in (0, 1]");
@@ -546,7 +546,7 @@ void bernoulli_scale(Context& ctx, Tensor& out, float keep_prob, uint64_t seed, 
 
 void augment(Context& ctx, const Tensor& x, Tensor& y, const AugmentParams& p, uint64_t seed,
              uint64_t offset) {
-  NvtxRange nvtx_range("augment");
+  OpRange op_range(ctx, "augment");
   check_tensor(ctx, "augment", "x", x);
   check_tensor(ctx, "augment", "y", y);
   check_ndim("augment", "x", x, 4);
@@ -558,7 +558,7 @@ void augment(Context& ctx, const Tensor& x, Tensor& y, const AugmentParams& p, u
 }
 
 void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst) {
-  NvtxRange nvtx_range("gather");
+  OpRange op_range(ctx, "gather");
   check_tensor(ctx, "gather", "src", src);
   check_tensor(ctx, "gather", "index", index, DType::I32);
   check_tensor(ctx, "gather", "dst", dst);
@@ -568,7 +568,7 @@ void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst) {
 }
 
 void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
-  NvtxRange nvtx_range("softmax");
+  OpRange op_range(ctx, "softmax");
   check_tensor(ctx, "softmax", "logits", logits);
   check_ndim("softmax", "logits", logits, 1);
   CUDARTS_CHECK(logits.numel() >= 1, "softmax: empty logits");
@@ -577,7 +577,7 @@ void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
 }
 
 void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
-  NvtxRange nvtx_range("mix_fwd");
+  OpRange op_range(ctx, "mix_fwd");
   check_tensor(ctx, "mix_fwd", "y", y);
   check_list(ctx, "mix_fwd", xs, y.shape());
   check_vector(ctx, "mix_fwd", "weights", weights, int64_t(xs.size()));
@@ -585,7 +585,7 @@ void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor
 }
 
 void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {
-  NvtxRange nvtx_range("mix_scores");
+  OpRange op_range(ctx, "mix_scores");
   check_tensor(ctx, "mix_scores", "dy", dy);
   check_list(ctx, "mix_scores", xs, dy.shape());
   check_vector(ctx, "mix_scores", "g", g, int64_t(xs.size()));
@@ -594,7 +594,7 @@ void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>
 
 void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                int restrict_k, Tensor& dalpha) {
-  NvtxRange nvtx_range("arch_grad");
+  OpRange op_range(ctx, "arch_grad");
   const char* op = "arch_grad";
   check_tensor(ctx, op, "alpha", alpha);
   check_ndim(op, "alpha", alpha, 1);
@@ -609,7 +609,7 @@ void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor*
 
 void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint64_t seed,
                  uint64_t offset, Tensor& ranking) {
-  NvtxRange nvtx_range("gumbel_rank");
+  OpRange op_range(ctx, "gumbel_rank");
   const char* op = "gumbel_rank";
   check_tensor(ctx, op, "logits", logits);
   check_ndim(op, "logits", logits, 1);
@@ -623,7 +623,7 @@ void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint
 }
 
 void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {
-  NvtxRange nvtx_range("batch_sum");
+  OpRange op_range(ctx, "batch_sum");
   check_tensor(ctx, "batch_sum", "x", x);
   check_tensor(ctx, "batch_sum", "out", out);
   CUDARTS_CHECK(x.ndim() >= 1 && x.dim(0) >= 1 && out.numel() * x.dim(0) == x.numel(),
@@ -634,7 +634,7 @@ void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {
 
 void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tensor& m,
                       const Tensor& ranking, int k_eval, float lr, Tensor& g) {
-  NvtxRange nvtx_range("ma_update_scores");
+  OpRange op_range(ctx, "ma_update_scores");
   const char* op = "ma_update_scores";
   check_tensor(ctx, op, "dy_sum", dy_sum);
   check_tensor(ctx, op, "mu", mu);
@@ -651,7 +651,7 @@ void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tens
 
 void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, int k,
                       Tensor& out) {
-  NvtxRange nvtx_range("masked_logsumexp");
+  OpRange op_range(ctx, "masked_logsumexp");
   check_tensor(ctx, "masked_logsumexp", "alpha", alpha);
   check_ndim("masked_logsumexp", "alpha", alpha, 1);
   check_ranking(ctx, "masked_logsumexp", ranking, alpha.numel(), k);
@@ -661,7 +661,7 @@ void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, 
 
 void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k,
                        const Tensor& lse_old) {
-  NvtxRange nvtx_range("proxyless_rescale");
+  OpRange op_range(ctx, "proxyless_rescale");
   check_tensor(ctx, "proxyless_rescale", "alpha", alpha);
   check_ndim("proxyless_rescale", "alpha", alpha, 1);
   check_ranking(ctx, "proxyless_rescale", ranking, alpha.numel(), k);
@@ -671,7 +671,7 @@ void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k
 
 void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams& p,
               const Tensor* grad_scale, const Tensor* hyper) {
-  NvtxRange nvtx_range("sgd_step");
+  OpRange op_range(ctx, "sgd_step");
   const char* op = "sgd_step";
   CUDARTS_CHECK(p.lr >= 0.0f && p.momentum >= 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr,
                 ", momentum ", p.momentum, " and weight_decay ", p.weight_decay, " must be >= 0");
@@ -693,7 +693,7 @@ std::array<float, 3> adam_hyper(const AdamParams& p) {
 
 void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamParams& p,
                const Tensor* grad_scale, const Tensor* hyper) {
-  NvtxRange nvtx_range("adam_step");
+  OpRange op_range(ctx, "adam_step");
   const char* op = "adam_step";
   CUDARTS_CHECK(p.lr >= 0.0f && p.eps > 0.0f && p.weight_decay >= 0.0f, op, ": lr ", p.lr, ", eps ",
                 p.eps, " and weight_decay ", p.weight_decay, " must be >= 0 (eps > 0)");
@@ -711,7 +711,7 @@ void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamPara
 }
 
 void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out) {
-  NvtxRange nvtx_range("global_norm");
+  OpRange op_range(ctx, "global_norm");
   for (const Tensor* t : xs) {
     CUDARTS_CHECK(t != nullptr, "global_norm: null tensor in the list");
     check_tensor(ctx, "global_norm", "xs[i]", *t);
@@ -721,7 +721,7 @@ void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out
 }
 
 void clip_coefficient(Context& ctx, const Tensor& norm, float max_norm, Tensor& coef) {
-  NvtxRange nvtx_range("clip_coefficient");
+  OpRange op_range(ctx, "clip_coefficient");
   check_vector(ctx, "clip_coefficient", "norm", norm, 1);
   check_vector(ctx, "clip_coefficient", "coef", coef, 1);
   CUDARTS_CHECK(max_norm > 0.0f, "clip_coefficient: max_norm ", max_norm, " must be > 0");

@@ -260,3 +260,39 @@ TEST(TensorWrap, BadPointersAndDevicesAreRefused) {
 
 }  // namespace
 }  // namespace cudarts
+
+namespace cudarts {
+namespace {
+
+// OpProfiler counts every op call by name while attached, not while a graph captures, and
+// detaches when destroyed.
+TEST(OpProfiler, CountsOpsByName) {
+  Context ctx;
+  Tensor a = Tensor::full(ctx, Shape{1000}, 1.0f), b = Tensor::full(ctx, Shape{1000}, 2.0f);
+  {
+    OpProfiler profiler(ctx);
+    EXPECT_EQ(ctx.op_profiler(), &profiler);
+    EXPECT_THROW(OpProfiler second(ctx), Error);
+    for (int i = 0; i < 3; ++i) ops::add(ctx, a, b, a);
+    ops::scale(ctx, a, 0.5f, a);
+    StepGraph g(ctx);
+    g.capture([&] { ops::relu_fwd(ctx, a, b); });  // recorded, not timed
+    const auto rows = profiler.report();
+    std::map<std::string, int64_t> calls;
+    for (const auto& r : rows) {
+      calls[r.op] = r.calls;
+      EXPECT_GE(r.total_ms, 0.0);
+    }
+    EXPECT_EQ(calls["add"], 3);
+    EXPECT_EQ(calls["scale"], 1);
+    EXPECT_EQ(calls.count("relu_fwd"), 0u);
+    EXPECT_NE(profiler.table().find("add"), std::string::npos);
+    profiler.reset();
+    EXPECT_TRUE(profiler.report().empty());
+  }
+  EXPECT_EQ(ctx.op_profiler(), nullptr);
+  EXPECT_EQ(a.to_vector()[0], 3.5f);  // (1 + 2 + 2 + 2) / 2: the profiled ops ran
+}
+
+}  // namespace
+}  // namespace cudarts

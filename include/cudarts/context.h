@@ -13,6 +13,7 @@
 namespace cudarts {
 
 class Backend;  // the op table implementation (internal)
+class OpProfiler;
 namespace detail {
 struct CaptureState;  // graph capture in progress (internal, see step_graph.h)
 }
@@ -68,6 +69,9 @@ class Context {
   // and bias corrections): runs now, or, while a StepGraph captures, is kept and runs
   // before every replay instead (a captured graph does not re-run host code).
   void per_step(std::function<void()> fn);
+  // The attached OpProfiler (see profiler.h), or nullptr.
+  OpProfiler* op_profiler() const { return profiler_; }
+  void set_op_profiler(OpProfiler* p) { profiler_ = p; }
   // Internal (StepGraph, op front door).
   detail::CaptureState* capture_state() const { return capture_; }
   void set_capture_state(detail::CaptureState* state) { capture_ = state; }
@@ -78,6 +82,7 @@ class Context {
   uint64_t seed_ = 0;
   uint64_t rng_offset_ = 0;
   detail::CaptureState* capture_ = nullptr;
+  OpProfiler* profiler_ = nullptr;
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<Backend> backend_;
 };

@@ -16,6 +16,7 @@
 #include "cudarts/ops.h"
 #include "cudarts/optim.h"
 #include "cudarts/philox.h"
+#include "cudarts/profiler.h"
 #include "cudarts/search_model.h"
 #include "cudarts/shape.h"
 #include "cudarts/step_graph.h"
