@@ -125,6 +125,11 @@ class StepRunner {
         loss(Tensor::zeros(ctx, Shape{1})),
         hits(Tensor::zeros(ctx, Shape{1})) {}
   void restart() { fresh_ = true; }
+  // Inside the step: keep the step's loss and hits (read after run()).
+  void keep(const Tensor& step_loss, const Tensor& step_hits) {
+    ops::copy(ctx_, step_loss, loss);
+    ops::copy(ctx_, step_hits, hits);
+  }
   void run(const std::vector<const Tensor*>& inputs, const Step& step) {
     if (!graph_) {
       step(inputs);
@@ -311,8 +316,7 @@ EvalResult evaluate(Context& ctx, const Dataset& data, const std::vector<int64_t
     r.run({&b.images, &b.labels}, [&](const std::vector<const Tensor*>& in) {
       Tensor logits = forward(*in[0]);
       Xent x(ctx, logits, *in[1]);
-      ops::copy(ctx, x.loss, r.loss);
-      ops::copy(ctx, x.hits, r.hits);
+      r.keep(x.loss, x.hits);
     });
     m.add(ctx, r.loss, r.hits, b.labels.numel());
   }
@@ -495,8 +499,7 @@ RunResult run_search(const SearchOptions& o) {
                    model.backward(ctx, x.dlogits);
                    w_opt.step(ctx);
                    if (!o.bilevel && arch_on) a_opt.step(ctx);
-                   ops::copy(ctx, x.loss, runner.loss);
-                   ops::copy(ctx, x.hits, runner.hits);
+                   runner.keep(x.loss, x.hits);
                  });
       metrics.add(ctx, runner.loss, runner.hits, tb.labels.numel());
       ++steps_here;
@@ -639,8 +642,7 @@ RunResult run_train(const TrainOptions& o) {
         }
         net.backward_train(ctx, x.dlogits, daux);
         opt.step(ctx);
-        ops::copy(ctx, x.loss, runner.loss);
-        ops::copy(ctx, x.hits, runner.hits);
+        runner.keep(x.loss, x.hits);
       });
       metrics.add(ctx, runner.loss, runner.hits, b.labels.numel());
       ++steps_here;
