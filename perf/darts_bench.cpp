@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   std::string device = "auto", mixed_op = "continuous";
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
-  bool graph = true;
+  bool graph = true, all_gradients = false;
   size_t op_times = 0;
   CLI::App app{"Time a first-order DARTS search iteration"};
   app.add_option("--device", device)->check(CLI::IsMember({"cpu", "cuda", "auto"}));
@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters);
   app.add_option("--warmup", warmup);
   app.add_option("--graph", graph, "also time StepGraph replays (continuous MixedOps only)");
+  app.add_flag("--all-gradients", all_gradients,
+               "compute every gradient in both passes (the weight gradients of the alpha step "
+               "and the alpha gradients of the weight step, which the step discards)");
   app.add_option("--op-times", op_times,
                  "after timing, profile one eager iteration op by op and print the N most "
                  "expensive ops to stderr");
@@ -70,12 +73,14 @@ int main(int argc, char** argv) {
     batch_of(xv, yv);
     Tensor loss = Tensor::empty(ctx, Shape{1}), hits = Tensor::empty(ctx, Shape{1});
     auto step = [&] {
+      model.set_gradients(all_gradients ? Gradients::All : Gradients::Architecture);
       a_opt.zero_grad(ctx);
       Tensor lv = model.forward(ctx, xv, Mode::Train);
       Tensor dv = Tensor::empty(ctx, lv.shape());
       ops::softmax_xent(ctx, lv, yv, loss, dv, hits);
       model.backward(ctx, dv);
       a_opt.step(ctx);
+      model.set_gradients(all_gradients ? Gradients::All : Gradients::Operational);
       w_opt.zero_grad(ctx);
       Tensor lt = model.forward(ctx, xt, Mode::Train);
       Tensor dt = Tensor::empty(ctx, lt.shape());

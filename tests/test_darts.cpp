@@ -1,5 +1,8 @@
 // The DARTS search space: reference weight counts, alpha sharing, gradient checks through
 // FactorizedReduce and whole (tiny) search and discrete networks, genotype derivation.
+#include <map>
+#include <tuple>
+
 #include "gradcheck.h"
 
 namespace cudarts {
@@ -216,6 +219,93 @@ TEST(DartsSearchSpace, BinaryTypesRunEndToEnd) {
 // L_train(w, a) + wd w), a), on a small model of two stacked continuous MixedOps (no
 // BatchNorm, so every pass is a function of w and a alone). The virtual step is recomputed
 // here on the host; only forward values enter the reference.
+// Layers of type L in a network, counted from its structure.
+template <class L>
+int count_layers(Layer& l) {
+  int n = dynamic_cast<L*>(&l) != nullptr ? 1 : 0;
+  for (Layer* c : l.children()) n += count_layers<L>(*c);
+  return n;
+}
+
+// A first-order iteration (alpha step on one batch, weight step on another) with and without
+// computing the gradients each step discards: the op counts show exactly the skipped calls
+// (one backward-filter convolution per Conv2d layer instead of two, one score pass per
+// MixedOp instead of two), the updated weights and alphas are bit for bit the same, and the
+// peak memory is lower (no candidate outputs kept in the weight step, no convolution inputs
+// in the alpha step).
+TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
+  struct Result {
+    std::map<std::string, int64_t> calls;
+    std::vector<float> weights, alphas;
+    size_t peak = 0;
+  };
+  auto iterate = [](bool skip) {
+    Context ctx(Device::cpu(), ContextOptions{5});
+    SearchConfig cfg;
+    cfg.channels = 4;
+    cfg.cells = 3;
+    cfg.steps = 2;
+    cfg.multiplier = 2;
+    cfg.in_channels = 1;
+    SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+    SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.1f, 0.9f, 3e-4f, false});
+    AdamParams ap;
+    ap.lr = 0.1f;
+    Adam a_opt(ctx, model.architecture_parameters(), ap);
+    Tensor xv = test::random_tensor(ctx, Shape{4, 1, 8, 8}, 21),
+           xt = test::random_tensor(ctx, Shape{4, 1, 8, 8}, 22);
+    Tensor yv = Tensor::from_vector_i32(ctx, Shape{4}, {0, 1, 2, 3}),
+           yt = Tensor::from_vector_i32(ctx, Shape{4}, {3, 2, 1, 0});
+    Tensor loss = Tensor::empty(ctx, Shape{1}), hits = Tensor::empty(ctx, Shape{1});
+    auto pass = [&](const Tensor& x, const Tensor& y) {
+      Tensor logits = model.forward(ctx, x, Mode::Train);
+      Tensor d = Tensor::empty(ctx, logits.shape());
+      ops::softmax_xent(ctx, logits, y, loss, d, hits);
+      model.backward(ctx, d);
+    };
+    Result r;
+    {
+      ctx.allocator().reset_peak();
+      OpProfiler prof(ctx);
+      model.set_gradients(skip ? Gradients::Architecture : Gradients::All);
+      a_opt.zero_grad(ctx);
+      pass(xv, yv);
+      a_opt.step(ctx);
+      model.set_gradients(skip ? Gradients::Operational : Gradients::All);
+      w_opt.zero_grad(ctx);
+      pass(xt, yt);
+      w_opt.step(ctx);
+      for (const auto& row : prof.report()) r.calls[row.op] = row.calls;
+      r.peak = ctx.allocator().stats().peak_bytes;
+    }
+    for (Parameter* p : model.operational_parameters())
+      for (float v : p->value.to_vector()) r.weights.push_back(v);
+    r.alphas = model.alphas().to_vector();
+    const int convs = count_layers<Conv2d>(model.network());
+    const int mixed = int(model.mixed_ops().size());
+    return std::make_tuple(r, convs, mixed);
+  };
+  const auto [all, convs, mixed] = iterate(false);
+  const auto [skip, convs2, mixed2] = iterate(true);
+  ASSERT_GT(convs, 50);
+  EXPECT_EQ(all.calls.at("conv2d_bwd_filter"), 2 * convs);
+  EXPECT_EQ(skip.calls.at("conv2d_bwd_filter"), convs);
+  EXPECT_EQ(all.calls.at("conv2d_bwd_data"), 2 * convs);  // activation gradients: both passes
+  EXPECT_EQ(skip.calls.at("conv2d_bwd_data"), 2 * convs);
+  EXPECT_EQ(all.calls.at("mix_scores"), 2 * mixed);
+  EXPECT_EQ(skip.calls.at("mix_scores"), mixed);
+  EXPECT_EQ(all.calls.at("arch_grad"), 2 * mixed);
+  EXPECT_EQ(skip.calls.at("arch_grad"), mixed);
+  EXPECT_EQ(all.calls.at("linear_bwd_weight"), 2);
+  EXPECT_EQ(skip.calls.at("linear_bwd_weight"), 1);
+  EXPECT_EQ(all.calls.at("conv2d_fwd"), skip.calls.at("conv2d_fwd"));
+  EXPECT_EQ(skip.weights, all.weights);
+  EXPECT_EQ(skip.alphas, all.alphas);
+  EXPECT_LT(skip.peak, all.peak);
+  std::printf("[ measured ] first-order iteration: peak %zu bytes skipping, %zu computing all\n",
+              skip.peak, all.peak);
+}
+
 TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
   Context ctx(Device::cpu(), ContextOptions{9});
   auto net = std::make_unique<Sequential>("net");

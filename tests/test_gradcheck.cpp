@@ -1,6 +1,8 @@
 // Finite-difference gradient checks of every layer (inputs and parameters) on the CPU
 // backend, including strided, dilated, grouped and depthwise convolutions, containers and a
 // Graph whose values fan out.
+#include <functional>
+
 #include "gradcheck.h"
 
 namespace cudarts {
@@ -162,6 +164,70 @@ TEST(GradGraph, TwoInputsAndUnusedBranch) {
         EXPECT_NEAR(d0[(n * 2 + c) * 9 + j], want, 1e-5);
       }
   EXPECT_FALSE(g.children()[1]->awaiting_backward());
+}
+
+}  // namespace
+}  // namespace cudarts
+
+namespace cudarts {
+namespace {
+
+// requires_grad = false on some parameters of a layer: their gradients stay as they were (the
+// layer skips them), the other parameters' gradients and dx are bit for bit those of a pass
+// that computes everything, for every combination of frozen parameters.
+TEST(FrozenParameters, LeaveTheirGradientsAndChangeNothingElse) {
+  struct Maker {
+    const char* name;
+    std::function<std::unique_ptr<Layer>(Context&)> make;
+    Shape x;
+  };
+  const std::vector<Maker> makers = {
+      {"conv",
+       [](Context& c) {
+         return std::make_unique<Conv2d>(c, "conv", 3, 4, 3, Conv2dParams::make(1, 1), true);
+       },
+       Shape{2, 3, 5, 5}},
+      {"linear", [](Context& c) { return std::make_unique<Linear>(c, "lin", 6, 3, true); },
+       Shape{4, 6}},
+      {"bn",
+       [](Context& c) {
+         auto bn = std::make_unique<BatchNorm2d>(c, "bn", 3, true);
+         init_uniform(c, bn->gamma()->value, 0.5f, 1.5f);
+         init_uniform(c, bn->beta()->value, -0.5f, 0.5f);
+         return bn;
+       },
+       Shape{3, 3, 4, 4}},
+  };
+  for (const Maker& m : makers) {
+    for (int mask = 0; mask < 4; ++mask) {  // bit i set: parameter i frozen
+      SCOPED_TRACE(std::string(m.name) + " frozen mask " + std::to_string(mask));
+      auto run = [&](bool freeze) {
+        Context ctx(Device::cpu(), ContextOptions{9});
+        std::unique_ptr<Layer> layer = m.make(ctx);
+        std::vector<Parameter*> ps = layer->parameters();
+        EXPECT_EQ(ps.size(), 2u);
+        for (size_t i = 0; i < ps.size(); ++i) {
+          ops::fill(ctx, ps[i]->grad, 0.25f);  // a previous gradient that must survive
+          ps[i]->requires_grad = !(freeze && (mask >> i & 1));
+        }
+        Tensor x = random_tensor(ctx, m.x, 7);
+        Tensor y = layer->forward(ctx, x, Mode::Train);
+        for (Parameter* p : ps) p->requires_grad = true;  // forward's choice holds for backward
+        Tensor dy = random_tensor(ctx, y.shape(), 8);
+        std::vector<std::vector<float>> out{layer->backward(ctx, dy).to_vector()};
+        for (Parameter* p : ps) out.push_back(p->grad.to_vector());
+        return out;
+      };
+      const auto full = run(false), part = run(true);
+      EXPECT_EQ(part[0], full[0]) << "dx";
+      for (size_t i = 0; i < 2; ++i) {
+        if (mask >> i & 1)
+          EXPECT_EQ(part[i + 1], std::vector<float>(full[i + 1].size(), 0.25f)) << "param " << i;
+        else
+          EXPECT_EQ(part[i + 1], full[i + 1]) << "param " << i;
+      }
+    }
+  }
 }
 
 }  // namespace

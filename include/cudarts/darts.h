@@ -180,9 +180,13 @@ class EvalNetwork final : public Layer {
 // parameters' gradients (=). The weights and alphas are left unchanged; the operational
 // gradients are overwritten (zero them before the weight step, as usual); BatchNorm running
 // statistics see the extra batches, as in the reference implementation. Four forward and
-// backward passes and one host read (the norm): not capturable in a StepGraph.
+// backward passes and one host read (the norm): not capturable in a StepGraph. Each pass
+// computes only the gradients it uses (the first the weights', the last two the alphas'; the
+// parameters' requires_grad flags are restored on return); skip_unused_gradients = false
+// computes every gradient in every pass (the same result, for checking).
 void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD& weights, float xi,
                                     const Tensor& x_train, const Tensor& y_train,
-                                    const Tensor& x_val, const Tensor& y_val);
+                                    const Tensor& x_val, const Tensor& y_val,
+                                    bool skip_unused_gradients = true);
 
 }  // namespace cudarts::darts

@@ -47,6 +47,11 @@ struct SearchOptions {
   float lr = 0.025f, lr_min = 0.001f, momentum = 0.9f, weight_decay = 3e-4f, grad_clip = 5.0f;
   float arch_lr = 3e-4f, arch_beta1 = 0.5f, arch_beta2 = 0.999f, arch_weight_decay = 1e-3f;
   bool augment = true;  // random crop (pad 4) and flip on the weight-step batches
+  // Each pass computes only the gradients that its step uses (SearchModel::set_gradients):
+  // no weight gradients in the architecture passes, no scores or alpha gradients in bilevel
+  // weight passes. false (--all-gradients) computes every gradient in every pass; the
+  // numbers are the same bit for bit, it is only slower.
+  bool skip_unused_gradients = true;
 };
 
 struct TrainOptions {

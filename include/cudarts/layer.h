@@ -28,6 +28,10 @@ struct Parameter {
   Tensor value;
   Tensor grad;  // same shape and device as value; accumulated by backward
   ParamKind kind = ParamKind::Operational;
+  // Read by each Train forward: when false, that forward keeps nothing that only this
+  // parameter's gradient needs and its backward leaves `grad` untouched (no work spent on it).
+  // A first-order architecture step freezes the weights, the weight step the alphas.
+  bool requires_grad = true;
 };
 
 using NamedParameter = std::pair<std::string, Parameter*>;

@@ -26,7 +26,9 @@ class Conv2d final : public Layer {
   Conv2dParams params_;
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
-  Tensor x_;
+  Tensor x_;  // kept only when a parameter gradient is wanted
+  Shape x_shape_;
+  bool grad_weight_ = false, grad_bias_ = false;  // requires_grad at the last Train forward
 };
 
 // Batch normalisation over (N, H, W). affine = false: no gamma/beta (DARTS search cells).
@@ -53,6 +55,7 @@ class BatchNorm2d final : public Layer {
   Parameter* beta_ = nullptr;
   Tensor running_mean_, running_var_;
   Tensor x_, save_mean_, save_invstd_;
+  bool grad_gamma_ = false, grad_beta_ = false;  // requires_grad at the last Train forward
 };
 
 class ReLU final : public Layer {
@@ -118,7 +121,9 @@ class Linear final : public Layer {
   int64_t in_features_, out_features_;
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
-  Tensor x_;
+  Tensor x_;  // kept only when a parameter gradient is wanted
+  Shape x_shape_;
+  bool grad_weight_ = false, grad_bias_ = false;  // requires_grad at the last Train forward
 };
 
 class Identity final : public Layer {

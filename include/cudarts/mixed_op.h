@@ -71,7 +71,8 @@ class MixedOp : public Layer, public StepHook {
   // The sets of the last stochastic forward (for inspection and tests).
   const std::vector<int>& last_on() const { return last_on_; }
   const std::vector<int>& last_eval() const { return last_eval_; }
-  // The scores g (K) of the last backward (on the device).
+  // The scores g (K) of the last backward (on the device); undefined when that pass computed
+  // none (alpha.requires_grad was false at its forward; MovingAverage always scores).
   const Tensor& last_scores() const { return g_; }
   // MovingAverage: the running estimates m (K, per-sample shape); undefined before the first
   // training step.
@@ -95,6 +96,9 @@ class MixedOp : public Layer, public StepHook {
   Tensor forward_sum(Context& ctx, const Tensor& x, Mode mode, const std::vector<int>& ops);
   Tensor backward_continuous(Context& ctx, const Tensor& dy);
   Tensor backward_binary(Context& ctx, const Tensor& dy);
+  // Binary types: the scores g of every op in E (probing those outside S_on), the moving
+  // averages, and dalpha when alpha wants a gradient.
+  void score_binary(Context& ctx, const Tensor& dy);
 
   MixedOpConfig config_;
   std::vector<std::unique_ptr<Layer>> candidates_;
@@ -114,6 +118,8 @@ class MixedOp : public Layer, public StepHook {
   std::vector<int> active_;      // ops whose activations are kept (get dy in backward)
   bool deterministic_pass_ = false;
   bool saved_ = false;
+  bool grad_alpha_ = true;     // alpha.requires_grad at the last Train forward
+  bool scores_wanted_ = true;  // that pass computes the scores g (keeps their inputs)
 
   Tensor ma_, mu_;       // MovingAverage state (K, S) and this batch's means
   Tensor lse_old_;       // ProxylessNAS: log-sum-exp of alpha_E before the step

@@ -16,6 +16,9 @@
 
 namespace cudarts {
 
+// Which parameter groups a pass computes gradients for (SearchModel::set_gradients).
+enum class Gradients { All, Operational, Architecture, None };
+
 class SearchModel {
  public:
   SearchModel(Context& ctx, std::unique_ptr<Layer> network);
@@ -28,6 +31,14 @@ class SearchModel {
   Tensor forward(Context& ctx, const Tensor& x, Mode mode,
                  Sampling sampling = Sampling::Stochastic);
   Tensor backward(Context& ctx, const Tensor& dy);
+  // Sets Parameter::requires_grad of every parameter of the network by group, for the Train
+  // forwards that follow (each forward records it for its backward). Frozen groups cost
+  // nothing: a first-order architecture step (Gradients::Architecture) computes no weight
+  // gradients (no backward-filter convolutions; layers keep no inputs for them), a bilevel
+  // weight step (Gradients::Operational) no scores or alpha gradients (continuous MixedOps
+  // keep no candidate outputs, binary ones probe nothing). Every gradient still computed is
+  // bit for bit what a pass with Gradients::All computes.
+  void set_gradients(Gradients g);
   // Draws the rankings of every non-continuous MixedOp for the next stochastic forward.
   void sample(Context& ctx);
 

@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
   app.add_option("--arch-lr", o.arch_lr, "architecture (Adam) learning rate")
       ->check(CLI::PositiveNumber);
   app.add_flag("--no-augment", no_augment, "no random crop and flip");
+  bool all_gradients = false;
+  app.add_flag("--all-gradients", all_gradients,
+               "compute every gradient in every pass, also those the step discards (same "
+               "numbers, slower; for checking)");
   app.add_flag("--which-device", which_device,
                "print the device --device auto would use (cpu or cuda) and exit");
   for (CLI::Option* opt : app.get_options())
@@ -52,6 +56,7 @@ int main(int argc, char** argv) {
     if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);
     o.bilevel = !joint;
     o.augment = !no_augment;
+    o.skip_unused_gradients = !all_gradients;
     const darts::RunResult r = darts::run_search(o);
     if (!o.run.quiet)
       std::printf(

@@ -481,17 +481,24 @@ RunResult run_search(const SearchOptions& o) {
       runner.run({&vb.images, &vb.labels, &tb.images, &tb.labels},
                  [&](const std::vector<const Tensor*>& in) {
                    Tensor images = o.augment ? augmented(ctx, *in[2], aug) : in[2]->share();
+                   // Each pass computes the gradients its optimizer steps with (the others
+                   // would be zeroed unread); --all-gradients computes every one.
+                   auto want = [&](Gradients g) {
+                     model.set_gradients(o.skip_unused_gradients ? g : Gradients::All);
+                   };
                    if (o.bilevel && arch_on && o.second_order) {
                      unrolled_architecture_gradient(ctx, model, w_opt, w_opt.lr(), images, *in[3],
-                                                    *in[0], *in[1]);
+                                                    *in[0], *in[1], o.skip_unused_gradients);
                      a_opt.step(ctx);
                    } else if (o.bilevel && arch_on) {  // first order: on the validation batch
+                     want(Gradients::Architecture);
                      a_opt.zero_grad(ctx);
                      Tensor logits = model.forward(ctx, *in[0], Mode::Train);
                      Xent x(ctx, logits, *in[1]);
                      model.backward(ctx, x.dlogits);
                      a_opt.step(ctx);
                    }
+                   want(o.bilevel || !arch_on ? Gradients::Operational : Gradients::All);
                    w_opt.zero_grad(ctx);
                    if (!o.bilevel) a_opt.zero_grad(ctx);
                    Tensor logits = model.forward(ctx, images, Mode::Train);

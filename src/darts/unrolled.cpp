@@ -21,11 +21,29 @@ void assign(Context& ctx, const std::vector<Tensor>& src, const std::vector<Para
   for (size_t i = 0; i < ps.size(); ++i) ops::copy(ctx, src[i], ps[i]->value);
 }
 
+// Restores the requires_grad flags of a parameter list when it goes out of scope.
+class RequiresGradScope {
+ public:
+  explicit RequiresGradScope(std::vector<Parameter*> ps) : ps_(std::move(ps)) {
+    for (Parameter* p : ps_) saved_.push_back(p->requires_grad);
+  }
+  ~RequiresGradScope() {
+    for (size_t i = 0; i < ps_.size(); ++i) ps_[i]->requires_grad = saved_[i];
+  }
+  RequiresGradScope(const RequiresGradScope&) = delete;
+  RequiresGradScope& operator=(const RequiresGradScope&) = delete;
+
+ private:
+  std::vector<Parameter*> ps_;
+  std::vector<bool> saved_;
+};
+
 }  // namespace
 
 void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD& weights, float xi,
                                     const Tensor& x_train, const Tensor& y_train,
-                                    const Tensor& x_val, const Tensor& y_val) {
+                                    const Tensor& x_val, const Tensor& y_val,
+                                    bool skip_unused_gradients) {
   CUDARTS_CHECK(std::isfinite(xi) && xi >= 0.0f, "unrolled_architecture_gradient: xi ", xi,
                 " must be finite and >= 0");
   for (auto& [name, m] : model.mixed_ops())
@@ -39,9 +57,12 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
                 "unrolled_architecture_gradient: the weight optimizer "
                 "must hold the model's operational parameters, in their order");
 
-  // One forward/backward on (x, y) with every gradient zeroed first.
+  // One forward/backward on (x, y) with every gradient zeroed first, computing the gradients
+  // of group `g` (all of them without skip_unused_gradients).
+  const RequiresGradScope restore(model.network().parameters());
   Tensor loss = Tensor::empty(ctx, Shape{1}), hits = Tensor::empty(ctx, Shape{1});
-  auto pass = [&](const Tensor& x, const Tensor& y) {
+  auto pass = [&](const Tensor& x, const Tensor& y, Gradients g) {
+    model.set_gradients(skip_unused_gradients ? g : Gradients::All);
     for (Parameter* p : w) ops::fill(ctx, p->grad, 0.0f);
     for (Parameter* p : a) ops::fill(ctx, p->grad, 0.0f);
     Tensor logits = model.forward(ctx, x, Mode::Train);
@@ -52,7 +73,7 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
 
   const std::vector<Tensor> w0 = clones(ctx, w, false);
   // w' = w - xi (m buf + g + wd w), the weight optimizer's step without applying it.
-  pass(x_train, y_train);
+  pass(x_train, y_train, Gradients::Operational);
   const SgdParams& hp = weights.hyper();
   for (size_t i = 0; i < w.size(); ++i) {
     Tensor d = w[i]->grad.clone(ctx);
@@ -61,7 +82,7 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
     ops::axpy(ctx, -xi, d, w[i]->value);
   }
   // At w': the direct architecture gradient and v = grad_w' L_val.
-  pass(x_val, y_val);
+  pass(x_val, y_val, Gradients::All);
   const std::vector<Tensor> direct = clones(ctx, a, true);
   const std::vector<Tensor> v = clones(ctx, w, true);
   std::vector<const Tensor*> vs;
@@ -81,7 +102,7 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
     for (float sign : {1.0f, -1.0f}) {
       assign(ctx, w0, w);
       for (size_t i = 0; i < w.size(); ++i) ops::axpy(ctx, sign * eps, v[i], w[i]->value);
-      pass(x_train, y_train);
+      pass(x_train, y_train, Gradients::Architecture);
       (sign > 0.0f ? plus : minus) = clones(ctx, a, true);
     }
   }

@@ -6,6 +6,23 @@
 
 namespace cudarts {
 
+namespace {
+// requires_grad of an optional parameter.
+bool wants_grad(const Parameter* p) {
+  return p != nullptr && p->requires_grad;
+}
+
+// Where an op that computes a parameter's gradient together with a sibling's (weight and bias,
+// gamma and beta) accumulates it: the parameter's own gradient when `wanted`, otherwise a
+// scratch tensor (`sink`) that is dropped. nullptr for an absent parameter.
+Tensor* grad_target(Context& ctx, Parameter* p, bool wanted, Tensor& sink) {
+  if (p == nullptr) return nullptr;
+  if (wanted) return &p->grad;
+  sink = Tensor::zeros(ctx, p->grad.shape());
+  return &sink;
+}
+}  // namespace
+
 // ---------------------------------------------------------------- Conv2d
 Conv2d::Conv2d(Context& ctx, std::string name, int64_t in_channels, int64_t out_channels,
                int kernel, Conv2dParams params, bool bias)
@@ -49,14 +66,23 @@ Shape Conv2d::output_shape(const Shape& x) const {
 Tensor Conv2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   Tensor y = Tensor::empty(ctx, output_shape(x.shape()));
   ops::conv2d_fwd(ctx, x, weight_->value, bias_ ? &bias_->value : nullptr, y, params_);
-  if (mode == Mode::Train) x_ = x.share();
+  if (mode == Mode::Train) {
+    grad_weight_ = weight_->requires_grad;
+    grad_bias_ = wants_grad(bias_);
+    x_ = grad_weight_ || grad_bias_ ? x.share() : Tensor();
+    x_shape_ = x.shape();
+  }
   return y;
 }
 
 Tensor Conv2d::backward_impl(Context& ctx, const Tensor& dy) {
-  Tensor dx = Tensor::empty(ctx, x_.shape());
+  Tensor dx = Tensor::empty(ctx, x_shape_);
   ops::conv2d_bwd_data(ctx, dy, weight_->value, dx, params_);
-  ops::conv2d_bwd_filter(ctx, x_, dy, weight_->grad, bias_ ? &bias_->grad : nullptr, params_);
+  if (grad_weight_ || grad_bias_) {
+    Tensor sink;
+    ops::conv2d_bwd_filter(ctx, x_, dy, *grad_target(ctx, weight_, grad_weight_, sink),
+                           grad_bias_ ? &bias_->grad : nullptr, params_);
+  }
   return dx;
 }
 
@@ -101,14 +127,20 @@ Tensor BatchNorm2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
     x_ = x.share();
     save_mean_ = std::move(mean);
     save_invstd_ = std::move(invstd);
+    grad_gamma_ = wants_grad(gamma_);
+    grad_beta_ = wants_grad(beta_);
   }
   return y;
 }
 
 Tensor BatchNorm2d::backward_impl(Context& ctx, const Tensor& dy) {
   Tensor dx = Tensor::empty(ctx, x_.shape());
+  // batchnorm_bwd computes dgamma and dbeta together: both, or neither when neither is wanted.
+  const bool affine_grads = grad_gamma_ || grad_beta_;
+  Tensor sink_gamma, sink_beta;
   ops::batchnorm_bwd(ctx, dy, x_, gamma_ ? &gamma_->value : nullptr, save_mean_, save_invstd_, dx,
-                     gamma_ ? &gamma_->grad : nullptr, beta_ ? &beta_->grad : nullptr);
+                     affine_grads ? grad_target(ctx, gamma_, grad_gamma_, sink_gamma) : nullptr,
+                     affine_grads ? grad_target(ctx, beta_, grad_beta_, sink_beta) : nullptr);
   return dx;
 }
 
@@ -201,14 +233,23 @@ Shape Linear::output_shape(const Shape& x) const {
 Tensor Linear::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   Tensor y = Tensor::empty(ctx, output_shape(x.shape()));
   ops::linear_fwd(ctx, x, weight_->value, bias_ ? &bias_->value : nullptr, y);
-  if (mode == Mode::Train) x_ = x.share();
+  if (mode == Mode::Train) {
+    grad_weight_ = weight_->requires_grad;
+    grad_bias_ = wants_grad(bias_);
+    x_ = grad_weight_ || grad_bias_ ? x.share() : Tensor();
+    x_shape_ = x.shape();
+  }
   return y;
 }
 
 Tensor Linear::backward_impl(Context& ctx, const Tensor& dy) {
-  Tensor dx = Tensor::empty(ctx, x_.shape());
+  Tensor dx = Tensor::empty(ctx, x_shape_);
   ops::linear_bwd_data(ctx, dy, weight_->value, dx);
-  ops::linear_bwd_weight(ctx, x_, dy, weight_->grad, bias_ ? &bias_->grad : nullptr);
+  if (grad_weight_ || grad_bias_) {
+    Tensor sink;
+    ops::linear_bwd_weight(ctx, x_, dy, *grad_target(ctx, weight_, grad_weight_, sink),
+                           grad_bias_ ? &bias_->grad : nullptr);
+  }
   return dx;
 }
 

@@ -150,7 +150,7 @@ void MixedOp::draw_ranking(Context& ctx) {
 
 Tensor MixedOp::forward_sum(Context& ctx, const Tensor& x, Mode mode,
                             const std::vector<int>& ops_on) {
-  const bool keep = mode == Mode::Train && !deterministic_pass_;
+  const bool keep = mode == Mode::Train && !deterministic_pass_ && scores_wanted_;
   outputs_.clear();
   Tensor y;
   for (size_t j = 0; j < ops_on.size(); ++j) {
@@ -180,7 +180,7 @@ Tensor MixedOp::forward_continuous(Context& ctx, const Tensor& x, Mode mode) {
   Tensor y = Tensor::empty(ctx, outs[0].shape());
   ops::mix_fwd(ctx, probs, ptrs, y);
   if (mode == Mode::Train) {
-    outputs_ = std::move(outs);
+    if (scores_wanted_) outputs_ = std::move(outs);  // kept only for the scores
     probs_ = std::move(probs);
   }
   return y;
@@ -188,7 +188,13 @@ Tensor MixedOp::forward_continuous(Context& ctx, const Tensor& x, Mode mode) {
 
 Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   const bool train = mode == Mode::Train;
-  if (train) release_saved_impl();
+  if (train) {
+    release_saved_impl();
+    g_ = Tensor();
+    grad_alpha_ = alpha_->requires_grad;
+    // MovingAverage updates its estimates from the scores' batch means in every Train pass.
+    scores_wanted_ = grad_alpha_ || config_.type == MixedOpType::MovingAverage;
+  }
   deterministic_pass_ = sampling_ == Sampling::Deterministic;
   if (deterministic_pass_) {
     if (derived_cache_.empty()) derived_cache_ = derived();  // one host read per switch
@@ -215,7 +221,7 @@ Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   last_eval_.assign(ranking_host_.begin(), ranking_host_.begin() + num_eval_effective());
   Tensor y = forward_sum(ctx, x, mode, last_on_);
   if (train) {
-    x_ = x.share();
+    if (scores_wanted_) x_ = x.share();  // the probes of backward read it
     active_ = last_on_;
     saved_ = true;
   }
@@ -235,13 +241,15 @@ Tensor MixedOp::backward_impl(Context& ctx, const Tensor& dy) {
 
 Tensor MixedOp::backward_continuous(Context& ctx, const Tensor& dy) {
   const int k = num_candidates();
-  Tensor g = Tensor::empty(ctx, Shape{k});
-  std::vector<const Tensor*> ptrs;
-  for (auto& o : outputs_) ptrs.push_back(&o);
-  ops::mix_scores(ctx, dy, ptrs, g);
-  outputs_.clear();  // the outputs were kept only for the scores
-  ops::arch_grad(ctx, alpha_->value, g, nullptr, 0, alpha_->grad);
-  g_ = std::move(g);
+  if (grad_alpha_) {
+    Tensor g = Tensor::empty(ctx, Shape{k});
+    std::vector<const Tensor*> ptrs;
+    for (auto& o : outputs_) ptrs.push_back(&o);
+    ops::mix_scores(ctx, dy, ptrs, g);
+    outputs_.clear();  // the outputs were kept only for the scores
+    ops::arch_grad(ctx, alpha_->value, g, nullptr, 0, alpha_->grad);
+    g_ = std::move(g);
+  }
   GradSum dx;
   for (int i = 0; i < k; ++i) {
     // A fresh buffer per candidate: a candidate may return a view of its gradient.
@@ -257,6 +265,13 @@ Tensor MixedOp::backward_continuous(Context& ctx, const Tensor& dy) {
 // after its score), then the S_on backward. The probes therefore run while the S_on
 // activations are still held; no probe output outlives its score.
 Tensor MixedOp::backward_binary(Context& ctx, const Tensor& dy) {
+  if (scores_wanted_) score_binary(ctx, dy);
+  GradSum dx;
+  for (int i : active_) dx.add(ctx, candidates_[size_t(i)]->backward(ctx, dy));
+  return std::move(dx.sum);
+}
+
+void MixedOp::score_binary(Context& ctx, const Tensor& dy) {
   const int k = num_candidates();
   const int k_on = config_.num_on;
   const int k_eval = num_eval_effective();
@@ -291,19 +306,16 @@ Tensor MixedOp::backward_binary(Context& ctx, const Tensor& dy) {
   }
   outputs_.clear();
   x_ = Tensor();
+  g_ = std::move(g);
+  if (!grad_alpha_) return;
 
   const bool restricted = config_.type == MixedOpType::ProxylessNAS;
-  ops::arch_grad(ctx, alpha_->value, g, restricted ? &ranking_dev_ : nullptr,
+  ops::arch_grad(ctx, alpha_->value, g_, restricted ? &ranking_dev_ : nullptr,
                  restricted ? k_eval : 0, alpha_->grad);
   if (restricted) {
     hook_ranking_ = ranking_dev_.share();
     hook_pending_ = true;
   }
-  g_ = std::move(g);
-
-  GradSum dx;
-  for (int i : active_) dx.add(ctx, candidates_[size_t(i)]->backward(ctx, dy));
-  return std::move(dx.sum);
 }
 
 void MixedOp::release_saved_impl() {

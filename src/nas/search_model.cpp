@@ -104,6 +104,13 @@ Tensor SearchModel::backward(Context& ctx, const Tensor& dy) {
   return net_->backward(ctx, dy);
 }
 
+void SearchModel::set_gradients(Gradients g) {
+  const bool op = g == Gradients::All || g == Gradients::Operational;
+  const bool arch = g == Gradients::All || g == Gradients::Architecture;
+  for (Parameter* p : net_->parameters())
+    p->requires_grad = p->kind == ParamKind::Architecture ? arch : op;
+}
+
 std::vector<Parameter*> SearchModel::architecture_parameters() {
   return leaders_;
 }
