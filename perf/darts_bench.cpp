@@ -17,12 +17,63 @@
 
 using namespace cudarts;
 
+namespace {
+
+// The cost model of what `profiler` recorded, per op class, to stderr: calls, launches, MB
+// moved, GFLOP, the modelled time on an H100 and an H200 (eager and as a graph replay) and
+// the measured time (device time on a GPU; host time of the CPU reference otherwise, which the
+// model does not describe). Returns the totals as JSON members (", \"model\": {...}").
+std::string cost_model_report(OpProfiler& profiler, bool on_gpu, bool tf32) {
+  const DeviceModel h100 = DeviceModel::h100_sxm(), h200 = DeviceModel::h200();
+  const std::vector<OpProfiler::Row> rows = profiler.report();
+  std::fprintf(stderr,
+               "cost model of one iteration (%s; modelled ms = per call max(launches x launch "
+               "cost, bytes / bandwidth, FLOPs / rate))\n",
+               tf32 ? "TF32 allowed" : "strict FP32");
+  std::fprintf(stderr, "%-34s %7s %8s %10s %9s %9s %9s %9s %9s %10s\n", "op [class]", "calls",
+               "launches", "MB", "GFLOP", "H100 eag", "H100 gra", "H200 eag", "H200 gra",
+               on_gpu ? "measured" : "cpu ms");
+  OpCost total;
+  int64_t calls = 0;
+  double model[4] = {0, 0, 0, 0}, measured = 0;
+  for (const OpProfiler::Row& r : rows) {
+    const double m[4] = {1e3 * h100.seconds(r.cost, r.calls, false, tf32),
+                         1e3 * h100.seconds(r.cost, r.calls, true, tf32),
+                         1e3 * h200.seconds(r.cost, r.calls, false, tf32),
+                         1e3 * h200.seconds(r.cost, r.calls, true, tf32)};
+    for (int i = 0; i < 4; ++i) model[i] += m[i];
+    measured += r.total_ms;
+    total += r.cost;
+    calls += r.calls;
+    std::fprintf(stderr, "%-34s %7lld %8lld %10.2f %9.3f %9.3f %9.3f %9.3f %9.3f %10.3f\n",
+                 r.label().c_str(), (long long)r.calls, (long long)r.cost.launches,
+                 (r.cost.bytes_read + r.cost.bytes_written) / 1e6, r.cost.flops / 1e9, m[0], m[1],
+                 m[2], m[3], r.total_ms);
+  }
+  const double gb = (total.bytes_read + total.bytes_written) / 1e9;
+  std::fprintf(stderr, "%-34s %7lld %8lld %10.2f %9.3f %9.3f %9.3f %9.3f %9.3f %10.3f\n", "total",
+               (long long)calls, (long long)total.launches, gb * 1e3, total.flops / 1e9, model[0],
+               model[1], model[2], model[3], measured);
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                ", \"model\": {\"op_calls\": %lld, \"launches\": %lld, \"gbytes\": %.4f, "
+                "\"gflop\": %.3f, \"h100_eager_ms\": %.3f, \"h100_graph_ms\": %.3f, "
+                "\"h200_eager_ms\": %.3f, \"h200_graph_ms\": %.3f, \"measured_op_ms\": %.3f, "
+                "\"tf32\": %s}",
+                (long long)calls, (long long)total.launches, gb, total.flops / 1e9, model[0],
+                model[1], model[2], model[3], measured, tf32 ? "true" : "false");
+  return buf;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::string device = "auto", mixed_op = "continuous";
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
   bool graph = true, all_gradients = false;
   size_t op_times = 0;
+  bool model_table = false;
   CLI::App app{"Time a first-order DARTS search iteration"};
   app.add_option("--device", device)->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--mixed-op", mixed_op);
@@ -36,6 +87,10 @@ int main(int argc, char** argv) {
   app.add_flag("--all-gradients", all_gradients,
                "compute every gradient in both passes (the weight gradients of the alpha step "
                "and the alpha gradients of the weight step, which the step discards)");
+  app.add_flag("--model", model_table,
+               "print the cost model of one eager iteration per op class (launches, bytes, "
+               "FLOPs, modelled H100/H200 times, and the measured time beside them) to stderr "
+               "and its totals in the JSON");
   app.add_option("--op-times", op_times,
                  "after timing, profile one eager iteration op by op and print the N most "
                  "expensive ops to stderr");
@@ -117,6 +172,12 @@ int main(int argc, char** argv) {
       step();
       std::fprintf(stderr, "%s", profiler.table(op_times).c_str());
     }
+    std::string model_json;
+    if (model_table) {
+      OpProfiler profiler(ctx);
+      step();
+      model_json = cost_model_report(profiler, ctx.device().is_cuda(), ctx.allow_tf32());
+    }
     std::vector<double> gms;
     int64_t nodes = 0;
     const bool graphable = graph && cfg.mixed.type == MixedOpType::Continuous;
@@ -141,6 +202,7 @@ int main(int argc, char** argv) {
         ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
         (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
         (unsigned long long)eager_allocs, loss.item());
+    std::printf("%s", model_json.c_str());
     if (graphable)
       std::printf(
           ", \"graph_nodes\": %lld, \"graph_median_ms\": %.3f, \"graph_min_ms\": %.3f, "

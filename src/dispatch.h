@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "capture.h"
 #include "cudarts/context.h"
+#include "cudarts/profiler.h"
 
 namespace cudarts::detail {
 
@@ -100,8 +101,74 @@ struct Hold<const std::vector<OptimSlot>&> {
   }
 };
 
+// Traffic<P>::add(arg, cost): the default cost model of an operand of backend parameter type P
+// (see OpCost): const tensors are read once, mutable ones written once, an optimizer slot's
+// parameter and state read and written, its gradient read; scalars cost nothing.
+template <class P>
+struct Traffic {
+  template <class A>
+  static void add(const A&, OpCost&) {}
+};
+template <>
+struct Traffic<const Tensor&> {
+  static void add(const Tensor& t, OpCost& c) { c.bytes_read += double(t.nbytes()); }
+};
+template <>
+struct Traffic<Tensor&> {
+  static void add(const Tensor& t, OpCost& c) { c.bytes_written += double(t.nbytes()); }
+};
+template <>
+struct Traffic<const Tensor*> {
+  static void add(const Tensor* t, OpCost& c) {
+    if (t) c.bytes_read += double(t->nbytes());
+  }
+};
+template <>
+struct Traffic<Tensor*> {
+  static void add(const Tensor* t, OpCost& c) {
+    if (t) c.bytes_written += double(t->nbytes());
+  }
+};
+template <>
+struct Traffic<const std::vector<const Tensor*>&> {
+  static void add(const std::vector<const Tensor*>& ts, OpCost& c) {
+    for (const Tensor* t : ts) c.bytes_read += double(t->nbytes());
+  }
+};
+template <>
+struct Traffic<const std::vector<Tensor*>&> {
+  static void add(const std::vector<Tensor*>& ts, OpCost& c) {
+    for (const Tensor* t : ts) c.bytes_written += double(t->nbytes());
+  }
+};
+template <>
+struct Traffic<const std::vector<OptimSlot>&> {
+  static void add(const std::vector<OptimSlot>& slots, OpCost& c) {
+    for (const OptimSlot& s : slots) {
+      const double b = double(s.param->nbytes());
+      const int rw = 1 + (s.state0 ? 1 : 0) + (s.state1 ? 1 : 0);
+      c.bytes_read += b * (rw + 1);  // parameter, states, gradient
+      c.bytes_written += b * rw;
+    }
+  }
+};
+
+// The default cost of one operand list (Traffic), without launches.
+template <class V>
+OpCost operand_cost(const V& operands) {
+  OpCost c;
+  Traffic<const V&>::add(operands, c);
+  return c;
+}
+
 template <class... P, class... A>
 void dispatch(Context& ctx, void (Backend::*fn)(P...), A&&... args) {
+  if (OpProfiler* prof = ctx.op_profiler(); prof && !ctx.capturing() && prof->current() >= 0) {
+    OpCost cost;
+    cost.launches = 1;
+    (Traffic<P>::add(args, cost), ...);
+    prof->set_cost(prof->current(), cost, false);
+  }
   CaptureState* cs = ctx.capture_state();
   if (cs == nullptr || cs->recording == nullptr) {
     ctx.backend().activate();

@@ -41,6 +41,18 @@ class OpRange {
   ~OpRange() {
     if (profiler_) profiler_->end(token_);
   }
+  // True when a profiler records this call (costs are worth computing).
+  bool recording() const { return profiler_ != nullptr; }
+  // The call's class within its op (a string literal), e.g. "depthwise".
+  void set_class(const char* cls) {
+    if (profiler_) profiler_->set_class(token_, cls);
+  }
+  // The call's cost, replacing the default that dispatch derives from the operands. Pass a
+  // callable so nothing is computed without a profiler.
+  template <class F>
+  void set_cost(F&& cost) {
+    if (profiler_) profiler_->set_cost(token_, cost(), true);
+  }
   OpRange(const OpRange&) = delete;
   OpRange& operator=(const OpRange&) = delete;
 

@@ -9,6 +9,7 @@
 #include "capture.h"
 #include "dispatch.h"
 #include "nvtx.h"
+#include "op_list.h"
 
 namespace cudarts::ops {
 
@@ -65,7 +66,52 @@ const uint64_t* rng_shift(Context& ctx) {
   return ctx.capture_state() ? ctx.capture_state()->rng_shift : nullptr;
 }
 
+// ---- the cost model (OpCost, see profiler.h): what the CUDA backend's implementation of an
+// op does, from the shapes. Ops without an explicit cost get dispatch's default: one launch,
+// every operand read or written once.
+double bytes(const Tensor& t) {
+  return double(t.nbytes());
+}
+double bytes(const Tensor* t) {
+  return t ? double(t->nbytes()) : 0.0;
+}
+
+const char* conv_class(const Shape& x, const Shape& w, const Conv2dParams& p) {
+  if (p.groups > 1 && p.groups == x[1] && w[0] == x[1]) return "depthwise";
+  if (p.groups > 1) return "grouped";
+  return w[2] == 1 && w[3] == 1 ? "pointwise" : "dense";
+}
+
+// A convolution's multiply-adds are the same in all three directions: per output element of
+// the forward pass, Cin/groups * R * S. Depthwise convolutions do not run on tensor cores.
+OpCost conv_cost(const Shape& y, const Shape& w, const char* cls) {
+  OpCost c;
+  c.launches = 1;
+  c.flops = 2.0 * double(y.numel()) * double(w[1] * w[2] * w[3]);
+  if (std::string(cls) != "depthwise") c.tensor_core_flops = c.flops;
+  return c;
+}
+
+// The multi-tensor kernels (optimizers, global_norm) take up to 256 tensors per launch.
+int64_t multi_tensor_launches(size_t tensors) {
+  return int64_t((tensors + 255) / 256);
+}
+
+OpCost linear_cost(const Tensor& x, const Shape& w) {
+  OpCost c;
+  c.launches = 1;
+  c.flops = c.tensor_core_flops = 2.0 * double(x.dim(0)) * double(w[0] * w[1]);
+  return c;
+}
+
 }  // namespace
+
+const std::vector<std::string>& op_names() {
+#define CUDARTS_OP_NAME(name) #name,
+  static const std::vector<std::string> names = {CUDARTS_OP_LIST(CUDARTS_OP_NAME)};
+#undef CUDARTS_OP_NAME
+  return names;
+}
 
 void set_words(Context& ctx, Tensor& t, const std::vector<uint32_t>& words) {
   OpRange op_range(ctx, "set_words");
@@ -96,6 +142,12 @@ void copy(Context& ctx, const Tensor& src, Tensor& dst) {
   check_tensor(ctx, "copy", "dst", dst, src.dtype());
   CUDARTS_CHECK(src.numel() == dst.numel(), "copy: src ", src.describe(), " and dst ",
                 dst.describe(), " differ in element count");
+  op_range.set_cost([&] {
+    OpCost c;
+    c.launches = 1;
+    c.bytes_read = c.bytes_written = bytes(src);
+    return c;
+  });
   detail::dispatch(ctx, &Backend::copy_bytes, dst.raw(), dst.device(), src.raw(), src.device(),
                    src.nbytes());
 }
@@ -128,6 +180,19 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
     check_tensor(ctx, op, "bias", *bias);
     check_shape(op, "bias", *bias, Shape{w.dim(0)});
   }
+  const char* cls = conv_class(x.shape(), w.shape(), p);
+  op_range.set_class(cls);
+  op_range.set_cost([&] {
+    OpCost c = conv_cost(y.shape(), w.shape(), cls);
+    c.bytes_read = bytes(x) + bytes(w);
+    c.bytes_written = bytes(y);
+    if (bias) {  // a second pass adds the bias (cudnnAddTensor)
+      c.launches += 1;
+      c.bytes_read += bytes(bias) + bytes(y);
+      c.bytes_written += bytes(y);
+    }
+    return c;
+  });
   detail::dispatch(ctx, &Backend::conv2d_fwd, x, w, bias, y, p);
 }
 
@@ -139,6 +204,14 @@ void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
   check_tensor(ctx, op, "w", w);
   check_tensor(ctx, op, "dx", dx);
   check_shape(op, "dy", dy, conv_shape(op, dx.shape(), w.shape(), p));
+  const char* cls = conv_class(dx.shape(), w.shape(), p);
+  op_range.set_class(cls);
+  op_range.set_cost([&] {
+    OpCost c = conv_cost(dy.shape(), w.shape(), cls);
+    c.bytes_read = bytes(dy) + bytes(w);
+    c.bytes_written = bytes(dx);
+    return c;
+  });
   detail::dispatch(ctx, &Backend::conv2d_bwd_data, dy, w, dx, p);
 }
 
@@ -154,6 +227,19 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
     check_tensor(ctx, op, "dbias", *dbias);
     check_shape(op, "dbias", *dbias, Shape{dw.dim(0)});
   }
+  const char* cls = conv_class(x.shape(), dw.shape(), p);
+  op_range.set_class(cls);
+  op_range.set_cost([&] {
+    OpCost c = conv_cost(dy.shape(), dw.shape(), cls);
+    c.bytes_read = bytes(x) + bytes(dy) + bytes(dw);  // dw accumulates
+    c.bytes_written = bytes(dw);
+    if (dbias) {  // a second pass over dy (cudnnConvolutionBackwardBias)
+      c.launches += 1;
+      c.bytes_read += bytes(dy) + bytes(dbias);
+      c.bytes_written += bytes(dbias);
+    }
+    return c;
+  });
   detail::dispatch(ctx, &Backend::conv2d_bwd_filter, x, dy, dw, dbias, p);
 }
 
@@ -192,6 +278,14 @@ void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, con
                 " must be > 0 and momentum ", p.momentum, " in [0, 1]");
   check_tensor(ctx, op, "y", y);
   check_same_shape(op, "x", x, "y", y);
+  op_range.set_cost([&] {  // one pass for the statistics, one to normalise
+    OpCost c;
+    c.launches = 1;
+    c.bytes_read = 2 * bytes(x);
+    c.bytes_written = bytes(y);
+    c.flops = 6.0 * double(x.numel());
+    return c;
+  });
   detail::dispatch(ctx, &Backend::batchnorm_fwd_train, x, gamma, beta, running_mean, running_var, y,
                    save_mean, save_invstd, p);
 }
@@ -232,6 +326,14 @@ void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor
   check_tensor(ctx, op, "dx", dx);
   check_same_shape(op, "x", x, "dy", dy);
   check_same_shape(op, "x", x, "dx", dx);
+  op_range.set_cost([&] {  // one pass for the two reductions, one for dx
+    OpCost c;
+    c.launches = 1;
+    c.bytes_read = 2 * (bytes(dy) + bytes(x));
+    c.bytes_written = bytes(dx);
+    c.flops = 10.0 * double(x.numel());
+    return c;
+  });
   detail::dispatch(ctx, &Backend::batchnorm_bwd, dy, x, gamma, save_mean, save_invstd, dx, dgamma,
                    dbeta);
 }
@@ -320,6 +422,17 @@ void linear_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
   CUDARTS_CHECK(x.dim(1) == w.dim(1), op, ": input x has shape ", x.shape(),
                 " but weight w has shape ", w.shape(), " (expects ", w.dim(1), " input features)");
   check_shape(op, "y", y, Shape{x.dim(0), w.dim(0)});
+  op_range.set_cost([&] {  // a bias broadcast into y, then the GEMM accumulates onto it
+    OpCost c = linear_cost(x, w.shape());
+    c.bytes_read = bytes(x) + bytes(w);
+    c.bytes_written = bytes(y);
+    if (bias) {
+      c.launches += 1;
+      c.bytes_read += bytes(bias) + bytes(y);
+      c.bytes_written += bytes(y);
+    }
+    return c;
+  });
   if (bias) {
     check_tensor(ctx, op, "bias", *bias);
     check_shape(op, "bias", *bias, Shape{w.dim(0)});
@@ -338,6 +451,12 @@ void linear_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
   check_shape(op, "dy", dy, Shape{dx.dim(0), w.dim(0)});
   CUDARTS_CHECK(dx.dim(1) == w.dim(1), op, ": dx has shape ", dx.shape(), " but w has shape ",
                 w.shape());
+  op_range.set_cost([&] {
+    OpCost c = linear_cost(dx, w.shape());
+    c.bytes_read = bytes(dy) + bytes(w);
+    c.bytes_written = bytes(dx);
+    return c;
+  });
   detail::dispatch(ctx, &Backend::linear_bwd_data, dy, w, dx);
 }
 
@@ -356,6 +475,17 @@ void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
     check_tensor(ctx, op, "dbias", *dbias);
     check_shape(op, "dbias", *dbias, Shape{dw.dim(0)});
   }
+  op_range.set_cost([&] {
+    OpCost c = linear_cost(x, dw.shape());
+    c.bytes_read = bytes(x) + bytes(dy) + bytes(dw);  // dw accumulates
+    c.bytes_written = bytes(dw);
+    if (dbias) {  // a column-sum kernel over dy
+      c.launches += 1;
+      c.bytes_read += bytes(dy) + bytes(dbias);
+      c.bytes_written += bytes(dbias);
+    }
+    return c;
+  });
   detail::dispatch(ctx, &Backend::linear_bwd_weight, x, dy, dw, dbias);
 }
 
@@ -382,6 +512,14 @@ void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y) {
   check_tensor(ctx, "axpy", "x", x);
   check_tensor(ctx, "axpy", "y", y);
   check_same_shape("axpy", "x", x, "y", y);
+  op_range.set_cost([&] {
+    OpCost c;
+    c.launches = 1;
+    c.bytes_read = bytes(x) + bytes(y);
+    c.bytes_written = bytes(y);
+    c.flops = 2.0 * double(x.numel());
+    return c;
+  });
   detail::dispatch(ctx, &Backend::axpy, alpha, x, y);
 }
 
@@ -409,12 +547,24 @@ void check_concat(Context& ctx, const char* op, const std::vector<const Tensor*>
 void concat_channels(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y) {
   OpRange op_range(ctx, "concat_channels");
   check_concat(ctx, "concat_channels", xs, y);
+  op_range.set_cost([&] {  // one strided copy per part
+    OpCost c;
+    c.launches = int64_t(xs.size());
+    c.bytes_read = c.bytes_written = bytes(y);
+    return c;
+  });
   detail::dispatch(ctx, &Backend::concat_channels, xs, y);
 }
 
 void split_channels(Context& ctx, const Tensor& y, const std::vector<Tensor*>& xs) {
   OpRange op_range(ctx, "split_channels");
   check_concat(ctx, "split_channels", std::vector<const Tensor*>(xs.begin(), xs.end()), y);
+  op_range.set_cost([&] {  // one strided copy per part
+    OpCost c;
+    c.launches = int64_t(xs.size());
+    c.bytes_read = c.bytes_written = bytes(y);
+    return c;
+  });
   detail::dispatch(ctx, &Backend::split_channels, y, xs);
 }
 
@@ -434,6 +584,13 @@ void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tens
   check_same_shape(op, "logits", logits, "dlogits", dlogits);
   check_shape(op, "loss", loss, Shape{1});
   check_shape(op, "correct", correct, Shape{1});
+  op_range.set_cost([&] {  // rows, then the batch total
+    OpCost c;
+    c.launches = 2;
+    c.bytes_read = bytes(logits) + bytes(labels);
+    c.bytes_written = bytes(dlogits) + bytes(loss) + bytes(correct);
+    return c;
+  });
   detail::dispatch(ctx, &Backend::softmax_xent, logits, labels, loss, dlogits, correct);
 }
 
@@ -589,6 +746,15 @@ void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>
   check_tensor(ctx, "mix_scores", "dy", dy);
   check_list(ctx, "mix_scores", xs, dy.shape());
   check_vector(ctx, "mix_scores", "g", g, int64_t(xs.size()));
+  op_range.set_cost([&] {  // per-block partials, then their fixed-order sum
+    OpCost c;
+    c.launches = 2;
+    c.bytes_read = bytes(dy) * double(xs.size());  // one pass per candidate (grid y)
+    for (const Tensor* x : xs) c.bytes_read += bytes(x);
+    c.bytes_written = bytes(g);
+    c.flops = 2.0 * double(dy.numel()) * double(xs.size());
+    return c;
+  });
   detail::dispatch(ctx, &Backend::mix_scores, dy, xs, g);
 }
 
@@ -646,6 +812,13 @@ void ma_update_scores(Context& ctx, const Tensor& dy_sum, const Tensor& mu, Tens
   check_ranking(ctx, op, ranking, k, k_eval);
   check_vector(ctx, op, "g", g, k);
   CUDARTS_CHECK(lr > 0.0f && lr <= 1.0f, op, ": lr ", lr, " must be in (0, 1]");
+  op_range.set_cost([&] {  // per-block partials (updating m), then their fixed-order sum
+    OpCost c;
+    c.launches = 2;
+    c.bytes_read = bytes(dy_sum) * double(k) + bytes(mu) + bytes(m);
+    c.bytes_written = bytes(m) + bytes(g);
+    return c;
+  });
   detail::dispatch(ctx, &Backend::ma_update_scores, dy_sum, mu, m, ranking, k_eval, lr, g);
 }
 
@@ -683,6 +856,11 @@ void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams
     CUDARTS_CHECK(hyper->numel() >= 1, op, ": 'hyper' is ", hyper->describe(),
                   ", expected at least one element (the learning rate)");
   }
+  op_range.set_cost([&] {
+    OpCost c = detail::operand_cost(slots);
+    c.launches = multi_tensor_launches(slots.size());
+    return c;
+  });
   detail::dispatch(ctx, &Backend::sgd_step, slots, p, grad_scale, hyper);
 }
 
@@ -707,6 +885,11 @@ void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamPara
     CUDARTS_CHECK(hyper->numel() >= 3, op, ": 'hyper' is ", hyper->describe(),
                   ", expected 3 elements (lr, 1 - beta1^step, 1 - beta2^step)");
   }
+  op_range.set_cost([&] {
+    OpCost c = detail::operand_cost(slots);
+    c.launches = multi_tensor_launches(slots.size());
+    return c;
+  });
   detail::dispatch(ctx, &Backend::adam_step, slots, p, grad_scale, hyper);
 }
 
@@ -717,6 +900,12 @@ void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out
     check_tensor(ctx, "global_norm", "xs[i]", *t);
   }
   check_vector(ctx, "global_norm", "out", out, 1);
+  op_range.set_cost([&] {  // per-chunk partial sums of squares, then their sum
+    OpCost c = detail::operand_cost(xs);
+    c.launches = multi_tensor_launches(xs.size()) + 1;
+    c.bytes_written = bytes(out);
+    return c;
+  });
   detail::dispatch(ctx, &Backend::global_norm, xs, out);
 }
 

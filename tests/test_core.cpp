@@ -296,3 +296,86 @@ TEST(OpProfiler, CountsOpsByName) {
 
 }  // namespace
 }  // namespace cudarts
+
+namespace cudarts {
+namespace {
+
+// The cost model of single ops against hand-computed values, and the device model's
+// arithmetic.
+TEST(CostModel, HandComputedOpCosts) {
+  Context ctx;
+  // Depthwise 3x3, stride 1, pad 1, with bias: x (2, 8, 10, 10), w (8, 1, 3, 3), y like x.
+  Tensor x = Tensor::zeros(ctx, Shape{2, 8, 10, 10}), w = Tensor::zeros(ctx, Shape{8, 1, 3, 3});
+  Tensor b = Tensor::zeros(ctx, Shape{8}), y = Tensor::zeros(ctx, Shape{2, 8, 10, 10});
+  // Pointwise 8 -> 4 on the same input, no bias.
+  Tensor w1 = Tensor::zeros(ctx, Shape{4, 8, 1, 1}), y1 = Tensor::zeros(ctx, Shape{2, 4, 10, 10});
+  Tensor r = Tensor::zeros(ctx, Shape{2, 8, 10, 10});
+  OpProfiler prof(ctx);  // attached after the tensors' fills
+  ops::conv2d_fwd(ctx, x, w, &b, y, Conv2dParams::make(1, 1, 1, 8));
+  ops::conv2d_fwd(ctx, x, w1, nullptr, y1, Conv2dParams{});
+  ops::relu_fwd(ctx, x, r);
+  ops::axpy(ctx, 2.0f, x, r);
+  std::map<std::string, OpProfiler::Row> rows;
+  for (const auto& row : prof.report()) rows[row.label()] = row;
+
+  const OpProfiler::Row& dw = rows.at("conv2d_fwd [depthwise]");
+  EXPECT_EQ(dw.calls, 1);
+  EXPECT_EQ(dw.cost.launches, 2);                               // convolution + bias pass
+  EXPECT_EQ(dw.cost.flops, 2.0 * 1600 * 9);                     // 1600 outputs, 9 taps each
+  EXPECT_EQ(dw.cost.tensor_core_flops, 0.0);                    // depthwise: no tensor cores
+  EXPECT_EQ(dw.cost.bytes_read, 4.0 * (1600 + 72 + 8 + 1600));  // x, w, bias, y (bias pass)
+  EXPECT_EQ(dw.cost.bytes_written, 4.0 * (1600 + 1600));
+  const OpProfiler::Row& pw = rows.at("conv2d_fwd [pointwise]");
+  EXPECT_EQ(pw.cost.launches, 1);
+  EXPECT_EQ(pw.cost.flops, 2.0 * 800 * 8);  // 800 outputs, 8 input channels each
+  EXPECT_EQ(pw.cost.tensor_core_flops, pw.cost.flops);
+  EXPECT_EQ(pw.cost.bytes_read, 4.0 * (1600 + 32));
+  EXPECT_EQ(pw.cost.bytes_written, 4.0 * 800);
+  const OpProfiler::Row& relu = rows.at("relu_fwd");  // the default: operands once, one launch
+  EXPECT_EQ(relu.cost.launches, 1);
+  EXPECT_EQ(relu.cost.bytes_read, 4.0 * 1600);
+  EXPECT_EQ(relu.cost.bytes_written, 4.0 * 1600);
+  const OpProfiler::Row& axpy = rows.at("axpy");  // y += a x reads y too
+  EXPECT_EQ(axpy.cost.bytes_read, 4.0 * 3200);
+  EXPECT_EQ(axpy.cost.bytes_written, 4.0 * 1600);
+  OpCost total = prof.total_cost();
+  EXPECT_EQ(total.launches, 5);
+
+  // 300 optimizer slots take two multi-tensor launches (256 tensors each at most).
+  std::vector<Tensor> ps, gs, ms;
+  for (int i = 0; i < 300; ++i) {
+    ps.push_back(Tensor::zeros(ctx, Shape{3}));
+    gs.push_back(Tensor::zeros(ctx, Shape{3}));
+    ms.push_back(Tensor::zeros(ctx, Shape{3}));
+  }
+  std::vector<OptimSlot> slots;
+  for (int i = 0; i < 300; ++i)
+    slots.push_back({&ps[size_t(i)], &gs[size_t(i)], &ms[size_t(i)], nullptr});
+  prof.reset();
+  ops::sgd_step(ctx, slots, SgdParams{0.1f, 0.9f, 0.0f, false});
+  const OpProfiler::Row sgd = prof.report().at(0);
+  EXPECT_EQ(sgd.op, "sgd_step");
+  EXPECT_EQ(sgd.cost.launches, 2);
+  EXPECT_EQ(sgd.cost.bytes_read, 300 * 3.0 * 12);     // param, momentum, gradient
+  EXPECT_EQ(sgd.cost.bytes_written, 300 * 2.0 * 12);  // param, momentum
+}
+
+TEST(CostModel, DeviceModelTakesTheLargerOfLaunchAndRoofline) {
+  DeviceModel d{"toy", 1e12, 1e13, 1e14, 5e-6, 1e-6};
+  OpCost c;
+  c.launches = 1;
+  c.bytes_read = 2e6;  // 2 us at 1 TB/s
+  c.flops = 3e7;       // 3 us at 10 TFLOP/s, 0.3 us on tensor cores
+  c.tensor_core_flops = 3e7;
+  EXPECT_DOUBLE_EQ(d.seconds(c, 1, false, false), 5e-6);  // eager launch dominates
+  EXPECT_DOUBLE_EQ(d.seconds(c, 1, true, false), 3e-6);   // graph: compute dominates
+  EXPECT_DOUBLE_EQ(d.seconds(c, 1, true, true), 2e-6);    // TF32: memory dominates
+  OpCost two = c;
+  two += c;  // two such calls
+  EXPECT_DOUBLE_EQ(d.seconds(two, 2, false, false), 10e-6);
+  EXPECT_DOUBLE_EQ(d.seconds(two, 2, true, false), 6e-6);
+  EXPECT_EQ(d.seconds(c, 0, true, false), 0.0);
+}
+
+}  // namespace
+}  // namespace cudarts

@@ -1,6 +1,8 @@
 // The CPU reference ops against independent naive loops (double precision) written here,
 // plus a few hand-computed cases. These prove the reference that every backend is
 // compared with.
+#include <cstring>
+
 #include "test_util.h"
 
 namespace cudarts {
@@ -390,6 +392,141 @@ TEST(CpuSgd, MomentumNesterovWeightDecayByHand) {
   // buf = 0.5*2 + 1 = 2; d = 1 + 0.5*2 = 2; q = 1 - 0.2
   EXPECT_NEAR(q.item(), 0.8f, 1e-6);
   EXPECT_NEAR(bq.item(), 2.0f, 1e-6);
+}
+
+// ---- the data-movement ops of the pipeline, against references written from their
+// documented semantics (ops.h), not from the implementation.
+
+TEST(CpuCrop, ForwardPicksTheWindowBackwardPlacesItInZeros) {
+  Context ctx;
+  const int64_t n = 2, c = 3, h = 7, w = 6, ch = 4, cw = 3;
+  const int top = 2, left = 1;
+  const std::vector<float> xv = random_vector(size_t(n * c * h * w), 1);
+  Tensor x = Tensor::from_vector(ctx, Shape{n, c, h, w}, xv);
+  Tensor y = Tensor::empty(ctx, Shape{n, c, ch, cw});
+  ops::crop2d_fwd(ctx, x, top, left, y);
+  const std::vector<float> yv = y.to_vector();
+  Tensor dx = Tensor::full(ctx, Shape{n, c, h, w}, 7.0f);  // must be fully overwritten
+  ops::crop2d_bwd(ctx, y, top, left, dx);
+  const std::vector<float> dxv = dx.to_vector();
+  for (int64_t i = 0; i < n * c; ++i)
+    for (int64_t r = 0; r < h; ++r)
+      for (int64_t q = 0; q < w; ++q) {
+        const bool inside = r >= top && r < top + ch && q >= left && q < left + cw;
+        const float xval = xv[size_t((i * h + r) * w + q)];
+        if (inside) EXPECT_EQ(yv[size_t((i * ch + r - top) * cw + q - left)], xval);
+        EXPECT_EQ(dxv[size_t((i * h + r) * w + q)], inside ? xval : 0.0f);
+      }
+}
+
+TEST(CpuScaleSamples, EachSampleTimesItsScale) {
+  Context ctx;
+  const std::vector<float> xv = random_vector(4 * 6, 2);
+  Tensor x = Tensor::from_vector(ctx, Shape{4, 2, 3}, xv);
+  Tensor s = Tensor::from_vector(ctx, Shape{4}, {0.0f, 1.25f, -2.0f, 4.0f});
+  Tensor y = Tensor::empty(ctx, Shape{4, 2, 3});
+  ops::scale_samples(ctx, x, s, y);
+  const std::vector<float> yv = y.to_vector();
+  const float sv[4] = {0.0f, 1.25f, -2.0f, 4.0f};
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 6; ++j) EXPECT_EQ(yv[size_t(i * 6 + j)], sv[i] * xv[size_t(i * 6 + j)]);
+}
+
+TEST(CpuBernoulliScale, KeepsWithItsProbabilityFromPhiloxWords) {
+  Context ctx;
+  const float keep = 0.7f;
+  const int64_t n = 20000;
+  Tensor out = Tensor::empty(ctx, Shape{n});
+  ops::bernoulli_scale(ctx, out, keep, 99, 4);
+  const std::vector<float> v = out.to_vector();
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    // Word i of stream (99, 4) as a uniform in [0, 1): kept below keep_prob.
+    const double u = double(philox_word(99, 4, 0, uint64_t(i))) / 4294967296.0;
+    const float want = u < keep ? 1.0f / keep : 0.0f;
+    if (std::abs(u - keep) > 1e-6) EXPECT_EQ(v[size_t(i)], want) << i;
+    kept += v[size_t(i)] != 0.0f;
+  }
+  // Binomial(n, 0.7): 4 standard deviations is about 260 of 20000.
+  EXPECT_NEAR(double(kept), keep * double(n), 4.0 * std::sqrt(n * keep * (1 - keep)));
+}
+
+// augment = zero-pad by `pad`, crop an h x w window offset by (oy, ox) in [-pad, pad], flip it
+// horizontally, then zero a cutout x cutout square centred at (cy, cx) (clipped at the
+// border); sample n draws oy, ox, flip, cy, cx from Philox words 8n .. 8n+4 of (seed, offset).
+TEST(CpuAugment, PadCropFlipCutoutAsDocumented) {
+  Context ctx;
+  const int64_t n = 6, c = 2, h = 5, w = 7;
+  for (AugmentParams p : {AugmentParams{2, true, 3}, AugmentParams{0, false, 0},
+                          AugmentParams{3, true, 4}, AugmentParams{1, false, 2}}) {
+    SCOPED_TRACE(detail::cat("pad ", p.pad, " flip ", p.flip, " cutout ", p.cutout));
+    const std::vector<float> xv = random_vector(size_t(n * c * h * w), 3);
+    Tensor x = Tensor::from_vector(ctx, Shape{n, c, h, w}, xv);
+    Tensor y = Tensor::empty(ctx, Shape{n, c, h, w});
+    ops::augment(ctx, x, y, p, 21, 6);
+    const std::vector<float> yv = y.to_vector();
+    const int64_t ph = h + 2 * p.pad, pw = w + 2 * p.pad;
+    for (int64_t i = 0; i < n; ++i) {
+      auto word = [&](int k) { return philox_word(21, 6, 0, uint64_t(8 * i + k)); };
+      const int64_t oy = int64_t(word(0) % uint32_t(2 * p.pad + 1)) - p.pad;
+      const int64_t ox = int64_t(word(1) % uint32_t(2 * p.pad + 1)) - p.pad;
+      const bool flip = p.flip && (word(2) & 1u) != 0;
+      const int64_t cy = int64_t(word(3) % uint32_t(h)), cx = int64_t(word(4) % uint32_t(w));
+      for (int64_t ch = 0; ch < c; ++ch) {
+        std::vector<float> padded(size_t(ph * pw), 0.0f);
+        for (int64_t r = 0; r < h; ++r)
+          for (int64_t q = 0; q < w; ++q)
+            padded[size_t((r + p.pad) * pw + q + p.pad)] =
+                xv[size_t(((i * c + ch) * h + r) * w + q)];
+        std::vector<float> crop(size_t(h * w));
+        for (int64_t r = 0; r < h; ++r)
+          for (int64_t q = 0; q < w; ++q)
+            crop[size_t(r * w + q)] = padded[size_t((r + p.pad + oy) * pw + q + p.pad + ox)];
+        if (flip)
+          for (int64_t r = 0; r < h; ++r)
+            std::reverse(crop.begin() + r * w, crop.begin() + (r + 1) * w);
+        if (p.cutout > 0) {
+          const int64_t y0 = cy - p.cutout / 2, x0 = cx - p.cutout / 2;
+          for (int64_t r = std::max<int64_t>(0, y0); r < std::min(h, y0 + p.cutout); ++r)
+            for (int64_t q = std::max<int64_t>(0, x0); q < std::min(w, x0 + p.cutout); ++q)
+              crop[size_t(r * w + q)] = 0.0f;
+        }
+        for (int64_t k = 0; k < h * w; ++k)
+          ASSERT_EQ(yv[size_t((i * c + ch) * h * w + k)], crop[size_t(k)])
+              << "sample " << i << " channel " << ch << " pixel " << k;
+      }
+    }
+  }
+}
+
+TEST(CpuGather, PicksIndexedElementsAndRejectsBadIndices) {
+  Context ctx;
+  Tensor src = Tensor::from_vector(ctx, Shape{5}, {10, 11, 12, 13, 14});
+  Tensor idx = Tensor::from_vector_i32(ctx, Shape{7}, {4, 0, 0, 2, 3, 1, 4});
+  Tensor dst = Tensor::empty(ctx, Shape{7});
+  ops::gather(ctx, src, idx, dst);
+  EXPECT_EQ(dst.to_vector(), (std::vector<float>{14, 10, 10, 12, 13, 11, 14}));
+  Tensor bad = Tensor::from_vector_i32(ctx, Shape{7}, {0, 1, 2, 5, 0, 0, 0});
+  EXPECT_TRUE(test::throws_with([&] { ops::gather(ctx, src, bad, dst); }, {"gather", "5"}));
+}
+
+TEST(CpuSetWords, WritesTheFirstWordsAndLeavesTheRest) {
+  Context ctx;
+  Tensor t = Tensor::from_vector(ctx, Shape{5}, {1, 2, 3, 4, 5});
+  const float a = -0.5f, b = 3.25f;
+  uint32_t wa, wb;
+  std::memcpy(&wa, &a, 4);
+  std::memcpy(&wb, &b, 4);
+  ops::set_words(ctx, t, {wa, wb});
+  EXPECT_EQ(t.to_vector(), (std::vector<float>{-0.5f, 3.25f, 3, 4, 5}));
+  Tensor i = Tensor::from_vector_i32(ctx, Shape{3}, {7, 8, 9});
+  ops::set_words(ctx, i, {uint32_t(-3)});
+  EXPECT_EQ(i.to_vector_i32(), (std::vector<int32_t>{-3, 8, 9}));
+  EXPECT_TRUE(test::throws_with(
+      [&] {
+        ops::set_words(ctx, i, {1, 2, 3, 4});
+      },
+      {"set_words", "do not fit"}));
 }
 
 }  // namespace

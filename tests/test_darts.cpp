@@ -275,7 +275,7 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
       w_opt.zero_grad(ctx);
       pass(xt, yt);
       w_opt.step(ctx);
-      for (const auto& row : prof.report()) r.calls[row.op] = row.calls;
+      for (const auto& row : prof.report_by_op()) r.calls[row.op] = row.calls;
       r.peak = ctx.allocator().stats().peak_bytes;
     }
     for (Parameter* p : model.operational_parameters())

@@ -4,11 +4,17 @@
 // survive. Checks: NaN/Inf first, then the normalised error ||out - ref|| / ||ref||.
 // CPU cases check sentinels, finiteness and run-to-run bitwise determinism; CUDA cases
 // skip visibly without a GPU.
+#include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
+#include <regex>
+#include <set>
+#include <sstream>
 
 #include "test_util.h"
 
@@ -560,6 +566,92 @@ std::vector<OpCase> all_cases() {
                        ops::clip_coefficient(ctx, in[0], max_norm, out[0]);
                      }});
   }
+  struct Crop {
+    Shape x, y;
+    int top, left;
+  };
+  for (const Crop& cr : std::vector<Crop>{{{2, 3, 7, 6}, {2, 3, 4, 3}, 2, 1},
+                                          {{1, 4, 5, 5}, {1, 4, 4, 4}, 1, 1},
+                                          {{3, 2, 8, 8}, {3, 2, 8, 7}, 0, 1}}) {
+    const std::string tag = detail::cat("[", cr.x.str(), " -> ", cr.y.str(), "]");
+    const int top = cr.top, left = cr.left;
+    cases.push_back({"crop2d_fwd" + tag,
+                     0.0,
+                     {spec(cr.x)},
+                     {poison(cr.y)},
+                     [top, left](Context& ctx, auto& in, auto& out) {
+                       ops::crop2d_fwd(ctx, in[0], top, left, out[0]);
+                     }});
+    cases.push_back({"crop2d_bwd" + tag,
+                     0.0,
+                     {spec(cr.y)},
+                     {poison(cr.x)},
+                     [top, left](Context& ctx, auto& in, auto& out) {
+                       ops::crop2d_bwd(ctx, in[0], top, left, out[0]);
+                     }});
+  }
+  for (Shape x : {Shape{4, 3, 5, 5}, Shape{2, 7}, Shape{64, 1, 1, 1}}) {
+    cases.push_back(
+        {"scale_samples" + x.str(),
+         kElementwiseTol,
+         {spec(x), spec({x[0]})},
+         {poison(x)},
+         [](Context& ctx, auto& in, auto& out) { ops::scale_samples(ctx, in[0], in[1], out[0]); }});
+  }
+  for (float keep : {0.8f, 0.5f, 1.0f}) {
+    cases.push_back({"bernoulli_scale" + detail::cat("[keep ", keep, "]"),
+                     0.0,
+                     {},
+                     {poison({1000})},
+                     [keep](Context& ctx, auto&, auto& out) {
+                       ops::bernoulli_scale(ctx, out[0], keep, 11, 5);
+                     }});
+  }
+  struct Aug {
+    Shape x;
+    AugmentParams p;
+  };
+  for (const Aug& a : std::vector<Aug>{{{4, 3, 8, 8}, {2, true, 3}},
+                                       {{2, 1, 5, 7}, {0, false, 0}},
+                                       {{3, 2, 6, 6}, {4, true, 6}}}) {
+    const AugmentParams p = a.p;
+    cases.push_back(
+        {"augment" +
+             detail::cat(a.x.str(), "[pad ", p.pad, " flip ", p.flip, " cutout ", p.cutout, "]"),
+         0.0,
+         {spec(a.x)},
+         {poison(a.x)},
+         [p](Context& ctx, auto& in, auto& out) { ops::augment(ctx, in[0], out[0], p, 13, 2); }});
+  }
+  struct Gather {
+    int64_t src, n;
+    Init index;
+  };
+  for (const Gather& g : std::vector<Gather>{
+           {10, 7, Init::Labels}, {64, 64, Init::Permutation}, {5, 20, Init::Labels}}) {
+    cases.push_back(
+        {"gather" + detail::cat("[", g.src, " -> ", g.n, "]"),
+         0.0,
+         {spec({g.src}), TensorSpec{{g.n}, g.index, int(g.src)}},
+         {poison({g.n})},
+         [](Context& ctx, auto& in, auto& out) { ops::gather(ctx, in[0], in[1], out[0]); }});
+  }
+  for (int n : {1, 3, 8}) {  // the words after the first n stay as they were (in-out)
+    cases.push_back({"set_words" + detail::cat("[", n, " of 8]"),
+                     0.0,
+                     {},
+                     {spec({8})},
+                     [n](Context& ctx, auto&, auto& out) {
+                       std::vector<uint32_t> words;
+                       for (int i = 0; i < n; ++i) {
+                         const float v = 0.25f * float(i) - 1.0f;
+                         uint32_t u;
+                         std::memcpy(&u, &v, 4);
+                         words.push_back(u);
+                       }
+                       ops::set_words(ctx, out[0], words);
+                     }});
+  }
   cases.push_back({"sgd_step[scaled gradients]",
                    kElementwiseTol,
                    {spec({33}), spec({1}, Init::Positive)},
@@ -671,43 +763,60 @@ TEST(OpParityTf32, ConvolutionsAndGemmWithinOnePercent) {
   }
 }
 
-// Every op of the table appears in the registry with at least three shapes.
+// The op name a registry case exercises ("conv2d_fwd/3x3_s1_p1" -> "conv2d_fwd").
+std::string op_of(const OpCase& c) {
+  return c.name.substr(0, c.name.find_first_of("/[("));
+}
+
+// Every op of the table (ops::op_names(), the one list) has at least three registry cases, and
+// no case names an op outside the list.
 TEST(OpParityRegistry, CoversEveryOpWithThreeShapes) {
   std::map<std::string, int> count;
+  for (const OpCase& c : registry()) ++count[op_of(c)];
+  const std::vector<std::string>& names = ops::op_names();
+  for (const std::string& op : names) EXPECT_GE(count[op], 3) << op;
+  for (const auto& [op, n] : count)
+    EXPECT_NE(std::find(names.begin(), names.end(), op), names.end())
+        << "registry cases for '" << op << "', which ops::op_names() does not list";
+}
+
+// ops::op_names() is exactly the set of functions of include/cudarts/ops.h that take a Context
+// (read from the header itself, so an op added there without joining the list fails here).
+TEST(OpParityRegistry, OpListMatchesTheHeader) {
+  std::ifstream f(std::string(CUDARTS_SOURCE_DIR) + "/include/cudarts/ops.h");
+  ASSERT_TRUE(f.good()) << "cannot read ops.h under " << CUDARTS_SOURCE_DIR;
+  std::stringstream text;
+  text << f.rdbuf();
+  const std::regex decl(R"(\b([a-z0-9_]+)\(Context& ctx)");
+  std::set<std::string> declared;
+  const std::string src = text.str();
+  for (auto it = std::sregex_iterator(src.begin(), src.end(), decl); it != std::sregex_iterator();
+       ++it)
+    declared.insert((*it)[1]);
+  const std::set<std::string> listed(ops::op_names().begin(), ops::op_names().end());
+  EXPECT_EQ(declared, listed);
+  EXPECT_EQ(listed.size(), ops::op_names().size()) << "a name appears twice in the list";
+}
+
+// Each case, run with an OpProfiler attached, is recorded under its op's name with a cost
+// (at least one launch, and the bytes of its outputs written unless it writes nothing).
+TEST(OpParityRegistry, EveryOpIsProfiledUnderItsNameWithACost) {
   for (const OpCase& c : registry()) {
-    std::string op = c.name.substr(0, c.name.find_first_of("/["));
-    ++count[op];
+    SCOPED_TRACE(c.name);
+    Context cpu;
+    std::vector<OpProfiler::Row> rows;
+    {
+      OpProfiler prof(cpu);
+      run_case(cpu, c);
+      rows = prof.report_by_op();
+    }
+    const std::string op = op_of(c);
+    auto it = std::find_if(rows.begin(), rows.end(),
+                           [&](const OpProfiler::Row& r) { return r.op == op; });
+    ASSERT_NE(it, rows.end()) << "no profiler row named '" << op << "'";
+    EXPECT_GE(it->cost.launches, 1);
+    EXPECT_GT(it->cost.bytes_written, 0.0);
   }
-  const char* ops[] = {"conv2d_fwd",
-                       "conv2d_bwd_data",
-                       "conv2d_bwd_filter",
-                       "batchnorm_fwd_infer",
-                       "batchnorm_bwd",
-                       "relu_fwd",
-                       "relu_bwd",
-                       "pool2d_fwd",
-                       "pool2d_bwd",
-                       "global_avgpool_fwd",
-                       "global_avgpool_bwd",
-                       "linear_fwd",
-                       "linear_bwd_data",
-                       "linear_bwd_weight",
-                       "add",
-                       "scale",
-                       "axpy",
-                       "concat_channels",
-                       "split_channels",
-                       "softmax_xent",
-                       "fill",
-                       "copy",
-                       "random_words",
-                       "random_uniform"};
-  for (const char* op : ops) EXPECT_GE(count[op], 3) << op;
-  const char* more[] = {"batchnorm_fwd_train", "sgd_step",         "softmax",           "mix_fwd",
-                        "mix_scores",          "arch_grad",        "gumbel_rank",       "batch_sum",
-                        "ma_update_scores",    "masked_logsumexp", "proxyless_rescale", "adam_step",
-                        "global_norm",         "clip_coefficient"};
-  for (const char* op : more) EXPECT_GE(count[op], 3) << op;
 }
 
 }  // namespace

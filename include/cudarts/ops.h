@@ -7,6 +7,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "cudarts/context.h"
@@ -75,6 +76,10 @@ struct OptimSlot {
 };
 
 namespace ops {
+
+// The name of every op below that runs on a backend, in declaration order (the profiler's op
+// labels; the op-parity test requires cases for each).
+const std::vector<std::string>& op_names();
 
 // ---- memory ----
 void fill(Context& ctx, Tensor& t, float value);

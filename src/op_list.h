@@ -1,0 +1,52 @@
+// The op table's one list of names (internal). Every function of include/cudarts/ops.h that
+// runs on a backend appears here once; ops::op_names() returns the list, the op-parity test
+// requires cases for each entry and checks the list against the header, and the op front
+// door labels its profiler/NVTX ranges with these names.
+#pragma once
+
+#define CUDARTS_OP_LIST(X) \
+  X(set_words)             \
+  X(fill)                  \
+  X(copy)                  \
+  X(conv2d_fwd)            \
+  X(conv2d_bwd_data)       \
+  X(conv2d_bwd_filter)     \
+  X(batchnorm_fwd_train)   \
+  X(batchnorm_fwd_infer)   \
+  X(batchnorm_bwd)         \
+  X(relu_fwd)              \
+  X(relu_bwd)              \
+  X(pool2d_fwd)            \
+  X(pool2d_bwd)            \
+  X(global_avgpool_fwd)    \
+  X(global_avgpool_bwd)    \
+  X(linear_fwd)            \
+  X(linear_bwd_data)       \
+  X(linear_bwd_weight)     \
+  X(add)                   \
+  X(scale)                 \
+  X(axpy)                  \
+  X(concat_channels)       \
+  X(split_channels)        \
+  X(softmax_xent)          \
+  X(random_words)          \
+  X(random_uniform)        \
+  X(crop2d_fwd)            \
+  X(crop2d_bwd)            \
+  X(scale_samples)         \
+  X(bernoulli_scale)       \
+  X(augment)               \
+  X(gather)                \
+  X(softmax)               \
+  X(mix_fwd)               \
+  X(mix_scores)            \
+  X(arch_grad)             \
+  X(gumbel_rank)           \
+  X(batch_sum)             \
+  X(ma_update_scores)      \
+  X(masked_logsumexp)      \
+  X(proxyless_rescale)     \
+  X(sgd_step)              \
+  X(adam_step)             \
+  X(global_norm)           \
+  X(clip_coefficient)
