@@ -2,10 +2,15 @@
 // writes a valid genotype.json and log.jsonl; a run killed mid-epoch and resumed ends with the
 // same genotype and the same logged numbers as an uninterrupted run; retraining runs; an
 // output folder holding a run is never overwritten without --resume.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -279,6 +284,117 @@ TEST_F(DartsRun, SkippedGradientsChangeNoNumber) {
     EXPECT_TRUE(read(a / "checkpoint.safetensors") == read(b / "checkpoint.safetensors"))
         << "checkpoints differ";
   }
+}
+
+// A damaged checkpoint is refused with an InputError naming the file and what fails, and the
+// run's files (log.jsonl, genotype.json, summary.txt, the checkpoint) are left exactly as they
+// were: inverted data bytes, a flipped bit in the stored epoch, flips in the metadata that keep
+// the outer JSON valid, in the safetensors header, truncation, a log that does not match.
+TEST_F(DartsRun, DamagedCheckpointsAreRefusedAndNothingIsOverwritten) {
+  darts::SearchOptions o = search("ck");
+  o.run.max_steps = 6;  // stopped after epoch 1 (6 steps) of 2
+  EXPECT_EQ(darts::run_search(o).epochs_done, 1);
+  o.run.max_steps = -1;
+  o.run.resume = true;
+  const fs::path out = o.run.out_dir, ck = out / "checkpoint.safetensors";
+  const std::string clean = read(ck);
+  struct Damage {
+    const char* what;
+    std::function<void(std::string&)> apply;
+    const char* expect;
+  };
+  auto find = [](const std::string& s, const std::string& needle) {
+    const size_t at = s.find(needle);
+    EXPECT_NE(at, std::string::npos) << needle;
+    return at == std::string::npos ? size_t(0) : at;
+  };
+  const std::vector<Damage> damages = {
+      {"4 data bytes inverted (the data section ends the file)",
+       [](std::string& b) {
+         for (size_t i = 0; i < 4; ++i) b[b.size() - 64 + i] = char(~b[b.size() - 64 + i]);
+       },
+       "checksum mismatch in tensor"},
+      {"stored epoch 1 -> 0 (one bit)",
+       [&](std::string& b) { b[find(b, "\\\"epoch\\\":1") + 10] ^= 1; },
+       "checksum mismatch in the metadata"},
+      {"'{' -> '[' at the start of the inner object",
+       [&](std::string& b) { b[find(b, "\"cudarts\":\"{") + 11] = '['; },
+       "checksum mismatch in the metadata"},
+      {"key epoch -> epoci", [&](std::string& b) { b[find(b, "\\\"epoch\\\"") + 6] = 'i'; },
+       "checksum mismatch in the metadata"},
+      {"a shape digit in the header",
+       [&](std::string& b) {
+         const size_t at = find(b, "\"shape\":[");
+         b[at + 9] = b[at + 9] == '1' ? '2' : '1';
+       },
+       "'"},
+      {"truncated", [](std::string& b) { b.resize(b.size() - 100); }, "'"},
+      {"header length field", [](std::string& b) { b[0] = char(0xff); }, "JSON header"},
+  };
+  const std::string log = read(out / "log.jsonl"), genotype = read(out / "genotype.json"),
+                    summary = read(out / "summary.txt");
+  for (const Damage& d : damages) {
+    SCOPED_TRACE(d.what);
+    std::string bytes = clean;
+    d.apply(bytes);
+    ASSERT_NE(bytes, clean);
+    write_file_atomic(ck.string(), bytes);
+    try {
+      darts::run_search(o);
+      ADD_FAILURE() << "resumed from a damaged checkpoint";
+    } catch (const InputError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(ck.string()), std::string::npos) << msg;
+      EXPECT_NE(msg.find(d.expect), std::string::npos) << msg;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not an InputError: " << e.what();
+    }
+    EXPECT_EQ(read(ck), bytes);
+    EXPECT_EQ(read(out / "log.jsonl"), log);
+    EXPECT_EQ(read(out / "genotype.json"), genotype);
+    EXPECT_EQ(read(out / "summary.txt"), summary);
+  }
+  // An intact checkpoint whose log lost its line is refused too.
+  write_file_atomic(ck.string(), clean);
+  write_file_atomic((out / "log.jsonl").string(), "");
+  EXPECT_TRUE(test::throws_with([&] { darts::run_search(o); }, {"log.jsonl", "holds 0 epochs"}));
+  write_file_atomic((out / "log.jsonl").string(), log);
+  EXPECT_EQ(darts::run_search(o).epochs_done, 2);  // the clean checkpoint resumes
+}
+
+// A checkpoint write that fails half-way (the file-size limit hit inside write()) throws and
+// leaves the previous checkpoint in place, complete and loadable.
+TEST_F(DartsRun, FailedCheckpointWriteKeepsThePreviousOne) {
+  const fs::path path = dir_ / "ck.safetensors";
+  TensorMap small, big;
+  small["a"].shape = {4};
+  small["a"].f32 = {1, 2, 3, 4};
+  big["a"].shape = {1 << 20};
+  big["a"].f32.assign(1 << 20, 0.5f);
+  save_safetensors(path.string(), small, {{"k", "v"}});
+  const std::string before = read(path);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // child: a 64 KiB file-size limit; the 4 MiB write fails part-way
+    signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{64 << 10, 64 << 10};
+    setrlimit(RLIMIT_FSIZE, &lim);
+    try {
+      save_safetensors(path.string(), big);
+    } catch (const Error&) {
+      _exit(0);  // the expected failure
+    }
+    _exit(1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the failing write did not throw";
+  EXPECT_EQ(read(path), before);
+  std::map<std::string, std::string> md;
+  const TensorMap back = load_safetensors(path.string(), &md, true);
+  EXPECT_EQ(back.at("a").f32, small["a"].f32);
+  EXPECT_EQ(md.at("k"), "v");
 }
 
 TEST_F(DartsRun, ExistingRunIsNotOverwrittenWithoutResume) {

@@ -500,6 +500,18 @@ TEST_F(DataFiles, Cifar10MissingAndTruncatedFilesAreNamed) {
   EXPECT_NE(none.find("--data"), std::string::npos) << none;
   const std::string unknown = error_of([&] { load_dataset("mnist", "", true); });
   EXPECT_NE(unknown.find("unknown dataset 'mnist'"), std::string::npos) << unknown;
+  // Bad files are InputErrors (exit status 3 in the programs), bad options ConfigErrors (2).
+  EXPECT_THROW(load_cifar10(dir_.string(), true), InputError);
+  EXPECT_THROW(load_dataset("mnist", "", true), ConfigError);
+}
+
+TEST_F(DataFiles, Cifar10DirectoryInPlaceOfABatchFileIsSaid) {
+  for (int b = 1; b <= 5; ++b) write_cifar(path("data_batch_" + std::to_string(b) + ".bin"), 2, b);
+  fs::remove(path("data_batch_3.bin"));
+  fs::create_directories(path("data_batch_3.bin"));
+  const std::string msg = error_of([&] { load_cifar10(dir_.string(), true); });
+  EXPECT_NE(msg.find("data_batch_3.bin' is a directory"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("missing"), std::string::npos) << msg;
 }
 
 // ---------------------------------------------------------------- prefetching and padding

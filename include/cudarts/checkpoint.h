@@ -28,12 +28,16 @@ HostTensor to_host(const Tensor& t);
 // Copies host values into an existing tensor of the same shape and dtype (any device).
 void copy_from_host(Context& ctx, const HostTensor& h, Tensor& t, const std::string& what);
 
-// metadata: free-form string pairs stored under "__metadata__".
+// metadata: free-form string pairs stored under "__metadata__". The file also carries CRC-32
+// checksums (metadata "cudarts.crc32": one per tensor over its name, dtype, shape and bytes,
+// and one over the other metadata pairs), so other safetensors readers still load it.
 void save_safetensors(const std::string& path, const TensorMap& tensors,
                       const std::map<std::string, std::string>& metadata = {});
-// Errors name the file, the offset and what was expected.
+// Errors (InputError) name the file, the offset or first tensor that fails and what was
+// expected. Checksums are verified when present; require_checksums rejects a file without them.
 TensorMap load_safetensors(const std::string& path,
-                           std::map<std::string, std::string>* metadata = nullptr);
+                           std::map<std::string, std::string>* metadata = nullptr,
+                           bool require_checksums = false);
 
 // Writes `text` to `path` atomically (temporary file, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& text);

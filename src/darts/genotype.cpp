@@ -91,38 +91,41 @@ Genotype Genotype::from_json(const std::string& text) {
   try {
     j = nlohmann::json::parse(text);
   } catch (const std::exception& e) {
-    CUDARTS_FAIL("genotype: not valid JSON: ", e.what());
+    CUDARTS_INPUT_FAIL("genotype: not valid JSON: ", e.what());
   }
   Genotype g;
   const auto& prims = primitives();
   auto read = [&](const char* key, std::vector<std::pair<std::string, int>>& out) {
-    CUDARTS_CHECK(j.contains(key) && j[key].is_array(), "genotype: missing array '", key, "'");
+    CUDARTS_INPUT_CHECK(j.contains(key) && j[key].is_array(), "genotype: missing array '", key,
+                        "'");
     const auto& arr = j[key];
-    CUDARTS_CHECK(!arr.empty() && arr.size() % 2 == 0, "genotype: '", key, "' has ", arr.size(),
-                  " entries, expected two per node");
+    CUDARTS_INPUT_CHECK(!arr.empty() && arr.size() % 2 == 0, "genotype: '", key, "' has ",
+                        arr.size(), " entries, expected two per node");
     for (size_t i = 0; i < arr.size(); ++i) {
       const auto& e = arr[i];
-      CUDARTS_CHECK(e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_number_integer(),
-                    "genotype: '", key, "'[", i, "] should be [op, input], found ", e.dump());
+      CUDARTS_INPUT_CHECK(
+          e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_number_integer(),
+          "genotype: '", key, "'[", i, "] should be [op, input], found ", e.dump());
       const std::string op = e[0];
       const int in = e[1];
-      CUDARTS_CHECK(std::find(prims.begin() + 1, prims.end(), op) != prims.end(), "genotype: '",
-                    key, "'[", i, "] has op '", op,
-                    "', expected a DARTS primitive other than none");
+      CUDARTS_INPUT_CHECK(std::find(prims.begin() + 1, prims.end(), op) != prims.end(),
+                          "genotype: '", key, "'[", i, "] has op '", op,
+                          "', expected a DARTS primitive other than none");
       const int node = int(i / 2);
-      CUDARTS_CHECK(in >= 0 && in < node + 2, "genotype: '", key, "'[", i, "] reads input ", in,
-                    "; node ", node, " can read 0..", node + 1);
+      CUDARTS_INPUT_CHECK(in >= 0 && in < node + 2, "genotype: '", key, "'[", i, "] reads input ",
+                          in, "; node ", node, " can read 0..", node + 1);
       out.emplace_back(op, in);
     }
   };
   read("normal", g.normal);
   read("reduce", g.reduce);
   auto concat = [&](const char* key, size_t genes) {
-    CUDARTS_CHECK(j.contains(key) && j[key].is_array(), "genotype: missing array '", key, "'");
+    CUDARTS_INPUT_CHECK(j.contains(key) && j[key].is_array(), "genotype: missing array '", key,
+                        "'");
     std::vector<int> c = j[key].get<std::vector<int>>();
     for (int v : c)
-      CUDARTS_CHECK(v >= 0 && v < int(genes / 2) + 2, "genotype: '", key, "' index ", v,
-                    " outside 0..", genes / 2 + 1);
+      CUDARTS_INPUT_CHECK(v >= 0 && v < int(genes / 2) + 2, "genotype: '", key, "' index ", v,
+                          " outside 0..", genes / 2 + 1);
     return c;
   };
   g.normal_concat = concat("normal_concat", g.normal.size());

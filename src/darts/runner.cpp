@@ -206,22 +206,87 @@ struct Checkpoint {
   void put(const std::string& name, const Tensor& t) { tensors[name] = to_host(t); }
   void get(Context& ctx, const std::string& name, Tensor& t) const {
     auto it = tensors.find(name);
-    CUDARTS_CHECK(it != tensors.end(), "checkpoint: tensor '", name, "' missing");
+    CUDARTS_INPUT_CHECK(it != tensors.end(), "checkpoint: tensor '", name, "' missing");
     copy_from_host(ctx, it->second, t, "checkpoint tensor '" + name + "'");
   }
   void save(const RunOptions& run) const {
     save_safetensors(path_in(run, "checkpoint.safetensors"), tensors, {{"cudarts", meta.dump()}});
   }
+  // Reads and verifies the checkpoint (checksums of every tensor and of the metadata); false
+  // when there is none. Nothing is restored here (validate, then get_common).
   static bool load(const RunOptions& run, Checkpoint& out) {
     const std::string path = path_in(run, "checkpoint.safetensors");
     if (!fs::exists(path)) return false;
     std::map<std::string, std::string> md;
-    out.tensors = load_safetensors(path, &md);
-    CUDARTS_CHECK(md.count("cudarts"), "'", path, "' has no cudarts metadata");
-    out.meta = json::parse(md["cudarts"]);
+    out.tensors = load_safetensors(path, &md, /*require_checksums=*/true);
+    CUDARTS_INPUT_CHECK(md.count("cudarts"), "'", path, "' has no cudarts metadata");
+    try {
+      out.meta = json::parse(md["cudarts"]);
+    } catch (const std::exception& e) {
+      CUDARTS_INPUT_FAIL("'", path, "': the cudarts metadata is not valid JSON: ", e.what());
+    }
     return true;
   }
 };
+
+// The lines of log.jsonl (none when it does not exist); each must be a JSON object whose
+// "epoch" is its line number.
+std::vector<json> read_log_lines(const RunOptions& run) {
+  const std::string path = path_in(run, "log.jsonl");
+  std::vector<json> rows;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    json row;
+    try {
+      row = json::parse(line);
+    } catch (const std::exception&) {
+      CUDARTS_INPUT_FAIL("'", path, "': line ", rows.size() + 1, " is not valid JSON");
+    }
+    CUDARTS_INPUT_CHECK(
+        row.is_object() && row.contains("epoch") && row["epoch"].is_number_integer() &&
+            row["epoch"].get<int64_t>() == int64_t(rows.size()) + 1,
+        "'", path, "': line ", rows.size() + 1, " is not the log of epoch ", rows.size() + 1);
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// A checkpoint's metadata against its schema, the run's configuration and log.jsonl, before
+// anything is restored or any file is rewritten: the position is inside the run, counters are
+// in range, and the log holds the checkpoint's epochs (one more when the run was stopped
+// between logging an epoch and checkpointing it).
+void validate_checkpoint(const Checkpoint& c, const RunOptions& run, const json& config,
+                         const std::vector<std::string>& optimizers, int epochs,
+                         int64_t steps_per_epoch, int64_t batch) {
+  const std::string path = path_in(run, "checkpoint.safetensors");
+  const json& m = c.meta;
+  auto integer = [&](const char* key, int64_t lo, int64_t hi) {
+    CUDARTS_INPUT_CHECK(m.is_object() && m.contains(key) && m[key].is_number_integer(), "'", path,
+                        "': metadata '", key, "' is missing or not an integer");
+    const int64_t v = m[key].get<int64_t>();
+    CUDARTS_INPUT_CHECK(v >= lo && v <= hi, "'", path, "': metadata '", key, "' is ", v,
+                        ", expected ", lo, "..", hi);
+    return v;
+  };
+  CUDARTS_INPUT_CHECK(m.is_object() && m.contains("config") && m["config"].is_object(), "'", path,
+                      "': metadata 'config' is missing");
+  CUDARTS_CONFIG_CHECK(m["config"] == config, "--resume: the run in '", run.out_dir,
+                       "' was started with a different configuration:\n  saved:   ",
+                       m["config"].dump(), "\n  current: ", config.dump());
+  const int64_t epoch = integer("epoch", 0, epochs);
+  const int64_t step = integer("step", 0, epoch < epochs ? steps_per_epoch - 1 : 0);
+  integer("metric_seen", 0, step * batch);
+  CUDARTS_INPUT_CHECK(m.contains("rng_offset") && m["rng_offset"].is_number_unsigned(), "'", path,
+                      "': metadata 'rng_offset' is missing or not an unsigned integer");
+  for (const std::string& prefix : optimizers)
+    integer((prefix + "steps").c_str(), 0, (epoch + 1) * steps_per_epoch);
+  const size_t lines = read_log_lines(run).size();
+  CUDARTS_INPUT_CHECK(lines == size_t(epoch) || lines == size_t(epoch) + 1, "'",
+                      path_in(run, "log.jsonl"), "' holds ", lines,
+                      " epochs but the checkpoint is at epoch ", epoch, " step ", step,
+                      "; the two do not belong together");
+}
 
 void put_model(Checkpoint& c, Layer& net) {
   for (auto& [name, p] : net.named_parameters())
@@ -257,12 +322,6 @@ void get_metrics(Context& ctx, const Checkpoint& c, Metrics& m) {
   m.seen = c.meta.at("metric_seen").get<int64_t>();
 }
 
-void check_config(const Checkpoint& c, const json& config, const RunOptions& run) {
-  CUDARTS_CHECK(c.meta.at("config") == config, "--resume: the run in '", run.out_dir,
-                "' was started with a different configuration:\n  saved:   ",
-                c.meta.at("config").dump(), "\n  current: ", config.dump());
-}
-
 using NamedOptimizers = std::vector<std::pair<std::string, Optimizer*>>;
 
 // What every run's checkpoint holds: weights and buffers, optimizer states, the partial-epoch
@@ -278,19 +337,20 @@ void put_common(Checkpoint& c, Context& ctx, Layer& net, const NamedOptimizers& 
   c.meta["config"] = config;
 }
 
-// Restores what put_common saved; returns the position to continue from and drops log lines
-// of epochs the checkpoint does not cover.
+// Validates the checkpoint (validate_checkpoint), then restores what put_common saved into
+// memory; returns the position to continue from. Files are left alone: the caller drops the
+// log lines the checkpoint does not cover (truncate_log) once everything is restored.
 std::pair<int, int64_t> get_common(Context& ctx, const Checkpoint& c, Layer& net,
                                    const NamedOptimizers& opts, Metrics& m, const RunOptions& run,
-                                   const json& config) {
-  check_config(c, config, run);
+                                   const json& config, int epochs, int64_t steps, int64_t batch) {
+  std::vector<std::string> prefixes;
+  for (auto& [prefix, o] : opts) prefixes.push_back(prefix);
+  validate_checkpoint(c, run, config, prefixes, epochs, steps, batch);
   get_model(ctx, c, net);
   for (auto& [prefix, o] : opts) get_optimizer(ctx, c, prefix, *o);
   get_metrics(ctx, c, m);
-  const int epoch = c.meta.at("epoch").get<int>();
   ctx.set_rng_state(run.seed, c.meta.at("rng_offset").get<uint64_t>());
-  truncate_log(run, epoch);
-  return {epoch, c.meta.at("step").get<int64_t>()};
+  return {c.meta.at("epoch").get<int>(), c.meta.at("step").get<int64_t>()};
 }
 
 // ---------------------------------------------------------------- evaluation
@@ -413,7 +473,8 @@ RunResult run_search(const SearchOptions& o) {
   Checkpoint ck;
   const NamedOptimizers opts{{"opt_w/", &w_opt}, {"opt_a/", &a_opt}};
   if (o.run.resume && Checkpoint::load(o.run, ck)) {
-    std::tie(start_epoch, start_step) = get_common(ctx, ck, net, opts, metrics, o.run, config);
+    std::tie(start_epoch, start_step) =
+        get_common(ctx, ck, net, opts, metrics, o.run, config, o.epochs, steps, o.batch);
     {
       Tensor alphas = model.alphas().share();
       ck.get(ctx, "arch/alphas", alphas);
@@ -425,6 +486,7 @@ RunResult run_search(const SearchOptions& o) {
       copy_from_host(ctx, it->second, t, "ma/" + name);
       m->set_moving_averages(std::move(t));
     }
+    truncate_log(o.run, start_epoch);  // everything restored: now the files may change
     if (!o.run.quiet)
       std::printf("darts_search: resuming at epoch %d step %lld\n", start_epoch + 1,
                   (long long)start_step);
@@ -596,15 +658,19 @@ RunResult run_train(const TrainOptions& o) {
                        {"drop_path", o.drop_path},
                        {"cutout", o.cutout},
                        {"seed", o.run.seed}};
-  write_file_atomic(path_in(o.run, "genotype.json"), genotype.to_json() + "\n");
 
   int start_epoch = 0;
   int64_t start_step = 0;
   Metrics metrics(ctx);
   Checkpoint ck;
   const NamedOptimizers opts{{"opt/", &opt}};
-  if (o.run.resume && Checkpoint::load(o.run, ck))
-    std::tie(start_epoch, start_step) = get_common(ctx, ck, net, opts, metrics, o.run, config);
+  if (o.run.resume && Checkpoint::load(o.run, ck)) {
+    std::tie(start_epoch, start_step) =
+        get_common(ctx, ck, net, opts, metrics, o.run, config, o.epochs, steps, o.batch);
+    truncate_log(o.run, start_epoch);
+  }
+  // Written once the run is known to start or to continue a valid checkpoint.
+  write_file_atomic(path_in(o.run, "genotype.json"), genotype.to_json() + "\n");
   auto save_checkpoint = [&](int epoch, int64_t step) {
     Checkpoint c;
     put_common(c, ctx, net, opts, metrics, epoch, step, config);

@@ -18,11 +18,11 @@ namespace {
 // Reads the whole (possibly gzip-compressed) file; gzread passes raw files through.
 std::vector<uint8_t> read_all(const std::string& path) {
   std::error_code ec;
-  CUDARTS_CHECK(std::filesystem::exists(path, ec), "cannot open '", path, "': no such file");
-  CUDARTS_CHECK(std::filesystem::is_regular_file(path, ec), "cannot read '", path,
-                "': not a regular file");
+  CUDARTS_INPUT_CHECK(std::filesystem::exists(path, ec), "cannot open '", path, "': no such file");
+  CUDARTS_INPUT_CHECK(std::filesystem::is_regular_file(path, ec), "cannot read '", path,
+                      "': not a regular file");
   gzFile f = gzopen(path.c_str(), "rb");
-  CUDARTS_CHECK(f != nullptr, "cannot open '", path, "'");
+  CUDARTS_INPUT_CHECK(f != nullptr, "cannot open '", path, "'");
   std::vector<uint8_t> out;
   std::vector<uint8_t> chunk(1 << 16);
   for (;;) {
@@ -31,15 +31,15 @@ std::vector<uint8_t> read_all(const std::string& path) {
       int err = 0;
       const std::string msg = gzerror(f, &err);
       gzclose(f);
-      CUDARTS_FAIL("'", path, "': corrupt compressed data within decompressed bytes [", out.size(),
-                   ", ", out.size() + chunk.size(), ") (", msg, ")");
+      CUDARTS_INPUT_FAIL("'", path, "': corrupt compressed data within decompressed bytes [",
+                         out.size(), ", ", out.size() + chunk.size(), ") (", msg, ")");
     }
     if (got == 0) break;
     out.insert(out.end(), chunk.begin(), chunk.begin() + got);
   }
   const int rc = gzclose(f);
-  CUDARTS_CHECK(rc == Z_OK, "'", path, "': truncated or corrupt gzip stream after ", out.size(),
-                " decompressed bytes (zlib error ", rc, ")");
+  CUDARTS_INPUT_CHECK(rc == Z_OK, "'", path, "': truncated or corrupt gzip stream after ",
+                      out.size(), " decompressed bytes (zlib error ", rc, ")");
   return out;
 }
 
@@ -52,32 +52,32 @@ uint32_t read_be32(const std::vector<uint8_t>& b, size_t offset) {
 
 IdxArray read_idx(const std::string& path) {
   const std::vector<uint8_t> bytes = read_all(path);
-  CUDARTS_CHECK(bytes.size() >= 4, "'", path, "': ", bytes.size(),
-                " bytes, expected an IDX header of at least 4 bytes at offset 0");
-  CUDARTS_CHECK(bytes[0] == 0 && bytes[1] == 0, "'", path,
-                "': bytes 0-1 should be zero in an IDX header, found ", int(bytes[0]), " ",
-                int(bytes[1]));
-  CUDARTS_CHECK(bytes[2] == 0x08, "'", path, "': byte 2 is type code 0x", std::hex, int(bytes[2]),
-                std::dec, ", expected 0x08 (unsigned byte)");
+  CUDARTS_INPUT_CHECK(bytes.size() >= 4, "'", path, "': ", bytes.size(),
+                      " bytes, expected an IDX header of at least 4 bytes at offset 0");
+  CUDARTS_INPUT_CHECK(bytes[0] == 0 && bytes[1] == 0, "'", path,
+                      "': bytes 0-1 should be zero in an IDX header, found ", int(bytes[0]), " ",
+                      int(bytes[1]));
+  CUDARTS_INPUT_CHECK(bytes[2] == 0x08, "'", path, "': byte 2 is type code 0x", std::hex,
+                      int(bytes[2]), std::dec, ", expected 0x08 (unsigned byte)");
   const int ndim = bytes[3];
-  CUDARTS_CHECK(ndim >= 1 && ndim <= 4, "'", path, "': byte 3 gives ", ndim,
-                " dimensions, expected 1 to 4");
+  CUDARTS_INPUT_CHECK(ndim >= 1 && ndim <= 4, "'", path, "': byte 3 gives ", ndim,
+                      " dimensions, expected 1 to 4");
   const size_t header = 4 + 4 * size_t(ndim);
-  CUDARTS_CHECK(bytes.size() >= header, "'", path, "': file ends at offset ", bytes.size(),
-                " inside the header, expected ", header, " header bytes");
+  CUDARTS_INPUT_CHECK(bytes.size() >= header, "'", path, "': file ends at offset ", bytes.size(),
+                      " inside the header, expected ", header, " header bytes");
   IdxArray a;
   size_t count = 1;
   for (int i = 0; i < ndim; ++i) {
     const uint32_t d = read_be32(bytes, 4 + 4 * size_t(i));
-    CUDARTS_CHECK(d > 0 && d < (1u << 28), "'", path, "': dimension ", i, " at offset ", 4 + 4 * i,
-                  " is ", d, ", expected a positive size");
+    CUDARTS_INPUT_CHECK(d > 0 && d < (1u << 28), "'", path, "': dimension ", i, " at offset ",
+                        4 + 4 * i, " is ", d, ", expected a positive size");
     a.dims.push_back(d);
     count *= d;
   }
-  CUDARTS_CHECK(bytes.size() == header + count, "'", path, "': ", bytes.size() - header,
-                " data bytes after the header at offset ", header, ", expected ", count,
-                " for dimensions ", Shape(a.dims),
-                bytes.size() < header + count ? " (truncated)" : " (trailing bytes)");
+  CUDARTS_INPUT_CHECK(bytes.size() == header + count, "'", path, "': ", bytes.size() - header,
+                      " data bytes after the header at offset ", header, ", expected ", count,
+                      " for dimensions ", Shape(a.dims),
+                      bytes.size() < header + count ? " (truncated)" : " (trailing bytes)");
   a.data.assign(bytes.begin() + header, bytes.end());
   return a;
 }
@@ -115,18 +115,18 @@ Dataset load_fashion_mnist(const std::string& dir, bool train) {
   const std::string labels_path = dir + "/" + stem + "-labels-idx1-ubyte.gz";
   for (const std::string& p : {images_path, labels_path}) {
     std::ifstream f(p, std::ios::binary);
-    CUDARTS_CHECK(f.good(), "Fashion-MNIST file '", p,
-                  "' not found. Install Debian's package: sudo apt-get install "
-                  "dataset-fashion-mnist (or run scripts/setup.sh), or pass the directory "
-                  "holding the IDX .gz files");
+    CUDARTS_INPUT_CHECK(f.good(), "Fashion-MNIST file '", p,
+                        "' not found. Install Debian's package: sudo apt-get install "
+                        "dataset-fashion-mnist (or run scripts/setup.sh), or pass the directory "
+                        "holding the IDX .gz files");
   }
   const IdxArray im = read_idx(images_path);
   const IdxArray lb = read_idx(labels_path);
-  CUDARTS_CHECK(im.dims.size() == 3, "'", images_path, "': ", im.dims.size(),
-                " dimensions, expected 3 (count, rows, columns)");
-  CUDARTS_CHECK(lb.dims.size() == 1 && lb.dims[0] == im.dims[0], "'", labels_path,
-                "': ", lb.dims.size() ? lb.dims[0] : 0, " labels, expected ", im.dims[0],
-                " (one per image of '", images_path, "')");
+  CUDARTS_INPUT_CHECK(im.dims.size() == 3, "'", images_path, "': ", im.dims.size(),
+                      " dimensions, expected 3 (count, rows, columns)");
+  CUDARTS_INPUT_CHECK(lb.dims.size() == 1 && lb.dims[0] == im.dims[0], "'", labels_path,
+                      "': ", lb.dims.size() ? lb.dims[0] : 0, " labels, expected ", im.dims[0],
+                      " (one per image of '", images_path, "')");
   Dataset d;
   d.name = std::string("fashion-mnist/") + stem;
   d.n = im.dims[0];
@@ -142,8 +142,8 @@ Dataset load_fashion_mnist(const std::string& dir, bool train) {
   d.background = (0.0f - kMean) / kStd;
   d.labels.resize(lb.data.size());
   for (size_t i = 0; i < lb.data.size(); ++i) {
-    CUDARTS_CHECK(lb.data[i] < 10, "'", labels_path, "': label ", int(lb.data[i]), " at offset ",
-                  8 + i, ", expected 0..9");
+    CUDARTS_INPUT_CHECK(lb.data[i] < 10, "'", labels_path, "': label ", int(lb.data[i]),
+                        " at offset ", 8 + i, ", expected 0..9");
     d.labels[i] = lb.data[i];
   }
   return d;
