@@ -33,9 +33,12 @@ void CudaAllocator::raw_free(void* ptr) noexcept {
   cudaFree(ptr);
 }
 
-CudaBackend::CudaBackend(int device, bool allow_tf32, std::shared_ptr<Allocator> allocator,
-                         void* external_stream)
-    : device_(device), allow_tf32_(allow_tf32), allocator_(std::move(allocator)) {
+CudaBackend::CudaBackend(int device, bool allow_tf32, bool own_depthwise_kernels,
+                         std::shared_ptr<Allocator> allocator, void* external_stream)
+    : device_(device),
+      allow_tf32_(allow_tf32),
+      own_depthwise_(own_depthwise_kernels),
+      allocator_(std::move(allocator)) {
   CUDARTS_CUDA_CHECK(cudaSetDevice(device_));
   if (external_stream) {
     stream_ = static_cast<cudaStream_t>(external_stream);
@@ -116,7 +119,8 @@ std::shared_ptr<Allocator> make_allocator(int device) {
 
 std::unique_ptr<Backend> make_backend(int device, const ContextOptions& options,
                                       std::shared_ptr<Allocator> allocator) {
-  return std::make_unique<cuda::CudaBackend>(device, options.allow_tf32, std::move(allocator),
+  return std::make_unique<cuda::CudaBackend>(device, options.allow_tf32,
+                                             options.own_depthwise_kernels, std::move(allocator),
                                              options.stream);
 }
 

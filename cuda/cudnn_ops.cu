@@ -2,6 +2,8 @@
 // backward filter + bias, batch normalisation (training, inference, backward), 2-D pooling.
 // Contract as in ops.h: y, dx, save_mean, save_invstd are written (=); dw, dbias, dgamma,
 // dbeta accumulate (+=, beta = 1). CPU twins: src/cpu/cpu_conv.cpp, src/cpu/cpu_norm_pool.cpp.
+// Depthwise convolutions that depthwise::covers() go to the own kernels (depthwise.cu) instead,
+// unless the context's own_depthwise_kernels is off.
 #include <algorithm>
 #include <climits>
 #include <initializer_list>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "cuda_backend.h"
+#include "depthwise.cuh"
 
 namespace cudarts::cuda {
 
@@ -351,10 +354,16 @@ const float* CudaBackend::bn_ones_zeros(int64_t channels) {
 
 // ------------------------------------------------------------------ convolution ops
 
-// y = conv(x, w) (+ bias): cudnnConvolutionForward with beta 0, then cudnnAddTensor.
+// y = conv(x, w) (+ bias): the own depthwise kernel (bias in its epilogue) where it covers the
+// shapes, else cudnnConvolutionForward with beta 0, then cudnnAddTensor.
 void CudaBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                              const Conv2dParams& p) {
   if (nothing_to_do("conv2d_fwd", y, {&x, &w})) return;
+  if (own_depthwise_ &&
+      depthwise::covers(depthwise::Direction::Forward, x.shape(), w.shape(), y.shape(), p)) {
+    depthwise::forward(x, w, bias, y, p, stream_);
+    return;
+  }
   const ConvDescs& d = conv_descs(x.shape(), w.shape(), y.shape(), p);
   const ConvPlan& plan =
       conv_plan(conv_plans_, cudnn_, kConvFwd, d, allow_tf32_, x.shape(), w.shape(), y.shape(), p);
@@ -372,10 +381,16 @@ void CudaBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bia
   }
 }
 
-// dx = conv_transpose(dy, w): cudnnConvolutionBackwardData with beta 0.
+// dx = conv_transpose(dy, w): the own depthwise gather kernel where it covers the shapes, else
+// cudnnConvolutionBackwardData with beta 0.
 void CudaBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
                                   const Conv2dParams& p) {
   if (nothing_to_do("conv2d_bwd_data", dx, {&dy, &w})) return;
+  if (own_depthwise_ &&
+      depthwise::covers(depthwise::Direction::BackwardData, dx.shape(), w.shape(), dy.shape(), p)) {
+    depthwise::backward_data(dy, w, dx, p, stream_);
+    return;
+  }
   const ConvDescs& d = conv_descs(dx.shape(), w.shape(), dy.shape(), p);
   const ConvPlan& plan = conv_plan(conv_plans_, cudnn_, kConvBwdData, d, allow_tf32_, dx.shape(),
                                    w.shape(), dy.shape(), p);
@@ -388,11 +403,21 @@ void CudaBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
       plan.algo, ")");
 }
 
-// dw += corr(x, dy) and dbias += sum(dy): backward filter and backward bias with beta 1.
+// dw += corr(x, dy) and dbias += sum(dy): the own two-pass depthwise kernels (dbias fused, both
+// in a fixed order) where they cover the shapes, else backward filter and backward bias with
+// beta 1.
 void CudaBackend::conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                                     const Conv2dParams& p) {
   // An empty batch adds nothing to dw or dbias.
   if (dw.numel() == 0 || x.numel() == 0 || dy.numel() == 0) return;
+  if (own_depthwise_ && depthwise::covers(depthwise::Direction::BackwardFilter, x.shape(),
+                                          dw.shape(), dy.shape(), p)) {
+    const size_t bytes = depthwise::filter_scratch_bytes(x.shape(), dw.shape(), dy.shape(), p);
+    std::optional<Buffer> partials;
+    if (bytes > 0) partials.emplace(allocator_, bytes);
+    depthwise::backward_filter(x, dy, dw, dbias, p, partials ? partials->data() : nullptr, stream_);
+    return;
+  }
   const ConvDescs& d = conv_descs(x.shape(), dw.shape(), dy.shape(), p);
   const ConvPlan& plan = conv_plan(conv_plans_, cudnn_, kConvBwdFilter, d, allow_tf32_, x.shape(),
                                    dw.shape(), dy.shape(), p);

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   std::string device = "auto", mixed_op = "continuous";
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
-  bool graph = true, all_gradients = false;
+  bool graph = true, all_gradients = false, own_depthwise = true;
   size_t op_times = 0;
   bool model_table = false;
   CLI::App app{"Time a first-order DARTS search iteration"};
@@ -91,13 +91,18 @@ int main(int argc, char** argv) {
                "print the cost model of one eager iteration per op class (launches, bytes, "
                "FLOPs, modelled H100/H200 times, and the measured time beside them) to stderr "
                "and its totals in the JSON");
+  app.add_option("--own-depthwise", own_depthwise,
+                 "CUDA: depthwise convolutions on cudarts' own kernels (false: cuDNN)");
   app.add_option("--op-times", op_times,
                  "after timing, profile one eager iteration op by op and print the N most "
                  "expensive ops to stderr");
   CLI11_PARSE(app, argc, argv);
   try {
     const bool cuda = device == "cuda" || (device == "auto" && Context::cuda_available());
-    Context ctx(cuda ? Device::cuda(0) : Device::cpu(), ContextOptions{1});
+    ContextOptions options;
+    options.seed = 1;
+    options.own_depthwise_kernels = own_depthwise;
+    Context ctx(cuda ? Device::cuda(0) : Device::cpu(), options);
     darts::SearchConfig cfg;
     cfg.channels = channels;
     cfg.cells = cells;
@@ -198,10 +203,10 @@ int main(int argc, char** argv) {
         "{\"device\": \"%s\", \"mixed_op\": \"%s\", \"channels\": %lld, \"cells\": %d, "
         "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
         "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
-        "\"loss\": %.5f",
+        "\"loss\": %.5f, \"own_depthwise_kernels\": %s",
         ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
         (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
-        (unsigned long long)eager_allocs, loss.item());
+        (unsigned long long)eager_allocs, loss.item(), own_depthwise ? "true" : "false");
     std::printf("%s", model_json.c_str());
     if (graphable)
       std::printf(

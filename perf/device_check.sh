@@ -115,6 +115,8 @@ summary "minimal_train --cuda-graph: $(grep -iE 'test accuracy' "$OUT/minimal_tr
 echo "== benchmarks and twin ($(elapsed) s)"
 t 90 build-gpu/perf/darts_bench --device cuda --iters 10 > "$OUT/darts_bench.json" 2>&1
 summary "darts_bench: $(tail -1 "$OUT/darts_bench.json")"
+t 90 build-gpu/perf/depthwise_bench --json "$OUT/depthwise_bench.json" > "$OUT/depthwise_bench.txt" 2>&1
+summary "depthwise_bench: $(tail -1 "$OUT/depthwise_bench.txt")"
 
 # ---------------------------------------------------------------- sanitizers
 echo "== compute-sanitizer ($(elapsed) s)"
@@ -130,7 +132,7 @@ if [ -n "$SAN" ]; then
   t 90 "$SAN" --tool memcheck --error-exitcode 9 build-gpu/tests/test_step_graph \
     --gtest_filter='StepGraph.GpuSgd*:StepGraph.GpuAdam*' --gtest_brief=1 > "$OUT/memcheck_graph.log" 2>&1
   t 90 "$SAN" --tool racecheck build-gpu/tests/test_op_parity \
-    --gtest_filter='*cuda_mix_scores*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*' \
+    --gtest_filter='*cuda_mix_scores*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*:*cuda_conv2d*dw*' \
     --gtest_brief=1 > "$OUT/racecheck.log" 2>&1
   summary "compute-sanitizer: memcheck errors $(errors "$OUT/memcheck.log") (op parity), $(errors "$OUT/memcheck_graph.log") (StepGraph), racecheck hazards $(errors "$OUT/racecheck.log") (empty: not run or cut short)"
 else

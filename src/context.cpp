@@ -52,6 +52,11 @@ void Context::set_allow_tf32(bool allow) {
   backend_->set_allow_tf32(allow);
 }
 
+void Context::set_own_depthwise_kernels(bool own) {
+  options_.own_depthwise_kernels = own;
+  backend_->set_own_depthwise_kernels(own);
+}
+
 void Context::per_step(std::function<void()> fn) {
   if (capture_)
     capture_->per_step.push_back(std::move(fn));

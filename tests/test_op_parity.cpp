@@ -161,6 +161,14 @@ std::vector<OpCase> all_cases() {
     Shape x;
     int64_t k, r;
     Conv2dParams p;
+    bool bias = true;  // conv2d_fwd with bias, conv2d_bwd_filter with dbias
+  };
+  // Depthwise (tags with "dw"): on CUDA the own kernels (cuda/depthwise.cu) unless the context
+  // turns them off. The DARTS operations (sep_conv 3x3 / 5x5: pad 1 / 2; dil_conv 3x3 / 5x5:
+  // pad 2 / 4, dilation 2) at stride 1 and 2, C = 16, 36, 64, 256, maps 4x4 .. 32x32, odd and
+  // non-square maps, with and without bias.
+  auto dw = [](int64_t c, int stride, int pad, int dil) {
+    return Conv2dParams::make(stride, pad, dil, int(c));
   };
   const std::vector<Conv> convs = {
       {"3x3_s1_p1", {2, 8, 10, 10}, 16, 3, Conv2dParams::make(1, 1)},
@@ -170,17 +178,32 @@ std::vector<OpCase> all_cases() {
       {"1x1", {4, 16, 8, 8}, 24, 1, Conv2dParams::make(1, 0)},
       {"1x1_s2", {2, 16, 8, 8}, 8, 1, Conv2dParams::make(2, 0)},
       {"3x3_dw_s2", {2, 16, 16, 16}, 16, 3, Conv2dParams::make(2, 1, 1, 16)},
+      {"dw3x3_c16_32x32", {2, 16, 32, 32}, 16, 3, dw(16, 1, 1, 1)},
+      {"dw5x5_c16_32x32_nobias", {2, 16, 32, 32}, 16, 5, dw(16, 1, 2, 1), false},
+      {"dw3x3_dil2_s2_c16_32x32", {2, 16, 32, 32}, 16, 3, dw(16, 2, 2, 2)},
+      {"dw3x3_dil2_c36_16x16_nobias", {2, 36, 16, 16}, 36, 3, dw(36, 1, 2, 2), false},
+      {"dw5x5_s2_c36_16x16", {2, 36, 16, 16}, 36, 5, dw(36, 2, 2, 1)},
+      {"dw5x5_dil2_c64_8x8", {2, 64, 8, 8}, 64, 5, dw(64, 1, 4, 2)},
+      {"dw3x3_s2_c64_8x8_nobias", {2, 64, 8, 8}, 64, 3, dw(64, 2, 1, 1), false},
+      {"dw5x5_s2_dil2_c64_16x16", {2, 64, 16, 16}, 64, 5, dw(64, 2, 4, 2)},
+      {"dw3x3_c36_7x7", {2, 36, 7, 7}, 36, 3, dw(36, 1, 1, 1)},
+      {"dw5x5_s2_c36_7x7_nobias", {2, 36, 7, 7}, 36, 5, dw(36, 2, 2, 1), false},
+      {"dw3x3_c256_4x4", {2, 256, 4, 4}, 256, 3, dw(256, 1, 1, 1)},
+      {"dw5x5_dil2_c256_4x4_nobias", {2, 256, 4, 4}, 256, 5, dw(256, 1, 4, 2), false},
+      {"dw3x3_s2_c16_12x20", {2, 16, 12, 20}, 16, 3, dw(16, 2, 1, 1)},
+      {"dw5x5_dil2_c16_20x12_nobias", {2, 16, 20, 12}, 16, 5, dw(16, 1, 4, 2), false},
   };
   for (const Conv& cv : convs) {
     const Shape w{cv.k, cv.x[1] / cv.p.groups, cv.r, cv.r};
     const Shape y = ops::conv2d_output_shape(cv.x, w, cv.p);
     const Conv2dParams p = cv.p;
+    const bool bias = cv.bias;
     cases.push_back({std::string("conv2d_fwd/") + cv.tag,
                      kGemmTol,
                      {spec(cv.x), spec(w), spec(Shape{cv.k})},
                      {poison(y)},
-                     [p](Context& ctx, auto& in, auto& out) {
-                       ops::conv2d_fwd(ctx, in[0], in[1], &in[2], out[0], p);
+                     [p, bias](Context& ctx, auto& in, auto& out) {
+                       ops::conv2d_fwd(ctx, in[0], in[1], bias ? &in[2] : nullptr, out[0], p);
                      }});
     cases.push_back({std::string("conv2d_bwd_data/") + cv.tag,
                      kGemmTol,
@@ -193,8 +216,9 @@ std::vector<OpCase> all_cases() {
                      kGemmTol,
                      {spec(cv.x), spec(y)},
                      {spec(w), spec(Shape{cv.k})},
-                     [p](Context& ctx, auto& in, auto& out) {
-                       ops::conv2d_bwd_filter(ctx, in[0], in[1], out[0], &out[1], p);
+                     [p, bias](Context& ctx, auto& in, auto& out) {
+                       ops::conv2d_bwd_filter(ctx, in[0], in[1], out[0], bias ? &out[1] : nullptr,
+                                              p);
                      }});
   }
 
@@ -761,6 +785,37 @@ TEST(OpParityTf32, ConvolutionsAndGemmWithinOnePercent) {
     for (size_t i = 0; i < got.outputs.size(); ++i)
       EXPECT_LE(test::normalized_error(got.outputs[i], ref.outputs[i]), kGemmTol) << c.name;
   }
+}
+
+// The depthwise cases: the own kernels (the default) give the same bits on every run (no
+// atomics, an order fixed by the shapes), and cuDNN (own_depthwise_kernels off, at
+// construction or switched on a live context) still matches the CPU reference.
+TEST(OpParityDepthwise, OwnKernelsRepeatBitsAndCudnnStillMatches) {
+  CUDARTS_REQUIRE_GPU();
+  ContextOptions cudnn_only;
+  cudnn_only.own_depthwise_kernels = false;
+  Context own(Device::cuda(0)), cudnn(Device::cuda(0), cudnn_only), cpu;
+  EXPECT_TRUE(own.own_depthwise_kernels());
+  EXPECT_FALSE(cudnn.own_depthwise_kernels());
+  int checked = 0;
+  for (const OpCase& c : registry()) {
+    if (c.name.rfind("conv2d", 0) != 0 || c.name.find("dw") == std::string::npos) continue;
+    SCOPED_TRACE(c.name);
+    const RunResult ref = run_case(cpu, c);
+    const RunResult first = run_case(own, c), second = run_case(own, c);
+    EXPECT_EQ(first.outputs, second.outputs) << "own depthwise kernels changed bits between runs";
+    const RunResult lib = run_case(cudnn, c);
+    for (const auto& e : lib.sentinel_errors) ADD_FAILURE() << "cudnn: " << e;
+    ASSERT_EQ(lib.outputs.size(), ref.outputs.size());
+    for (size_t i = 0; i < lib.outputs.size(); ++i)
+      EXPECT_LE(test::normalized_error(lib.outputs[i], ref.outputs[i]), c.tol)
+          << "cuDNN output " << i;
+    own.set_own_depthwise_kernels(false);
+    EXPECT_EQ(run_case(own, c).outputs, lib.outputs) << "set_own_depthwise_kernels(false)";
+    own.set_own_depthwise_kernels(true);
+    ++checked;
+  }
+  EXPECT_GE(checked, 3 * 16) << "the registry should hold the depthwise cases";
 }
 
 // The op name a registry case exercises ("conv2d_fwd/3x3_s1_p1" -> "conv2d_fwd").

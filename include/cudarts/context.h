@@ -23,6 +23,11 @@ struct ContextOptions {
   // Allow TF32 tensor-core math in cuDNN/cuBLAS (faster, ~1e-3 relative error).
   // Off by default: strict FP32, which the tests use.
   bool allow_tf32 = false;
+  // CUDA: serve depthwise convolutions (groups == C_in == C_out, kernel 1x1, 3x3, 3x5, 5x3,
+  // 5x5 or 7x7, any stride, padding and dilation) with cudarts' own deterministic kernels
+  // instead of cuDNN (see cuda/README.md for the exact rule). false: cuDNN for every
+  // convolution, for A/B comparisons. No effect on the CPU backend.
+  bool own_depthwise_kernels = true;
   // CUDA: run every op of the context on this cudaStream_t (passed as void*), owned by the
   // caller, who keeps it alive while the context lives; nullptr: the context creates its own
   // non-blocking stream. Lets an application order cudarts work with its own kernels without
@@ -57,6 +62,8 @@ class Context {
 
   bool allow_tf32() const { return options_.allow_tf32; }
   void set_allow_tf32(bool allow);
+  bool own_depthwise_kernels() const { return options_.own_depthwise_kernels; }
+  void set_own_depthwise_kernels(bool own);
 
   // The cudaStream_t of a CUDA context (nullptr on CPU), as an opaque pointer.
   void* stream() const;

@@ -1,0 +1,91 @@
+// The library's depthwise convolutions (float32): checked entry points over the kernels of
+// depthwise_kernels.cuh with kOutputsInFlight outputs per thread. y and dx are written (=); dw
+// and dbias accumulate (+=). CPU twin: src/cpu/cpu_conv.cpp. Deterministic, no atomics.
+#include "depthwise.cuh"
+#include "depthwise_kernels.cuh"
+
+namespace cudarts::cuda::depthwise {
+
+namespace {
+
+// The problem and tiling of a covered convolution; throws NotSupported otherwise (the caller
+// asks covers() first, so this only fires on a dispatch bug).
+struct Planned {
+  Problem problem;
+  Tiling tiling;
+};
+
+Planned plan_or_throw(const char* op, Direction d, const Shape& x, const Shape& w, const Shape& y,
+                      const Conv2dParams& p) {
+  const std::optional<Problem> pr = make_problem(x, w, y, p);
+  const std::optional<Tiling> t = pr ? plan_tiling(d, *pr, sizeof(float)) : std::nullopt;
+  if (!t)
+    throw NotSupported(detail::cat("cuda backend: ", op, ": the depthwise kernels do not cover x ",
+                                   x, ", w ", w, ", y ", y, " (stride ", p.stride_h, "x",
+                                   p.stride_w, ", pad ", p.pad_h, "x", p.pad_w, ", dilation ",
+                                   p.dilation_h, "x", p.dilation_w, ", groups ", p.groups, ")"));
+  return {*pr, *t};
+}
+
+[[noreturn]] void unsupported_size(const char* op, const Problem& pr) {
+  CUDARTS_FAIL(op, ": no depthwise kernel instance for ", pr.r, "x", pr.s,
+               " although kernel_size_supported() accepted it");
+}
+
+}  // namespace
+
+bool covers(Direction d, const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
+  const std::optional<Problem> pr = make_problem(x, w, y, p);
+  return pr && plan_tiling(d, *pr, sizeof(float)).has_value();
+}
+
+size_t filter_scratch_bytes(const Shape& x, const Shape& dw, const Shape& dy,
+                            const Conv2dParams& p) {
+  const std::optional<Problem> pr = make_problem(x, dw, dy, p);
+  if (!pr || pr->n == 0) return 0;
+  const std::optional<Tiling> t = plan_tiling(Direction::BackwardFilter, *pr, sizeof(float));
+  return t ? filter_partials_bytes(*pr, plan_filter_split(*pr, *t)) : 0;
+}
+
+void forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, const Conv2dParams& p,
+             cudaStream_t stream) {
+  const Planned pl =
+      plan_or_throw("conv2d_fwd", Direction::Forward, x.shape(), w.shape(), y.shape(), p);
+  const float* b = bias ? bias->data() : nullptr;
+  if (!with_kernel_size(pl.problem.r, pl.problem.s, [&](auto r, auto s) {
+        launch_forward<float, decltype(r)::value, decltype(s)::value, kOutputsInFlight>(
+            x.data(), w.data(), b, y.data(), pl.problem, pl.tiling, stream);
+      }))
+    unsupported_size("conv2d_fwd", pl.problem);
+}
+
+void backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dParams& p,
+                   cudaStream_t stream) {
+  const Planned pl = plan_or_throw("conv2d_bwd_data", Direction::BackwardData, dx.shape(),
+                                   w.shape(), dy.shape(), p);
+  if (!with_kernel_size(pl.problem.r, pl.problem.s, [&](auto r, auto s) {
+        launch_backward_data<float, decltype(r)::value, decltype(s)::value, kOutputsInFlight>(
+            dy.data(), w.data(), dx.data(), pl.problem, pl.tiling, stream);
+      }))
+    unsupported_size("conv2d_bwd_data", pl.problem);
+}
+
+void backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
+                     const Conv2dParams& p, void* scratch, cudaStream_t stream) {
+  const Planned pl = plan_or_throw("conv2d_bwd_filter", Direction::BackwardFilter, x.shape(),
+                                   dw.shape(), dy.shape(), p);
+  if (pl.problem.n == 0) return;  // an empty batch adds nothing
+  const FilterSplit sp = plan_filter_split(pl.problem, pl.tiling);
+  CUDARTS_CHECK(filter_partials_bytes(pl.problem, sp) == 0 || scratch != nullptr,
+                "conv2d_bwd_filter: the depthwise filter gradient needs ",
+                filter_partials_bytes(pl.problem, sp), " bytes of scratch, none given");
+  float* partials = static_cast<float*>(scratch);
+  float* db = dbias ? dbias->data() : nullptr;
+  if (!with_kernel_size(pl.problem.r, pl.problem.s, [&](auto r, auto s) {
+        launch_backward_filter<float, decltype(r)::value, decltype(s)::value>(
+            x.data(), dy.data(), dw.data(), db, partials, pl.problem, pl.tiling, sp, stream);
+      }))
+    unsupported_size("conv2d_bwd_filter", pl.problem);
+}
+
+}  // namespace cudarts::cuda::depthwise

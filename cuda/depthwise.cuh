@@ -1,0 +1,222 @@
+// Depthwise 2-D convolution on the GPU (internal): which convolutions the own kernels cover,
+// their launch geometry (a pure function of the shapes) and the float32 entry points.
+// Contract as conv2d_* in ops.h: y and dx are written (=), dw and dbias accumulate (+=).
+// Kernels: depthwise_kernels.cuh; CPU twin: src/cpu/cpu_conv.cpp (depthwise_plane_*).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "cudarts/ops.h"
+
+namespace cudarts::cuda::depthwise {
+
+// ---------------------------------------------------------------- launch geometry constants
+constexpr int kThreads = 256;                  // threads of every tile kernel's block
+constexpr int kWarpSize = 32;                  // lanes of a warp
+constexpr int64_t kTileOutputs = 1024;         // outputs of one plane tile, at most
+constexpr int64_t kMaxTileWidth = 64;          // columns of one plane tile, at most
+constexpr int64_t kMaxPlanesPerBlock = 64;     // planes (or channels) sharing one block, at most
+constexpr size_t kMaxSharedBytes = 48 * 1024;  // dynamic shared memory of a block (no opt-in)
+constexpr int kOutputsInFlight = 4;            // independent outputs per thread and step
+constexpr int64_t kFilterBlockWork = 4096;     // dy elements per filter-gradient block, target
+constexpr int64_t kMinFilterBlocks = 256;      // filter-gradient blocks, at least (when possible)
+constexpr int64_t kMaxGridY = 65535;           // gridDim.y limit
+constexpr int64_t kMaxGridX = 0x7fffffff;      // gridDim.x limit
+constexpr int64_t kMaxExtent = int64_t(1) << 30;  // any extent, padded extent or dilated kernel
+
+enum class Direction { Forward, BackwardData, BackwardFilter };
+
+// One depthwise convolution, shapes only: x / dx (N, C, H, W), w / dw (C, 1, R, S),
+// y / dy (N, C, P, Q); cross-correlation, input row = p * stride - pad + r * dilation.
+struct Problem {
+  int64_t n, c;
+  int h, w;
+  int p, q;
+  int r, s;
+  int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  __host__ __device__ int64_t in_plane() const { return int64_t(h) * w; }
+  __host__ __device__ int64_t out_plane() const { return int64_t(p) * q; }
+};
+
+// How a kernel covers its output. A block serves `planes` planes (forward, backward data: planes
+// n * C + c; backward filter: channels) at one tile position; kThreads / planes threads serve
+// each plane. The tile is tile_h x tile_w outputs of the kernel's output (y, dx, or dy for the
+// filter gradient, which reads it); the kernel's re-read input (x, dy, x) is staged in shared
+// memory as an in_h x in_w tile per plane, zero outside the image.
+struct Tiling {
+  int tile_h, tile_w;
+  int in_h, in_w;
+  int planes;
+  int tiles_h, tiles_w;  // tiles per plane
+  size_t tile_bytes;     // staged tiles: planes * in_h * in_w elements (rounded up to 16 bytes)
+  size_t reduce_bytes;   // backward filter: per-warp tap sums (planes * leaders * (R*S+1) floats)
+  __host__ __device__ size_t smem_bytes() const { return tile_bytes + reduce_bytes; }
+  __host__ __device__ int threads_per_plane() const { return kThreads / planes; }
+  __host__ __device__ int64_t tiles() const { return int64_t(tiles_h) * tiles_w; }
+};
+
+// Backward filter, stage 1: a channel group's work is `units` (sample, tile) pairs, split into
+// `chunks` runs of units_per_chunk consecutive units, one block each; every block writes one
+// partial sum per (channel, tap). Stage 2 adds the chunks in order 0, 1, ... into dw (skipped,
+// and stage 1 adds into dw itself, when chunks == 1).
+struct FilterSplit {
+  int64_t units;
+  int64_t units_per_chunk;
+  int64_t chunks;
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// Kernel sizes with a compiled kernel (R x S): 1x1, 3x3, 3x5, 5x3, 5x5, 7x7.
+inline bool kernel_size_supported(int64_t r, int64_t s) {
+  return (r == s && (r == 1 || r == 3 || r == 5 || r == 7)) || (r == 3 && s == 5) ||
+         (r == 5 && s == 3);
+}
+
+// The problem when the convolution is depthwise with multiplier 1 (groups == C_in == C_out,
+// weight (C, 1, R, S)), has a supported kernel size and every extent fits the kernels' int
+// arithmetic; nullopt otherwise. The shapes are the validated ones of ops.cpp.
+inline std::optional<Problem> make_problem(const Shape& x, const Shape& w, const Shape& y,
+                                           const Conv2dParams& prm) {
+  if (x.ndim() != 4 || w.ndim() != 4 || y.ndim() != 4) return std::nullopt;
+  const int64_t c = x[1];
+  if (prm.groups != c || w[0] != c || w[1] != 1 || y[1] != c) return std::nullopt;
+  if (!kernel_size_supported(w[2], w[3])) return std::nullopt;
+  const int64_t extents[] = {x[2],
+                             x[3],
+                             y[2],
+                             y[3],
+                             x[2] + 2 * int64_t(prm.pad_h),
+                             x[3] + 2 * int64_t(prm.pad_w),
+                             (w[2] - 1) * int64_t(prm.dilation_h) + 1,
+                             (w[3] - 1) * int64_t(prm.dilation_w) + 1,
+                             int64_t(prm.stride_h) * y[2],
+                             int64_t(prm.stride_w) * y[3]};
+  for (int64_t e : extents)
+    if (e >= kMaxExtent) return std::nullopt;
+  if (x[2] * x[3] > kMaxGridX || y[2] * y[3] > kMaxGridX) return std::nullopt;  // int offsets
+  return Problem{x[0],      c,         int(x[2]),      int(x[3]),     int(y[2]),
+                 int(y[3]), int(w[2]), int(w[3]),      prm.stride_h,  prm.stride_w,
+                 prm.pad_h, prm.pad_w, prm.dilation_h, prm.dilation_w};
+}
+
+inline int64_t pow2_floor(int64_t v) {
+  int64_t p = 1;
+  while (p * 2 <= v) p *= 2;
+  return p;
+}
+inline int64_t pow2_ceil(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p *= 2;
+  return p;
+}
+
+// Staged input extent for `tile` outputs along one axis. Forward and backward filter read x at
+// (tile - 1) * stride + (k - 1) * dilation + 1 positions; backward data reads the dy positions
+// p with p * stride in a window of tile - 1 + (k - 1) * dilation + 1 positions: at most
+// (tile - 1 + (k - 1) * dilation) / stride + 1 of them.
+inline int64_t staged_extent(Direction d, int64_t tile, int64_t k, int64_t stride, int64_t dil) {
+  if (d == Direction::BackwardData) return (tile - 1 + (k - 1) * dil) / stride + 1;
+  return (tile - 1) * stride + (k - 1) * dil + 1;
+}
+
+// The tiling of one direction: the largest tile up to kTileOutputs outputs (whole planes when
+// they are that small, then several planes per block, a power of two), halved (planes first,
+// then rows, then columns) until the staged tiles fit kMaxSharedBytes. nullopt when not even a
+// 1x1 tile fits or the grid would be too large: then cuDNN serves the convolution.
+inline std::optional<Tiling> plan_tiling(Direction d, const Problem& pr, size_t elem_bytes) {
+  const bool bwd_data = d == Direction::BackwardData, filter = d == Direction::BackwardFilter;
+  const int64_t out_h = bwd_data ? pr.h : pr.p, out_w = bwd_data ? pr.w : pr.q;
+  const int64_t group = filter ? pr.c : pr.n * pr.c;  // what `planes` counts
+  if (out_h < 1 || out_w < 1 || group < 1) return std::nullopt;
+  int64_t tile_w = std::min(out_w, kMaxTileWidth);
+  int64_t tile_h = std::min(out_h, std::max<int64_t>(1, kTileOutputs / tile_w));
+  int64_t planes = 1;
+  if (tile_h == out_h && tile_w == out_w)
+    planes = std::min(
+        {pow2_floor(kTileOutputs / (out_h * out_w)), kMaxPlanesPerBlock, pow2_ceil(group)});
+  const int64_t taps = int64_t(pr.r) * pr.s + 1;  // backward filter: R*S taps and the bias
+  for (;;) {
+    const int64_t in_h = staged_extent(d, tile_h, pr.r, pr.stride_h, pr.dil_h);
+    const int64_t in_w = staged_extent(d, tile_w, pr.s, pr.stride_w, pr.dil_w);
+    const int64_t limit = int64_t(kMaxSharedBytes);
+    if (in_h <= limit && in_w <= limit) {
+      const int64_t tile_bytes = (planes * in_h * in_w * int64_t(elem_bytes) + 15) / 16 * 16;
+      const int64_t width = std::min<int64_t>(kThreads / planes, kWarpSize);
+      const int64_t reduce_bytes = filter ? (kThreads / width) * taps * 4 : 0;
+      if (tile_bytes + reduce_bytes <= limit) {
+        Tiling t{};
+        t.tile_h = int(tile_h);
+        t.tile_w = int(tile_w);
+        t.in_h = int(in_h);
+        t.in_w = int(in_w);
+        t.planes = int(planes);
+        t.tiles_h = int(ceil_div(out_h, tile_h));
+        t.tiles_w = int(ceil_div(out_w, tile_w));
+        t.tile_bytes = size_t(tile_bytes);
+        t.reduce_bytes = size_t(reduce_bytes);
+        if (!filter && t.tiles() > kMaxGridY) return std::nullopt;
+        if (ceil_div(group, planes) > kMaxGridX) return std::nullopt;
+        return t;
+      }
+    }
+    if (planes > 1)
+      planes /= 2;
+    else if (tile_h > 1)
+      tile_h = (tile_h + 1) / 2;
+    else if (tile_w > 1)
+      tile_w = (tile_w + 1) / 2;
+    else
+      return std::nullopt;
+  }
+}
+
+// The stage-1 split of the filter gradient: enough chunks that each block has about
+// `block_work` dy elements and the grid has at least `min_blocks` blocks (never more chunks than
+// units, never more than kMaxGridY). Depends on the shapes only, so the summation order does.
+inline FilterSplit plan_filter_split(const Problem& pr, const Tiling& t,
+                                     int64_t block_work = kFilterBlockWork,
+                                     int64_t min_blocks = kMinFilterBlocks) {
+  const int64_t units = pr.n * t.tiles();
+  const int64_t groups = ceil_div(pr.c, t.planes);
+  const int64_t unit_work = int64_t(t.planes) * t.tile_h * t.tile_w;
+  int64_t chunks = std::max(ceil_div(units * unit_work, block_work), ceil_div(min_blocks, groups));
+  chunks = std::max<int64_t>(1, std::min(chunks, units));
+  int64_t per = std::max(ceil_div(units, chunks), ceil_div(units, kMaxGridY));
+  return {units, per, ceil_div(units, per)};
+}
+
+// Bytes of stage-1 partial sums the filter gradient needs: (chunks, C, R*S+1) floats, or 0
+// when one chunk adds into dw directly.
+inline size_t filter_partials_bytes(const Problem& pr, const FilterSplit& sp) {
+  if (sp.chunks <= 1) return 0;
+  return size_t(sp.chunks * pr.c * (int64_t(pr.r) * pr.s + 1)) * sizeof(float);
+}
+
+// ---------------------------------------------------------------- entry points (depthwise.cu)
+
+// True when the own kernels serve this convolution in this direction: make_problem and
+// plan_tiling succeed for float32. A pure function of the shapes and parameters.
+bool covers(Direction d, const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p);
+
+// Bytes of device scratch backward_filter needs for these shapes (0: none).
+size_t filter_scratch_bytes(const Shape& x, const Shape& dw, const Shape& dy,
+                            const Conv2dParams& p);
+
+// Float32 entry points, queued on `stream`. Each checks covers() (throws NotSupported when the
+// shapes are not covered) and launches; nothing else is checked here (ops.cpp validated).
+void forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, const Conv2dParams& p,
+             cudaStream_t stream);
+void backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dParams& p,
+                   cudaStream_t stream);
+// scratch: filter_scratch_bytes(...) bytes of device memory (nullptr when that is 0).
+void backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
+                     const Conv2dParams& p, void* scratch, cudaStream_t stream);
+
+}  // namespace cudarts::cuda::depthwise

@@ -1,0 +1,376 @@
+// Depthwise convolution kernels and their launchers (internal; the geometry is planned in
+// depthwise.cuh). Templates on the element type T (compute in float) and the kernel size R x S,
+// so the weights and the tap sums live in registers. y and dx are written (=); dw and dbias
+// accumulate (+=). No atomics: every sum runs in an order fixed by the shapes.
+//
+// Included by depthwise.cu (the library's instances), perf/dev/depthwise_bench.cu (the same
+// kernels with other parameters) and tests/test_depthwise_emulation.cpp (the kernels run as host
+// code under an emulation of blocks, barriers and shuffles); internal linkage, so each binary
+// has its own copy.
+#pragma once
+#include <type_traits>
+
+#include "check.h"
+#include "depthwise.cuh"
+
+namespace cudarts::cuda::depthwise {
+namespace {
+
+template <class T>
+__device__ __forceinline__ float to_float(T v) {
+  return static_cast<float>(v);
+}
+
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+// ceil(a / b) for b > 0 and any sign of a.
+__device__ __forceinline__ int ceil_div_signed(int a, int b) {
+  return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+}
+
+// Stages `planes` tiles of in_h x in_w elements into `tile` (row-major, tile after tile): the
+// window starting at (row0, col0) of source planes first_plane + i, i < planes (plane stride
+// src_h * src_w elements). Elements outside the source plane, and whole tiles i >= valid, are 0.
+// Every thread of the block takes part; the caller synchronises.
+template <class T>
+__device__ __forceinline__ void stage_tiles(const T* __restrict__ src, int64_t first_plane,
+                                            int valid, int planes, int src_h, int src_w, int row0,
+                                            int col0, int in_h, int in_w, T* __restrict__ tile) {
+  const int per_tile = in_h * in_w, total = planes * per_tile;
+  const int64_t plane_size = int64_t(src_h) * src_w;
+  for (int i = threadIdx.x; i < total; i += kThreads) {
+    const int pl = i / per_tile, rem = i - pl * per_tile;
+    const int ih = rem / in_w, iw = rem - ih * in_w;
+    const int gh = row0 + ih, gw = col0 + iw;
+    T v = T(0.0f);
+    if (pl < valid && gh >= 0 && gh < src_h && gw >= 0 && gw < src_w)
+      v = src[(first_plane + pl) * plane_size + int64_t(gh) * src_w + gw];
+    tile[i] = v;
+  }
+}
+
+// ---------------------------------------------------------------- forward
+// y[n,c,p,q] = sum_{r,s} w[c,r,s] x[n,c, p*sh - ph + r*dh, q*sw - pw + s*dw] (+ bias[c]).
+// Grid (ceil(N*C / planes), tiles); the block stages its planes' x tiles once, each thread keeps
+// its plane's R*S weights in registers and computes its outputs V at a time (V independent
+// accumulators; output i of the slot goes to thread i % threads_per_plane, so neighbouring
+// threads read neighbouring shared-memory words). Taps in order r, then s; bias last.
+template <class T, int R, int S, int V>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_fwd_kernel(const T* __restrict__ x,     // (N, C, H, W)
+                         const T* __restrict__ w,     // (C, 1, R, S)
+                         const T* __restrict__ bias,  // (C) or nullptr
+                         T* __restrict__ y,           // (N, C, P, Q)
+                         Problem pr, Tiling t) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* tiles = reinterpret_cast<T*>(smem);
+  const int64_t plane0 = int64_t(blockIdx.x) * t.planes;
+  const int valid = int(min64(t.planes, pr.n * pr.c - plane0));
+  const int tile_row = int(blockIdx.y) / t.tiles_w, tile_col = int(blockIdx.y) % t.tiles_w;
+  const int oh0 = tile_row * t.tile_h, ow0 = tile_col * t.tile_w;
+  stage_tiles(x, plane0, valid, t.planes, pr.h, pr.w, oh0 * pr.stride_h - pr.pad_h,
+              ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, tiles);
+  __syncthreads();
+
+  const int per_plane = kThreads / t.planes;
+  const int slot = threadIdx.x / per_plane, lane = threadIdx.x % per_plane;
+  if (slot >= valid) return;  // no barrier follows
+  const int64_t plane = plane0 + slot;
+  const int64_t ch = plane % pr.c;
+  float wr[R * S];
+#pragma unroll
+  for (int k = 0; k < R * S; ++k) wr[k] = to_float(w[ch * (R * S) + k]);
+  const float b = bias ? to_float(bias[ch]) : 0.0f;
+  const T* in = tiles + slot * (t.in_h * t.in_w);
+  T* out = y + plane * pr.out_plane();
+  const int count = t.tile_h * t.tile_w, row_step = pr.dil_h * t.in_w;
+  for (int base = lane; base < count; base += V * per_plane) {
+    int off[V], dst[V];
+    bool ok[V];
+    float acc[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const int item = base + v * per_plane;
+      const int oh = item / t.tile_w, ow = item % t.tile_w;
+      ok[v] = item < count && oh0 + oh < pr.p && ow0 + ow < pr.q;
+      off[v] = ok[v] ? oh * pr.stride_h * t.in_w + ow * pr.stride_w : 0;  // 0: a safe address
+      dst[v] = ok[v] ? (oh0 + oh) * pr.q + ow0 + ow : 0;
+      acc[v] = 0.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        const int tap = r * row_step + s * pr.dil_w;
+#pragma unroll
+        for (int v = 0; v < V; ++v)
+          acc[v] = fmaf(wr[r * S + s], to_float(in[off[v] + tap]), acc[v]);
+      }
+#pragma unroll
+    for (int v = 0; v < V; ++v)
+      if (ok[v]) out[dst[v]] = T(acc[v] + b);
+  }
+}
+
+// ---------------------------------------------------------------- backward data
+// dx[n,c,h,w] = sum over taps (r, s) with h + ph - r*dh = p*sh, w + pw - s*dw = q*sw, 0 <= p < P,
+// 0 <= q < Q, of w[c,r,s] dy[n,c,p,q]: a gather, each dx element written once, taps in order r,
+// then s. The block stages the dy rows p_lo .. p_lo + in_h - 1 (and columns likewise) that can
+// reach its dx tile; p_lo = ceil((h0 + ph - (R-1) dh) / sh) is the first. Row and column
+// divisibility are tested apart (R + S tests per output instead of R * S).
+template <class T, int R, int S, int V>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_bwd_data_kernel(const T* __restrict__ dy,  // (N, C, P, Q)
+                              const T* __restrict__ w,   // (C, 1, R, S)
+                              T* __restrict__ dx,        // (N, C, H, W)
+                              Problem pr, Tiling t) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* tiles = reinterpret_cast<T*>(smem);
+  const int64_t plane0 = int64_t(blockIdx.x) * t.planes;
+  const int valid = int(min64(t.planes, pr.n * pr.c - plane0));
+  const int tile_row = int(blockIdx.y) / t.tiles_w, tile_col = int(blockIdx.y) % t.tiles_w;
+  const int h0 = tile_row * t.tile_h, w0 = tile_col * t.tile_w;
+  const int p_lo = ceil_div_signed(h0 + pr.pad_h - (R - 1) * pr.dil_h, pr.stride_h);
+  const int q_lo = ceil_div_signed(w0 + pr.pad_w - (S - 1) * pr.dil_w, pr.stride_w);
+  stage_tiles(dy, plane0, valid, t.planes, pr.p, pr.q, p_lo, q_lo, t.in_h, t.in_w, tiles);
+  __syncthreads();
+
+  const int per_plane = kThreads / t.planes;
+  const int slot = threadIdx.x / per_plane, lane = threadIdx.x % per_plane;
+  if (slot >= valid) return;  // no barrier follows
+  const int64_t plane = plane0 + slot;
+  const int64_t ch = plane % pr.c;
+  float wr[R * S];
+#pragma unroll
+  for (int k = 0; k < R * S; ++k) wr[k] = to_float(w[ch * (R * S) + k]);
+  const T* in = tiles + slot * (t.in_h * t.in_w);
+  T* out = dx + plane * pr.in_plane();
+  const int count = t.tile_h * t.tile_w;
+  // Offsets of dx row / column 0 of the tile from the first staged dy row / column, in input
+  // positions: row h0 + oh meets staged dy row (oh + row_base - r*dh) / sh through tap r.
+  const int row_base = h0 + pr.pad_h - p_lo * pr.stride_h;
+  const int col_base = w0 + pr.pad_w - q_lo * pr.stride_w;
+  for (int base = lane; base < count; base += V * per_plane) {
+    float acc[V];
+    bool ok[V];
+    int dst[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const int item = base + v * per_plane;
+      const int oh = item / t.tile_w, ow = item % t.tile_w;
+      ok[v] = item < count && h0 + oh < pr.h && w0 + ow < pr.w;
+      dst[v] = ok[v] ? (h0 + oh) * pr.w + w0 + ow : 0;
+      acc[v] = 0.0f;
+      if (!ok[v]) continue;
+      int row[R], col[S];  // staged offsets of the tap's dy element; -1: no dy element
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int a = oh + row_base - r * pr.dil_h;  // <= tile_h - 1 + (R-1) dh: row < in_h
+        row[r] = (a >= 0 && a % pr.stride_h == 0) ? (a / pr.stride_h) * t.in_w : -1;
+      }
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        const int a = ow + col_base - s * pr.dil_w;
+        col[s] = (a >= 0 && a % pr.stride_w == 0) ? a / pr.stride_w : -1;
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          const bool hit = row[r] >= 0 && col[s] >= 0;
+          const float g = hit ? to_float(in[row[r] + col[s]]) : 0.0f;
+          acc[v] = fmaf(wr[r * S + s], g, acc[v]);
+        }
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v)
+      if (ok[v]) out[dst[v]] = T(acc[v]);
+  }
+}
+
+// ---------------------------------------------------------------- backward filter
+// Stage 1. Grid (ceil(C / planes), chunks). Block (group, chunk) serves channels
+// c0 .. c0 + planes - 1 over the units (sample, tile) of its chunk, in order: it stages the x
+// tiles of those channels, each thread reads its dy elements straight from global memory (each
+// is used once, by one thread) and adds dy * x into R*S tap sums and dy into a bias sum, all in
+// registers. Then per channel: an xor-shuffle tree over groups of min(threads per channel, 32)
+// lanes, the group leaders' sums through shared memory, summed in leader order. With one chunk
+// the result is added into dw / dbias, else written to partials (chunks, C, R*S+1).
+template <class T, int R, int S>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_bwd_filter_kernel(const T* __restrict__ x,       // (N, C, H, W)
+                                const T* __restrict__ dy,      // (N, C, P, Q)
+                                float* __restrict__ partials,  // (chunks, C, R*S+1) or unused
+                                T* __restrict__ dw,            // (C, 1, R, S), +=
+                                T* __restrict__ dbias,         // (C) or nullptr, +=
+                                Problem pr, Tiling t, FilterSplit sp) {
+  constexpr int K = R * S, KT = K + 1;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* tiles = reinterpret_cast<T*>(smem);
+  float* leader_sums = reinterpret_cast<float*>(smem + t.tile_bytes);
+  const int64_t c0 = int64_t(blockIdx.x) * t.planes;
+  const int valid = int(min64(t.planes, pr.c - c0));
+  const int per_plane = kThreads / t.planes;
+  const int slot = threadIdx.x / per_plane, lane = threadIdx.x % per_plane;
+  const int64_t chunk = blockIdx.y;
+  const int64_t u_begin = chunk * sp.units_per_chunk;
+  const int64_t u_end = min64(sp.units, u_begin + sp.units_per_chunk);
+  const int64_t tiles_per_plane = t.tiles();
+  const int count = t.tile_h * t.tile_w, row_step = pr.dil_h * t.in_w;
+  const T* in = tiles + slot * (t.in_h * t.in_w);
+
+  float acc[KT];
+#pragma unroll
+  for (int k = 0; k < KT; ++k) acc[k] = 0.0f;
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    const int64_t n = u / tiles_per_plane;
+    const int tile = int(u - n * tiles_per_plane);
+    const int oh0 = (tile / t.tiles_w) * t.tile_h, ow0 = (tile % t.tiles_w) * t.tile_w;
+    __syncthreads();  // the previous unit's tiles are no longer read
+    stage_tiles(x, n * pr.c + c0, valid, t.planes, pr.h, pr.w, oh0 * pr.stride_h - pr.pad_h,
+                ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, tiles);
+    __syncthreads();
+    if (slot < valid) {
+      const T* g = dy + (n * pr.c + c0 + slot) * pr.out_plane();
+      for (int item = lane; item < count; item += per_plane) {
+        const int oh = item / t.tile_w, ow = item % t.tile_w;
+        if (oh0 + oh >= pr.p || ow0 + ow >= pr.q) continue;
+        const float gv = to_float(g[(oh0 + oh) * pr.q + ow0 + ow]);
+        const T* src = in + oh * pr.stride_h * t.in_w + ow * pr.stride_w;
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int s = 0; s < S; ++s)
+            acc[r * S + s] = fmaf(gv, to_float(src[r * row_step + s * pr.dil_w]), acc[r * S + s]);
+        acc[K] += gv;
+      }
+    }
+  }
+
+  // Every thread arrives here (no early exit above), so the full-warp shuffles are safe.
+  const int width = per_plane < kWarpSize ? per_plane : kWarpSize;
+  for (int o = width / 2; o > 0; o >>= 1)
+#pragma unroll
+    for (int k = 0; k < KT; ++k) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], o);
+  if (threadIdx.x % width == 0) {
+    float* dst = leader_sums + (threadIdx.x / width) * KT;
+#pragma unroll
+    for (int k = 0; k < KT; ++k) dst[k] = acc[k];
+  }
+  __syncthreads();
+  const int leaders = per_plane / width;  // per channel
+  for (int i = threadIdx.x; i < valid * KT; i += kThreads) {
+    const int sl = i / KT, k = i % KT;
+    float sum = 0.0f;
+    for (int j = 0; j < leaders; ++j) sum += leader_sums[(sl * leaders + j) * KT + k];
+    const int64_t ch = c0 + sl;
+    if (sp.chunks == 1) {
+      if (k < K)
+        dw[ch * K + k] = T(to_float(dw[ch * K + k]) + sum);
+      else if (dbias)
+        dbias[ch] = T(to_float(dbias[ch]) + sum);
+    } else {
+      partials[(chunk * pr.c + ch) * KT + k] = sum;
+    }
+  }
+}
+
+// Stage 2: dw[c, tap] += sum over chunks j = 0, 1, ... of partials[j, c, tap] (tap < taps), and
+// dbias[c] += the same sum of the bias slot (tap == taps) when dbias is given. One thread per
+// (channel, tap), grid-stride.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_bwd_filter_finish_kernel(const float* __restrict__ partials,  // (chunks, C, taps+1)
+                                       int64_t chunks, int64_t channels, int taps,
+                                       T* __restrict__ dw,     // (C, 1, R, S), +=
+                                       T* __restrict__ dbias)  // (C) or nullptr, +=
+{
+  const int kt = taps + 1;
+  const int64_t total = channels * kt;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t ch = i / kt;
+    const int k = int(i - ch * kt);
+    if (k == taps && !dbias) continue;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < chunks; ++j) sum += partials[(j * channels + ch) * kt + k];
+    if (k < taps)
+      dw[ch * taps + k] = T(to_float(dw[ch * taps + k]) + sum);
+    else
+      dbias[ch] = T(to_float(dbias[ch]) + sum);
+  }
+}
+
+// ---------------------------------------------------------------- launchers
+
+// Calls f(std::integral_constant<int, R>, std::integral_constant<int, S>) for a supported kernel
+// size (kernel_size_supported); false for any other.
+template <class F>
+bool with_kernel_size(int r, int s, F&& f) {
+  using I1 = std::integral_constant<int, 1>;
+  using I3 = std::integral_constant<int, 3>;
+  using I5 = std::integral_constant<int, 5>;
+  using I7 = std::integral_constant<int, 7>;
+  if (r == 1 && s == 1) return f(I1{}, I1{}), true;
+  if (r == 3 && s == 3) return f(I3{}, I3{}), true;
+  if (r == 3 && s == 5) return f(I3{}, I5{}), true;
+  if (r == 5 && s == 3) return f(I5{}, I3{}), true;
+  if (r == 5 && s == 5) return f(I5{}, I5{}), true;
+  if (r == 7 && s == 7) return f(I7{}, I7{}), true;
+  return false;
+}
+
+inline dim3 tile_grid(const Problem& pr, const Tiling& t) {
+  return dim3(unsigned(ceil_div(pr.n * pr.c, t.planes)), unsigned(t.tiles()));
+}
+
+// Host-compiled for tests/test_depthwise_emulation.cpp, the kernels above are plain C++; the
+// launches below need nvcc.
+#if defined(__CUDACC__)
+template <class T, int R, int S, int V>
+void launch_forward(const T* x, const T* w, const T* bias, T* y, const Problem& pr, const Tiling& t,
+                    cudaStream_t stream) {
+  depthwise_fwd_kernel<T, R, S, V>
+      <<<tile_grid(pr, t), kThreads, t.smem_bytes(), stream>>>(x, w, bias, y, pr, t);
+  CUDARTS_LAUNCH_CHECK("depthwise_fwd_kernel", "(x ", pr.n, "x", pr.c, "x", pr.h, "x", pr.w,
+                       ", kernel ", R, "x", S, ", ", t.planes, " planes of ", t.tile_h, "x",
+                       t.tile_w, " per block, ", t.smem_bytes(), " bytes of shared memory)");
+}
+
+template <class T, int R, int S, int V>
+void launch_backward_data(const T* dy, const T* w, T* dx, const Problem& pr, const Tiling& t,
+                          cudaStream_t stream) {
+  depthwise_bwd_data_kernel<T, R, S, V>
+      <<<tile_grid(pr, t), kThreads, t.smem_bytes(), stream>>>(dy, w, dx, pr, t);
+  CUDARTS_LAUNCH_CHECK("depthwise_bwd_data_kernel", "(dx ", pr.n, "x", pr.c, "x", pr.h, "x", pr.w,
+                       ", kernel ", R, "x", S, ", ", t.planes, " planes of ", t.tile_h, "x",
+                       t.tile_w, " per block, ", t.smem_bytes(), " bytes of shared memory)");
+}
+
+// partials: filter_partials_bytes(pr, sp) bytes (unused when sp.chunks == 1).
+template <class T, int R, int S>
+void launch_backward_filter(const T* x, const T* dy, T* dw, T* dbias, float* partials,
+                            const Problem& pr, const Tiling& t, const FilterSplit& sp,
+                            cudaStream_t stream) {
+  const dim3 grid(unsigned(ceil_div(pr.c, t.planes)), unsigned(sp.chunks));
+  depthwise_bwd_filter_kernel<T, R, S>
+      <<<grid, kThreads, t.smem_bytes(), stream>>>(x, dy, partials, dw, dbias, pr, t, sp);
+  CUDARTS_LAUNCH_CHECK("depthwise_bwd_filter_kernel", "(x ", pr.n, "x", pr.c, "x", pr.h, "x", pr.w,
+                       ", kernel ", R, "x", S, ", ", t.planes, " channels of ", t.tile_h, "x",
+                       t.tile_w, " per block, ", sp.chunks, " chunks, ", t.smem_bytes(),
+                       " bytes of shared memory)");
+  if (sp.chunks == 1) return;
+  const int64_t total = pr.c * (R * S + 1);
+  const int64_t blocks = std::min<int64_t>(ceil_div(total, kThreads), kMaxGridY);
+  depthwise_bwd_filter_finish_kernel<T>
+      <<<unsigned(blocks), kThreads, 0, stream>>>(partials, sp.chunks, pr.c, R * S, dw, dbias);
+  CUDARTS_LAUNCH_CHECK("depthwise_bwd_filter_finish_kernel", "(", pr.c, " channels, ", sp.chunks,
+                       " chunks)");
+}
+
+#endif  // __CUDACC__
+
+}  // namespace
+}  // namespace cudarts::cuda::depthwise

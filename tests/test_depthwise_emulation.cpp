@@ -1,0 +1,385 @@
+// The depthwise convolution kernels (cuda/depthwise_kernels.cuh) run as host code under a small
+// emulation of the CUDA execution model, against the CPU reference (ops::conv2d_* on a CPU
+// context): blocks one after another, the 256 threads of a block as cooperative fibers
+// (ucontext) that switch only at barriers and shuffles, a block barrier that reports
+// divergence (a live thread that never arrives) as a deadlock, shuffles through a per-warp
+// exchange, shared memory poisoned (NaN) before every block, and inputs / outputs framed by
+// guard values. What this cannot see: the GPU memory model, real timing, register and
+// shared-memory limits of the device. Built with the CUDA backend (it needs the CUDA headers),
+// runs without a GPU.
+#include <cuda_runtime.h>  // dim3, uint3, cudaStream_t; the attribute macros redefined below
+#include <ucontext.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+
+#include "check.h"
+#include "depthwise.cuh"
+#include "test_util.h"
+
+// ---------------------------------------------------------------- the emulated machine
+namespace emu {
+
+constexpr int kThreads = cudarts::cuda::depthwise::kThreads;
+constexpr int kWarps = kThreads / 32;
+constexpr size_t kStackBytes = size_t(64) << 10;
+
+struct Barrier {
+  int expected = 0, arrived = 0;
+  long generation = 0;
+};
+
+struct Machine {
+  ucontext_t scheduler;
+  ucontext_t fibers[kThreads];
+  std::vector<char> stacks = std::vector<char>(kStackBytes * kThreads);
+  bool done[kThreads] = {};
+  int current = 0;
+  long progress = 0;  // barriers completed + threads finished
+  Barrier block;
+  Barrier warps[kWarps];
+  float exchange[kWarps][32];
+  std::function<void()> body;
+};
+
+Machine& machine() {
+  static Machine m;
+  return m;
+}
+
+void yield() {
+  Machine& m = machine();
+  swapcontext(&m.fibers[m.current], &m.scheduler);
+}
+
+void wait(Barrier& b) {
+  const long gen = b.generation;
+  if (++b.arrived == b.expected) {
+    b.arrived = 0;
+    ++b.generation;
+    ++machine().progress;
+    return;
+  }
+  while (b.generation == gen) yield();
+}
+
+void fiber_main() {
+  Machine& m = machine();
+  m.body();
+  m.done[m.current] = true;
+  ++m.progress;
+  swapcontext(&m.fibers[m.current], &m.scheduler);  // never resumed
+}
+
+}  // namespace emu
+
+// The CUDA built-ins the kernels use (the host compilation of cuda_runtime.h declares none).
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+inline void __syncthreads() {
+  emu::wait(emu::machine().block);
+}
+
+inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
+  if (mask != 0xffffffffu) throw std::logic_error("emulation: only full-warp shuffles");
+  emu::Machine& m = emu::machine();
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  m.exchange[warp][lane] = v;
+  emu::wait(m.warps[warp]);
+  const float r = m.exchange[warp][lane ^ lane_mask];
+  emu::wait(m.warps[warp]);
+  return r;
+}
+
+#undef __global__
+#undef __device__
+#undef __shared__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __shared__
+#define __launch_bounds__(...)
+
+// The block's dynamic shared memory: the kernels' `extern __shared__ ... smem[]` names it.
+namespace cudarts::cuda::depthwise {
+namespace {
+alignas(16) unsigned char smem[kMaxSharedBytes];
+}
+}  // namespace cudarts::cuda::depthwise
+
+#include "depthwise_kernels.cuh"
+
+namespace cudarts {
+namespace {
+
+namespace dw = cuda::depthwise;
+
+// Runs `kernel` (a call of one kernel with its arguments) over `grid` blocks of kThreads
+// threads with `smem_bytes` of shared memory; checks that nothing beyond smem_bytes was written.
+void launch(dim3 grid, size_t smem_bytes, const std::function<void()>& kernel) {
+  ASSERT_LE(smem_bytes, dw::kMaxSharedBytes);
+  emu::Machine& m = emu::machine();
+  gridDim = grid;
+  blockDim = dim3(emu::kThreads, 1, 1);
+  m.body = kernel;
+  for (unsigned by = 0; by < grid.y; ++by)
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      std::memset(dw::smem, 0xff, sizeof(dw::smem));  // NaN in every float
+      m.block = {emu::kThreads, 0, 0};
+      for (auto& w : m.warps) w = {32, 0, 0};
+      for (int t = 0; t < emu::kThreads; ++t) {
+        m.done[t] = false;
+        getcontext(&m.fibers[t]);
+        m.fibers[t].uc_stack.ss_sp = m.stacks.data() + size_t(t) * emu::kStackBytes;
+        m.fibers[t].uc_stack.ss_size = emu::kStackBytes;
+        m.fibers[t].uc_link = nullptr;
+        makecontext(&m.fibers[t], emu::fiber_main, 0);
+      }
+      for (;;) {
+        const long before = m.progress;
+        bool live = false;
+        for (int t = 0; t < emu::kThreads; ++t) {
+          if (m.done[t]) continue;
+          live = true;
+          m.current = t;
+          threadIdx = {unsigned(t), 0, 0};
+          blockIdx = {bx, by, 0};
+          swapcontext(&m.scheduler, &m.fibers[t]);
+        }
+        if (!live) break;
+        ASSERT_NE(m.progress, before)
+            << "block (" << bx << ", " << by << "): threads wait at a barrier others never reach";
+      }
+      for (size_t i = smem_bytes; i < sizeof(dw::smem); ++i)
+        ASSERT_EQ(dw::smem[i], 0xff)
+            << "shared memory written at byte " << i << " of " << smem_bytes;
+    }
+}
+
+constexpr int64_t kGuard = 37;  // guard elements before and after every buffer
+constexpr float kOutGuard = 4242.0f;
+
+// A host buffer framed by guards: NaN for inputs (a stray read poisons a result), kOutGuard for
+// outputs (a stray write is seen).
+struct Framed {
+  std::vector<float> all;
+  float* data() { return all.data() + kGuard; }
+  int64_t n() const { return int64_t(all.size()) - 2 * kGuard; }
+  std::vector<float> body() const { return {all.begin() + kGuard, all.end() - kGuard}; }
+  bool guards_intact() const {
+    for (int64_t i = 0; i < kGuard; ++i) {
+      const float a = all[size_t(i)], b = all[all.size() - 1 - size_t(i)];
+      if (!((std::isnan(a) && std::isnan(b)) || (a == kOutGuard && b == kOutGuard))) return false;
+    }
+    return true;
+  }
+};
+
+Framed framed(const std::vector<float>& v, float guard) {
+  Framed f;
+  f.all.assign(size_t(v.size() + 2 * kGuard), guard);
+  std::copy(v.begin(), v.end(), f.all.begin() + kGuard);
+  return f;
+}
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+struct Case {
+  const char* name;
+  Shape x;
+  int r, s;
+  Conv2dParams p;
+};
+
+std::string describe(const Case& c) {
+  return detail::cat(c.name, " x ", c.x, " kernel ", c.r, "x", c.s, " stride ", c.p.stride_h,
+                     " pad ", c.p.pad_h, " dilation ", c.p.dilation_h);
+}
+
+Conv2dParams params(int stride, int pad, int dil, int64_t c) {
+  return Conv2dParams::make(stride, pad, dil, int(c));
+}
+
+// Shapes chosen to reach every path: several planes per block (and a last block with fewer),
+// planes split into tiles with ragged edges (rows and columns, width > 64), stride 2 with odd
+// sizes, dilation 2 and 3, asymmetric kernels, 1x1 and 7x7, threads per plane below and above a
+// warp, filter gradients with one chunk and with several.
+std::vector<Case> cases() {
+  return {
+      {"3x3 s1 many planes", {3, 7, 8, 8}, 3, 3, params(1, 1, 1, 7)},
+      {"5x5 dil2 small", {2, 5, 4, 4}, 5, 5, params(1, 4, 2, 5)},
+      {"3x3 s2 odd", {2, 3, 9, 11}, 3, 3, params(2, 1, 1, 3)},
+      {"5x5 s2 dil2", {2, 4, 13, 10}, 5, 5, params(2, 4, 2, 4)},
+      {"3x5 wide tiles", {1, 2, 37, 70}, 3, 5, params(1, 2, 1, 2)},
+      {"5x3 s2 dil3 no pad", {2, 3, 21, 17}, 5, 3, params(2, 0, 3, 3)},
+      {"1x1 s2", {2, 6, 7, 7}, 1, 1, params(2, 0, 1, 6)},
+      {"7x7 pad3", {1, 3, 12, 9}, 7, 7, params(1, 3, 1, 3)},
+      {"3x3 big pad", {1, 2, 5, 6}, 3, 3, params(1, 3, 1, 2)},
+      {"3x3 s3 dil2", {2, 2, 16, 16}, 3, 3, params(3, 2, 2, 2)},
+      {"3x3 one channel", {3, 1, 6, 5}, 3, 3, params(1, 1, 1, 1)},
+      {"3x5 single input row", {2, 3, 1, 40}, 3, 5, params(1, 2, 1, 3)},
+  };
+}
+
+// The three directions of one case against the CPU reference. (Run-to-run bits are a GPU
+// question: the emulation schedules its fibers in one fixed order.)
+void check_case(const Case& c) {
+  SCOPED_TRACE(describe(c));
+  const Shape ws{c.x[1], 1, c.r, c.s};
+  const Shape ys = ops::conv2d_output_shape(c.x, ws, c.p);
+  const auto pr = dw::make_problem(c.x, ws, ys, c.p);
+  ASSERT_TRUE(pr.has_value());
+  const auto x = test::random_vector(size_t(c.x.numel()), 1);
+  const auto w = test::random_vector(size_t(ws.numel()), 2);
+  const auto b = test::random_vector(size_t(c.x[1]), 3);
+  const auto g = test::random_vector(size_t(ys.numel()), 4);
+  const auto dw0 = test::random_vector(size_t(ws.numel()), 5);
+  const auto db0 = test::random_vector(size_t(c.x[1]), 6);
+
+  Context cpu;
+  Tensor tx = Tensor::from_vector(cpu, c.x, x), tw = Tensor::from_vector(cpu, ws, w);
+  Tensor tb = Tensor::from_vector(cpu, Shape{c.x[1]}, b), tg = Tensor::from_vector(cpu, ys, g);
+  Tensor ty = Tensor::empty(cpu, ys), tdx = Tensor::empty(cpu, c.x);
+  Tensor tdw = Tensor::from_vector(cpu, ws, dw0),
+         tdb = Tensor::from_vector(cpu, Shape{c.x[1]}, db0);
+  ops::conv2d_fwd(cpu, tx, tw, &tb, ty, c.p);
+  ops::conv2d_bwd_data(cpu, tg, tw, tdx, c.p);
+  ops::conv2d_bwd_filter(cpu, tx, tg, tdw, &tdb, c.p);
+  const auto ref_y = ty.to_vector(), ref_dx = tdx.to_vector();
+  const auto ref_dw = tdw.to_vector(), ref_db = tdb.to_vector();
+
+  Framed fx = framed(x, kNaN), fw = framed(w, kNaN), fb = framed(b, kNaN), fg = framed(g, kNaN);
+  {
+    ASSERT_TRUE(dw::with_kernel_size(c.r, c.s, [&](auto rr, auto ss) {
+      constexpr int R = decltype(rr)::value, S = decltype(ss)::value;
+      // forward, with bias (V = 4) and without (V = 1)
+      for (int with_bias = 0; with_bias < 2; ++with_bias) {
+        const auto t = dw::plan_tiling(dw::Direction::Forward, *pr, sizeof(float));
+        ASSERT_TRUE(t.has_value());
+        Framed fy = framed(std::vector<float>(size_t(ys.numel()), kNaN), kOutGuard);
+        launch(dw::tile_grid(*pr, *t), t->smem_bytes(), [&] {
+          if (with_bias)
+            dw::depthwise_fwd_kernel<float, R, S, 4>(fx.data(), fw.data(), fb.data(), fy.data(),
+                                                     *pr, *t);
+          else
+            dw::depthwise_fwd_kernel<float, R, S, 1>(fx.data(), fw.data(), nullptr, fy.data(), *pr,
+                                                     *t);
+        });
+        EXPECT_TRUE(fy.guards_intact()) << "forward wrote outside y";
+        std::vector<float> want = ref_y;
+        if (!with_bias)
+          for (int64_t i = 0; i < ys.numel(); ++i)
+            want[size_t(i)] -= b[size_t(i / (ys[2] * ys[3]) % ys[1])];
+        const auto got = fy.body();
+        for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "forward: unwritten or NaN output";
+        EXPECT_LE(test::normalized_error(got, want), 1e-5) << "forward, bias " << with_bias;
+      }
+      // backward data (V = 4 and V = 1)
+      for (int v4 = 0; v4 < 2; ++v4) {
+        const auto t = dw::plan_tiling(dw::Direction::BackwardData, *pr, sizeof(float));
+        ASSERT_TRUE(t.has_value());
+        Framed fdx = framed(std::vector<float>(size_t(c.x.numel()), kNaN), kOutGuard);
+        launch(dw::tile_grid(*pr, *t), t->smem_bytes(), [&] {
+          if (v4)
+            dw::depthwise_bwd_data_kernel<float, R, S, 4>(fg.data(), fw.data(), fdx.data(), *pr,
+                                                          *t);
+          else
+            dw::depthwise_bwd_data_kernel<float, R, S, 1>(fg.data(), fw.data(), fdx.data(), *pr,
+                                                          *t);
+        });
+        EXPECT_TRUE(fdx.guards_intact()) << "backward data wrote outside dx";
+        const auto got = fdx.body();
+        for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "backward data: unwritten or NaN";
+        EXPECT_LE(test::normalized_error(got, ref_dx), 1e-5) << "backward data, V4 " << v4;
+      }
+      // backward filter: the library's split, and one that forces a single chunk / many chunks
+      const auto t = dw::plan_tiling(dw::Direction::BackwardFilter, *pr, sizeof(float));
+      ASSERT_TRUE(t.has_value());
+      const dw::FilterSplit splits[] = {dw::plan_filter_split(*pr, *t),
+                                        dw::plan_filter_split(*pr, *t, int64_t(1) << 40, 1),
+                                        dw::plan_filter_split(*pr, *t, 1, 1 << 20)};
+      for (const dw::FilterSplit& sp : splits) {
+        SCOPED_TRACE(detail::cat(sp.chunks, " chunks of ", sp.units_per_chunk, " units"));
+        Framed fdw = framed(dw0, kOutGuard), fdb = framed(db0, kOutGuard);
+        const size_t pbytes = dw::filter_partials_bytes(*pr, sp);
+        Framed part = framed(std::vector<float>(pbytes / sizeof(float), kNaN), kOutGuard);
+        const dim3 grid(unsigned(dw::ceil_div(pr->c, t->planes)), unsigned(sp.chunks));
+        launch(grid, t->smem_bytes(), [&] {
+          dw::depthwise_bwd_filter_kernel<float, R, S>(fx.data(), fg.data(), part.data(),
+                                                       fdw.data(), fdb.data(), *pr, *t, sp);
+        });
+        if (sp.chunks > 1) {
+          for (float v : part.body()) ASSERT_TRUE(std::isfinite(v)) << "partial not written";
+          const int64_t total = pr->c * (R * S + 1);
+          launch(dim3(unsigned(dw::ceil_div(total, dw::kThreads))), 0, [&] {
+            dw::depthwise_bwd_filter_finish_kernel<float>(part.data(), sp.chunks, pr->c, R * S,
+                                                          fdw.data(), fdb.data());
+          });
+        }
+        EXPECT_TRUE(fdw.guards_intact() && fdb.guards_intact() && part.guards_intact())
+            << "backward filter wrote outside dw / dbias / partials";
+        EXPECT_LE(test::normalized_error(fdw.body(), ref_dw), 1e-5) << "dw";
+        EXPECT_LE(test::normalized_error(fdb.body(), ref_db), 1e-5) << "dbias";
+      }
+    }));
+  }
+}
+
+TEST(DepthwiseEmulation, AllDirectionsMatchCpuReference) {
+  for (const Case& c : cases()) check_case(c);
+}
+
+// The planner's promises: tiles within the shared-memory budget, staged extents large enough
+// for every tap, chunks covering every unit once.
+TEST(DepthwiseEmulation, PlansAreConsistent) {
+  bool many_planes = false, ragged_planes = false, wide = false, row_tiles = false,
+       col_tiles = false;
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(describe(c));
+    const Shape ws{c.x[1], 1, c.r, c.s};
+    const auto pr = dw::make_problem(c.x, ws, ops::conv2d_output_shape(c.x, ws, c.p), c.p);
+    ASSERT_TRUE(pr.has_value());
+    for (auto d :
+         {dw::Direction::Forward, dw::Direction::BackwardData, dw::Direction::BackwardFilter}) {
+      const auto t = dw::plan_tiling(d, *pr, sizeof(float));
+      ASSERT_TRUE(t.has_value());
+      EXPECT_LE(t->smem_bytes(), dw::kMaxSharedBytes);
+      EXPECT_EQ(dw::kThreads % t->planes, 0);
+      EXPECT_LE(int64_t(t->tile_h) * t->tile_w, dw::kTileOutputs);
+      const int64_t group = d == dw::Direction::BackwardFilter ? pr->c : pr->n * pr->c;
+      many_planes |= t->threads_per_plane() < 32;
+      wide |= t->threads_per_plane() > 32;
+      ragged_planes |= t->planes > 1 && group % t->planes != 0;
+      row_tiles |= t->tiles_h > 1;
+      col_tiles |= t->tiles_w > 1;
+      if (d == dw::Direction::BackwardFilter) {
+        const auto sp = dw::plan_filter_split(*pr, *t);
+        EXPECT_GE(sp.chunks * sp.units_per_chunk, sp.units);
+        EXPECT_LT((sp.chunks - 1) * sp.units_per_chunk, sp.units);  // no empty chunk
+      }
+    }
+  }
+  // The cases reach every path of the kernels.
+  EXPECT_TRUE(many_planes && wide && ragged_planes && row_tiles && col_tiles)
+      << many_planes << wide << ragged_planes << row_tiles << col_tiles;
+
+  // Not depthwise, or not covered: grouped, channel multiplier 2, unsupported kernel size.
+  const Shape x{2, 8, 8, 8};
+  EXPECT_FALSE(dw::covers(dw::Direction::Forward, x, Shape{8, 2, 3, 3}, Shape{2, 8, 8, 8},
+                          Conv2dParams::make(1, 1, 1, 4)));
+  EXPECT_FALSE(dw::covers(dw::Direction::Forward, x, Shape{16, 1, 3, 3}, Shape{2, 16, 8, 8},
+                          Conv2dParams::make(1, 1, 1, 8)));
+  EXPECT_FALSE(dw::covers(dw::Direction::Forward, x, Shape{8, 1, 4, 4}, Shape{2, 8, 7, 7},
+                          Conv2dParams::make(1, 1, 1, 8)));
+  EXPECT_TRUE(dw::covers(dw::Direction::BackwardFilter, x, Shape{8, 1, 5, 5}, Shape{2, 8, 8, 8},
+                         Conv2dParams::make(1, 4, 2, 8)));
+  // A dilation whose 1x1 tile alone exceeds the shared-memory budget goes to cuDNN.
+  EXPECT_FALSE(dw::covers(dw::Direction::Forward, Shape{1, 2, 300, 300}, Shape{2, 1, 7, 7},
+                          Shape{1, 2, 300, 300}, Conv2dParams::make(1, 120, 40, 2)));
+}
+
+}  // namespace
+}  // namespace cudarts
