@@ -82,6 +82,17 @@ const char* conv_class(const Shape& x, const Shape& w, const Conv2dParams& p) {
   return w[2] == 1 && w[3] == 1 ? "pointwise" : "dense";
 }
 
+// True when the CUDA backend runs this convolution on its own depthwise kernels (the rule of
+// cuda/depthwise.cuh, up to its extent and shared-memory limits): multiplier 1 and a kernel
+// size with a compiled kernel. They fuse the bias (forward and gradient) and take two launches
+// for the filter gradient (partials, then their fixed-order sum).
+bool own_depthwise(Context& ctx, const Shape& w, const char* cls) {
+  if (!ctx.own_depthwise_kernels() || std::string(cls) != "depthwise" || w[1] != 1) return false;
+  const int64_t r = w[2], k = w[3];
+  return (r == k && (r == 1 || r == 3 || r == 5 || r == 7)) || (r == 3 && k == 5) ||
+         (r == 5 && k == 3);
+}
+
 // A convolution's multiply-adds are the same in all three directions: per output element of
 // the forward pass, Cin/groups * R * S. Depthwise convolutions do not run on tensor cores.
 OpCost conv_cost(const Shape& y, const Shape& w, const char* cls) {
@@ -186,7 +197,9 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
     OpCost c = conv_cost(y.shape(), w.shape(), cls);
     c.bytes_read = bytes(x) + bytes(w);
     c.bytes_written = bytes(y);
-    if (bias) {  // a second pass adds the bias (cudnnAddTensor)
+    if (bias && own_depthwise(ctx, w.shape(), cls)) {
+      c.bytes_read += bytes(bias);
+    } else if (bias) {  // a second pass adds the bias (cudnnAddTensor)
       c.launches += 1;
       c.bytes_read += bytes(bias) + bytes(y);
       c.bytes_written += bytes(y);
@@ -233,7 +246,10 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
     OpCost c = conv_cost(dy.shape(), dw.shape(), cls);
     c.bytes_read = bytes(x) + bytes(dy) + bytes(dw);  // dw accumulates
     c.bytes_written = bytes(dw);
-    if (dbias) {  // a second pass over dy (cudnnConvolutionBackwardBias)
+    if (own_depthwise(ctx, dw.shape(), cls)) {
+      c.launches = 2;
+      if (dbias) c.bytes_read += bytes(dbias), c.bytes_written += bytes(dbias);
+    } else if (dbias) {  // a second pass over dy (cudnnConvolutionBackwardBias)
       c.launches += 1;
       c.bytes_read += bytes(dy) + bytes(dbias);
       c.bytes_written += bytes(dbias);

@@ -303,7 +303,9 @@ namespace {
 // The cost model of single ops against hand-computed values, and the device model's
 // arithmetic.
 TEST(CostModel, HandComputedOpCosts) {
-  Context ctx;
+  ContextOptions cudnn_convolutions;  // the model of cuDNN's depthwise path (a bias pass)
+  cudnn_convolutions.own_depthwise_kernels = false;
+  Context ctx(Device::cpu(), cudnn_convolutions);
   // Depthwise 3x3, stride 1, pad 1, with bias: x (2, 8, 10, 10), w (8, 1, 3, 3), y like x.
   Tensor x = Tensor::zeros(ctx, Shape{2, 8, 10, 10}), w = Tensor::zeros(ctx, Shape{8, 1, 3, 3});
   Tensor b = Tensor::zeros(ctx, Shape{8}), y = Tensor::zeros(ctx, Shape{2, 8, 10, 10});
@@ -375,6 +377,28 @@ TEST(CostModel, DeviceModelTakesTheLargerOfLaunchAndRoofline) {
   EXPECT_DOUBLE_EQ(d.seconds(two, 2, false, false), 10e-6);
   EXPECT_DOUBLE_EQ(d.seconds(two, 2, true, false), 6e-6);
   EXPECT_EQ(d.seconds(c, 0, true, false), 0.0);
+}
+
+TEST(CostModel, OwnDepthwiseKernelsFuseTheBiasAndTakeTwoLaunchesForTheFilter) {
+  Context ctx;  // own_depthwise_kernels by default
+  Tensor x = Tensor::zeros(ctx, Shape{2, 8, 10, 10}), w = Tensor::zeros(ctx, Shape{8, 1, 5, 5});
+  Tensor b = Tensor::zeros(ctx, Shape{8}), y = Tensor::zeros(ctx, Shape{2, 8, 10, 10});
+  Tensor dw = Tensor::zeros(ctx, Shape{8, 1, 5, 5}), db = Tensor::zeros(ctx, Shape{8});
+  const Conv2dParams p = Conv2dParams::make(1, 4, 2, 8);  // dil_conv_5x5
+  OpProfiler prof(ctx);
+  ops::conv2d_fwd(ctx, x, w, &b, y, p);
+  ops::conv2d_bwd_filter(ctx, x, y, dw, &db, p);
+  std::map<std::string, OpProfiler::Row> rows;
+  for (const auto& row : prof.report()) rows[row.label()] = row;
+  const OpCost& f = rows.at("conv2d_fwd [depthwise]").cost;
+  EXPECT_EQ(f.launches, 1);
+  EXPECT_EQ(f.bytes_read, 4.0 * (1600 + 200 + 8));
+  EXPECT_EQ(f.bytes_written, 4.0 * 1600);
+  EXPECT_EQ(f.flops, 2.0 * 1600 * 25);
+  const OpCost& g = rows.at("conv2d_bwd_filter [depthwise]").cost;
+  EXPECT_EQ(g.launches, 2);
+  EXPECT_EQ(g.bytes_read, 4.0 * (1600 + 1600 + 200 + 8));
+  EXPECT_EQ(g.bytes_written, 4.0 * (200 + 8));
 }
 
 }  // namespace
