@@ -104,6 +104,7 @@ __global__ void sgd_kernel(const __grid_constant__ TensorTable t, SgdParams p,
   int64_t begin, end;
   chunk_range(t, ti, &begin, &end);
   const float gs = grad_scale ? grad_scale[0] : 1.0f;
+  if (gs == 0.0f) return;  // a skipped step (non-finite gradient norm): nothing changes
   const float lr = hyper ? hyper[0] : p.lr;
   float* w = t.param[ti];
   const float* g = t.grad[ti];
@@ -133,6 +134,7 @@ __global__ void adam_kernel(const __grid_constant__ TensorTable t, AdamArgs a,
   int64_t begin, end;
   chunk_range(t, ti, &begin, &end);
   const float gs = grad_scale ? grad_scale[0] : 1.0f;
+  if (gs == 0.0f) return;  // a skipped step (non-finite gradient norm): nothing changes
   const float lr = hyper ? hyper[0] : a.lr, bc1 = hyper ? hyper[1] : a.bc1,
               bc2 = hyper ? hyper[2] : a.bc2;
   float* w = t.param[ti];
@@ -167,11 +169,45 @@ __global__ void sum_squares_kernel(const __grid_constant__ TensorTable t, int64_
   if (threadIdx.x == 0) partials[chunk_base + blockIdx.x] = total;
 }
 
-// coef = min(1, max_norm / (norm + 1e-6)) with std::min's NaN behaviour; one thread
+// coef = min(1, max_norm / (norm + 1e-6)), 0 for a non-finite norm; one thread
 // (CPU: clip_coefficient).
 __global__ void clip_coefficient_kernel(const float* norm, float max_norm, float* coef) {
-  const float c = max_norm / (norm[0] + 1e-6f);
-  coef[0] = c < 1.0f ? c : 1.0f;
+  const float n = norm[0];
+  const float c = max_norm / (n + 1e-6f);
+  coef[0] = isfinite(n) ? (c < 1.0f ? c : 1.0f) : 0.0f;
+}
+
+// Up to 8 device scalars passed by value (count_nonfinite).
+struct Values8 {
+  const float* p[8];
+  int n;
+};
+
+// state = {calls, first bad call, bad calls, first bad value}; one thread, in order
+// (CPU: count_nonfinite).
+__global__ void count_nonfinite_kernel(Values8 v, int32_t* state) {
+  const int32_t call = state[0]++;
+  for (int i = 0; i < v.n; ++i) {
+    if (isfinite(v.p[i][0])) continue;
+    if (state[1] < 0) {
+      state[1] = call;
+      state[3] = i;
+    }
+    ++state[2];
+    break;
+  }
+}
+
+// sums = {sum batch * loss, sum hits, samples, skipped}; one thread (CPU: metrics_add).
+__global__ void metrics_add_kernel(const float* loss, const float* hits, float batch, float* sums) {
+  const float l = loss[0];
+  if (!isfinite(l)) {
+    sums[3] += 1.0f;
+    return;
+  }
+  sums[0] += batch * l;
+  sums[1] += hits[0];
+  sums[2] += batch;
 }
 
 }  // namespace
@@ -232,6 +268,20 @@ void CudaBackend::global_norm(const std::vector<const Tensor*>& xs, Tensor& out)
                          " chunks)");
   });
   launch_sum_partials(p, 1, total_chunks, 1.0, true, out.data(), stream_);
+}
+
+void CudaBackend::count_nonfinite(const std::vector<const Tensor*>& values, Tensor& state) {
+  Values8 v{};
+  v.n = int(values.size());
+  for (size_t i = 0; i < values.size(); ++i) v.p[i] = values[i]->data();
+  count_nonfinite_kernel<<<1, kSerialThreads, 0, stream_>>>(v, state.data_i32());
+  CUDARTS_LAUNCH_CHECK("count_nonfinite_kernel", "(", values.size(), " values)");
+}
+
+void CudaBackend::metrics_add(const Tensor& loss, const Tensor& hits, float batch, Tensor& sums) {
+  metrics_add_kernel<<<1, kSerialThreads, 0, stream_>>>(loss.data(), hits.data(), batch,
+                                                        sums.data());
+  CUDARTS_LAUNCH_CHECK("metrics_add_kernel", "(batch ", batch, ")");
 }
 
 void CudaBackend::clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) {

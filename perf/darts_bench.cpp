@@ -13,6 +13,7 @@
 #include <functional>
 #include <random>
 
+#include "../samples/program.h"
 #include "cudarts/cudarts.h"
 
 using namespace cudarts;
@@ -96,8 +97,8 @@ int main(int argc, char** argv) {
   app.add_option("--op-times", op_times,
                  "after timing, profile one eager iteration op by op and print the N most "
                  "expensive ops to stderr");
-  CLI11_PARSE(app, argc, argv);
-  try {
+  CUDARTS_PARSE(app, argc, argv);
+  return program::run("darts_bench", [&] {
     const bool cuda = device == "cuda" || (device == "auto" && Context::cuda_available());
     ContextOptions options;
     options.seed = 1;
@@ -215,9 +216,6 @@ int main(int argc, char** argv) {
           (long long)nodes, gms[gms.size() / 2], gms.front(),
           ms[ms.size() / 2] / gms[gms.size() / 2], (unsigned long long)graph_allocs);
     std::printf("}\n");
-    return eager_allocs == 0 && graph_allocs == 0 ? 0 : 2;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "darts_bench: %s\n", e.what());
-    return 1;
-  }
+    return eager_allocs == 0 && graph_allocs == 0 ? 0 : 5;  // 5: the steady state allocated
+  });
 }

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <random>
 
+#include "../samples/program.h"
 #include "cudarts/cudarts.h"
 
 using namespace cudarts;
@@ -27,8 +28,8 @@ int main(int argc, char** argv) {
   app.add_option("--classes", classes);
   app.add_option("--seed", seed);
   app.add_option("--alpha-std", alpha_std, "spread of the exported alphas");
-  CLI11_PARSE(app, argc, argv);
-  try {
+  CUDARTS_PARSE(app, argc, argv);
+  return program::run("darts_export", [&] {
     Context ctx(device == "cuda" ? Device::cuda(0) : Device::cpu(), ContextOptions{seed});
     darts::SearchConfig cfg;
     cfg.channels = channels;
@@ -99,8 +100,5 @@ int main(int argc, char** argv) {
     std::printf("darts_export: %s, loss %.6f, %zu tensors -> %s\n", ctx.device().str().c_str(),
                 loss.item(), t.size(), out.c_str());
     return 0;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "darts_export: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -2,6 +2,8 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include "program.h"
+
 #include "cudarts/cudarts.h"
 
 namespace cudarts::darts {
@@ -31,6 +33,9 @@ inline void add_common_options(CLI::App& app, DataOptions& data, RunOptions& run
                  "stop after N steps without a final checkpoint (simulates a kill)");
   app.add_option("--print-every", run.print_every, "progress line every N steps");
   app.add_flag("--quiet", run.quiet, "no progress output");
+  app.add_flag("--skip-nonfinite", run.skip_nonfinite,
+               "skip training steps with a non-finite loss or gradient norm (counted in "
+               "log.jsonl) instead of stopping the run");
   app.add_flag("--cuda-graph", run.cuda_graph,
                "capture the training step in a CUDA graph and replay it (continuous MixedOps)");
 }

@@ -111,6 +111,8 @@ class Backend {
                          const Tensor* grad_scale, const Tensor* hyper) = 0;
   virtual void global_norm(const std::vector<const Tensor*>& xs, Tensor& out) = 0;
   virtual void clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) = 0;
+  virtual void count_nonfinite(const std::vector<const Tensor*>& values, Tensor& state) = 0;
+  virtual void metrics_add(const Tensor& loss, const Tensor& hits, float batch, Tensor& sums) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<Allocator> allocator);

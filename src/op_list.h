@@ -49,4 +49,6 @@
   X(sgd_step)              \
   X(adam_step)             \
   X(global_norm)           \
-  X(clip_coefficient)
+  X(clip_coefficient)      \
+  X(count_nonfinite)       \
+  X(metrics_add)

@@ -933,4 +933,27 @@ void clip_coefficient(Context& ctx, const Tensor& norm, float max_norm, Tensor& 
   detail::dispatch(ctx, &Backend::clip_coefficient, norm, max_norm, coef);
 }
 
+void count_nonfinite(Context& ctx, const std::vector<const Tensor*>& values, Tensor& state) {
+  OpRange op_range(ctx, "count_nonfinite");
+  CUDARTS_CHECK(!values.empty() && values.size() <= 8, "count_nonfinite: ", values.size(),
+                " values, expected 1 to 8");
+  for (const Tensor* v : values) {
+    CUDARTS_CHECK(v != nullptr, "count_nonfinite: null value in the list");
+    check_tensor(ctx, "count_nonfinite", "values[i]", *v);
+    CUDARTS_CHECK(v->numel() >= 1, "count_nonfinite: value ", v->describe(), " is empty");
+  }
+  check_vector(ctx, "count_nonfinite", "state", state, 4, DType::I32);
+  detail::dispatch(ctx, &Backend::count_nonfinite, values, state);
+}
+
+void metrics_add(Context& ctx, const Tensor& loss, const Tensor& hits, float batch, Tensor& sums) {
+  OpRange op_range(ctx, "metrics_add");
+  check_vector(ctx, "metrics_add", "loss", loss, 1);
+  check_vector(ctx, "metrics_add", "hits", hits, 1);
+  check_vector(ctx, "metrics_add", "sums", sums, 4);
+  CUDARTS_CHECK(std::isfinite(batch) && batch >= 0.0f, "metrics_add: batch ", batch,
+                " must be finite and >= 0");
+  detail::dispatch(ctx, &Backend::metrics_add, loss, hits, batch, sums);
+}
+
 }  // namespace cudarts::ops

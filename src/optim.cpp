@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "capture.h"
 #include "cudarts/error.h"
@@ -60,16 +61,18 @@ void Optimizer::step(Context& ctx) {
   }
   ctx.per_step([this, &ctx] {
     ++step_count_;
+    for (Parameter* p : params_) p->mark_changed();  // host bookkeeping, per replay too
     const std::vector<uint32_t> words = hyper_words();
     ops::set_words(ctx, step_values_, words);
   });
   for (StepHook* h : hooks_) h->before_step(ctx);
   const Tensor* scale = nullptr;
-  if (clip_ > 0.0f) {
+  if (clip_ > 0.0f || skip_nonfinite_) {
     std::vector<const Tensor*> grads;
     for (Parameter* p : params_) grads.push_back(&p->grad);
     ops::global_norm(ctx, grads, grad_norm_);
-    ops::clip_coefficient(ctx, grad_norm_, clip_, clip_coef_);
+    ops::clip_coefficient(
+        ctx, grad_norm_, clip_ > 0.0f ? clip_ : std::numeric_limits<float>::infinity(), clip_coef_);
     scale = &clip_coef_;
   }
   update(ctx, scale);

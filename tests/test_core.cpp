@@ -1,5 +1,7 @@
 // Tensor, Shape, Context and the caching allocator: views share storage, copies are
 // explicit, statistics count what the allocator did.
+#include <cmath>
+#include <limits>
 #include <map>
 
 #include "test_util.h"
@@ -399,6 +401,54 @@ TEST(CostModel, OwnDepthwiseKernelsFuseTheBiasAndTakeTwoLaunchesForTheFilter) {
   EXPECT_EQ(g.launches, 2);
   EXPECT_EQ(g.bytes_read, 4.0 * (1600 + 1600 + 200 + 8));
   EXPECT_EQ(g.bytes_written, 4.0 * (200 + 8));
+}
+
+}  // namespace
+}  // namespace cudarts
+
+namespace cudarts {
+namespace {
+
+// The guard names the first step and quantity that went non-finite; the optimizer with
+// skip_nonfinite leaves a step with a non-finite gradient out entirely.
+TEST(DivergenceGuard, NamesTheFirstNonFiniteStepAndQuantity) {
+  Context ctx;
+  DivergenceGuard guard(ctx, {"training loss", "gradient norm"});
+  Tensor ok = Tensor::from_vector(ctx, Shape{1}, {0.5f});
+  Tensor bad = Tensor::from_vector(ctx, Shape{1}, {std::numeric_limits<float>::infinity()});
+  auto where = [](int64_t i) { return detail::cat("step ", i + 1); };
+  guard.watch(ctx, {&ok, &ok});
+  guard.watch(ctx, {&ok, &ok});
+  EXPECT_NO_THROW(guard.check("run", where, "advice"));
+  guard.watch(ctx, {&ok, &bad});  // step 3: the gradient norm
+  guard.watch(ctx, {&bad, &ok});  // step 4: counted, not the first
+  const DivergenceGuard::Status st = guard.status();
+  EXPECT_EQ(st.steps, 4);
+  EXPECT_EQ(st.bad_steps, 2);
+  EXPECT_EQ(st.first_bad, 2);
+  EXPECT_EQ(st.quantity, "gradient norm");
+  try {
+    guard.check("run", where, "advice");
+    ADD_FAILURE() << "no DivergenceError";
+  } catch (const DivergenceError& e) {
+    EXPECT_NE(std::string(e.what()).find("run: the gradient norm is not finite at step 3 (2 of "
+                                         "the 4 steps"),
+              std::string::npos)
+        << e.what();
+    EXPECT_EQ(exit_status_of(e), 4);
+  }
+
+  Parameter p;
+  p.value = Tensor::from_vector(ctx, Shape{2}, {1.0f, 2.0f});
+  p.grad = Tensor::from_vector(ctx, Shape{2}, {0.5f, std::nanf("")});
+  Adam adam(ctx, {&p}, AdamParams{});
+  adam.set_skip_nonfinite(true);
+  adam.step(ctx);
+  EXPECT_EQ(p.value.to_vector(), (std::vector<float>{1.0f, 2.0f}));
+  EXPECT_TRUE(std::isnan(adam.last_grad_norm().item()));
+  p.grad = Tensor::from_vector(ctx, Shape{2}, {0.5f, 0.5f});
+  adam.step(ctx);
+  EXPECT_NE(p.value.to_vector(), (std::vector<float>{1.0f, 2.0f}));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // plus a few hand-computed cases. These prove the reference that every backend is
 // compared with.
 #include <cstring>
+#include <limits>
 
 #include "test_util.h"
 
@@ -527,6 +528,52 @@ TEST(CpuSetWords, WritesTheFirstWordsAndLeavesTheRest) {
         ops::set_words(ctx, i, {1, 2, 3, 4});
       },
       {"set_words", "do not fit"}));
+}
+
+TEST(CpuDivergenceOps, CountNonfiniteClipCoefficientAndSkippedSteps) {
+  Context ctx;
+  const float nan = std::numeric_limits<float>::quiet_NaN(),
+              inf = std::numeric_limits<float>::infinity();
+  Tensor a = Tensor::from_vector(ctx, Shape{1}, {1.0f}),
+         b = Tensor::from_vector(ctx, Shape{2}, {2.0f, nan});
+  Tensor state = Tensor::from_vector_i32(ctx, Shape{4}, {0, -1, 0, -1});
+  ops::count_nonfinite(ctx, {&a, &b}, state);  // b's first element is finite
+  EXPECT_EQ(state.to_vector_i32(), (std::vector<int32_t>{1, -1, 0, -1}));
+  Tensor c = Tensor::from_vector(ctx, Shape{1}, {nan});
+  ops::count_nonfinite(ctx, {&a, &c}, state);  // call 1, value 1
+  ops::count_nonfinite(ctx, {&c, &a}, state);  // call 2, value 0: counted, not first
+  EXPECT_EQ(state.to_vector_i32(), (std::vector<int32_t>{3, 1, 2, 1}));
+
+  Tensor coef = Tensor::empty(ctx, Shape{1});
+  for (float n : {nan, inf, -inf}) {
+    Tensor norm = Tensor::from_vector(ctx, Shape{1}, {n});
+    ops::clip_coefficient(ctx, norm, 5.0f, coef);
+    EXPECT_EQ(coef.item(), 0.0f) << n;
+  }
+  Tensor big = Tensor::from_vector(ctx, Shape{1}, {1e30f});
+  ops::clip_coefficient(ctx, big, inf, coef);  // no clipping, finite norm
+  EXPECT_EQ(coef.item(), 1.0f);
+
+  Tensor sums = Tensor::from_vector(ctx, Shape{4}, {1.0f, 2.0f, 3.0f, 0.0f});
+  Tensor loss = Tensor::from_vector(ctx, Shape{1}, {0.5f}),
+         hits = Tensor::from_vector(ctx, Shape{1}, {6.0f});
+  ops::metrics_add(ctx, loss, hits, 8.0f, sums);
+  ops::metrics_add(ctx, c, hits, 8.0f, sums);  // NaN loss: only counted as skipped
+  EXPECT_EQ(sums.to_vector(), (std::vector<float>{1.0f + 4.0f, 8.0f, 11.0f, 1.0f}));
+
+  // A zero coefficient skips the update: weight decay and momentum do not move anything.
+  Tensor zero = Tensor::from_vector(ctx, Shape{1}, {0.0f});
+  Tensor w = Tensor::from_vector(ctx, Shape{2}, {1.0f, -2.0f}),
+         g = Tensor::from_vector(ctx, Shape{2}, {nan, inf});
+  Tensor m = Tensor::from_vector(ctx, Shape{2}, {0.5f, 0.25f}),
+         v = Tensor::from_vector(ctx, Shape{2}, {0.1f, 0.2f});
+  ops::sgd_step(ctx, {{&w, &g, &m, nullptr}}, SgdParams{0.1f, 0.9f, 0.1f, false}, &zero);
+  AdamParams ap;
+  ap.weight_decay = 0.5f;
+  ops::adam_step(ctx, {{&w, &g, &m, &v}}, ap, &zero);
+  EXPECT_EQ(w.to_vector(), (std::vector<float>{1.0f, -2.0f}));
+  EXPECT_EQ(m.to_vector(), (std::vector<float>{0.5f, 0.25f}));
+  EXPECT_EQ(v.to_vector(), (std::vector<float>{0.1f, 0.2f}));
 }
 
 }  // namespace

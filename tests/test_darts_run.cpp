@@ -397,6 +397,66 @@ TEST_F(DartsRun, FailedCheckpointWriteKeepsThePreviousOne) {
   EXPECT_EQ(md.at("k"), "v");
 }
 
+// A run that diverges (lr 1e9) stops with a DivergenceError naming the step and quantity;
+// nothing from the diverged steps is on disk: no log line, genotype or summary, and the
+// checkpoint that exists (written after a step before the divergence) is complete, verifies
+// and holds only finite values. darts_train behaves the same.
+TEST_F(DartsRun, DivergingRunsStopAndWriteNothingFromTheDivergedSteps) {
+  darts::SearchOptions o = search("diverge");
+  o.lr = 1e9f;
+  o.run.checkpoint_every = 1;
+  try {
+    darts::run_search(o);
+    ADD_FAILURE() << "a diverging search ended normally";
+  } catch (const DivergenceError& e) {
+    // Either the guard (a non-finite loss or gradient norm at a step) or the last line of
+    // defence (a checkpoint about to hold non-finite statistics) stops it, naming where.
+    const std::string msg = e.what();
+    EXPECT_TRUE(msg.find("is not finite at epoch 1 step") != std::string::npos ||
+                msg.find("the checkpoint of epoch 0 step") != std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("learning rate"), std::string::npos) << msg;
+  }
+  const fs::path out = o.run.out_dir;
+  EXPECT_FALSE(fs::exists(out / "log.jsonl"));
+  EXPECT_FALSE(fs::exists(out / "genotype.json"));
+  EXPECT_FALSE(fs::exists(out / "summary.txt"));
+  if (fs::exists(out / "checkpoint.safetensors")) {
+    const TensorMap t = load_safetensors((out / "checkpoint.safetensors").string(), nullptr, true);
+    for (const auto& [name, h] : t)
+      for (float v : h.f32) ASSERT_TRUE(std::isfinite(v)) << name;
+  }
+
+  // Skip mode on a healthy run: the same numbers as the default mode, 0 skipped steps logged.
+  darts::SearchOptions a = search("healthy"), b = search("healthy_skip");
+  a.epochs = b.epochs = 1;
+  b.run.skip_nonfinite = true;
+  darts::run_search(a);
+  darts::run_search(b);
+  expect_same_run(a.run.out_dir, b.run.out_dir);
+  EXPECT_EQ(read_log(fs::path(b.run.out_dir) / "log.jsonl")[0]["skipped_steps"], 0);
+
+  darts::Genotype g;
+  g.normal = {{"sep_conv_3x3", 0}, {"skip_connect", 1}, {"dil_conv_3x3", 2}, {"max_pool_3x3", 0}};
+  g.reduce = g.normal;
+  g.normal_concat = g.reduce_concat = {2, 3};
+  write_file_atomic((dir_ / "g.json").string(), g.to_json());
+  darts::TrainOptions t;
+  t.data.dir = (dir_ / "data").string();
+  t.run.out_dir = (dir_ / "train_diverge").string();
+  t.run.device = "cpu";
+  t.run.quiet = true;
+  t.genotype_path = (dir_ / "g.json").string();
+  t.net.channels = 4;
+  t.net.cells = 3;
+  t.epochs = 2;
+  t.batch = 32;
+  t.lr = 1e9f;
+  EXPECT_THROW(darts::run_train(t), DivergenceError);
+  EXPECT_FALSE(fs::exists(fs::path(t.run.out_dir) / "log.jsonl"));
+  EXPECT_FALSE(fs::exists(fs::path(t.run.out_dir) / "checkpoint.safetensors"));
+}
+
 TEST_F(DartsRun, ExistingRunIsNotOverwrittenWithoutResume) {
   darts::SearchOptions o = search("keep");
   o.epochs = 1;

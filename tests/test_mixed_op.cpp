@@ -494,6 +494,106 @@ TEST(MixedOpBadInput, ConstructionAndFirstCallErrors) {
   EXPECT_TRUE(throws_with([] { parse_mixed_op_type("gdas"); }, {"unknown MixedOp type 'gdas'"}));
 }
 
+// set_ranking takes only permutations of 0 .. K-1 (an index out of range used to crash the
+// next forward; a repeated one silently gave y = 2 op_0(x) with num_on = 2).
+TEST(MixedOpBadInput, SetRankingRejectsWhatIsNotAPermutation) {
+  Context ctx;
+  MixedOpConfig mc;
+  mc.type = MixedOpType::Binary;
+  mc.num_on = 2;
+  MixedOp op(ctx, "m", pointwise_candidates(ctx, 3), mc);
+  auto dev = [&](std::vector<int32_t> v) {
+    return Tensor::from_vector_i32(ctx, Shape{int64_t(v.size())}, v);
+  };
+  EXPECT_TRUE(test::throws_with(
+      [&] {
+        op.set_ranking({0, 1, 5}, dev({0, 1, 2}));
+      },
+      {"MixedOp 'm'", "ranking entry 2 is 5", "outside [0, 3)"}));
+  EXPECT_TRUE(test::throws_with(
+      [&] {
+        op.set_ranking({0, -1, 2}, dev({0, 1, 2}));
+      },
+      {"ranking entry 1 is -1"}));
+  EXPECT_TRUE(test::throws_with(
+      [&] {
+        op.set_ranking({0, 0, 2}, dev({0, 0, 2}));
+      },
+      {"ranking entry 1 repeats candidate 0", "permutation"}));
+  EXPECT_TRUE(test::throws_with(
+      [&] {
+        op.set_ranking({0, 1}, dev({0, 1}));
+      },
+      {"a ranking of 2 entries for 3 candidates"}));
+  EXPECT_TRUE(test::throws_with(
+      [&] {
+        op.set_ranking({2, 0, 1}, Tensor::from_vector(ctx, Shape{3}, {2, 0, 1}));
+      },
+      {"the device ranking is f32[3]", "expected i32[3]"}));
+  op.set_ranking({2, 0, 1}, dev({2, 0, 1}));  // a valid one is used by the next forward
+  Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 3);
+  op.forward(ctx, x, Mode::Eval);
+  EXPECT_EQ(op.last_on(), (std::vector<int>{2, 0}));
+}
+
+// Deterministic calls follow alpha: after an optimizer step, an architecture load, or a
+// direct write followed by set_sampling(Deterministic) (or mark_changed), the next forward
+// runs the new top op. (It used to keep the ops derived when the mode was first entered.)
+TEST(MixedOpDeterministic, RederivesAfterEveryChangeOfAlpha) {
+  Context ctx(Device::cpu(), ContextOptions{4});
+  auto net = std::make_unique<Sequential>("net");
+  MixedOpConfig mc;
+  mc.alpha_group = "shared";
+  net->add(make_mixed_op(ctx, "a", pointwise_candidates(ctx, 3), mc));
+  net->add(make_mixed_op(ctx, "b", pointwise_candidates(ctx, 3), mc));  // shares a's alpha
+  SearchModel model(ctx, std::move(net));
+  auto& seq = static_cast<Sequential&>(model.network());
+  auto& a = static_cast<MixedOp&>(seq[0]);
+  auto& b = static_cast<MixedOp&>(seq[1]);
+  Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 5);
+  auto weights_of = [](MixedOp& m, int i) {
+    return static_cast<Conv2d&>(m.candidate(i)).weight().value.to_vector();
+  };
+  // The expected output for ops (i in a, j in b), from naive loops.
+  auto expected = [&](int i, int j) {
+    const std::vector<double> h = pointwise(weights_of(a, i), x.to_vector());
+    return pointwise(weights_of(b, j), std::vector<float>(h.begin(), h.end()));
+  };
+  auto set_alpha = [&](std::vector<float> v) {
+    Tensor t = Tensor::from_vector(ctx, Shape{3}, v);
+    ops::copy(ctx, t, model.architecture_parameters()[0]->value);
+  };
+  set_alpha({1.0f, 0.0f, 0.0f});
+  model.alphas_changed();
+  auto run = [&] { return model.forward(ctx, x, Mode::Eval, Sampling::Deterministic).to_vector(); };
+  EXPECT_TRUE(test::all_close(run(), expected(0, 0), 1e-5, 1e-5));
+
+  // An optimizer step that makes op 2 the strongest: the next deterministic forward runs it,
+  // in both MixedOps that share the alpha.
+  SGD sgd(ctx, model.architecture_parameters(), SgdParams{1.0f});
+  Tensor g = Tensor::from_vector(ctx, Shape{3}, {0.0f, 0.0f, -5.0f});
+  ops::copy(ctx, g, model.architecture_parameters()[0]->grad);
+  sgd.step(ctx);
+  EXPECT_TRUE(test::all_close(run(), expected(2, 2), 1e-5, 1e-5)) << "after an optimizer step";
+  EXPECT_EQ(a.derived(), (std::vector<int>{2}));
+
+  // A direct write, then set_sampling(Deterministic) as documented.
+  set_alpha({0.0f, 3.0f, 0.0f});
+  a.set_sampling(Sampling::Deterministic);
+  b.set_sampling(Sampling::Deterministic);
+  EXPECT_TRUE(test::all_close(run(), expected(1, 1), 1e-5, 1e-5)) << "after set_sampling";
+
+  // An architecture file loaded.
+  const std::string path = ::testing::TempDir() + "/rederive_arch.json";
+  set_alpha({0.0f, 0.0f, 4.0f});
+  model.save_architecture(path);
+  set_alpha({9.0f, 0.0f, 0.0f});
+  model.alphas_changed();
+  EXPECT_TRUE(test::all_close(run(), expected(0, 0), 1e-5, 1e-5));
+  model.load_architecture(ctx, path);
+  EXPECT_TRUE(test::all_close(run(), expected(2, 2), 1e-5, 1e-5)) << "after load_architecture";
+}
+
 TEST(SearchModelTest, SplitsParametersAndSummarises) {
   Context ctx(Device::cpu(), ContextOptions{4});
   auto net = std::make_unique<Sequential>("net");

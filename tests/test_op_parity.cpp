@@ -15,6 +15,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "test_util.h"
 
@@ -26,7 +27,8 @@ constexpr float kSentinel = 12345.678f;
 constexpr double kElementwiseTol = 1e-5;  // strict FP32
 constexpr double kGemmTol = 1e-4;         // convolutions and GEMM, strict FP32
 
-enum class Init { Normal, Positive, Distinct, Labels, Permutation, Poison };
+// NonFinite: element i of the tensor made with seed s is {1.5, +inf, -inf, 2.5}[(i + s) % 4].
+enum class Init { Normal, Positive, Distinct, Labels, Permutation, Poison, NonFinite };
 
 struct TensorSpec {
   Shape shape;
@@ -72,6 +74,13 @@ std::vector<float> host_values(const TensorSpec& s, uint32_t seed) {
     }
     case Init::Poison:
       return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
+    case Init::NonFinite: {
+      const float inf = std::numeric_limits<float>::infinity();
+      const float pattern[4] = {1.5f, inf, -inf, 2.5f};
+      std::vector<float> v(n);
+      for (size_t i = 0; i < n; ++i) v[i] = pattern[(i + seed) % 4];
+      return v;
+    }
   }
   return {};
 }
@@ -674,6 +683,50 @@ std::vector<OpCase> all_cases() {
                          words.push_back(u);
                        }
                        ops::set_words(ctx, out[0], words);
+                     }});
+  }
+  // count_nonfinite: two calls from the start state; inputs made with seeds 100, 101, ... so
+  // NonFinite gives 1.5, +inf, -inf, 2.5 as the first elements of inputs 0, 1, 2, 3.
+  for (auto [tag, init, n] : std::vector<std::tuple<const char*, Init, int>>{
+           {"[3 finite]", Init::Normal, 3},
+           {"[1.5, inf, -inf]", Init::NonFinite, 3},
+           {"[1.5, inf, -inf, 2.5, 1.5]", Init::NonFinite, 5}}) {
+    std::vector<TensorSpec> ins;
+    for (int i = 0; i < n; ++i) ins.push_back(spec({1}, init));
+    cases.push_back({std::string("count_nonfinite") + tag,
+                     0.0,
+                     ins,
+                     {TensorSpec{{4}, Init::Labels, 1}},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::set_words(ctx, out[0], {0u, ~0u, 0u, ~0u});
+                       std::vector<const Tensor*> vs;
+                       for (auto& t : in) vs.push_back(&t);
+                       ops::count_nonfinite(ctx, vs, out[0]);
+                       ops::count_nonfinite(ctx, vs, out[0]);
+                     }});
+  }
+  // metrics_add twice from random sums; the NonFinite case's inputs are 1.5 and +inf (seeds
+  // 100, 101): the first call skips the infinite loss, the second adds 1.5.
+  for (auto [tag, init] :
+       std::vector<std::pair<const char*, Init>>{{"[finite]", Init::Normal},
+                                                 {"[positive]", Init::Positive},
+                                                 {"[inf loss]", Init::NonFinite}}) {
+    cases.push_back({std::string("metrics_add") + tag,
+                     kElementwiseTol,
+                     {spec({1}, init), spec({1}, init == Init::NonFinite ? init : Init::Positive)},
+                     {spec({4}, Init::Positive)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::metrics_add(ctx, in[1], in[0], 32.0f, out[0]);
+                       ops::metrics_add(ctx, in[0], in[0], 7.0f, out[0]);
+                     }});
+  }
+  for (float norm_case : {0.0f, 1.0f}) {  // clip_coefficient of an infinite norm: 0
+    cases.push_back({"clip_coefficient" + detail::cat("[inf norm, max ", norm_case + 1.0f, "]"),
+                     kElementwiseTol,
+                     {spec({1}, Init::NonFinite), spec({1}, Init::NonFinite)},
+                     {poison({1})},
+                     [norm_case](Context& ctx, auto& in, auto& out) {
+                       ops::clip_coefficient(ctx, in[1], norm_case + 1.0f, out[0]);
                      }});
   }
   cases.push_back({"sgd_step[scaled gradients]",

@@ -10,6 +10,7 @@
 #include "cudarts/device.h"
 #include "cudarts/error.h"
 #include "cudarts/graph.h"
+#include "cudarts/guard.h"
 #include "cudarts/layer.h"
 #include "cudarts/layers.h"
 #include "cudarts/mixed_op.h"

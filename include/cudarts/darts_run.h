@@ -30,6 +30,12 @@ struct RunOptions {
   // epoch and replay them: one launch per batch instead of hundreds. Needs Continuous MixedOps in a
   // search (sampled types choose their ops on the host every step). Results equal the eager run's.
   bool cuda_graph = false;
+  // A step with a non-finite loss or gradient norm: false (default) stops the run with a
+  // DivergenceError before anything from that step is written; true skips the step (the
+  // optimizers leave weights and state as they were) and logs the count per epoch
+  // ("skipped_steps"). Either way no non-finite value is ever written to a checkpoint, log or
+  // genotype.
+  bool skip_nonfinite = false;
 };
 
 struct SearchOptions {

@@ -32,6 +32,12 @@ struct Parameter {
   // parameter's gradient needs and its backward leaves `grad` untouched (no work spent on it).
   // A first-order architecture step freezes the weights, the weight step the alphas.
   bool requires_grad = true;
+  // Counts the changes of `value` made through cudarts (optimizer steps, architecture and
+  // checkpoint loads); shared by the parameters that view one storage (shared alphas). What
+  // caches a function of the value (a MixedOp's derived ops) compares it. After writing
+  // `value` yourself, call mark_changed().
+  std::shared_ptr<uint64_t> version = std::make_shared<uint64_t>(0);
+  void mark_changed() { ++*version; }
 };
 
 using NamedParameter = std::pair<std::string, Parameter*>;

@@ -56,8 +56,9 @@ class MixedOp : public Layer, public StepHook {
   Layer& candidate(int i) { return *candidates_.at(size_t(i)); }
   Parameter& alpha() { return *alpha_; }
 
-  // Entering Deterministic fixes the derived ops (top-num_on of alpha, read once from the
-  // device); call it again after changing alpha to re-derive.
+  // Deterministic: the derived ops (top-num_on of alpha, read once from the device) run; they
+  // are derived again on the next forward after every change of alpha made through cudarts
+  // (alpha().version: optimizer steps, loads) and after every set_sampling(Deterministic).
   void set_sampling(Sampling s);
   Sampling sampling() const { return sampling_; }
   // softmax(alpha) and the derived top-num_on indices (reads alpha to the host).
@@ -65,8 +66,8 @@ class MixedOp : public Layer, public StepHook {
   std::vector<int> derived() const;
 
   // A ranking drawn for this op outside (SearchModel draws every MixedOp in one launch):
-  // `host` is the ranking on the host, `device` the same K indices on the device. Used by
-  // the next stochastic forward, then cleared.
+  // `host` is the ranking on the host, a permutation of 0 .. K-1 (checked), `device` the same K
+  // indices (i32) on the device. Used by the next stochastic forward, then cleared.
   void set_ranking(std::vector<int> host, Tensor device);
   // The sets of the last stochastic forward (for inspection and tests).
   const std::vector<int>& last_on() const { return last_on_; }
@@ -105,6 +106,7 @@ class MixedOp : public Layer, public StepHook {
   Parameter* alpha_ = nullptr;
   Sampling sampling_ = Sampling::Stochastic;
   std::vector<int> derived_cache_;  // the ops of deterministic calls (empty: derive again)
+  uint64_t derived_version_ = 0;    // alpha's version when derived_cache_ was derived
 
   // Ranking for the next / current stochastic step.
   std::vector<int> ranking_host_;

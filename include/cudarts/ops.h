@@ -200,7 +200,9 @@ void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k
 void set_words(Context& ctx, Tensor& t, const std::vector<uint32_t>& words);
 
 // ---- optimizers: one call updates a whole group of tensors ----
-// grad_scale (optional, (1) on the device) multiplies every gradient first (clipping).
+// grad_scale (optional, (1) on the device) multiplies every gradient first (clipping); a
+// grad_scale of exactly 0 skips the update (parameters and state unchanged): the coefficient
+// clip_coefficient gives a non-finite gradient norm.
 // hyper (optional, on the device) replaces the host values that change from step to step,
 // so a captured graph can run many steps: SGD reads lr = hyper[0]; Adam reads lr = hyper[0]
 // and the bias corrections 1 - beta1^step = hyper[1], 1 - beta2^step = hyper[2] (p.step is
@@ -216,8 +218,21 @@ void adam_step(Context& ctx, const std::vector<OptimSlot>& slots, const AdamPara
 std::array<float, 3> adam_hyper(const AdamParams& p);
 // out (1) = sqrt(sum of squares of every tensor).
 void global_norm(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& out);
-// coef (1) = min(1, max_norm / (norm + 1e-6)), computed on the device (no host read).
+// coef (1) = min(1, max_norm / (norm + 1e-6)), computed on the device (no host read); 0 when
+// the norm is not finite (the optimizers then skip the step). max_norm may be +inf (no
+// clipping, only the non-finite check).
 void clip_coefficient(Context& ctx, const Tensor& norm, float max_norm, Tensor& coef);
+
+// The divergence watch of one training step, on the device (no host read): state (4, i32) =
+// {calls, first call with a non-finite value or -1, calls with one, index in `values` of the
+// first call's first non-finite value or -1}; each call counts itself and looks at the first
+// element of each of the (at most 8) values: losses, gradient norms. Start state at
+// {0, -1, 0, -1}.
+void count_nonfinite(Context& ctx, const std::vector<const Tensor*>& values, Tensor& state);
+
+// A training step's metrics into running sums (4) = {sum of batch * loss, sum of hits,
+// samples, steps skipped}: a step whose loss (1) is not finite adds only to the skipped count.
+void metrics_add(Context& ctx, const Tensor& loss, const Tensor& hits, float batch, Tensor& sums);
 
 }  // namespace ops
 }  // namespace cudarts

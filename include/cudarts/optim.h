@@ -37,6 +37,11 @@ class Optimizer {
   void set_lr(float lr);
   // Clip the global gradient norm of the group to max_norm (0 disables).
   void set_grad_clip(float max_norm);
+  // true: a step whose gradient norm is not finite changes nothing (parameters and state stay;
+  // the step count still advances) instead of writing NaN or infinity into them. The norm is
+  // then computed every step (two small launches when clipping is off). With clipping on, such
+  // steps are skipped either way (clip_coefficient gives 0).
+  void set_skip_nonfinite(bool skip) { skip_nonfinite_ = skip; }
   // The group's gradient norm from the last step with clipping on, (1) on the device.
   const Tensor& last_grad_norm() const { return grad_norm_; }
   // Hooks are not owned and must outlive the optimizer's use.
@@ -57,6 +62,7 @@ class Optimizer {
 
  private:
   float clip_ = 0.0f;
+  bool skip_nonfinite_ = false;
   std::vector<StepHook*> hooks_;
   int64_t step_count_ = 0;
   Tensor grad_norm_, clip_coef_;

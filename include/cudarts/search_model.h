@@ -46,8 +46,11 @@ class SearchModel {
   std::vector<Parameter*> architecture_parameters();
   std::vector<Parameter*> operational_parameters();
   const std::vector<std::pair<std::string, MixedOp*>>& mixed_ops() const { return mixed_ops_; }
-  // All distinct alphas, concatenated in order of first appearance.
+  // All distinct alphas, concatenated in order of first appearance. After writing it directly
+  // (e.g. restoring a checkpoint), call alphas_changed().
   const Tensor& alphas() const { return alphas_; }
+  // Marks every alpha as changed (Parameter::mark_changed): deterministic forwards derive again.
+  void alphas_changed();
 
   // One line per MixedOp: its path, type and softmax(alpha) per candidate (* = derived).
   std::string architecture_summary() const;

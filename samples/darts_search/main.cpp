@@ -42,16 +42,16 @@ int main(int argc, char** argv) {
                "print the device --device auto would use (cpu or cuda) and exit");
   for (CLI::Option* opt : app.get_options())
     if (opt->get_name() == "--out") opt->required(false);
-  CLI11_PARSE(app, argc, argv);
+  CUDARTS_PARSE(app, argc, argv);
   if (which_device) {
     std::printf("%s\n", Context::cuda_available() ? "cuda" : "cpu");
     return 0;
   }
   if (o.run.out_dir.empty()) {
     std::fprintf(stderr, "darts_search: --out is required\n%s", app.help().c_str());
-    return 106;
+    return 2;
   }
-  try {
+  return program::run("darts_search", [&] {
     o.net.mixed.type = parse_mixed_op_type(mixed_op);
     if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);
     o.bilevel = !joint;
@@ -65,8 +65,5 @@ int main(int argc, char** argv) {
           o.run.out_dir.c_str(), r.genotype_json.c_str(), r.final_valid_acc, r.epochs_done,
           o.run.out_dir.c_str());
     return 0;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "darts_search: %s\n", e.what());
-    return 1;
-  }
+  });
 }

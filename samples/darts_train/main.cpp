@@ -20,16 +20,13 @@ int main(int argc, char** argv) {
   app.add_option("--cutout", o.cutout, "cutout length (0 disables)")->check(CLI::NonNegativeNumber);
   app.add_option("--auxiliary-weight", o.auxiliary_weight, "weight of the auxiliary loss");
   app.add_flag("--no-auxiliary", no_aux, "no auxiliary head");
-  CLI11_PARSE(app, argc, argv);
-  try {
+  CUDARTS_PARSE(app, argc, argv);
+  return program::run("darts_train", [&] {
     o.net.auxiliary = !no_aux;
     const darts::RunResult r = darts::run_train(o);
     if (!o.run.quiet)
       std::printf("test accuracy %.4f after %d epochs (%s/log.jsonl)\n", r.final_valid_acc,
                   r.epochs_done, o.run.out_dir.c_str());
     return 0;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "darts_train: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -201,6 +201,10 @@ int run(const Options& opt) {
   Tensor correct_sum = Tensor::zeros(ctx, Shape{1});
   constexpr int64_t kReportEvery = 100;
   constexpr double kPi = 3.14159265358979323846;
+  // Divergence: a step with a non-finite gradient norm changes nothing (the optimizer skips
+  // it), and the guard, read with the progress sums, stops the run naming the first such step.
+  sgd.set_skip_nonfinite(true);
+  DivergenceGuard guard(ctx, {"training loss", "gradient norm"});
 
   // One training step; the loss and hit sums stay on the device.
   auto train_step = [&](const Tensor& images, const Tensor& labels) {
@@ -210,6 +214,7 @@ int run(const Options& opt) {
     ops::softmax_xent(ctx, logits, labels, loss, dlogits, correct);
     net.backward(ctx, dlogits);
     sgd.step(ctx);
+    guard.watch(ctx, {&loss, &sgd.last_grad_norm()});
     ops::axpy(ctx, 1.0f, loss, loss_sum);
     ops::axpy(ctx, 1.0f, correct, correct_sum);
   };
@@ -254,6 +259,13 @@ int run(const Options& opt) {
       window_images += end - begin;
       ++window_steps;
       if (window_steps == kReportEvery || step + 1 == steps_per_epoch) {
+        guard.check(
+            "minimal_train",
+            [&](int64_t i) {
+              return cudarts::detail::cat("epoch ", i / steps_per_epoch + 1, " step ",
+                                          i % steps_per_epoch + 1);
+            },
+            "stopped (lower --lr)");
         const double mean_loss = loss_sum.item() / static_cast<double>(window_steps);
         const double accuracy = correct_sum.item() / static_cast<double>(window_images);
         const double rate = static_cast<double>(window_images) / seconds_since(t_window);
@@ -307,11 +319,11 @@ int main(int argc, char** argv) {
   }
   try {
     return run(opt);
-  } catch (const cudarts::Error& e) {
-    std::fprintf(stderr, "%s: error: %s\n", argv[0], e.what());
-    return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: unexpected error: %s\n", argv[0], e.what());
+    std::fprintf(stderr, "%s: error: %s\n", argv[0], e.what());
+    return cudarts::exit_status_of(e);
+  } catch (...) {
+    std::fprintf(stderr, "%s: error: an unknown exception\n", argv[0]);
     return 1;
   }
 }

@@ -6,10 +6,12 @@
 // peak allocator memory of each phase. Fashion-MNIST by default; CIFAR-10 with --data DIR.
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <string>
 
+#include "../program.h"
 #include "cudarts/cudarts.h"
 
 using namespace cudarts;
@@ -123,7 +125,12 @@ EpochResult train_epoch(Context& ctx, SearchModel& model, const Dataset& train, 
     model.backward(ctx, dlogits);
     weights.step(ctx);
     if (arch) arch->step(ctx);
-    loss_sum += loss.item() * batch;
+    const float l = loss.item();  // this sample reads the loss every step anyway
+    if (!std::isfinite(l))
+      throw DivergenceError(detail::cat("seed_example: the training loss is ", l, " at step ",
+                                        s + 1, " of epoch ", epoch + 1,
+                                        "; stopped (lower --lr or --arch-lr)"));
+    loss_sum += l * batch;
     hit_sum += hits.item();
     seen += batch;
     if ((s + 1) % 100 == 0 || s + 1 == steps)
@@ -242,12 +249,7 @@ int main(int argc, char** argv) {
   app.add_option("--ma-lr", o.ma_lr, "moving-average learning rate, in (0, 1]");
   app.add_option("--lr", o.lr, "weight learning rate")->check(CLI::PositiveNumber);
   app.add_option("--arch-lr", o.arch_lr, "architecture learning rate")->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+  CUDARTS_PARSE(app, argc, argv);
   if (o.mixed_op == "proxyless" && o.num_eval < 2) o.num_eval = 2;
-  try {
-    return run(o);
-  } catch (const Error& e) {
-    std::fprintf(stderr, "seed_example: %s\n", e.what());
-    return 1;
-  }
+  return program::run("seed_example", [&] { return run(o); });
 }

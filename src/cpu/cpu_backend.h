@@ -99,6 +99,8 @@ class CpuBackend final : public Backend {
                  const Tensor* hyper) override;
   void global_norm(const std::vector<const Tensor*>& xs, Tensor& out) override;
   void clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) override;
+  void count_nonfinite(const std::vector<const Tensor*>& values, Tensor& state) override;
+  void metrics_add(const Tensor& loss, const Tensor& hits, float batch, Tensor& sums) override;
 
  private:
   std::shared_ptr<Allocator> allocator_;

@@ -159,6 +159,7 @@ void CpuBackend::proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
 void CpuBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
                           const Tensor* grad_scale, const Tensor* hyper) {
   const float gs = grad_scale ? grad_scale->data()[0] : 1.0f;
+  if (gs == 0.0f) return;  // a skipped step (non-finite gradient norm): nothing changes
   const float lr = hyper ? hyper->data()[0] : p.lr;
   for (const OptimSlot& s : slots) {
     float* w = s.param->data();
@@ -180,6 +181,7 @@ void CpuBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& 
 void CpuBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParams& p,
                            const Tensor* grad_scale, const Tensor* hyper) {
   const float gs = grad_scale ? grad_scale->data()[0] : 1.0f;
+  if (gs == 0.0f) return;  // a skipped step (non-finite gradient norm): nothing changes
   const std::array<float, 3> h =
       hyper ? std::array<float, 3>{hyper->data()[0], hyper->data()[1], hyper->data()[2]}
             : ops::adam_hyper(p);
@@ -210,8 +212,35 @@ void CpuBackend::global_norm(const std::vector<const Tensor*>& xs, Tensor& out) 
   out.data()[0] = static_cast<float>(std::sqrt(s));
 }
 
+void CpuBackend::count_nonfinite(const std::vector<const Tensor*>& values, Tensor& state) {
+  int32_t* s = state.data_i32();
+  const int32_t call = s[0]++;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (std::isfinite(values[i]->data()[0])) continue;
+    if (s[1] < 0) {
+      s[1] = call;
+      s[3] = int32_t(i);
+    }
+    ++s[2];
+    break;
+  }
+}
+
+void CpuBackend::metrics_add(const Tensor& loss, const Tensor& hits, float batch, Tensor& sums) {
+  float* s = sums.data();
+  const float l = loss.data()[0];
+  if (!std::isfinite(l)) {
+    s[3] += 1.0f;
+    return;
+  }
+  s[0] += batch * l;
+  s[1] += hits.data()[0];
+  s[2] += batch;
+}
+
 void CpuBackend::clip_coefficient(const Tensor& norm, float max_norm, Tensor& coef) {
-  coef.data()[0] = std::min(1.0f, max_norm / (norm.data()[0] + 1e-6f));
+  const float n = norm.data()[0];
+  coef.data()[0] = std::isfinite(n) ? std::min(1.0f, max_norm / (n + 1e-6f)) : 0.0f;
 }
 
 }  // namespace cudarts::cpu

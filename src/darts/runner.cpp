@@ -16,6 +16,7 @@
 #include "cudarts/darts_run.h"
 #include "cudarts/data.h"
 #include "cudarts/error.h"
+#include "cudarts/guard.h"
 #include "cudarts/ops.h"
 #include "cudarts/optim.h"
 #include "cudarts/search_model.h"
@@ -33,7 +34,7 @@ using Clock = std::chrono::steady_clock;
 Device pick_device(const std::string& d) {
   if (d == "cpu") return Device::cpu();
   if (d == "cuda") return Device::cuda(0);
-  CUDARTS_CHECK(d == "auto", "unknown device '", d, "'; expected cpu, cuda or auto");
+  CUDARTS_CONFIG_CHECK(d == "auto", "unknown device '", d, "'; expected cpu, cuda or auto");
   return Context::cuda_available() ? Device::cuda(0) : Device::cpu();
 }
 
@@ -49,16 +50,17 @@ std::pair<Dataset, Dataset> load_data(const DataOptions& o, int64_t min_side = 0
 }
 
 void prepare_out_dir(const RunOptions& run, const char* program) {
-  CUDARTS_CHECK(!run.out_dir.empty(), program, ": an output folder (--out) is required");
+  CUDARTS_CONFIG_CHECK(!run.out_dir.empty(), program, ": an output folder (--out) is required");
   std::error_code ec;
   fs::create_directories(run.out_dir, ec);
   CUDARTS_CHECK(fs::is_directory(run.out_dir), program, ": cannot create the output folder '",
                 run.out_dir, "'", ec ? ": " + ec.message() : "");
   const bool has_run = fs::exists(fs::path(run.out_dir) / "log.jsonl") ||
                        fs::exists(fs::path(run.out_dir) / "checkpoint.safetensors");
-  CUDARTS_CHECK(run.resume || !has_run, program, ": '", run.out_dir,
-                "' already holds a run (log.jsonl or checkpoint.safetensors); pass --resume to "
-                "continue it or choose another --out (nothing was overwritten)");
+  CUDARTS_CONFIG_CHECK(
+      run.resume || !has_run, program, ": '", run.out_dir,
+      "' already holds a run (log.jsonl or checkpoint.safetensors); pass --resume to "
+      "continue it or choose another --out (nothing was overwritten)");
 }
 
 std::string path_in(const RunOptions& run, const char* name) {
@@ -83,19 +85,26 @@ void append_log(const RunOptions& run, const json& line) {
   CUDARTS_CHECK(f.good(), "writing '", path_in(run, "log.jsonl"), "' failed");
 }
 
-// Running sums of one epoch, kept on the device.
+// Running sums of one epoch, kept on the device (ops::metrics_add): batch-weighted loss, hits,
+// samples, and steps whose loss was not finite (left out of the sums).
 struct Metrics {
-  Tensor loss_sum, hits_sum;
-  int64_t seen = 0;
-  explicit Metrics(Context& ctx)
-      : loss_sum(Tensor::zeros(ctx, Shape{1})), hits_sum(Tensor::zeros(ctx, Shape{1})) {}
+  Tensor sums;
+  explicit Metrics(Context& ctx) : sums(Tensor::zeros(ctx, Shape{4})) {}
   void add(Context& ctx, const Tensor& loss, const Tensor& hits, int64_t batch) {
-    ops::axpy(ctx, float(batch), loss, loss_sum);
-    ops::axpy(ctx, 1.0f, hits, hits_sum);
-    seen += batch;
+    ops::metrics_add(ctx, loss, hits, float(batch), sums);
   }
-  double loss() const { return seen ? double(loss_sum.item()) / double(seen) : 0.0; }
-  double acc() const { return seen ? double(hits_sum.item()) / double(seen) : 0.0; }
+  struct Values {
+    double loss = 0, acc = 0;
+    int64_t samples = 0, nonfinite = 0;
+  };
+  Values read() const {  // one host read
+    const std::vector<float> s = sums.to_vector();
+    Values v;
+    v.samples = int64_t(s[2]);
+    v.nonfinite = int64_t(s[3]);
+    if (s[2] > 0) v.loss = double(s[0]) / double(s[2]), v.acc = double(s[1]) / double(s[2]);
+    return v;
+  }
 };
 
 // Cross-entropy loss and accuracy of one batch; dlogits scaled by `weight`.
@@ -175,19 +184,60 @@ std::vector<std::vector<int64_t>> make_batches(const std::vector<int64_t>& order
   return out;
 }
 
+// The divergence policy of a run. Every step's losses and gradient norms go to a
+// DivergenceGuard (on the device). Stop mode (the default): check() throws a DivergenceError
+// naming the first bad step and quantity; the loop calls it before every write (checkpoint,
+// log line, genotype) and at progress lines, so nothing from a diverged step reaches a file.
+// Skip mode (RunOptions::skip_nonfinite): the optimizers skip steps whose gradient norm is not
+// finite (they do in both modes), check() passes, and the epoch logs how many were skipped.
+class RunGuard {
+ public:
+  RunGuard(Context& ctx, const RunOptions& run, std::string program,
+           std::vector<std::string> quantities, int64_t steps_per_epoch, int64_t first_step)
+      : run_(run),
+        program_(std::move(program)),
+        guard_(ctx, std::move(quantities)),
+        steps_(steps_per_epoch),
+        first_(first_step) {}
+  void watch(Context& ctx, const std::vector<const Tensor*>& values) { guard_.watch(ctx, values); }
+  void check() const {
+    if (run_.skip_nonfinite) return;
+    guard_.check(
+        program_,
+        [&](int64_t i) {
+          const int64_t g = first_ + i;
+          return detail::cat("epoch ", g / steps_ + 1, " step ", g % steps_ + 1);
+        },
+        detail::cat("stopped; nothing from that step on was written (the last checkpoint and "
+                    "log.jsonl in '",
+                    run_.out_dir,
+                    "' are kept). Resume with --skip-nonfinite to skip such steps, or start "
+                    "again with a lower learning rate"));
+  }
+  int64_t bad_steps() const { return guard_.status().bad_steps; }
+
+ private:
+  const RunOptions& run_;
+  std::string program_;
+  DivergenceGuard guard_;
+  int64_t steps_, first_;
+};
+
 class ProgressLine {
  public:
   ProgressLine(const RunOptions& run, int64_t total_steps, int64_t done_steps)
       : run_(run), total_(total_steps), start_done_(done_steps), start_(Clock::now()) {}
   void update(int epoch, int epochs, int64_t step, int64_t steps, int64_t global_done,
-              const Metrics& m, int batch) {
+              const Metrics& m, int batch, const RunGuard& guard) {
     if (run_.quiet || run_.print_every <= 0) return;
     if ((step + 1) % run_.print_every != 0 && step + 1 != steps) return;
+    guard.check();  // the device is read here anyway
     const double secs = std::chrono::duration<double>(Clock::now() - start_).count();
     const double rate = double(global_done - start_done_) / std::max(secs, 1e-9);
     const double eta = double(total_ - global_done) / std::max(rate, 1e-9);
+    const Metrics::Values v = m.read();
     std::printf("epoch %d/%d step %lld/%lld  loss %.4f acc %.4f  %.0f img/s  ETA %dm%02ds\n",
-                epoch + 1, epochs, (long long)(step + 1), (long long)steps, m.loss(), m.acc(),
+                epoch + 1, epochs, (long long)(step + 1), (long long)steps, v.loss, v.acc,
                 rate * batch, int(eta) / 60, int(eta) % 60);
     std::fflush(stdout);
   }
@@ -209,7 +259,16 @@ struct Checkpoint {
     CUDARTS_INPUT_CHECK(it != tensors.end(), "checkpoint: tensor '", name, "' missing");
     copy_from_host(ctx, it->second, t, "checkpoint tensor '" + name + "'");
   }
-  void save(const RunOptions& run) const {
+  // Throws DivergenceError when a tensor holds non-finite values (call before writing
+  // anything that belongs with this checkpoint).
+  void verify(const std::string& program) const {
+    check_finite(tensors, detail::cat(program, ": the checkpoint of epoch ", meta.value("epoch", 0),
+                                      " step ", meta.value("step", 0),
+                                      " (the run diverged; stopped, lower the learning rate)"));
+  }
+  // Refuses (verify) to write non-finite values; the previous checkpoint stays.
+  void save(const RunOptions& run, const std::string& program) const {
+    verify(program);
     save_safetensors(path_in(run, "checkpoint.safetensors"), tensors, {{"cudarts", meta.dump()}});
   }
   // Reads and verifies the checkpoint (checksums of every tensor and of the metadata); false
@@ -276,7 +335,6 @@ void validate_checkpoint(const Checkpoint& c, const RunOptions& run, const json&
                        m["config"].dump(), "\n  current: ", config.dump());
   const int64_t epoch = integer("epoch", 0, epochs);
   const int64_t step = integer("step", 0, epoch < epochs ? steps_per_epoch - 1 : 0);
-  integer("metric_seen", 0, step * batch);
   CUDARTS_INPUT_CHECK(m.contains("rng_offset") && m["rng_offset"].is_number_unsigned(), "'", path,
                       "': metadata 'rng_offset' is missing or not an unsigned integer");
   for (const std::string& prefix : optimizers)
@@ -311,15 +369,11 @@ void get_optimizer(Context& ctx, const Checkpoint& c, const std::string& prefix,
 }
 
 void put_metrics(Checkpoint& c, const Metrics& m) {
-  c.put("metric/loss_sum", m.loss_sum);
-  c.put("metric/hits_sum", m.hits_sum);
-  c.meta["metric_seen"] = m.seen;
+  c.put("metric/sums", m.sums);
 }
 
 void get_metrics(Context& ctx, const Checkpoint& c, Metrics& m) {
-  c.get(ctx, "metric/loss_sum", m.loss_sum);
-  c.get(ctx, "metric/hits_sum", m.hits_sum);
-  m.seen = c.meta.at("metric_seen").get<int64_t>();
+  c.get(ctx, "metric/sums", m.sums);
 }
 
 using NamedOptimizers = std::vector<std::pair<std::string, Optimizer*>>;
@@ -356,6 +410,15 @@ std::pair<int, int64_t> get_common(Context& ctx, const Checkpoint& c, Layer& net
 // ---------------------------------------------------------------- evaluation
 struct EvalResult {
   double loss = 0, acc = 0;
+  int64_t nonfinite = 0, batches = 0;  // batches whose loss was not finite, of all batches
+  // Throws DivergenceError when a batch's loss was not finite (weights or statistics broken).
+  void check(const std::string& program, const char* what, int epoch) const {
+    if (nonfinite == 0) return;
+    throw DivergenceError(detail::cat(program, ": the ", what, " is not finite for ", nonfinite,
+                                      " of ", batches, " batches after epoch ", epoch + 1,
+                                      "; stopped before writing that epoch's log, genotype "
+                                      "and checkpoint"));
+  }
 };
 
 // Loss and accuracy of `forward` over the indexed images. With use_graph, the full batches
@@ -380,7 +443,8 @@ EvalResult evaluate(Context& ctx, const Dataset& data, const std::vector<int64_t
     });
     m.add(ctx, r.loss, r.hits, b.labels.numel());
   }
-  return {m.loss(), m.acc()};
+  const Metrics::Values v = m.read();
+  return {v.loss, v.acc, v.nonfinite, int64_t(batches.size())};
 }
 
 std::vector<int64_t> range(int64_t begin, int64_t end) {
@@ -427,28 +491,31 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
 
 // ---------------------------------------------------------------- search
 RunResult run_search(const SearchOptions& o) {
-  CUDARTS_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_search: epochs ", o.epochs,
-                " must be >= 1 and batch size ", o.batch, " >= 2");
-  CUDARTS_CHECK(o.net.cells >= 3, "darts_search: ", o.net.cells,
-                " cells; a genotype needs a normal and a reduction cell, so at least 3 cells "
-                "(reductions sit at 1/3 and 2/3 of the depth)");
-  CUDARTS_CHECK(!o.run.cuda_graph || o.net.mixed.type == MixedOpType::Continuous,
-                "darts_search: --cuda-graph needs continuous MixedOps, not ",
-                mixed_op_type_name(o.net.mixed.type),
-                " (sampled types choose their ops on the host at every step, which a captured "
-                "graph cannot do)");
-  CUDARTS_CHECK(!o.second_order ||
-                    (o.bilevel && o.net.mixed.type == MixedOpType::Continuous && !o.run.cuda_graph),
-                "darts_search: --second-order needs bilevel updates (not --joint), continuous "
-                "MixedOps and no --cuda-graph (it reads a norm on the host every step)");
+  CUDARTS_CONFIG_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_search: epochs ", o.epochs,
+                       " must be >= 1 and batch size ", o.batch, " >= 2");
+  CUDARTS_CONFIG_CHECK(
+      o.net.cells >= 3, "darts_search: ", o.net.cells,
+      " cells; a genotype needs a normal and a reduction cell, so at least 3 cells "
+      "(reductions sit at 1/3 and 2/3 of the depth)");
+  CUDARTS_CONFIG_CHECK(
+      !o.run.cuda_graph || o.net.mixed.type == MixedOpType::Continuous,
+      "darts_search: --cuda-graph needs continuous MixedOps, not ",
+      mixed_op_type_name(o.net.mixed.type),
+      " (sampled types choose their ops on the host at every step, which a captured "
+      "graph cannot do)");
+  CUDARTS_CONFIG_CHECK(
+      !o.second_order ||
+          (o.bilevel && o.net.mixed.type == MixedOpType::Continuous && !o.run.cuda_graph),
+      "darts_search: --second-order needs bilevel updates (not --joint), continuous "
+      "MixedOps and no --cuda-graph (it reads a norm on the host every step)");
   prepare_out_dir(o.run, "darts_search");
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
   auto [train_all, test] = load_data(o.data);
   (void)test;
   const int64_t half = train_all.n / 2;
   const int64_t steps = half / o.batch;
-  CUDARTS_CHECK(steps >= 1, "darts_search: ", train_all.n, " training images give ", half,
-                " per split, fewer than one batch of ", o.batch);
+  CUDARTS_CONFIG_CHECK(steps >= 1, "darts_search: ", train_all.n, " training images give ", half,
+                       " per split, fewer than one batch of ", o.batch);
 
   SearchConfig cfg = o.net;
   cfg.in_channels = train_all.c;
@@ -478,6 +545,7 @@ RunResult run_search(const SearchOptions& o) {
     {
       Tensor alphas = model.alphas().share();
       ck.get(ctx, "arch/alphas", alphas);
+      model.alphas_changed();
     }
     for (auto& [name, m] : model.mixed_ops()) {
       auto it = ck.tensors.find("ma/" + name);
@@ -494,13 +562,13 @@ RunResult run_search(const SearchOptions& o) {
     std::printf("darts_search: no checkpoint in '%s', starting fresh\n", o.run.out_dir.c_str());
   }
 
-  auto save_checkpoint = [&](int epoch, int64_t step) {
+  auto make_checkpoint = [&](int epoch, int64_t step) {
     Checkpoint c;
     put_common(c, ctx, net, opts, metrics, epoch, step, config);
     c.put("arch/alphas", model.alphas());
     for (auto& [name, m] : model.mixed_ops())
       if (m->moving_averages().defined()) c.put("ma/" + name, m->moving_averages());
-    c.save(o.run);
+    return c;
   };
 
   if (!o.run.quiet && start_epoch == 0 && start_step == 0)
@@ -520,6 +588,15 @@ RunResult run_search(const SearchOptions& o) {
   RunResult result;
   result.epochs_done = start_epoch;
   StepRunner runner(ctx, o.run.cuda_graph);
+  // Watched every step: the weight step's loss and gradient norm, the architecture step's
+  // loss (first order) and gradient norm. Both optimizers skip a step with a non-finite norm.
+  w_opt.set_skip_nonfinite(true);
+  a_opt.set_skip_nonfinite(true);
+  Tensor arch_loss = Tensor::zeros(ctx, Shape{1});
+  RunGuard guard(ctx, o.run, "darts_search",
+                 {"training loss", "weight gradient norm", "architecture-step loss",
+                  "architecture gradient norm"},
+                 steps, int64_t(start_epoch) * steps + start_step);
 
   for (int epoch = start_epoch; epoch < o.epochs; ++epoch) {
     runner.restart();
@@ -527,6 +604,7 @@ RunResult run_search(const SearchOptions& o) {
     ctx.allocator().reset_peak();
     w_opt.set_lr(schedule.lr(epoch));
     const bool arch_on = epoch >= o.warmup_epochs;
+    const int64_t bad_before = guard.bad_steps();
     std::vector<int64_t> order_t = shuffled_indices(half, o.run.seed, 2 * uint64_t(epoch));
     std::vector<int64_t> order_v = shuffled_indices(half, o.run.seed, 2 * uint64_t(epoch) + 1);
     for (auto& i : order_v) i += half;
@@ -540,48 +618,63 @@ RunResult run_search(const SearchOptions& o) {
       Batch vb = valid_pf.next(ctx);
       Batch tb = train_pf.next(ctx);
       // in: validation images, labels, training images, labels
-      runner.run({&vb.images, &vb.labels, &tb.images, &tb.labels},
-                 [&](const std::vector<const Tensor*>& in) {
-                   Tensor images = o.augment ? augmented(ctx, *in[2], aug) : in[2]->share();
-                   // Each pass computes the gradients its optimizer steps with (the others
-                   // would be zeroed unread); --all-gradients computes every one.
-                   auto want = [&](Gradients g) {
-                     model.set_gradients(o.skip_unused_gradients ? g : Gradients::All);
-                   };
-                   if (o.bilevel && arch_on && o.second_order) {
-                     unrolled_architecture_gradient(ctx, model, w_opt, w_opt.lr(), images, *in[3],
-                                                    *in[0], *in[1], o.skip_unused_gradients);
-                     a_opt.step(ctx);
-                   } else if (o.bilevel && arch_on) {  // first order: on the validation batch
-                     want(Gradients::Architecture);
-                     a_opt.zero_grad(ctx);
-                     Tensor logits = model.forward(ctx, *in[0], Mode::Train);
-                     Xent x(ctx, logits, *in[1]);
-                     model.backward(ctx, x.dlogits);
-                     a_opt.step(ctx);
-                   }
-                   want(o.bilevel || !arch_on ? Gradients::Operational : Gradients::All);
-                   w_opt.zero_grad(ctx);
-                   if (!o.bilevel) a_opt.zero_grad(ctx);
-                   Tensor logits = model.forward(ctx, images, Mode::Train);
-                   Xent x(ctx, logits, *in[3]);
-                   model.backward(ctx, x.dlogits);
-                   w_opt.step(ctx);
-                   if (!o.bilevel && arch_on) a_opt.step(ctx);
-                   runner.keep(x.loss, x.hits);
-                 });
+      runner.run({&vb.images, &vb.labels, &tb.images, &tb.labels}, [&](const std::vector<
+                                                                       const Tensor*>& in) {
+        Tensor images = o.augment ? augmented(ctx, *in[2], aug) : in[2]->share();
+        // Each pass computes the gradients its optimizer steps with (the others
+        // would be zeroed unread); --all-gradients computes every one.
+        auto want = [&](Gradients g) {
+          model.set_gradients(o.skip_unused_gradients ? g : Gradients::All);
+        };
+        if (o.bilevel && arch_on && o.second_order) {
+          unrolled_architecture_gradient(ctx, model, w_opt, w_opt.lr(), images, *in[3], *in[0],
+                                         *in[1], o.skip_unused_gradients);
+          a_opt.step(ctx);
+        } else if (o.bilevel && arch_on) {  // first order: on the validation batch
+          want(Gradients::Architecture);
+          a_opt.zero_grad(ctx);
+          Tensor logits = model.forward(ctx, *in[0], Mode::Train);
+          Xent x(ctx, logits, *in[1]);
+          model.backward(ctx, x.dlogits);
+          a_opt.step(ctx);
+          ops::copy(ctx, x.loss, arch_loss);
+        }
+        want(o.bilevel || !arch_on ? Gradients::Operational : Gradients::All);
+        w_opt.zero_grad(ctx);
+        if (!o.bilevel) a_opt.zero_grad(ctx);
+        Tensor logits = model.forward(ctx, images, Mode::Train);
+        Xent x(ctx, logits, *in[3]);
+        model.backward(ctx, x.dlogits);
+        w_opt.step(ctx);
+        if (!o.bilevel && arch_on) a_opt.step(ctx);
+        runner.keep(x.loss, x.hits);
+        guard.watch(ctx, {&x.loss, &w_opt.last_grad_norm(), &arch_loss, &a_opt.last_grad_norm()});
+      });
       metrics.add(ctx, runner.loss, runner.hits, tb.labels.numel());
       ++steps_here;
-      progress.update(epoch, o.epochs, s, steps, int64_t(epoch) * steps + s + 1, metrics, o.batch);
-      if (o.run.checkpoint_every > 0 && (s + 1) % o.run.checkpoint_every == 0 && s + 1 < steps)
-        save_checkpoint(epoch, s + 1);
+      progress.update(epoch, o.epochs, s, steps, int64_t(epoch) * steps + s + 1, metrics, o.batch,
+                      guard);
+      if (o.run.checkpoint_every > 0 && (s + 1) % o.run.checkpoint_every == 0 && s + 1 < steps) {
+        guard.check();
+        make_checkpoint(epoch, s + 1).save(o.run, "darts_search");
+      }
     }
-    const double train_loss = metrics.loss(), train_acc = metrics.acc();
+    guard.check();
+    const Metrics::Values train = metrics.read();
+    const double train_loss = train.loss, train_acc = train.acc;
     const EvalResult valid =
         evaluate(ctx, train_all, range(half, 2 * half), o.batch, o.run.cuda_graph,
                  [&](const Tensor& x) { return model.forward(ctx, x, Mode::Eval); });
+    valid.check("darts_search", "validation loss", epoch);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     auto [normal, reduce] = edge_probabilities(net);
+    for (const auto* cell : {&normal, &reduce})
+      for (const auto& edge : *cell)
+        for (float p : edge)
+          if (!std::isfinite(p))
+            throw DivergenceError(
+                detail::cat("darts_search: the architecture parameters are not finite after epoch ",
+                            epoch + 1, "; stopped before deriving a genotype or writing anything"));
     const Genotype genotype = derive_genotype(normal, reduce, cfg.steps);
     json line = {{"epoch", epoch + 1},
                  {"train_loss", train_loss},
@@ -591,12 +684,15 @@ RunResult run_search(const SearchOptions& o) {
                  {"seconds", seconds},
                  {"peak_bytes", ctx.allocator().stats().peak_bytes},
                  {"lr", schedule.lr(epoch)},
+                 {"skipped_steps", guard.bad_steps() - bad_before},
                  {"alphas", {{"normal", normal}, {"reduce", reduce}}}};
+    metrics = Metrics(ctx);
+    const Checkpoint ck_end = make_checkpoint(epoch + 1, 0);
+    ck_end.verify("darts_search");  // before the log line that belongs with it
     append_log(o.run, line);
     write_file_atomic(path_in(o.run, "summary.txt"), model.architecture_summary());
     write_file_atomic(path_in(o.run, "genotype.json"), genotype.to_json() + "\n");
-    metrics = Metrics(ctx);
-    save_checkpoint(epoch + 1, 0);
+    ck_end.save(o.run, "darts_search");
     result.epochs_done = epoch + 1;
     result.final_train_acc = train_acc;
     result.final_valid_acc = valid.acc;
@@ -620,11 +716,12 @@ RunResult run_search(const SearchOptions& o) {
 
 // ---------------------------------------------------------------- retraining
 RunResult run_train(const TrainOptions& o) {
-  CUDARTS_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_train: epochs ", o.epochs,
-                " must be >= 1 and batch size ", o.batch, " >= 2");
-  CUDARTS_CHECK(!o.genotype_path.empty(), "darts_train: a genotype file (--genotype) is required");
+  CUDARTS_CONFIG_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_train: epochs ", o.epochs,
+                       " must be >= 1 and batch size ", o.batch, " >= 2");
+  CUDARTS_CONFIG_CHECK(!o.genotype_path.empty(),
+                       "darts_train: a genotype file (--genotype) is required");
   std::ifstream gf(o.genotype_path);
-  CUDARTS_CHECK(gf.good(), "darts_train: cannot open genotype '", o.genotype_path, "'");
+  CUDARTS_INPUT_CHECK(gf.good(), "darts_train: cannot open genotype '", o.genotype_path, "'");
   std::stringstream gs;
   gs << gf.rdbuf();
   const Genotype genotype = Genotype::from_json(gs.str());
@@ -633,8 +730,8 @@ RunResult run_train(const TrainOptions& o) {
   // The auxiliary head (DARTS) expects 8x8 maps at 2/3 depth: 32x32 inputs.
   auto [train, test] = load_data(o.data, o.net.auxiliary ? 32 : 0);
   const int64_t steps = train.n / o.batch;
-  CUDARTS_CHECK(steps >= 1, "darts_train: ", train.n, " training images, fewer than one batch of ",
-                o.batch);
+  CUDARTS_CONFIG_CHECK(steps >= 1, "darts_train: ", train.n,
+                       " training images, fewer than one batch of ", o.batch);
   EvalConfig cfg = o.net;
   cfg.in_channels = train.c;
   cfg.num_classes = train.num_classes;
@@ -671,10 +768,10 @@ RunResult run_train(const TrainOptions& o) {
   }
   // Written once the run is known to start or to continue a valid checkpoint.
   write_file_atomic(path_in(o.run, "genotype.json"), genotype.to_json() + "\n");
-  auto save_checkpoint = [&](int epoch, int64_t step) {
+  auto make_checkpoint = [&](int epoch, int64_t step) {
     Checkpoint c;
     put_common(c, ctx, net, opts, metrics, epoch, step, config);
-    c.save(o.run);
+    return c;
   };
   if (!o.run.quiet && start_epoch == 0 && start_step == 0)
     std::printf("darts_train: %s (%lld images), %d cells of %lld channels, %d epochs on %s\n",
@@ -691,11 +788,15 @@ RunResult run_train(const TrainOptions& o) {
   RunResult result;
   result.epochs_done = start_epoch;
   StepRunner runner(ctx, o.run.cuda_graph);
+  opt.set_skip_nonfinite(true);
+  RunGuard guard(ctx, o.run, "darts_train", {"training loss", "gradient norm"}, steps,
+                 int64_t(start_epoch) * steps + start_step);
   for (int epoch = start_epoch; epoch < o.epochs; ++epoch) {
     runner.restart();
     const auto t0 = Clock::now();
     ctx.allocator().reset_peak();
     opt.set_lr(schedule.lr(epoch));
+    const int64_t bad_before = guard.bad_steps();
     net.set_drop_path_prob(o.drop_path * float(epoch) / float(o.epochs));
     const std::vector<int64_t> order = shuffled_indices(train.n, o.run.seed, uint64_t(epoch));
     const int64_t first = epoch == start_epoch ? start_step : 0;
@@ -716,18 +817,28 @@ RunResult run_train(const TrainOptions& o) {
         net.backward_train(ctx, x.dlogits, daux);
         opt.step(ctx);
         runner.keep(x.loss, x.hits);
+        guard.watch(ctx, {&x.loss, &opt.last_grad_norm()});
       });
       metrics.add(ctx, runner.loss, runner.hits, b.labels.numel());
       ++steps_here;
-      progress.update(epoch, o.epochs, s, steps, int64_t(epoch) * steps + s + 1, metrics, o.batch);
-      if (o.run.checkpoint_every > 0 && (s + 1) % o.run.checkpoint_every == 0 && s + 1 < steps)
-        save_checkpoint(epoch, s + 1);
+      progress.update(epoch, o.epochs, s, steps, int64_t(epoch) * steps + s + 1, metrics, o.batch,
+                      guard);
+      if (o.run.checkpoint_every > 0 && (s + 1) % o.run.checkpoint_every == 0 && s + 1 < steps) {
+        guard.check();
+        make_checkpoint(epoch, s + 1).save(o.run, "darts_train");
+      }
     }
-    const double train_loss = metrics.loss(), train_acc = metrics.acc();
+    guard.check();
+    const Metrics::Values train = metrics.read();
+    const double train_loss = train.loss, train_acc = train.acc;
     const EvalResult eval =
         evaluate(ctx, test, range(0, test.n), o.batch, o.run.cuda_graph,
                  [&](const Tensor& x) { return net.forward(ctx, x, Mode::Eval); });
+    eval.check("darts_train", "test loss", epoch);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    metrics = Metrics(ctx);
+    const Checkpoint ck_end = make_checkpoint(epoch + 1, 0);
+    ck_end.verify("darts_train");  // before the log line that belongs with it
     append_log(o.run, {{"epoch", epoch + 1},
                        {"train_loss", train_loss},
                        {"train_acc", train_acc},
@@ -735,9 +846,9 @@ RunResult run_train(const TrainOptions& o) {
                        {"valid_acc", eval.acc},
                        {"seconds", seconds},
                        {"peak_bytes", ctx.allocator().stats().peak_bytes},
-                       {"lr", schedule.lr(epoch)}});
-    metrics = Metrics(ctx);
-    save_checkpoint(epoch + 1, 0);
+                       {"lr", schedule.lr(epoch)},
+                       {"skipped_steps", guard.bad_steps() - bad_before}});
+    ck_end.save(o.run, "darts_train");
     result.epochs_done = epoch + 1;
     result.final_train_acc = train_acc;
     result.final_valid_acc = eval.acc;

@@ -90,10 +90,11 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
   Tensor norm = Tensor::empty(ctx, Shape{1});
   ops::global_norm(ctx, vs, norm);
   const float v_norm = norm.item();
-  CUDARTS_CHECK(std::isfinite(v_norm),
-                "unrolled_architecture_gradient: the validation gradient "
-                "norm at the unrolled weights is ",
-                v_norm);
+  if (!std::isfinite(v_norm))
+    throw DivergenceError(
+        detail::cat("unrolled_architecture_gradient: the validation gradient "
+                    "norm at the unrolled weights is ",
+                    v_norm));
 
   std::vector<Tensor> plus, minus;
   float eps = 0.0f;

@@ -127,13 +127,26 @@ std::vector<int> MixedOp::derived() const {
 }
 
 void MixedOp::set_sampling(Sampling s) {
-  if (s != sampling_) derived_cache_.clear();
+  if (s != sampling_ || s == Sampling::Deterministic) derived_cache_.clear();
   sampling_ = s;
 }
 
 void MixedOp::set_ranking(std::vector<int> host, Tensor device) {
-  CUDARTS_CHECK(int(host.size()) == num_candidates() && device.numel() == num_candidates(), label(),
-                ": a ranking of ", host.size(), " entries for ", num_candidates(), " candidates");
+  const int k = num_candidates();
+  CUDARTS_CHECK(int(host.size()) == k, label(), ": a ranking of ", host.size(), " entries for ", k,
+                " candidates");
+  std::vector<bool> seen(size_t(k), false);
+  for (size_t j = 0; j < host.size(); ++j) {
+    CUDARTS_CHECK(host[j] >= 0 && host[j] < k, label(), ": ranking entry ", j, " is ", host[j],
+                  ", outside [0, ", k, ")");
+    CUDARTS_CHECK(!seen[size_t(host[j])], label(), ": ranking entry ", j, " repeats candidate ",
+                  host[j], "; a ranking is a permutation of 0 .. ", k - 1);
+    seen[size_t(host[j])] = true;
+  }
+  CUDARTS_CHECK(device.defined() && device.dtype() == DType::I32 && device.numel() == k &&
+                    device.device() == alpha_->value.device(),
+                label(), ": the device ranking is ", device.describe(), ", expected i32[", k,
+                "] on ", alpha_->value.device().str());
   ranking_host_ = std::move(host);
   ranking_dev_ = std::move(device);
   ranking_ready_ = true;
@@ -197,7 +210,10 @@ Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   }
   deterministic_pass_ = sampling_ == Sampling::Deterministic;
   if (deterministic_pass_) {
-    if (derived_cache_.empty()) derived_cache_ = derived();  // one host read per switch
+    if (derived_cache_.empty() || derived_version_ != *alpha_->version) {
+      derived_cache_ = derived();  // one host read per change of alpha
+      derived_version_ = *alpha_->version;
+    }
     const std::vector<int> on = derived_cache_;
     Tensor y = forward_sum(ctx, x, mode, on);
     if (train) {

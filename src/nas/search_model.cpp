@@ -61,6 +61,7 @@ SearchModel::SearchModel(Context& ctx, std::unique_ptr<Layer> network) : net_(st
     Parameter& a = mixed_ops_[i].second->alpha();
     a.value = alphas_.slice(b, e);
     a.grad = alpha_grads_.slice(b, e);
+    a.version = leaders_[group_of[i]]->version;  // one change count per shared alpha
     for (int64_t j = b; j < e; ++j) index.push_back(int32_t(j));
     op_offsets_.push_back(op_offsets_.back() + (e - b));
   }
@@ -95,7 +96,10 @@ void SearchModel::sample(Context& ctx) {
 }
 
 Tensor SearchModel::forward(Context& ctx, const Tensor& x, Mode mode, Sampling sampling) {
-  for (auto& [name, m] : mixed_ops_) m->set_sampling(sampling);
+  // Only switches: a Deterministic forward re-derives when alpha changed (its version), not on
+  // every call.
+  for (auto& [name, m] : mixed_ops_)
+    if (m->sampling() != sampling) m->set_sampling(sampling);
   if (sampling == Sampling::Stochastic) sample(ctx);
   return net_->forward(ctx, x, mode);
 }
@@ -109,6 +113,10 @@ void SearchModel::set_gradients(Gradients g) {
   const bool arch = g == Gradients::All || g == Gradients::Architecture;
   for (Parameter* p : net_->parameters())
     p->requires_grad = p->kind == ParamKind::Architecture ? arch : op;
+}
+
+void SearchModel::alphas_changed() {
+  for (Parameter* p : leaders_) p->mark_changed();
 }
 
 std::vector<Parameter*> SearchModel::architecture_parameters() {
@@ -196,11 +204,7 @@ void SearchModel::load_architecture(Context& ctx, const std::string& path) {
                   " candidates");
     Tensor src = Tensor::from_vector(ctx, Shape{int64_t(v.size())}, v);
     ops::copy(ctx, src, m->alpha().value);
-  }
-  for (auto& [name, m] : mixed_ops_) {  // re-derive deterministic selections from the new alphas
-    const Sampling s = m->sampling();
-    m->set_sampling(s == Sampling::Deterministic ? Sampling::Stochastic : s);
-    m->set_sampling(s);
+    m->alpha().mark_changed();  // deterministic forwards derive again
   }
 }
 
