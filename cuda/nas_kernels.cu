@@ -224,6 +224,44 @@ __global__ void proxyless_rescale_kernel(float* alpha, const int32_t* ranking, i
   for (int j = 0; j < count; ++j) alpha[ranking[j]] = static_cast<float>(alpha[ranking[j]] + shift);
 }
 
+// mask[ranking[j]] = 1 for j < count; one thread (CPU: mark_ranked). An invalid ranking
+// poisons the whole mask (NaN: in the set, and the rescale then gives NaN).
+__global__ void mark_ranked_kernel(const int32_t* ranking, int count, int64_t k, float* mask) {
+  if (!ranking_valid(ranking, count, k)) {
+    for (int64_t i = 0; i < k; ++i) mask[i] = CUDART_NAN_F;
+    return;
+  }
+  for (int j = 0; j < count; ++j) mask[ranking[j]] = 1.0f;
+}
+
+// log sum_{mask != 0} exp alpha in double, -inf for an empty set (CPU: logsumexp_over).
+__device__ double mask_lse(const float* alpha, const float* mask, int64_t k) {
+  double mx = -CUDART_INF;
+  for (int64_t i = 0; i < k; ++i)
+    if (mask[i] != 0.0f) mx = mx < double(alpha[i]) ? double(alpha[i]) : mx;
+  if (mx == -CUDART_INF) return mx;
+  double s = 0.0;
+  for (int64_t i = 0; i < k; ++i)
+    if (mask[i] != 0.0f) s += exp(double(alpha[i]) - mx);
+  return mx + log(s);
+}
+
+// out = log-sum-exp over the mask; one thread (CPU: mask_logsumexp).
+__global__ void mask_logsumexp_kernel(const float* alpha, const float* mask, int64_t k,
+                                      float* out) {
+  out[0] = static_cast<float>(mask_lse(alpha, mask, k));
+}
+
+// alpha[i] += lse_old - mask_lse(alpha) where mask[i] != 0; one thread (CPU: mask_rescale).
+__global__ void mask_rescale_kernel(float* alpha, const float* mask, int64_t k,
+                                    const float* lse_old) {
+  const double lse = mask_lse(alpha, mask, k);
+  if (lse == -CUDART_INF) return;
+  const double shift = double(lse_old[0]) - lse;
+  for (int64_t i = 0; i < k; ++i)
+    if (mask[i] != 0.0f) alpha[i] = static_cast<float>(alpha[i] + shift);
+}
+
 }  // namespace
 
 void CudaBackend::softmax(const Tensor& logits, Tensor& probs) {
@@ -296,6 +334,24 @@ void CudaBackend::masked_logsumexp(const Tensor& alpha, const Tensor& ranking, i
   masked_logsumexp_kernel<<<1, kSerialThreads, 0, stream_>>>(alpha.data(), ranking.data_i32(), k,
                                                              alpha.numel(), out.data());
   CUDARTS_LAUNCH_CHECK("masked_logsumexp_kernel", "(alpha ", alpha.shape(), ", k ", k, ")");
+}
+
+void CudaBackend::mark_ranked(const Tensor& ranking, int k, Tensor& mask) {
+  mark_ranked_kernel<<<1, kSerialThreads, 0, stream_>>>(ranking.data_i32(), k, mask.numel(),
+                                                        mask.data());
+  CUDARTS_LAUNCH_CHECK("mark_ranked_kernel", "(mask ", mask.shape(), ", k ", k, ")");
+}
+
+void CudaBackend::mask_logsumexp(const Tensor& alpha, const Tensor& mask, Tensor& out) {
+  mask_logsumexp_kernel<<<1, kSerialThreads, 0, stream_>>>(alpha.data(), mask.data(), alpha.numel(),
+                                                           out.data());
+  CUDARTS_LAUNCH_CHECK("mask_logsumexp_kernel", "(alpha ", alpha.shape(), ")");
+}
+
+void CudaBackend::mask_rescale(Tensor& alpha, const Tensor& mask, const Tensor& lse_old) {
+  mask_rescale_kernel<<<1, kSerialThreads, 0, stream_>>>(alpha.data(), mask.data(), alpha.numel(),
+                                                         lse_old.data());
+  CUDARTS_LAUNCH_CHECK("mask_rescale_kernel", "(alpha ", alpha.shape(), ")");
 }
 
 void CudaBackend::proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,

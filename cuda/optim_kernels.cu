@@ -28,6 +28,7 @@ struct TensorTable {
   const float* grad[kTensorsPerLaunch];
   float* state0[kTensorsPerLaunch];
   float* state1[kTensorsPerLaunch];
+  const float* mask[kTensorsPerLaunch];  // nullptr: every element is updated
   int64_t numel[kTensorsPerLaunch];
   int64_t first_chunk[kTensorsPerLaunch + 1];
   int count;
@@ -41,6 +42,7 @@ struct Entry {
   float* state0;
   float* state1;
   int64_t numel;
+  const float* mask = nullptr;
 };
 
 int64_t chunks_of(int64_t numel) {
@@ -68,6 +70,7 @@ void for_each_table(const std::vector<Entry>& entries, const Launch& launch) {
     t.grad[i] = e.grad;
     t.state0[i] = e.state0;
     t.state1[i] = e.state1;
+    t.mask[i] = e.mask;
     t.numel[i] = e.numel;
     t.first_chunk[i + 1] = t.first_chunk[i] + chunks_of(e.numel);
     if (t.count == kTensorsPerLaunch) flush();
@@ -109,7 +112,9 @@ __global__ void sgd_kernel(const __grid_constant__ TensorTable t, SgdParams p,
   float* w = t.param[ti];
   const float* g = t.grad[ti];
   float* buf = p.momentum > 0.0f ? t.state0[ti] : nullptr;
+  const float* mask = t.mask[ti];
   for (int64_t i = begin + threadIdx.x; i < end; i += kOptimBlock) {
+    if (mask && mask[i] == 0.0f) continue;
     float d = gs * g[i] + p.weight_decay * w[i];
     if (buf) {
       buf[i] = p.momentum * buf[i] + d;
@@ -141,7 +146,9 @@ __global__ void adam_kernel(const __grid_constant__ TensorTable t, AdamArgs a,
   const float* g = t.grad[ti];
   float* m = t.state0[ti];
   float* v = t.state1[ti];
+  const float* mask = t.mask[ti];
   for (int64_t i = begin + threadIdx.x; i < end; i += kOptimBlock) {
+    if (mask && mask[i] == 0.0f) continue;
     float d = gs * g[i];
     if (a.decoupled)
       w[i] *= 1.0f - lr * a.weight_decay;
@@ -217,7 +224,8 @@ void CudaBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams&
   std::vector<Entry> entries;
   for (const OptimSlot& s : slots)
     entries.push_back({s.param->data(), s.grad->data(),
-                       p.momentum > 0.0f ? s.state0->data() : nullptr, nullptr, s.param->numel()});
+                       p.momentum > 0.0f ? s.state0->data() : nullptr, nullptr, s.param->numel(),
+                       s.mask ? s.mask->data() : nullptr});
   const float* gs = grad_scale ? grad_scale->data() : nullptr;
   const float* hp = hyper ? hyper->data() : nullptr;
   for_each_table(entries, [&](const TensorTable& t, int64_t) {
@@ -241,8 +249,8 @@ void CudaBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParam
   a.decoupled = p.decoupled;
   std::vector<Entry> entries;
   for (const OptimSlot& s : slots)
-    entries.push_back(
-        {s.param->data(), s.grad->data(), s.state0->data(), s.state1->data(), s.param->numel()});
+    entries.push_back({s.param->data(), s.grad->data(), s.state0->data(), s.state1->data(),
+                       s.param->numel(), s.mask ? s.mask->data() : nullptr});
   const float* gs = grad_scale ? grad_scale->data() : nullptr;
   const float* hp = hyper ? hyper->data() : nullptr;
   for_each_table(entries, [&](const TensorTable& t, int64_t) {

@@ -104,6 +104,9 @@ class Backend {
   virtual void masked_logsumexp(const Tensor& alpha, const Tensor& ranking, int k, Tensor& out) = 0;
   virtual void proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
                                  const Tensor& lse_old) = 0;
+  virtual void mark_ranked(const Tensor& ranking, int k, Tensor& mask) = 0;
+  virtual void mask_logsumexp(const Tensor& alpha, const Tensor& mask, Tensor& out) = 0;
+  virtual void mask_rescale(Tensor& alpha, const Tensor& mask, const Tensor& lse_old) = 0;
 
   virtual void sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
                         const Tensor* grad_scale, const Tensor* hyper) = 0;

@@ -46,6 +46,9 @@
   X(ma_update_scores)      \
   X(masked_logsumexp)      \
   X(proxyless_rescale)     \
+  X(mark_ranked)           \
+  X(mask_logsumexp)        \
+  X(mask_rescale)     \
   X(sgd_step)              \
   X(adam_step)             \
   X(global_norm)           \

@@ -669,6 +669,10 @@ void check_slots(Context& ctx, const char* op, const std::vector<OptimSlot>& slo
       check_tensor(ctx, op, "state1", *s.state1);
       check_same_shape(op, "param", *s.param, "state1", *s.state1);
     }
+    if (s.mask) {
+      check_tensor(ctx, op, "mask", *s.mask);
+      check_same_shape(op, "param", *s.param, "mask", *s.mask);
+    }
   }
 }
 }  // namespace
@@ -856,6 +860,32 @@ void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k
   check_ranking(ctx, "proxyless_rescale", ranking, alpha.numel(), k);
   check_vector(ctx, "proxyless_rescale", "lse_old", lse_old, 1);
   detail::dispatch(ctx, &Backend::proxyless_rescale, alpha, ranking, k, lse_old);
+}
+
+void mark_ranked(Context& ctx, const Tensor& ranking, int k, Tensor& mask) {
+  OpRange op_range(ctx, "mark_ranked");
+  check_tensor(ctx, "mark_ranked", "mask", mask);
+  check_ndim("mark_ranked", "mask", mask, 1);
+  check_ranking(ctx, "mark_ranked", ranking, mask.numel(), k);
+  detail::dispatch(ctx, &Backend::mark_ranked, ranking, k, mask);
+}
+
+void mask_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& mask, Tensor& out) {
+  OpRange op_range(ctx, "mask_logsumexp");
+  check_tensor(ctx, "mask_logsumexp", "alpha", alpha);
+  check_ndim("mask_logsumexp", "alpha", alpha, 1);
+  check_vector(ctx, "mask_logsumexp", "mask", mask, alpha.numel());
+  check_vector(ctx, "mask_logsumexp", "out", out, 1);
+  detail::dispatch(ctx, &Backend::mask_logsumexp, alpha, mask, out);
+}
+
+void mask_rescale(Context& ctx, Tensor& alpha, const Tensor& mask, const Tensor& lse_old) {
+  OpRange op_range(ctx, "mask_rescale");
+  check_tensor(ctx, "mask_rescale", "alpha", alpha);
+  check_ndim("mask_rescale", "alpha", alpha, 1);
+  check_vector(ctx, "mask_rescale", "mask", mask, alpha.numel());
+  check_vector(ctx, "mask_rescale", "lse_old", lse_old, 1);
+  detail::dispatch(ctx, &Backend::mask_rescale, alpha, mask, lse_old);
 }
 
 void sgd_step(Context& ctx, const std::vector<OptimSlot>& slots, const SgdParams& p,

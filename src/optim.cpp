@@ -28,6 +28,7 @@ Optimizer::Optimizer(Context& ctx, std::vector<Parameter*> params, float lr)
                   p->value.describe(), " but the context is on ", ctx.device().str());
   }
   set_lr(lr);
+  masks_.assign(params_.size(), nullptr);
   grad_norm_ = Tensor::zeros(ctx, Shape{1});
   clip_coef_ = Tensor::full(ctx, Shape{1}, 1.0f);
   step_values_ = Tensor::zeros(ctx, Shape{3});
@@ -44,6 +45,21 @@ void Optimizer::set_lr(float lr) {
 void Optimizer::set_grad_clip(float max_norm) {
   CUDARTS_CHECK(max_norm >= 0.0f, "optimizer: gradient clip ", max_norm, " must be >= 0");
   clip_ = max_norm;
+}
+
+void Optimizer::set_update_mask(const Parameter* p, const Tensor* mask) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i] != p) continue;
+    CUDARTS_CHECK(!mask || (mask->shape() == p->value.shape() && mask->dtype() == DType::F32 &&
+                            mask->device() == p->value.device()),
+                  "optimizer: the update mask of '", p->name, "' is ",
+                  mask ? mask->describe() : std::string(), ", expected f32", p->value.shape(),
+                  " on ", p->value.device().str());
+    masks_[i] = mask;
+    return;
+  }
+  CUDARTS_FAIL("optimizer: set_update_mask for a parameter ('", p ? p->name : "null",
+               "') that is not in the group");
 }
 
 void Optimizer::add_hook(StepHook* hook) {
@@ -105,7 +121,7 @@ void SGD::update(Context& ctx, const Tensor* grad_scale) {
   slots.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i)
     slots.push_back({&params_[i]->value, &params_[i]->grad,
-                     momentum_[i].defined() ? &momentum_[i] : nullptr, nullptr});
+                     momentum_[i].defined() ? &momentum_[i] : nullptr, nullptr, masks_[i]});
   ops::sgd_step(ctx, slots, hyper_, grad_scale, &step_values_);
 }
 
@@ -138,7 +154,7 @@ void Adam::update(Context& ctx, const Tensor* grad_scale) {
   std::vector<OptimSlot> slots;
   slots.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i)
-    slots.push_back({&params_[i]->value, &params_[i]->grad, &m_[i], &v_[i]});
+    slots.push_back({&params_[i]->value, &params_[i]->grad, &m_[i], &v_[i], masks_[i]});
   ops::adam_step(ctx, slots, hyper_, grad_scale, &step_values_);
 }
 

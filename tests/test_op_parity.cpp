@@ -28,7 +28,8 @@ constexpr double kElementwiseTol = 1e-5;  // strict FP32
 constexpr double kGemmTol = 1e-4;         // convolutions and GEMM, strict FP32
 
 // NonFinite: element i of the tensor made with seed s is {1.5, +inf, -inf, 2.5}[(i + s) % 4].
-enum class Init { Normal, Positive, Distinct, Labels, Permutation, Poison, NonFinite };
+// Mask: element i of seed s is 0 when (i * 7 + s) % 3 == 0, else 1 (f32).
+enum class Init { Normal, Positive, Distinct, Labels, Permutation, Poison, NonFinite, Mask };
 
 struct TensorSpec {
   Shape shape;
@@ -74,6 +75,11 @@ std::vector<float> host_values(const TensorSpec& s, uint32_t seed) {
     }
     case Init::Poison:
       return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
+    case Init::Mask: {
+      std::vector<float> v(n);
+      for (size_t i = 0; i < n; ++i) v[i] = (i * 7 + seed) % 3 == 0 ? 0.0f : 1.0f;
+      return v;
+    }
     case Init::NonFinite: {
       const float inf = std::numeric_limits<float>::infinity();
       const float pattern[4] = {1.5f, inf, -inf, 2.5f};
@@ -727,6 +733,46 @@ std::vector<OpCase> all_cases() {
                      {poison({1})},
                      [norm_case](Context& ctx, auto& in, auto& out) {
                        ops::clip_coefficient(ctx, in[1], norm_case + 1.0f, out[0]);
+                     }});
+  }
+  for (int64_t k : {3, 8, 17}) {  // masks made with seeds 100.. (inputs) and 200 (outputs)
+    const std::string tag = detail::cat("[K=", k, "]");
+    const int kk = int(std::min<int64_t>(k, 2));
+    cases.push_back(
+        {"mark_ranked" + tag,
+         0.0,
+         {TensorSpec{{k}, Init::Permutation, 0}},
+         {spec({k}, Init::Mask)},
+         [kk](Context& ctx, auto& in, auto& out) { ops::mark_ranked(ctx, in[0], kk, out[0]); }});
+    cases.push_back({"mask_logsumexp" + tag,
+                     kElementwiseTol,
+                     {spec({k}), spec({k}, Init::Mask)},
+                     {poison({1})},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::mask_logsumexp(ctx, in[0], in[1], out[0]);
+                     }});
+    cases.push_back(
+        {"mask_rescale" + tag,
+         kElementwiseTol,
+         {spec({k}, Init::Mask), spec({1})},
+         {spec({k})},
+         [](Context& ctx, auto& in, auto& out) { ops::mask_rescale(ctx, out[0], in[0], in[1]); }});
+  }
+  // A masked optimizer step: masked-out elements (parameter and state) stay as they were.
+  for (bool adam : {false, true}) {
+    cases.push_back({std::string(adam ? "adam_step" : "sgd_step") + "[masked]",
+                     kElementwiseTol,
+                     {spec({40}), spec({40}, Init::Mask)},
+                     {spec({40}), spec({40}), spec({40}, Init::Positive)},
+                     [adam](Context& ctx, auto& in, auto& out) {
+                       OptimSlot s{&out[0], &in[0], &out[1], adam ? &out[2] : nullptr, &in[1]};
+                       if (adam) {
+                         AdamParams p;
+                         p.weight_decay = 0.1f;
+                         ops::adam_step(ctx, {s}, p);
+                       } else {
+                         ops::sgd_step(ctx, {s}, SgdParams{0.1f, 0.9f, 0.01f, false});
+                       }
                      }});
   }
   cases.push_back({"sgd_step[scaled gradients]",

@@ -58,6 +58,9 @@ struct SearchOptions {
   // weight passes. false (--all-gradients) computes every gradient in every pass; the
   // numbers are the same bit for bit, it is only slower.
   bool skip_unused_gradients = true;
+  // ProxylessNAS MixedOps: the exact update (default; SearchModel's ProxylessUpdate::Exact) or
+  // the seed's reference update (--proxyless-reference).
+  ProxylessUpdate proxyless_update = ProxylessUpdate::Exact;
 };
 
 struct TrainOptions {

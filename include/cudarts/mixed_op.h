@@ -81,7 +81,14 @@ class MixedOp : public Layer, public StepHook {
   // Restores the estimates (K, per-sample size), e.g. from a checkpoint.
   void set_moving_averages(Tensor m);
 
-  // StepHook (ProxylessNAS): attach to the architecture optimizer.
+  // ProxylessNAS: the ranking (on the device) whose first num_eval entries are the set E of
+  // the last backward that computed an alpha gradient and that no architecture step has
+  // consumed yet; nullptr when there is none. clear_pending_eval_set() consumes it.
+  const Tensor* pending_eval_set() const { return hook_pending_ ? &hook_ranking_ : nullptr; }
+  void clear_pending_eval_set() { hook_pending_ = false; }
+
+  // StepHook (ProxylessNAS, the reference update: SearchModel attaches it with
+  // ProxylessUpdate::Reference): rescales this op's E after the architecture step.
   void before_step(Context& ctx) override;
   void after_step(Context& ctx) override;
 

@@ -73,6 +73,9 @@ struct OptimSlot {
   const Tensor* grad = nullptr;
   Tensor* state0 = nullptr;  // SGD momentum buffer / Adam first moment
   Tensor* state1 = nullptr;  // Adam second moment
+  // Optional, the parameter's shape: elements where mask == 0 are left as they are (parameter
+  // and state), e.g. the alphas outside a ProxylessNAS evaluation set.
+  const Tensor* mask = nullptr;
 };
 
 namespace ops {
@@ -193,6 +196,14 @@ void masked_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& ranking, 
 // ProxylessNAS rescale: alpha[i] += lse_old - log sum_E exp alpha, for i in E.
 void proxyless_rescale(Context& ctx, Tensor& alpha, const Tensor& ranking, int k,
                        const Tensor& lse_old);
+// The same over a set given as a mask (K, f32; entries != 0 are in the set), so that several
+// MixedOps sharing one alpha can contribute their sets: mark_ranked sets mask[ranking[j]] = 1
+// for j < k (other entries untouched); mask_logsumexp: out (1) = log sum_{mask} exp alpha (-inf
+// for an empty set); mask_rescale: alpha[i] += lse_old - log sum_{mask} exp alpha where
+// mask[i] != 0 (nothing for an empty set).
+void mark_ranked(Context& ctx, const Tensor& ranking, int k, Tensor& mask);
+void mask_logsumexp(Context& ctx, const Tensor& alpha, const Tensor& mask, Tensor& out);
+void mask_rescale(Context& ctx, Tensor& alpha, const Tensor& mask, const Tensor& lse_old);
 
 // t's first words.size() 32-bit words (at most 8; f32 bit patterns or i32) = words. The
 // values travel as kernel arguments, not through an upload buffer: safe to call while

@@ -46,6 +46,10 @@ class Optimizer {
   const Tensor& last_grad_norm() const { return grad_norm_; }
   // Hooks are not owned and must outlive the optimizer's use.
   void add_hook(StepHook* hook);
+  // Elements of p where *mask == 0 are left as they are by every step (the parameter and its
+  // optimizer state); the mask (p's shape, on the device) is read at each step, so a hook may
+  // rewrite it in before_step. nullptr removes it. Not owned.
+  void set_update_mask(const Parameter* p, const Tensor* mask);
   int64_t step_count() const { return step_count_; }
   void set_step_count(int64_t n) { step_count_ = n; }
   const std::vector<Parameter*>& params() const { return params_; }
@@ -57,6 +61,7 @@ class Optimizer {
   // The per-step values the update reads from step_values_ (as 32-bit words).
   virtual std::vector<uint32_t> hyper_words() const = 0;
   std::vector<Parameter*> params_;
+  std::vector<const Tensor*> masks_;  // per parameter, nullptr: no mask
   float lr_;
   Tensor step_values_;  // on the device: lr (SGD); lr, 1 - beta1^t, 1 - beta2^t (Adam)
 

@@ -19,6 +19,15 @@ namespace cudarts {
 // Which parameter groups a pass computes gradients for (SearchModel::set_gradients).
 enum class Gradients { All, Operational, Architecture, None };
 
+// How the architecture optimizer updates the alphas of ProxylessNAS MixedOps.
+// Exact (default): the step touches only the evaluated entries (the union U of the sets E of
+// the MixedOps sharing an alpha), their optimizer state included, and rescales alpha_U so that
+// sum_U exp(alpha) is unchanged: the probabilities of every op outside U stay exactly as they
+// were, with Adam's momentum and weight decay too.
+// Reference: the step updates every entry (momentum and weight decay move entries outside E
+// from the second step on) and each MixedOp rescales its own E afterwards, as in the seed.
+enum class ProxylessUpdate { Exact, Reference };
+
 class SearchModel {
  public:
   SearchModel(Context& ctx, std::unique_ptr<Layer> network);
@@ -61,8 +70,11 @@ class SearchModel {
   void save_architecture(const std::string& path) const;
   void load_architecture(Context& ctx, const std::string& path);
 
-  // Registers the ProxylessNAS rescale hooks on the architecture optimizer.
-  void attach_architecture_optimizer(Optimizer& optimizer);
+  // Registers the ProxylessNAS update (masks and rescale hooks) on the architecture optimizer,
+  // which must hold architecture_parameters(). Once per optimizer; the model must outlive it.
+  void attach_architecture_optimizer(Optimizer& optimizer,
+                                     ProxylessUpdate update = ProxylessUpdate::Exact);
+  ~SearchModel();
 
  private:
   std::unique_ptr<Layer> net_;
@@ -71,6 +83,8 @@ class SearchModel {
   std::vector<int64_t> op_offsets_;       // per MixedOp, into the sampled logits
   Tensor alphas_, alpha_grads_;           // distinct alphas and their gradients
   Tensor op_offsets_dev_, gather_index_;  // sampling: per-op logits gathered from alphas_
+  class ProxylessHook;                    // the exact ProxylessNAS update (search_model.cpp)
+  std::vector<std::unique_ptr<ProxylessHook>> proxyless_hooks_;
 };
 
 }  // namespace cudarts

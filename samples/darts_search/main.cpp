@@ -34,7 +34,10 @@ int main(int argc, char** argv) {
   app.add_option("--arch-lr", o.arch_lr, "architecture (Adam) learning rate")
       ->check(CLI::PositiveNumber);
   app.add_flag("--no-augment", no_augment, "no random crop and flip");
-  bool all_gradients = false;
+  bool all_gradients = false, proxyless_reference = false;
+  app.add_flag("--proxyless-reference", proxyless_reference,
+               "proxyless: the seed's architecture update (every alpha entry moves with Adam's "
+               "momentum and weight decay) instead of the exact one (only the evaluated ops)");
   app.add_flag("--all-gradients", all_gradients,
                "compute every gradient in every pass, also those the step discards (same "
                "numbers, slower; for checking)");
@@ -57,6 +60,7 @@ int main(int argc, char** argv) {
     o.bilevel = !joint;
     o.augment = !no_augment;
     o.skip_unused_gradients = !all_gradients;
+    if (proxyless_reference) o.proxyless_update = ProxylessUpdate::Reference;
     const darts::RunResult r = darts::run_search(o);
     if (!o.run.quiet)
       std::printf(

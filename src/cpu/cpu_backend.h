@@ -92,6 +92,9 @@ class CpuBackend final : public Backend {
   void masked_logsumexp(const Tensor& alpha, const Tensor& ranking, int k, Tensor& out) override;
   void proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
                          const Tensor& lse_old) override;
+  void mark_ranked(const Tensor& ranking, int k, Tensor& mask) override;
+  void mask_logsumexp(const Tensor& alpha, const Tensor& mask, Tensor& out) override;
+  void mask_rescale(Tensor& alpha, const Tensor& mask, const Tensor& lse_old) override;
 
   void sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p, const Tensor* grad_scale,
                 const Tensor* hyper) override;

@@ -156,6 +156,32 @@ void CpuBackend::proxyless_rescale(Tensor& alpha, const Tensor& ranking, int k,
   for (int i : members) alpha.data()[i] = static_cast<float>(alpha.data()[i] + shift);
 }
 
+void CpuBackend::mark_ranked(const Tensor& ranking, int k, Tensor& mask) {
+  for (int i : first_k(ranking, k)) mask.data()[i] = 1.0f;
+}
+
+namespace {
+std::vector<int> mask_members(const Tensor& mask) {
+  std::vector<int> m;
+  for (int64_t i = 0; i < mask.numel(); ++i)
+    if (mask.data()[i] != 0.0f) m.push_back(int(i));
+  return m;
+}
+}  // namespace
+
+void CpuBackend::mask_logsumexp(const Tensor& alpha, const Tensor& mask, Tensor& out) {
+  const std::vector<int> members = mask_members(mask);
+  out.data()[0] =
+      members.empty() ? -INFINITY : static_cast<float>(logsumexp_over(alpha.data(), members));
+}
+
+void CpuBackend::mask_rescale(Tensor& alpha, const Tensor& mask, const Tensor& lse_old) {
+  const std::vector<int> members = mask_members(mask);
+  if (members.empty()) return;
+  const double shift = double(lse_old.data()[0]) - logsumexp_over(alpha.data(), members);
+  for (int i : members) alpha.data()[i] = static_cast<float>(alpha.data()[i] + shift);
+}
+
 void CpuBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& p,
                           const Tensor* grad_scale, const Tensor* hyper) {
   const float gs = grad_scale ? grad_scale->data()[0] : 1.0f;
@@ -165,9 +191,11 @@ void CpuBackend::sgd_step(const std::vector<OptimSlot>& slots, const SgdParams& 
     float* w = s.param->data();
     const float* g = s.grad->data();
     float* buf = p.momentum > 0.0f ? s.state0->data() : nullptr;
+    const float* mask = s.mask ? s.mask->data() : nullptr;
     const int64_t n = s.param->numel();
 #pragma omp parallel for simd if (parallel : n > 65536)
     for (int64_t i = 0; i < n; ++i) {
+      if (mask && mask[i] == 0.0f) continue;
       float d = gs * g[i] + p.weight_decay * w[i];
       if (buf) {
         buf[i] = p.momentum * buf[i] + d;
@@ -191,9 +219,11 @@ void CpuBackend::adam_step(const std::vector<OptimSlot>& slots, const AdamParams
     const float* g = s.grad->data();
     float* m = s.state0->data();
     float* v = s.state1->data();
+    const float* mask = s.mask ? s.mask->data() : nullptr;
     const int64_t n = s.param->numel();
 #pragma omp parallel for simd if (parallel : n > 65536)
     for (int64_t i = 0; i < n; ++i) {
+      if (mask && mask[i] == 0.0f) continue;
       float d = gs * g[i];
       if (p.decoupled)
         w[i] *= 1.0f - lr * p.weight_decay;

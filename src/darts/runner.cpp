@@ -484,6 +484,8 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
           {"arch_betas", {o.arch_beta1, o.arch_beta2}},
           {"arch_weight_decay", o.arch_weight_decay},
           {"augment", o.augment},
+          {"proxyless_update",
+           o.proxyless_update == ProxylessUpdate::Exact ? "exact" : "reference"},
           {"seed", o.run.seed}};
 }
 
@@ -531,7 +533,7 @@ RunResult run_search(const SearchOptions& o) {
   ap.beta2 = o.arch_beta2;
   ap.weight_decay = o.arch_weight_decay;
   Adam a_opt(ctx, model.architecture_parameters(), ap);
-  model.attach_architecture_optimizer(a_opt);
+  model.attach_architecture_optimizer(a_opt, o.proxyless_update);
   const json config = search_config_json(o, train_all);
 
   int start_epoch = 0;

@@ -2,6 +2,7 @@
 // sampling, summaries and alpha save/load.
 #include "cudarts/search_model.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
@@ -208,9 +209,72 @@ void SearchModel::load_architecture(Context& ctx, const std::string& path) {
   }
 }
 
-void SearchModel::attach_architecture_optimizer(Optimizer& optimizer) {
-  for (auto& [name, m] : mixed_ops_)
-    if (m->config().type == MixedOpType::ProxylessNAS) optimizer.add_hook(m);
+// The exact ProxylessNAS update: per alpha group with ProxylessNAS MixedOps, a mask of the
+// entries their pending sets E cover (the optimizer leaves the rest and its state alone) and
+// the log-sum-exp over it before the step, restored after it.
+class SearchModel::ProxylessHook final : public StepHook {
+ public:
+  struct Group {
+    Parameter* alpha;
+    std::vector<MixedOp*> ops;
+    Tensor mask, lse;
+  };
+  std::vector<Group> groups;
+  Optimizer* optimizer = nullptr;
+
+  void before_step(Context& ctx) override {
+    for (Group& g : groups) {
+      if (!g.mask.defined()) {  // first step: the masks, which the optimizer reads from now on
+        g.mask = Tensor::zeros(ctx, g.alpha->value.shape());
+        g.lse = Tensor::zeros(ctx, Shape{1});
+        optimizer->set_update_mask(g.alpha, &g.mask);
+      }
+      ops::fill(ctx, g.mask, 0.0f);
+      for (MixedOp* m : g.ops)
+        if (const Tensor* e = m->pending_eval_set()) {
+          ops::mark_ranked(ctx, *e, m->config().num_eval, g.mask);
+          m->clear_pending_eval_set();
+        }
+      ops::mask_logsumexp(ctx, g.alpha->value, g.mask, g.lse);
+    }
+  }
+  void after_step(Context& ctx) override {
+    for (Group& g : groups) ops::mask_rescale(ctx, g.alpha->value, g.mask, g.lse);
+  }
+};
+
+SearchModel::~SearchModel() = default;
+
+void SearchModel::attach_architecture_optimizer(Optimizer& optimizer, ProxylessUpdate update) {
+  if (update == ProxylessUpdate::Reference) {
+    for (auto& [name, m] : mixed_ops_)
+      if (m->config().type == MixedOpType::ProxylessNAS) optimizer.add_hook(m);
+    return;
+  }
+  auto hook = std::make_unique<ProxylessHook>();
+  std::map<const float*, size_t> group_of;  // by the alpha's storage
+  for (auto& [name, m] : mixed_ops_) {
+    if (m->config().type != MixedOpType::ProxylessNAS) continue;
+    const float* key = m->alpha().value.data();
+    auto [it, fresh] = group_of.emplace(key, hook->groups.size());
+    if (fresh) {
+      Parameter* leader = nullptr;
+      for (Parameter* p : leaders_)
+        if (p->value.data() == key) leader = p;
+      CUDARTS_CHECK(leader != nullptr, "SearchModel: no architecture parameter for '", name, "'");
+      const auto& held = optimizer.params();
+      CUDARTS_CHECK(std::find(held.begin(), held.end(), leader) != held.end(),
+                    "SearchModel::attach_architecture_optimizer: the optimizer does not hold "
+                    "the alpha of '",
+                    name, "' (give it architecture_parameters())");
+      hook->groups.push_back({leader, {}, Tensor(), Tensor()});
+    }
+    hook->groups[it->second].ops.push_back(m);
+  }
+  if (hook->groups.empty()) return;
+  hook->optimizer = &optimizer;
+  optimizer.add_hook(hook.get());
+  proxyless_hooks_.push_back(std::move(hook));
 }
 
 }  // namespace cudarts
