@@ -48,7 +48,7 @@
   X(proxyless_rescale)     \
   X(mark_ranked)           \
   X(mask_logsumexp)        \
-  X(mask_rescale)     \
+  X(mask_rescale)          \
   X(sgd_step)              \
   X(adam_step)             \
   X(global_norm)           \
