@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The one script for the lent GPU machine (one call, well under 10 minutes on an H100):
 # prints what the machine has, builds Release for sm_90 with every core, runs the whole ctest
-# suite (GPU cases included), compute-sanitizer memcheck over the GPU op-parity cases and
-# racecheck over the hand-written reduction kernels, memcheck over the StepGraph (CUDA graph)
-# cases, minimal_train for one epoch on the GPU,
-# darts_bench (eager and graph-replay iteration times in one run) and the PyTorch twin (check
-# and timing). summary.txt (a short table) grows after each step; steps that would pass the
+# suite (GPU cases included), the speed comparison in one run (darts_bench with the cost model
+# and the op profile, its cuDNN-depthwise A/B, PyTorch eager and CUDA graph, the per-shape
+# depthwise table), minimal_train for one epoch on the GPU, compute-sanitizer memcheck over the
+# GPU op-parity cases, the StepGraph cases and one whole DARTS step, racecheck over the
+# hand-written reduction and depthwise kernels, and the PyTorch twin check. summary.txt (a short table) grows after each step; steps that would pass the
 # time limit (DEVICE_CHECK_LIMIT, default 540 s from the start) are skipped and listed.
 # Logs go to $OUT. Run from the repository root with .deps carried (scripts/device_deps.sh):
 #   perf/device_check.sh
@@ -92,13 +92,32 @@ echo "== ctest ($(elapsed) s)"
 export FASHION_MNIST_DIR=$DATA
 # Not here: the nested CPU-only/sanitizer build and the install test configure fresh trees that
 # would not see the carried .deps (CI runs them), and the CPU twin (the GPU twin runs below).
+# Also left to CI: the CPU-only program tests (killed runs, exit statuses) and the fuzzing.
 t 240 ctest --test-dir build-gpu -j"$JOBS" --timeout 120 --output-on-failure \
-  -E "^(cpu_only_build|install_consumer|torch_twin_cpu)$" > "$OUT/ctest.log" 2>&1
+  -E "^(cpu_only_build|install_consumer|torch_twin_cpu|fuzz_short|killed_runs|program_exits)$" \
+  > "$OUT/ctest.log" 2>&1
 PASSED=$(grep -c " Passed " "$OUT/ctest.log"); FAILED=$(grep -cE "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log")
 SKIPPED=$(grep -c "\*\*\*Skipped" "$OUT/ctest.log")  # (the closing list repeats each name)
 grep -E "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log" | head -20 > "$OUT/failed.txt"
 tail -3 "$OUT/ctest.log"
 summary "tests: $PASSED passed, $FAILED failed, $SKIPPED skipped (ctest.log, failed.txt) at $(elapsed) s"
+
+# ---------------------------------------------------------------- the speed comparison
+# One run, same GPU: cudarts eager and graph replay (own depthwise kernels; --model: the cost
+# model per op class beside the measured time; --op-times: the op profile), cudarts with
+# cuDNN's depthwise convolutions (A/B), PyTorch eager and as a CUDA graph, the per-shape
+# depthwise table against cuDNN's deterministic and fastest algorithms.
+echo "== benchmarks ($(elapsed) s)"
+t 120 build-gpu/perf/darts_bench --device cuda --iters 10 --model --op-times 40 \
+  > "$OUT/darts_bench.json" 2> "$OUT/darts_bench_model.txt"
+summary "darts_bench (own depthwise): $(tail -1 "$OUT/darts_bench.json")"
+t 90 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-depthwise false \
+  > "$OUT/darts_bench_cudnn.json" 2>&1
+summary "darts_bench (cuDNN depthwise): $(tail -1 "$OUT/darts_bench_cudnn.json")"
+t 150 python3 perf/torch_darts.py bench --iters 10 --cuda-graph > "$OUT/torch_bench.json" 2>&1
+summary "torch bench: $(tail -1 "$OUT/torch_bench.json")"
+t 90 build-gpu/perf/depthwise_bench --json "$OUT/depthwise_bench.json" > "$OUT/depthwise_bench.txt" 2>&1
+summary "depthwise_bench: $(tail -1 "$OUT/depthwise_bench.txt")"
 
 # ---------------------------------------------------------------- minimal_train on the GPU
 echo "== minimal_train ($(elapsed) s)"
@@ -111,12 +130,6 @@ t 90 build-gpu/samples/minimal_train/minimal_train --device cuda --data "$DATA" 
 tail -3 "$OUT/minimal_train_graph.log"
 summary "minimal_train --cuda-graph: $(grep -iE 'test accuracy' "$OUT/minimal_train_graph.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train_graph.log" | tail -1)"
 
-# ---------------------------------------------------------------- benchmarks and PyTorch twin
-echo "== benchmarks and twin ($(elapsed) s)"
-t 90 build-gpu/perf/darts_bench --device cuda --iters 10 > "$OUT/darts_bench.json" 2>&1
-summary "darts_bench: $(tail -1 "$OUT/darts_bench.json")"
-t 90 build-gpu/perf/depthwise_bench --json "$OUT/depthwise_bench.json" > "$OUT/depthwise_bench.txt" 2>&1
-summary "depthwise_bench: $(tail -1 "$OUT/depthwise_bench.txt")"
 
 # ---------------------------------------------------------------- sanitizers
 echo "== compute-sanitizer ($(elapsed) s)"
@@ -131,10 +144,15 @@ if [ -n "$SAN" ]; then
   # (the DARTS-step case alone outlasts 90 s under memcheck: the two small networks)
   t 90 "$SAN" --tool memcheck --error-exitcode 9 build-gpu/tests/test_step_graph \
     --gtest_filter='StepGraph.GpuSgd*:StepGraph.GpuAdam*' --gtest_brief=1 > "$OUT/memcheck_graph.log" 2>&1
+  # One whole first-order DARTS search iteration (both passes, optimizers, own depthwise
+  # kernels) at a size memcheck gets through in time.
+  t 120 "$SAN" --tool memcheck --error-exitcode 9 build-gpu/perf/darts_bench --device cuda \
+    --channels 4 --cells 3 --batch-size 4 --size 16 --iters 1 --warmup 1 --graph 0 \
+    > "$OUT/memcheck_step.log" 2>&1
   t 90 "$SAN" --tool racecheck build-gpu/tests/test_op_parity \
     --gtest_filter='*cuda_mix_scores*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*:*cuda_conv2d*dw*' \
     --gtest_brief=1 > "$OUT/racecheck.log" 2>&1
-  summary "compute-sanitizer: memcheck errors $(errors "$OUT/memcheck.log") (op parity), $(errors "$OUT/memcheck_graph.log") (StepGraph), racecheck hazards $(errors "$OUT/racecheck.log") (empty: not run or cut short)"
+  summary "compute-sanitizer: memcheck errors $(errors "$OUT/memcheck.log") (op parity), $(errors "$OUT/memcheck_graph.log") (StepGraph), $(errors "$OUT/memcheck_step.log") (a whole DARTS step), racecheck hazards $(errors "$OUT/racecheck.log") (empty: not run or cut short)"
 else
   summary "compute-sanitizer: not found"
 fi
@@ -144,8 +162,6 @@ t 120 build-gpu/perf/darts_export --device cuda --out "$OUT/twin_full.safetensor
 t 120 python3 perf/torch_darts.py check "$OUT/twin_full.safetensors" --device cuda >> "$OUT/twin.log" 2>&1
 rm -f "$OUT/twin_full.safetensors"
 summary "twin: $(grep -oE "torch_darts check: [a-zA-Z]+" "$OUT/twin.log" | tail -1)"
-t 120 python3 perf/torch_darts.py bench --iters 10 > "$OUT/torch_bench.json" 2>&1
-summary "torch bench: $(tail -1 "$OUT/torch_bench.json")"
 
 [ -f "$OUT/skipped.txt" ] && summary "skipped for time: $(wc -l < "$OUT/skipped.txt") step(s) (skipped.txt)"
 summary "total $(elapsed) s"

@@ -283,7 +283,9 @@ def bench(args):
     weights = [p for n, p in net.named_parameters() if not n.startswith("alphas_")]
     alphas = [net.alphas_normal, net.alphas_reduce]
     w_opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam(alphas, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    # capturable: Adam keeps its step count on the device, so the step can be a CUDA graph.
+    a_opt = torch.optim.Adam(alphas, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3,
+                             capturable=bool(args.cuda_graph and dev == "cuda"))
     s = args.size
     xt = torch.randn(args.batch, 3, s, s, device=dev)
     yt = torch.randint(0, 10, (args.batch,), device=dev)
@@ -330,6 +332,25 @@ def bench(args):
     else:
         result["threads"] = torch.get_num_threads()
     print(json.dumps(result), flush=True)  # the eager result first: compiling can take minutes
+    if args.cuda_graph and dev == "cuda":
+        # The whole iteration captured with torch.cuda.graph (warm-up on a side stream first,
+        # as the PyTorch documentation prescribes) and replayed.
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            torch.cuda.reset_peak_memory_stats()
+            with torch.cuda.graph(graph):
+                step()
+            result["graph_ms"] = timed(graph.replay, args.iters)
+            result["graph_peak_bytes"] = torch.cuda.max_memory_allocated()
+        except Exception as e:  # capture can fail for some PyTorch versions / ops
+            result["graph_error"] = str(e)[:200]
+        print(json.dumps(result), flush=True)
     if args.compile:
         try:
             compiled = torch.compile(step)
@@ -355,6 +376,8 @@ def main():
     b.add_argument("--size", type=int, default=32)
     b.add_argument("--threads", type=int, default=2, help="CPU threads (--device cpu)")
     b.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
+    b.add_argument("--cuda-graph", action="store_true",
+                   help="also time the iteration captured in a CUDA graph (torch.cuda.graph)")
     args = ap.parse_args()
     return check(args.file, args.device) if args.cmd == "check" else bench(args)
 

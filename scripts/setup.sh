@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev zlib1g-dev
   dataset-fashion-mnist python3-matplotlib graphviz
+  clang libclang-rt-14-dev libomp-dev
 )
 
 installed() {

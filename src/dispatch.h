@@ -153,6 +153,66 @@ struct Traffic<const std::vector<OptimSlot>&> {
   }
 };
 
+// Aliasing: the memory ranges of an op's operands (Ranges<P>::add), checked before the call.
+// An output may not overlap an input or another output, except that the elementwise ops may
+// run in place (an output exactly equal to an input).
+struct Range {
+  const char* begin;
+  size_t bytes;
+  bool output;
+};
+template <class P>
+struct Ranges {
+  template <class A>
+  static void add(const A&, std::vector<Range>&) {}
+};
+inline void add_range(const Tensor* t, bool output, std::vector<Range>& r) {
+  if (t && t->defined() && t->nbytes() > 0)
+    r.push_back({static_cast<const char*>(t->raw()), t->nbytes(), output});
+}
+template <>
+struct Ranges<const Tensor&> {
+  static void add(const Tensor& t, std::vector<Range>& r) { add_range(&t, false, r); }
+};
+template <>
+struct Ranges<Tensor&> {
+  static void add(const Tensor& t, std::vector<Range>& r) { add_range(&t, true, r); }
+};
+template <>
+struct Ranges<const Tensor*> {
+  static void add(const Tensor* t, std::vector<Range>& r) { add_range(t, false, r); }
+};
+template <>
+struct Ranges<Tensor*> {
+  static void add(const Tensor* t, std::vector<Range>& r) { add_range(t, true, r); }
+};
+template <>
+struct Ranges<const std::vector<const Tensor*>&> {
+  static void add(const std::vector<const Tensor*>& ts, std::vector<Range>& r) {
+    for (const Tensor* t : ts) add_range(t, false, r);
+  }
+};
+template <>
+struct Ranges<const std::vector<Tensor*>&> {
+  static void add(const std::vector<Tensor*>& ts, std::vector<Range>& r) {
+    for (const Tensor* t : ts) add_range(t, true, r);
+  }
+};
+template <>
+struct Ranges<const std::vector<OptimSlot>&> {
+  static void add(const std::vector<OptimSlot>& slots, std::vector<Range>& r) {
+    for (const OptimSlot& s : slots) {
+      add_range(s.param, true, r);
+      add_range(s.grad, false, r);
+      add_range(s.state0, true, r);
+      add_range(s.state1, true, r);
+      add_range(s.mask, false, r);
+    }
+  }
+};
+// Throws an Error naming the op when two ranges overlap in a way the op does not allow.
+void check_ranges(const char* op, std::vector<Range>& ranges);
+
 // The default cost of one operand list (Traffic), without launches.
 template <class V>
 OpCost operand_cost(const V& operands) {
@@ -168,6 +228,11 @@ void dispatch(Context& ctx, void (Backend::*fn)(P...), A&&... args) {
     cost.launches = 1;
     (Traffic<P>::add(args, cost), ...);
     prof->set_cost(prof->current(), cost, false);
+  }
+  {
+    std::vector<Range> ranges;
+    (Ranges<P>::add(args, ranges), ...);
+    check_ranges(ctx.current_op(), ranges);
   }
   CaptureState* cs = ctx.capture_state();
   if (cs == nullptr || cs->recording == nullptr) {

@@ -32,6 +32,7 @@ class NvtxRange {
 class OpRange {
  public:
   OpRange(Context& ctx, const char* op) : nvtx_(op) {
+    ctx.set_current_op(op);
     OpProfiler* p = ctx.op_profiler();
     if (p && !ctx.capturing()) {
       profiler_ = p;

@@ -3,7 +3,9 @@
 // the argument and the shapes.
 #include "cudarts/ops.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "backend.h"
 #include "capture.h"
@@ -117,6 +119,38 @@ OpCost linear_cost(const Tensor& x, const Shape& w) {
 
 }  // namespace
 
+}  // namespace cudarts::ops
+
+namespace cudarts::detail {
+
+void check_ranges(const char* op, std::vector<Range>& ranges) {
+  if (ranges.size() < 2) return;
+  // Elementwise ops compute output i from inputs at i only: exact in-place is fine for them.
+  static const char* const in_place[] = {"copy",  "relu_fwd", "relu_bwd",      "add",
+                                         "scale", "axpy",     "scale_samples", "mix_fwd"};
+  bool elementwise = false;
+  for (const char* name : in_place) elementwise = elementwise || std::strcmp(name, op) == 0;
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  for (size_t i = 0; i < ranges.size(); ++i)
+    for (size_t j = i + 1; j < ranges.size() && ranges[j].begin < ranges[i].begin + ranges[i].bytes;
+         ++j) {
+      const Range &a = ranges[i], &b = ranges[j];
+      if (!a.output && !b.output) continue;  // inputs may share memory
+      const bool same = a.begin == b.begin && a.bytes == b.bytes;
+      if (same && elementwise && a.output != b.output) continue;
+      CUDARTS_FAIL(op, ": ", a.output && b.output ? "two outputs" : "an output and an input",
+                   " share memory (", a.bytes, " bytes at ", static_cast<const void*>(a.begin),
+                   " and ", b.bytes, " bytes at ", static_cast<const void*>(b.begin), "); ",
+                   elementwise ? "only an exactly equal input and output may alias here"
+                               : "this op does not run in place: give it a separate output");
+    }
+}
+
+}  // namespace cudarts::detail
+
+namespace cudarts::ops {
+
 const std::vector<std::string>& op_names() {
 #define CUDARTS_OP_NAME(name) #name,
   static const std::vector<std::string> names = {CUDARTS_OP_LIST(CUDARTS_OP_NAME)};
@@ -153,6 +187,12 @@ void copy(Context& ctx, const Tensor& src, Tensor& dst) {
   check_tensor(ctx, "copy", "dst", dst, src.dtype());
   CUDARTS_CHECK(src.numel() == dst.numel(), "copy: src ", src.describe(), " and dst ",
                 dst.describe(), " differ in element count");
+  {  // copy_bytes takes raw pointers: the aliasing check by hand
+    std::vector<detail::Range> ranges;
+    detail::add_range(&src, false, ranges);
+    detail::add_range(&dst, true, ranges);
+    detail::check_ranges("copy", ranges);
+  }
   op_range.set_cost([&] {
     OpCost c;
     c.launches = 1;

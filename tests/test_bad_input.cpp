@@ -1,5 +1,9 @@
 // Bad input raises cudarts::Error with a message naming the thing, the value and what was
 // expected: never a crash, never silent garbage.
+#include <cmath>
+#include <filesystem>
+#include <functional>
+
 #include "test_util.h"
 
 namespace cudarts {
@@ -161,6 +165,90 @@ TEST(BadInput, TensorMisuse) {
         delete l;
       },
       {"'a.b'"}));
+}
+
+// Outputs that share memory with an input or another output are refused by every op that
+// does not run in place (a convolution writing over its own input used to give silent
+// garbage); the elementwise ops take exactly equal input and output, never a partial overlap.
+TEST(BadInput, AliasedOutputsAreRefused) {
+  Context ctx;
+  Tensor x = Tensor::zeros(ctx, Shape{1, 4, 6, 6}), w = Tensor::zeros(ctx, Shape{4, 1, 3, 3});
+  EXPECT_TRUE(
+      throws_with([&] { ops::conv2d_fwd(ctx, x, w, nullptr, x, Conv2dParams::make(1, 1, 1, 4)); },
+                  {"conv2d_fwd", "an output and an input share memory", "does not run in place"}));
+  Tensor buf = Tensor::zeros(ctx, Shape{200});
+  Tensor a = buf.slice(0, 100), b = buf.slice(50, 150);  // overlapping views
+  EXPECT_TRUE(throws_with([&] { ops::relu_fwd(ctx, a, b); },
+                          {"relu_fwd", "share memory", "only an exactly equal"}));
+  EXPECT_TRUE(throws_with([&] { ops::copy(ctx, a, b); }, {"copy", "share memory"}));
+  Tensor y = Tensor::zeros(ctx, Shape{1, 4, 6, 6});
+  Tensor cat = Tensor::zeros(ctx, Shape{1, 8, 6, 6});
+  EXPECT_TRUE(throws_with(
+      [&] {
+        Tensor part = cat.reshape(Shape{2, 4, 6, 6}).slice(0, 1);
+        ops::concat_channels(ctx, {&part, &y}, cat);
+      },
+      {"concat_channels", "share memory"}));
+  Tensor m = Tensor::zeros(ctx, Shape{2});
+  Tensor v = Tensor::zeros(ctx, Shape{2});
+  EXPECT_TRUE(throws_with(
+      [&] {
+        ops::sgd_step(ctx, {{&m, &v, &m, nullptr}}, SgdParams{0.1f, 0.9f});
+      },
+      {"sgd_step", "two outputs share memory"}));
+  // Exactly in place: fine for the elementwise ops.
+  Tensor t = Tensor::full(ctx, Shape{5}, -1.0f);
+  ops::relu_fwd(ctx, t, t);
+  ops::scale(ctx, t, 2.0f, t);
+  ops::add(ctx, t, t, t);
+  EXPECT_EQ(t.to_vector(), std::vector<float>(5, 0.0f));
+}
+
+// The run options are checked before anything is written, each naming the option and value.
+TEST(BadInput, RunOptionsAreValidated) {
+  const std::string out = ::testing::TempDir() + "/cudarts_bad_options";
+  auto search = [&] {
+    darts::SearchOptions o;
+    o.run.out_dir = out;
+    o.run.device = "cpu";
+    return o;
+  };
+  struct Bad {
+    std::function<void(darts::SearchOptions&)> set;
+    const char* expect;
+  };
+  const std::vector<Bad> bad = {
+      {[](auto& o) { o.lr = -1.0f; }, "lr -1"},
+      {[](auto& o) { o.lr = std::nanf(""); }, "lr nan"},
+      {[](auto& o) { o.momentum = 1.5f; }, "momentum 1.5"},
+      {[](auto& o) { o.weight_decay = -0.1f; }, "weight_decay -0.1"},
+      {[](auto& o) { o.grad_clip = -5.0f; }, "grad_clip -5"},
+      {[](auto& o) { o.arch_lr = 0.0f; }, "arch_lr 0"},
+      {[](auto& o) { o.arch_beta1 = 1.0f; }, "arch betas"},
+      {[](auto& o) { o.warmup_epochs = 60; }, "warmup_epochs 60"},
+      {[](auto& o) { o.lr_min = 1.0f; }, "lr_min 1"},
+      {[](auto& o) { o.data.subset = -3; }, "subset -3"},
+      {[](auto& o) { o.run.checkpoint_every = -1; }, "checkpoint_every -1"},
+      {[](auto& o) { o.net.channels = 0; }, "channels 0"},
+  };
+  for (const Bad& b : bad) {
+    darts::SearchOptions o = search();
+    b.set(o);
+    EXPECT_TRUE(throws_with([&] { darts::run_search(o); }, {"darts_search", b.expect}));
+    EXPECT_FALSE(std::filesystem::exists(out)) << b.expect << ": nothing may be written";
+  }
+  darts::TrainOptions t;
+  t.run.out_dir = out;
+  t.genotype_path = "unused.json";
+  t.drop_path = 1.0f;
+  EXPECT_TRUE(throws_with([&] { darts::run_train(t); }, {"darts_train", "drop_path 1"}));
+  t.drop_path = 0.2f;
+  t.cutout = -2;
+  EXPECT_TRUE(throws_with([&] { darts::run_train(t); }, {"darts_train", "cutout -2"}));
+  t.cutout = 16;
+  t.auxiliary_weight = -1.0f;
+  EXPECT_TRUE(throws_with([&] { darts::run_train(t); }, {"darts_train", "auxiliary_weight -1"}));
+  EXPECT_FALSE(std::filesystem::exists(out));
 }
 
 }  // namespace

@@ -81,6 +81,8 @@ class Context {
   void set_op_profiler(OpProfiler* p) { profiler_ = p; }
   // Internal (StepGraph, op front door).
   detail::CaptureState* capture_state() const { return capture_; }
+  const char* current_op() const { return current_op_; }  // the op being dispatched
+  void set_current_op(const char* op) { current_op_ = op; }
   void set_capture_state(detail::CaptureState* state) { capture_ = state; }
 
  private:
@@ -90,6 +92,7 @@ class Context {
   uint64_t rng_offset_ = 0;
   detail::CaptureState* capture_ = nullptr;
   OpProfiler* profiler_ = nullptr;
+  const char* current_op_ = "";
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<Backend> backend_;
 };

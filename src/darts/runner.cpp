@@ -21,6 +21,7 @@
 #include "cudarts/optim.h"
 #include "cudarts/search_model.h"
 #include "cudarts/step_graph.h"
+#include "run_files.h"
 
 namespace cudarts::darts {
 
@@ -77,12 +78,18 @@ void truncate_log(const RunOptions& run, int lines) {
   write_file_atomic(path, kept);
 }
 
+// Adds a line by rewriting the (small) file atomically: a run killed at any moment leaves the
+// log with whole lines only.
 void append_log(const RunOptions& run, const json& line) {
-  std::ofstream f(path_in(run, "log.jsonl"), std::ios::app);
-  CUDARTS_CHECK(f.good(), "cannot append to '", path_in(run, "log.jsonl"), "'");
-  f << line.dump() << "\n";
-  f.flush();
-  CUDARTS_CHECK(f.good(), "writing '", path_in(run, "log.jsonl"), "' failed");
+  const std::string path = path_in(run, "log.jsonl");
+  std::string text;
+  {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    text = s.str();
+  }
+  write_file_atomic(path, text + line.dump() + "\n");
 }
 
 // Running sums of one epoch, kept on the device (ops::metrics_add): batch-weighted loss, hits,
@@ -288,62 +295,21 @@ struct Checkpoint {
   }
 };
 
-// The lines of log.jsonl (none when it does not exist); each must be a JSON object whose
-// "epoch" is its line number.
+// The lines of log.jsonl (none when it does not exist); see parse_log.
 std::vector<json> read_log_lines(const RunOptions& run) {
   const std::string path = path_in(run, "log.jsonl");
-  std::vector<json> rows;
   std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    json row;
-    try {
-      row = json::parse(line);
-    } catch (const std::exception&) {
-      CUDARTS_INPUT_FAIL("'", path, "': line ", rows.size() + 1, " is not valid JSON");
-    }
-    CUDARTS_INPUT_CHECK(
-        row.is_object() && row.contains("epoch") && row["epoch"].is_number_integer() &&
-            row["epoch"].get<int64_t>() == int64_t(rows.size()) + 1,
-        "'", path, "': line ", rows.size() + 1, " is not the log of epoch ", rows.size() + 1);
-    rows.push_back(std::move(row));
-  }
-  return rows;
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_log(text.str(), path);
 }
 
-// A checkpoint's metadata against its schema, the run's configuration and log.jsonl, before
-// anything is restored or any file is rewritten: the position is inside the run, counters are
-// in range, and the log holds the checkpoint's epochs (one more when the run was stopped
-// between logging an epoch and checkpointing it).
 void validate_checkpoint(const Checkpoint& c, const RunOptions& run, const json& config,
                          const std::vector<std::string>& optimizers, int epochs,
-                         int64_t steps_per_epoch, int64_t batch) {
-  const std::string path = path_in(run, "checkpoint.safetensors");
-  const json& m = c.meta;
-  auto integer = [&](const char* key, int64_t lo, int64_t hi) {
-    CUDARTS_INPUT_CHECK(m.is_object() && m.contains(key) && m[key].is_number_integer(), "'", path,
-                        "': metadata '", key, "' is missing or not an integer");
-    const int64_t v = m[key].get<int64_t>();
-    CUDARTS_INPUT_CHECK(v >= lo && v <= hi, "'", path, "': metadata '", key, "' is ", v,
-                        ", expected ", lo, "..", hi);
-    return v;
-  };
-  CUDARTS_INPUT_CHECK(m.is_object() && m.contains("config") && m["config"].is_object(), "'", path,
-                      "': metadata 'config' is missing");
-  CUDARTS_CONFIG_CHECK(m["config"] == config, "--resume: the run in '", run.out_dir,
-                       "' was started with a different configuration:\n  saved:   ",
-                       m["config"].dump(), "\n  current: ", config.dump());
-  const int64_t epoch = integer("epoch", 0, epochs);
-  const int64_t step = integer("step", 0, epoch < epochs ? steps_per_epoch - 1 : 0);
-  CUDARTS_INPUT_CHECK(m.contains("rng_offset") && m["rng_offset"].is_number_unsigned(), "'", path,
-                      "': metadata 'rng_offset' is missing or not an unsigned integer");
-  for (const std::string& prefix : optimizers)
-    integer((prefix + "steps").c_str(), 0, (epoch + 1) * steps_per_epoch);
-  const size_t lines = read_log_lines(run).size();
-  CUDARTS_INPUT_CHECK(lines == size_t(epoch) || lines == size_t(epoch) + 1, "'",
-                      path_in(run, "log.jsonl"), "' holds ", lines,
-                      " epochs but the checkpoint is at epoch ", epoch, " step ", step,
-                      "; the two do not belong together");
+                         int64_t steps_per_epoch) {
+  validate_checkpoint_meta(c.meta, path_in(run, "checkpoint.safetensors"), run.out_dir, config,
+                           optimizers, epochs, steps_per_epoch, read_log_lines(run).size(),
+                           path_in(run, "log.jsonl"));
 }
 
 void put_model(Checkpoint& c, Layer& net) {
@@ -396,10 +362,10 @@ void put_common(Checkpoint& c, Context& ctx, Layer& net, const NamedOptimizers& 
 // log lines the checkpoint does not cover (truncate_log) once everything is restored.
 std::pair<int, int64_t> get_common(Context& ctx, const Checkpoint& c, Layer& net,
                                    const NamedOptimizers& opts, Metrics& m, const RunOptions& run,
-                                   const json& config, int epochs, int64_t steps, int64_t batch) {
+                                   const json& config, int epochs, int64_t steps) {
   std::vector<std::string> prefixes;
   for (auto& [prefix, o] : opts) prefixes.push_back(prefix);
-  validate_checkpoint(c, run, config, prefixes, epochs, steps, batch);
+  validate_checkpoint(c, run, config, prefixes, epochs, steps);
   get_model(ctx, c, net);
   for (auto& [prefix, o] : opts) get_optimizer(ctx, c, prefix, *o);
   get_metrics(ctx, c, m);
@@ -492,7 +458,43 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
 }  // namespace
 
 // ---------------------------------------------------------------- search
+// The options every run shares, checked before anything is written.
+void check_common(const char* program, const DataOptions& d, const RunOptions& r, float lr,
+                  float momentum, float weight_decay, float grad_clip) {
+  CUDARTS_CONFIG_CHECK(std::isfinite(lr) && lr > 0.0f, program, ": lr ", lr,
+                       " must be finite and > 0");
+  CUDARTS_CONFIG_CHECK(momentum >= 0.0f && momentum < 1.0f, program, ": momentum ", momentum,
+                       " must be in [0, 1)");
+  CUDARTS_CONFIG_CHECK(std::isfinite(weight_decay) && weight_decay >= 0.0f, program,
+                       ": weight_decay ", weight_decay, " must be finite and >= 0");
+  CUDARTS_CONFIG_CHECK(std::isfinite(grad_clip) && grad_clip >= 0.0f, program, ": grad_clip ",
+                       grad_clip, " must be finite and >= 0 (0: no clipping)");
+  CUDARTS_CONFIG_CHECK(d.subset >= 0 && d.test_subset >= 0, program, ": subset ", d.subset,
+                       " and test_subset ", d.test_subset, " must be >= 0 (0: all)");
+  CUDARTS_CONFIG_CHECK(r.checkpoint_every >= 0, program, ": checkpoint_every ", r.checkpoint_every,
+                       " must be >= 0 (0: at epoch ends only)");
+}
+
 RunResult run_search(const SearchOptions& o) {
+  check_common("darts_search", o.data, o.run, o.lr, o.momentum, o.weight_decay, o.grad_clip);
+  CUDARTS_CONFIG_CHECK(std::isfinite(o.lr_min) && o.lr_min >= 0.0f && o.lr_min <= o.lr,
+                       "darts_search: lr_min ", o.lr_min, " must be in [0, lr = ", o.lr, "]");
+  CUDARTS_CONFIG_CHECK(std::isfinite(o.arch_lr) && o.arch_lr > 0.0f, "darts_search: arch_lr ",
+                       o.arch_lr, " must be finite and > 0");
+  CUDARTS_CONFIG_CHECK(
+      o.arch_beta1 >= 0.0f && o.arch_beta1 < 1.0f && o.arch_beta2 >= 0.0f && o.arch_beta2 < 1.0f,
+      "darts_search: arch betas (", o.arch_beta1, ", ", o.arch_beta2, ") must be in [0, 1)");
+  CUDARTS_CONFIG_CHECK(std::isfinite(o.arch_weight_decay) && o.arch_weight_decay >= 0.0f,
+                       "darts_search: arch_weight_decay ", o.arch_weight_decay,
+                       " must be finite and >= 0");
+  CUDARTS_CONFIG_CHECK(o.warmup_epochs >= 0 && o.warmup_epochs <= o.epochs,
+                       "darts_search: warmup_epochs ", o.warmup_epochs,
+                       " must be in [0, epochs = ", o.epochs, "]");
+  CUDARTS_CONFIG_CHECK(o.net.channels >= 1 && o.net.steps >= 1 && o.net.multiplier >= 1 &&
+                           o.net.multiplier <= o.net.steps,
+                       "darts_search: channels ", o.net.channels, ", steps ", o.net.steps,
+                       " and multiplier ", o.net.multiplier,
+                       " must be positive (multiplier <= steps)");
   CUDARTS_CONFIG_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_search: epochs ", o.epochs,
                        " must be >= 1 and batch size ", o.batch, " >= 2");
   CUDARTS_CONFIG_CHECK(
@@ -543,7 +545,7 @@ RunResult run_search(const SearchOptions& o) {
   const NamedOptimizers opts{{"opt_w/", &w_opt}, {"opt_a/", &a_opt}};
   if (o.run.resume && Checkpoint::load(o.run, ck)) {
     std::tie(start_epoch, start_step) =
-        get_common(ctx, ck, net, opts, metrics, o.run, config, o.epochs, steps, o.batch);
+        get_common(ctx, ck, net, opts, metrics, o.run, config, o.epochs, steps);
     {
       Tensor alphas = model.alphas().share();
       ck.get(ctx, "arch/alphas", alphas);
@@ -718,6 +720,15 @@ RunResult run_search(const SearchOptions& o) {
 
 // ---------------------------------------------------------------- retraining
 RunResult run_train(const TrainOptions& o) {
+  check_common("darts_train", o.data, o.run, o.lr, o.momentum, o.weight_decay, o.grad_clip);
+  CUDARTS_CONFIG_CHECK(o.drop_path >= 0.0f && o.drop_path < 1.0f, "darts_train: drop_path ",
+                       o.drop_path, " must be in [0, 1)");
+  CUDARTS_CONFIG_CHECK(o.cutout >= 0, "darts_train: cutout ", o.cutout, " must be >= 0");
+  CUDARTS_CONFIG_CHECK(std::isfinite(o.auxiliary_weight) && o.auxiliary_weight >= 0.0f,
+                       "darts_train: auxiliary_weight ", o.auxiliary_weight,
+                       " must be finite and >= 0");
+  CUDARTS_CONFIG_CHECK(o.net.channels >= 1 && o.net.cells >= 1, "darts_train: channels ",
+                       o.net.channels, " and cells ", o.net.cells, " must be >= 1");
   CUDARTS_CONFIG_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_train: epochs ", o.epochs,
                        " must be >= 1 and batch size ", o.batch, " >= 2");
   CUDARTS_CONFIG_CHECK(!o.genotype_path.empty(),
@@ -765,7 +776,7 @@ RunResult run_train(const TrainOptions& o) {
   const NamedOptimizers opts{{"opt/", &opt}};
   if (o.run.resume && Checkpoint::load(o.run, ck)) {
     std::tie(start_epoch, start_step) =
-        get_common(ctx, ck, net, opts, metrics, o.run, config, o.epochs, steps, o.batch);
+        get_common(ctx, ck, net, opts, metrics, o.run, config, o.epochs, steps);
     truncate_log(o.run, start_epoch);
   }
   // Written once the run is known to start or to continue a valid checkpoint.
