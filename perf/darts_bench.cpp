@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     darts::SearchConfig cfg;
     cfg.channels = channels;
     cfg.cells = cells;
-    cfg.mixed.type = parse_mixed_op_type(mixed_op);
+    cfg.mixed.method = mixed_op;
     cfg.mixed.num_eval = 2;
     SearchModel model(ctx, std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));
     SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.025f, 0.9f, 3e-4f, false});
@@ -186,7 +186,8 @@ int main(int argc, char** argv) {
     }
     std::vector<double> gms;
     int64_t nodes = 0;
-    const bool graphable = graph && cfg.mixed.type == MixedOpType::Continuous;
+    bool graphable = graph;
+    for (auto& [name, m] : model.mixed_ops()) graphable = graphable && m->capturable();
     if (graphable) {
       StepGraph g(ctx);
       g.capture(step);

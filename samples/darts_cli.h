@@ -8,6 +8,13 @@
 
 namespace cudarts::darts {
 
+// The registered MixedOp methods' CLI names (for --mixed-op).
+inline std::vector<std::string> mixed_op_method_names() {
+  std::vector<std::string> names;
+  for (const MixedOpMethod& m : mixed_op_methods()) names.push_back(m.name);
+  return names;
+}
+
 inline void add_common_options(CLI::App& app, DataOptions& data, RunOptions& run, int& epochs,
                                int& batch) {
   app.failure_message(CLI::FailureMessage::help);  // a bad flag prints the usage

@@ -90,7 +90,7 @@ TEST(DartsSearchSpace, WholeSearchNetworkGradients) {
   cfg.steps = 2;
   cfg.multiplier = 2;
   cfg.stem_multiplier = 1;
-  cfg.mixed.type = MixedOpType::Continuous;
+  cfg.mixed.method = std::string("continuous");
   SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
   for (Parameter* a : model.architecture_parameters()) init_normal(ctx, a->value, 0.0f, 0.5f);
   Tensor x = test::random_tensor(ctx, Shape{4, 3, 8, 8}, 2);
@@ -191,8 +191,8 @@ TEST(DartsGenotype, JsonValidation) {
 }
 
 TEST(DartsSearchSpace, BinaryTypesRunEndToEnd) {
-  for (MixedOpType t : {MixedOpType::Binary, MixedOpType::BinaryMasked, MixedOpType::ProxylessNAS,
-                        MixedOpType::MovingAverage}) {
+  for (std::string t : {std::string("binary"), std::string("masked"), std::string("proxyless"),
+                        std::string("moving-average")}) {
     Context ctx(Device::cpu(), ContextOptions{7});
     SearchConfig cfg;
     cfg.channels = 2;
@@ -310,7 +310,7 @@ TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
   Context ctx(Device::cpu(), ContextOptions{9});
   auto net = std::make_unique<Sequential>("net");
   MixedOpConfig mc;
-  mc.type = MixedOpType::Continuous;
+  mc.method = std::string("continuous");
   for (int layer = 0; layer < 2; ++layer) {
     const int64_t in = layer == 0 ? 5 : 4, out = layer == 0 ? 4 : 3;
     std::vector<std::unique_ptr<Layer>> cands;
@@ -427,7 +427,7 @@ TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
   cfg.channels = 2;
   cfg.cells = 3;
   cfg.in_channels = 1;
-  cfg.mixed.type = MixedOpType::Binary;
+  cfg.mixed.method = std::string("binary");
   SearchModel binary(ctx, std::make_unique<darts::SearchNetwork>(ctx, "bnet", cfg));
   SGD b_opt(ctx, binary.operational_parameters(), SgdParams{0.1f});
   EXPECT_THROW(darts::unrolled_architecture_gradient(ctx, binary, b_opt, xi, xt, yt, xv, yv),

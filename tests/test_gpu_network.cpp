@@ -123,7 +123,7 @@ TEST(GpuNetwork, BinarySamplingMatchesCpu) {
     darts::SearchConfig cfg;
     cfg.channels = 2;
     cfg.cells = 3;
-    cfg.mixed.type = MixedOpType::BinaryMasked;
+    cfg.mixed.method = std::string("masked");
     cfg.mixed.num_eval = 3;
     return std::make_unique<SearchModel>(ctx,
                                          std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));

@@ -67,13 +67,13 @@ struct Expectation {
 };
 
 // Direct computation of one stochastic training step of a MixedOp over 1x1 convolutions.
-Expectation expect_step(MixedOpType type, int k_on, int k_eval, const std::vector<float>& alpha,
+Expectation expect_step(std::string type, int k_on, int k_eval, const std::vector<float>& alpha,
                         const std::vector<std::vector<float>>& w, const std::vector<float>& x,
                         const std::vector<float>& dy, uint64_t seed, uint64_t offset,
                         std::vector<std::vector<double>>* ma, float ma_lr) {
   Expectation e;
   const std::vector<int> rank = expected_ranking(alpha, seed, offset);
-  if (type == MixedOpType::Binary) k_eval = kK;
+  if (type == std::string("binary")) k_eval = kK;
   e.on.assign(rank.begin(), rank.begin() + k_on);
   e.eval.assign(rank.begin(), rank.begin() + k_eval);
   std::vector<std::vector<double>> o;
@@ -82,7 +82,7 @@ Expectation expect_step(MixedOpType type, int k_on, int k_eval, const std::vecto
   for (int i : e.on)
     for (size_t j = 0; j < x.size(); ++j) e.y[j] += o[size_t(i)][j];
   e.g.assign(kK, 0.0);
-  if (type == MixedOpType::MovingAverage) {
+  if (type == std::string("moving-average")) {
     const size_t s = x.size() / kN;
     std::vector<double> dys(s, 0.0);
     for (int64_t n = 0; n < kN; ++n)
@@ -105,7 +105,7 @@ Expectation expect_step(MixedOpType type, int k_on, int k_eval, const std::vecto
   }
   std::vector<int> members(kK);
   std::iota(members.begin(), members.end(), 0);
-  if (type == MixedOpType::ProxylessNAS) members = e.eval;
+  if (type == std::string("proxyless")) members = e.eval;
   const std::vector<double> p = softmax_d(alpha, members);
   double pg = 0;
   for (int i : members) pg += p[size_t(i)] * e.g[size_t(i)];
@@ -129,7 +129,7 @@ Expectation expect_step(MixedOpType type, int k_on, int k_eval, const std::vecto
 }
 
 struct TypeCase {
-  MixedOpType type;
+  std::string type;
   int k_on, k_eval;
 };
 
@@ -139,7 +139,8 @@ TEST_P(MixedOpSemantics, StepMatchesDirectComputation) {
   const TypeCase tc = GetParam();
   Context ctx(Device::cpu(), ContextOptions{2024});
   MixedOpConfig cfg{tc.type, tc.k_on, tc.k_eval, 0.25f};
-  MixedOp op(ctx, "edge", pointwise_candidates(ctx, kK), cfg);
+  auto op_owner = make_mixed_op(ctx, "edge", pointwise_candidates(ctx, kK), cfg);
+  MixedOp& op = *op_owner;
   init_normal(ctx, op.alpha().value, 0.0f, 1.0f);  // spread the logits for a real test
   std::vector<std::vector<float>> w;
   for (int i = 0; i < kK; ++i) w.push_back(op.candidate(i).own_parameters()[0]->value.to_vector());
@@ -168,24 +169,26 @@ TEST_P(MixedOpSemantics, StepMatchesDirectComputation) {
       EXPECT_TRUE(test::all_close(op.candidate(i).own_parameters()[0]->grad.to_vector(),
                                   e.dw[size_t(i)], 1e-5, 1e-5))
           << "weight gradient of candidate " << i;
-    if (tc.type == MixedOpType::MovingAverage) {
+    if (tc.type == std::string("moving-average")) {
       std::vector<double> flat;
       for (auto& row : ma) flat.insert(flat.end(), row.begin(), row.end());
-      EXPECT_TRUE(test::all_close(op.moving_averages().to_vector(), flat, 1e-5, 1e-6))
+      EXPECT_TRUE(test::all_close(
+          static_cast<BinaryMovingAverageMixedOp&>(op).moving_averages().to_vector(), flat, 1e-5,
+          1e-6))
           << "moving averages";
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MixedOpSemantics,
-                         ::testing::Values(TypeCase{MixedOpType::Binary, 1, 0},
-                                           TypeCase{MixedOpType::Binary, 2, 0},
-                                           TypeCase{MixedOpType::BinaryMasked, 1, 3},
-                                           TypeCase{MixedOpType::BinaryMasked, 2, 5},
-                                           TypeCase{MixedOpType::ProxylessNAS, 1, 2},
-                                           TypeCase{MixedOpType::ProxylessNAS, 2, 4},
-                                           TypeCase{MixedOpType::MovingAverage, 1, 3},
-                                           TypeCase{MixedOpType::MovingAverage, 2, 2}),
+                         ::testing::Values(TypeCase{std::string("binary"), 1, 0},
+                                           TypeCase{std::string("binary"), 2, 0},
+                                           TypeCase{std::string("masked"), 1, 3},
+                                           TypeCase{std::string("masked"), 2, 5},
+                                           TypeCase{std::string("proxyless"), 1, 2},
+                                           TypeCase{std::string("proxyless"), 2, 4},
+                                           TypeCase{std::string("moving-average"), 1, 3},
+                                           TypeCase{std::string("moving-average"), 2, 2}),
                          [](const ::testing::TestParamInfo<TypeCase>& i) {
                            return std::string(mixed_op_type_name(i.param.type)) + "_on" +
                                   std::to_string(i.param.k_on) + "_eval" +
@@ -193,15 +196,17 @@ INSTANTIATE_TEST_SUITE_P(Types, MixedOpSemantics,
                          });
 
 TEST(MixedOpSemantics, MaskedWithFullEvalEqualsBinary) {
-  auto run = [](MixedOpType t, int k_eval) {
+  auto run = [](std::string t, int k_eval) {
     Context ctx(Device::cpu(), ContextOptions{7});
-    MixedOp op(ctx, "edge", pointwise_candidates(ctx, kK), MixedOpConfig{t, 1, k_eval, 0.01f});
+    auto op_owner = make_mixed_op(ctx, "edge", pointwise_candidates(ctx, kK),
+                                  MixedOpConfig{t, 1, k_eval, 0.01f});
+    MixedOp& op = *op_owner;
     Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 1);
     op.forward(ctx, x, Mode::Train);
     op.backward(ctx, test::random_tensor(ctx, x.shape(), 2));
     return op.alpha().grad.to_vector();
   };
-  EXPECT_EQ(run(MixedOpType::BinaryMasked, kK), run(MixedOpType::Binary, 0));
+  EXPECT_EQ(run(std::string("masked"), kK), run(std::string("binary"), 0));
 }
 
 TEST(MixedOpContinuous, GradientsMatchFiniteDifferences) {
@@ -384,7 +389,7 @@ TEST(MixedOpProxyless, ExactUpdateKeepsOtherProbabilitiesOverManyAdamSteps) {
     Context ctx(Device::cpu(), ContextOptions{13});
     auto net = std::make_unique<Sequential>("net");
     MixedOpConfig mc;
-    mc.type = MixedOpType::ProxylessNAS;
+    mc.method = std::string("proxyless");
     mc.num_eval = 2;
     mc.alpha_group = "shared";
     net->add(make_mixed_op(ctx, "a", pointwise_candidates(ctx, kK), mc));
@@ -458,13 +463,14 @@ TEST(MixedOpProxyless, ExactUpdateKeepsOtherProbabilitiesOverManyAdamSteps) {
 }
 
 TEST(MixedOpMemory, BinaryPeakIsAtMostAThirdOfContinuous) {
-  auto peak = [](MixedOpType t) {
+  auto peak = [](std::string t) {
     Context ctx(Device::cpu(), ContextOptions{3});
     std::vector<std::unique_ptr<Layer>> cands;
     for (int i = 0; i < 8; ++i)
       cands.push_back(std::make_unique<Conv2d>(ctx, "conv" + std::to_string(i), 4, 16, 3,
                                                Conv2dParams::make(1, 1), false));
-    MixedOp op(ctx, "edge", std::move(cands), MixedOpConfig{t, 1, 0, 0.01f});
+    auto op_owner = make_mixed_op(ctx, "edge", std::move(cands), MixedOpConfig{t, 1, 0, 0.01f});
+    MixedOp& op = *op_owner;
     Tensor x = test::random_tensor(ctx, Shape{64, 4, 16, 16}, 1);
     const size_t base = ctx.allocator().stats().current_bytes;
     ctx.allocator().reset_peak();
@@ -475,7 +481,7 @@ TEST(MixedOpMemory, BinaryPeakIsAtMostAThirdOfContinuous) {
     }
     return double(ctx.allocator().stats().peak_bytes - base);
   };
-  const double binary = peak(MixedOpType::Binary), continuous = peak(MixedOpType::Continuous);
+  const double binary = peak(std::string("binary")), continuous = peak(std::string("continuous"));
   const double ratio = binary / continuous;
   std::printf(
       "[ measured ] K=8 conv3x3 4->16, x (64,4,16,16): peak bytes Binary %.0f, Continuous %.0f, "
@@ -538,11 +544,11 @@ TEST_P(PlantedArchitecture, FindsTheFiveByFiveConvolution) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, PlantedArchitecture,
-                         ::testing::Values(TypeCase{MixedOpType::Continuous, 1, 0},
-                                           TypeCase{MixedOpType::Binary, 1, 0},
-                                           TypeCase{MixedOpType::BinaryMasked, 1, 3},
-                                           TypeCase{MixedOpType::ProxylessNAS, 1, 2},
-                                           TypeCase{MixedOpType::MovingAverage, 1, 3}),
+                         ::testing::Values(TypeCase{std::string("continuous"), 1, 0},
+                                           TypeCase{std::string("binary"), 1, 0},
+                                           TypeCase{std::string("masked"), 1, 3},
+                                           TypeCase{std::string("proxyless"), 1, 2},
+                                           TypeCase{std::string("moving-average"), 1, 3}),
                          [](const ::testing::TestParamInfo<TypeCase>& i) {
                            return std::string(mixed_op_type_name(i.param.type));
                          });
@@ -551,8 +557,8 @@ using test::throws_with;
 
 TEST(MixedOpBadInput, ConstructionAndFirstCallErrors) {
   Context ctx;
-  EXPECT_TRUE(
-      throws_with([&] { ContinuousMixedOp op(ctx, "e", {}); }, {"ContinuousMixedOp 'e'", "empty"}));
+  EXPECT_TRUE(throws_with([&] { ContinuousMixedOp op(ctx, "e", {}); },
+                          {"ContinuousMixedOp 'e'", "empty"}));
   EXPECT_TRUE(throws_with([&] { BinaryMixedOp op(ctx, "e", pointwise_candidates(ctx, 3), 4); },
                           {"BinaryMixedOp 'e'", "num_on (k_on) = 4", "3 candidates"}));
   EXPECT_TRUE(
@@ -575,7 +581,8 @@ TEST(MixedOpBadInput, ConstructionAndFirstCallErrors) {
   EXPECT_TRUE(throws_with([&] { op.forward(ctx, x, Mode::Train); },
                           {"ContinuousMixedOp 'edge7'", "candidate 1 ('pool')", "[1, 3, 2, 2]",
                            "'skip'", "[1, 3, 4, 4]"}));
-  EXPECT_TRUE(throws_with([] { parse_mixed_op_type("gdas"); }, {"unknown MixedOp type 'gdas'"}));
+  EXPECT_TRUE(throws_with([] { mixed_op_method("nope"); },
+                          {"unknown MixedOp method 'nope'", "continuous"}));
 }
 
 // set_ranking takes only permutations of 0 .. K-1 (an index out of range used to crash the
@@ -583,9 +590,10 @@ TEST(MixedOpBadInput, ConstructionAndFirstCallErrors) {
 TEST(MixedOpBadInput, SetRankingRejectsWhatIsNotAPermutation) {
   Context ctx;
   MixedOpConfig mc;
-  mc.type = MixedOpType::Binary;
+  mc.method = std::string("binary");
   mc.num_on = 2;
-  MixedOp op(ctx, "m", pointwise_candidates(ctx, 3), mc);
+  auto op_owner = make_mixed_op(ctx, "m", pointwise_candidates(ctx, 3), mc);
+  MixedOp& op = *op_owner;
   auto dev = [&](std::vector<int32_t> v) {
     return Tensor::from_vector_i32(ctx, Shape{int64_t(v.size())}, v);
   };

@@ -277,7 +277,7 @@ TEST(StepGraph, SampledMixedOpCannotBeCaptured) {
   cfg.channels = 2;
   cfg.cells = 3;
   cfg.in_channels = 1;
-  cfg.mixed.type = MixedOpType::Binary;
+  cfg.mixed.method = std::string("binary");
   SearchModel model(ctx, std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));
   StepGraph g(ctx);
   // Sampling reads the rankings to the host, which a graph cannot do.

@@ -2,22 +2,27 @@
 // and architecture logits alpha (K), initialised 1e-3 * N(0, 1) from the context's seed.
 //
 // Deterministic call (derived architecture): y = sum of the top-num_on candidates by alpha.
-// Stochastic call (search), p = softmax(alpha):
+// Stochastic call (search), p = softmax(alpha), one method per class:
 //   Continuous    y = sum_i p_i op_i(x); every op gets p_i dy; g_i = <dy, op_i(x)>.
 //   Binary        S_on = num_on Gumbel-top-k draws; y = sum_{S_on} op_i(x). In backward
 //                 every other op is evaluated (Mode::Probe: batch statistics, no running
 //                 statistics update, nothing kept, no weight gradient) just to score it.
 //   BinaryMasked  only E = S_on + (num_eval - num_on) further draws are scored; g = 0 outside.
-//   ProxylessNAS  as Masked; dalpha only for E through the softmax restricted to E, and an
-//                 architecture-optimizer hook rescales alpha_E after each step so that
-//                 sum_E exp(alpha) is unchanged.
+//   ProxylessNAS  as Masked; dalpha only for E through the softmax restricted to E; the
+//                 architecture step touches only E and keeps sum_E exp(alpha) (SearchModel).
 //   MovingAverage as Masked; m_i tracks the batch-mean output of op i (lr); the scores use
 //                 g_i = <sum_batch dy, estimate_i> with estimate = this batch's mean for E
 //                 and m_i otherwise.
-// All types: dalpha += softmax-backward(g) (restricted to E for ProxylessNAS).
+// All: dalpha += softmax-backward(g) (restricted to E for ProxylessNAS).
+//
+// A method is a subclass of MixedOp (one source file each, src/nas/methods/) that implements
+// the stochastic forward and backward and says what it needs (samples(), capturable(), ...);
+// mixed_op_methods() is the registry of CLI names, make_mixed_op() builds one by name.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cudarts/layer.h"
@@ -25,29 +30,25 @@
 
 namespace cudarts {
 
-enum class MixedOpType { Continuous, Binary, BinaryMasked, ProxylessNAS, MovingAverage };
-const char* mixed_op_type_name(MixedOpType t);
-// "continuous", "binary", "masked", "proxyless", "moving-average" (CLI spelling).
-MixedOpType parse_mixed_op_type(const std::string& s);
-
 enum class Sampling { Stochastic, Deterministic };
 
 struct MixedOpConfig {
-  MixedOpType type = MixedOpType::Continuous;
+  // The method's CLI name: "continuous", "binary", "masked", "proxyless", "moving-average"
+  // (mixed_op_methods() lists them all).
+  std::string method = "continuous";
   int num_on = 1;       // k_on: ops kept in the derived architecture, 1 <= k_on <= K
-  int num_eval = 0;     // k_eval (Masked, ProxylessNAS, MovingAverage): k_on <= k_eval <= K
-  float ma_lr = 0.01f;  // MovingAverage: in (0, 1]
+  int num_eval = 0;     // k_eval (masked, proxyless, moving-average): k_on <= k_eval <= K
+  float ma_lr = 0.01f;  // moving-average: in (0, 1]
   // MixedOps with the same non-empty group share one alpha inside a SearchModel (DARTS shares
   // each edge's alpha among all normal cells, and among all reduction cells).
   std::string alpha_group;
 };
 
-class MixedOp : public Layer, public StepHook {
+class MixedOp : public Layer {
  public:
-  MixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> candidates,
-          MixedOpConfig config);
   ~MixedOp() override;
-  const char* type() const override;
+  // The method's class name, e.g. "ContinuousMixedOp" (the seed's names).
+  const char* type() const override { return type_name_; }
   Shape output_shape(const Shape& x) const override;
   std::vector<Layer*> children() const override;
 
@@ -65,107 +66,206 @@ class MixedOp : public Layer, public StepHook {
   std::vector<float> probabilities() const;
   std::vector<int> derived() const;
 
+  // What the method needs from the code around it (no code outside the methods asks which
+  // method a MixedOp is):
+  // samples(): each stochastic forward uses a ranking of the candidates drawn on the host
+  // (SearchModel::sample draws every MixedOp's in one launch, or the op draws its own).
+  virtual bool samples() const { return false; }
+  // capturable(): a stochastic step can be captured in a StepGraph (host decisions fixed).
+  virtual bool capturable() const { return !samples(); }
+  // second_order(): the same ops run in every pass, as unrolled_architecture_gradient needs.
+  virtual bool second_order() const { return false; }
+  // restricted_update(): the architecture step may change only the entries of alpha this op
+  // evaluated (the ProxylessNAS update); pending_eval_set() is the ranking whose first
+  // eval_set_size() entries are that set, from the last backward not yet consumed by a step.
+  virtual bool restricted_update() const { return false; }
+  virtual const Tensor* pending_eval_set() const { return nullptr; }
+  virtual int eval_set_size() const { return num_candidates(); }
+  virtual void clear_pending_eval_set() {}
+  // A hook for the architecture optimizer in the seed's (reference) update, or nullptr.
+  virtual StepHook* reference_update_hook() { return nullptr; }
+  // State beyond alpha that a checkpoint holds ({key, tensor}; undefined tensors are not
+  // saved yet) and its restore (a tensor of the saved shape).
+  virtual std::vector<std::pair<std::string, const Tensor*>> state() const { return {}; }
+  virtual void set_state(const std::string& key, Tensor value);
+
   // A ranking drawn for this op outside (SearchModel draws every MixedOp in one launch):
   // `host` is the ranking on the host, a permutation of 0 .. K-1 (checked), `device` the same K
   // indices (i32) on the device. Used by the next stochastic forward, then cleared.
   void set_ranking(std::vector<int> host, Tensor device);
-  // The sets of the last stochastic forward (for inspection and tests).
+  // The sets of the last stochastic forward of a sampling method (for inspection and tests).
   const std::vector<int>& last_on() const { return last_on_; }
   const std::vector<int>& last_eval() const { return last_eval_; }
   // The scores g (K) of the last backward (on the device); undefined when that pass computed
-  // none (alpha.requires_grad was false at its forward; MovingAverage always scores).
+  // none (alpha.requires_grad was false at its forward, and the method needs none then).
   const Tensor& last_scores() const { return g_; }
-  // MovingAverage: the running estimates m (K, per-sample shape); undefined before the first
-  // training step.
-  const Tensor& moving_averages() const { return ma_; }
-  // Restores the estimates (K, per-sample size), e.g. from a checkpoint.
-  void set_moving_averages(Tensor m);
-
-  // ProxylessNAS: the ranking (on the device) whose first num_eval entries are the set E of
-  // the last backward that computed an alpha gradient and that no architecture step has
-  // consumed yet; nullptr when there is none. clear_pending_eval_set() consumes it.
-  const Tensor* pending_eval_set() const { return hook_pending_ ? &hook_ranking_ : nullptr; }
-  void clear_pending_eval_set() { hook_pending_ = false; }
-
-  // StepHook (ProxylessNAS, the reference update: SearchModel attaches it with
-  // ProxylessUpdate::Reference): rescales this op's E after the architecture step.
-  void before_step(Context& ctx) override;
-  void after_step(Context& ctx) override;
 
  protected:
-  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
-  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  MixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> candidates,
+          MixedOpConfig config, const char* type_name);
+
+  // The method: the stochastic (search) forward, which sets active_ (the ops that get dy in
+  // backward) and saved_ in Mode::Train, and its backward, which returns dx.
+  virtual Tensor search_forward(Context& ctx, const Tensor& x, Mode mode) = 0;
+  virtual Tensor search_backward(Context& ctx, const Tensor& dy) = 0;
+  // true: the method computes its scores even when alpha wants no gradient (moving averages).
+  virtual bool scores_without_alpha_gradient() const { return false; }
   void release_saved_impl() override;
 
- private:
-  int num_eval_effective() const;
-  void draw_ranking(Context& ctx);
-  Tensor forward_continuous(Context& ctx, const Tensor& x, Mode mode);
-  Tensor forward_sum(Context& ctx, const Tensor& x, Mode mode, const std::vector<int>& ops);
-  Tensor backward_continuous(Context& ctx, const Tensor& dy);
-  Tensor backward_binary(Context& ctx, const Tensor& dy);
-  // Binary types: the scores g of every op in E (probing those outside S_on), the moving
-  // averages, and dalpha when alpha wants a gradient.
-  void score_binary(Context& ctx, const Tensor& dy);
+  // Helpers for the methods.
+  // y = sum of the ops' outputs (forward in `mode`); keeps them in outputs_ when `keep`.
+  Tensor forward_sum(Context& ctx, const Tensor& x, Mode mode, const std::vector<int>& ops,
+                     bool keep);
+  // dx = sum of the backward of the ops in active_, each given dy.
+  Tensor backward_active(Context& ctx, const Tensor& dy);
+  // The ranking for this stochastic forward: the one set from outside, or one drawn now.
+  void take_ranking(Context& ctx);
+  bool grad_alpha() const { return grad_alpha_; }        // alpha.requires_grad at the forward
+  bool scores_wanted() const { return scores_wanted_; }  // this pass computes the scores
 
   MixedOpConfig config_;
   std::vector<std::unique_ptr<Layer>> candidates_;
   Parameter* alpha_ = nullptr;
+  std::vector<int> ranking_host_;  // the current ranking (sampling methods)
+  Tensor ranking_dev_;
+  std::vector<int> last_on_, last_eval_;
+  // Saved by a Train forward for backward.
+  Tensor x_, probs_, g_;
+  std::vector<Tensor> outputs_;
+  std::vector<int> active_;
+  bool saved_ = false;
+
+ private:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) final;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) final;
+
+  const char* type_name_;
   Sampling sampling_ = Sampling::Stochastic;
   std::vector<int> derived_cache_;  // the ops of deterministic calls (empty: derive again)
   uint64_t derived_version_ = 0;    // alpha's version when derived_cache_ was derived
-
-  // Ranking for the next / current stochastic step.
-  std::vector<int> ranking_host_;
-  Tensor ranking_dev_;
   bool ranking_ready_ = false;
-  std::vector<int> last_on_, last_eval_;
-
-  // Saved by a Train forward for backward.
-  Tensor x_, probs_, g_;
-  std::vector<Tensor> outputs_;  // Continuous: all K; Binary types: the S_on outputs
-  std::vector<int> active_;      // ops whose activations are kept (get dy in backward)
   bool deterministic_pass_ = false;
-  bool saved_ = false;
-  bool grad_alpha_ = true;     // alpha.requires_grad at the last Train forward
-  bool scores_wanted_ = true;  // that pass computes the scores g (keeps their inputs)
-
-  Tensor ma_, mu_;       // MovingAverage state (K, S) and this batch's means
-  Tensor lse_old_;       // ProxylessNAS: log-sum-exp of alpha_E before the step
-  Tensor hook_ranking_;  // ProxylessNAS: E of the last backward
-  bool hook_pending_ = false;
+  bool grad_alpha_ = true;
+  bool scores_wanted_ = true;
 };
 
-// The five types under the seed's names and argument order.
+// DARTS: the softmax-weighted sum of all K candidates.
 class ContinuousMixedOp final : public MixedOp {
  public:
   ContinuousMixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> ops,
                     int num_on = 1);
+  ContinuousMixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> ops,
+                    const MixedOpConfig& config);
+  bool second_order() const override { return true; }
+
+ protected:
+  Tensor search_forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor search_backward(Context& ctx, const Tensor& dy) override;
 };
-class BinaryMixedOp final : public MixedOp {
+
+// The sampling methods' common pass: S_on from the ranking runs, the ops of the evaluation set
+// E (the first eval_set_size() of the ranking) are scored in backward, probing those outside
+// S_on; compute_scores and alpha_gradient are what the methods change.
+class SampledMixedOp : public MixedOp {
+ public:
+  bool samples() const override { return true; }
+  int eval_set_size() const override;
+
+ protected:
+  using MixedOp::MixedOp;
+  Tensor search_forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor search_backward(Context& ctx, const Tensor& dy) override;
+  // g (K, zeros) <- the scores of E (Binary, Masked: <dy, op_i(x)>, probing outside S_on).
+  virtual void compute_scores(Context& ctx, const Tensor& dy, Tensor& g);
+  // dalpha += softmax-backward(g) over all K.
+  virtual void alpha_gradient(Context& ctx);
+  // Checks num_eval for the methods that score a subset: num_on <= num_eval <= K (min_eval).
+  void check_num_eval(int min_eval) const;
+};
+
+// BinaryConnect + the ProxylessNAS memory trick: S_on sampled, every op scored.
+class BinaryMixedOp final : public SampledMixedOp {
  public:
   BinaryMixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> ops,
                 int num_on = 1);
+  BinaryMixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> ops,
+                const MixedOpConfig& config);
+  int eval_set_size() const override { return num_candidates(); }
 };
-class BinaryMaskedMixedOp final : public MixedOp {
+
+// As Binary, scoring only num_eval ops.
+class BinaryMaskedMixedOp final : public SampledMixedOp {
  public:
   BinaryMaskedMixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> ops,
                       int num_eval, int num_on = 1);
+  BinaryMaskedMixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> ops,
+                      const MixedOpConfig& config);
 };
-class BinaryProxylessNASStyleMixedOp final : public MixedOp {
+
+// ProxylessNAS: gradients for alpha_E only; the architecture step keeps sum_E exp(alpha)
+// (SearchModel::attach_architecture_optimizer). The op is also the StepHook of the seed's
+// reference update (rescales its own E after each step).
+class BinaryProxylessNASStyleMixedOp final : public SampledMixedOp, public StepHook {
  public:
   BinaryProxylessNASStyleMixedOp(Context& ctx, std::string name,
                                  std::vector<std::unique_ptr<Layer>> ops, int num_eval,
                                  int num_on = 1);
+  BinaryProxylessNASStyleMixedOp(Context& ctx, std::string name,
+                                 std::vector<std::unique_ptr<Layer>> ops,
+                                 const MixedOpConfig& config);
+  bool restricted_update() const override { return true; }
+  const Tensor* pending_eval_set() const override { return pending_ ? &eval_ranking_ : nullptr; }
+  void clear_pending_eval_set() override { pending_ = false; }
+  StepHook* reference_update_hook() override { return this; }
+  void before_step(Context& ctx) override;
+  void after_step(Context& ctx) override;
+
+ protected:
+  void alpha_gradient(Context& ctx) override;
+
+ private:
+  Tensor eval_ranking_;  // E of the last backward (the ranking; its first num_eval entries)
+  Tensor lse_old_;       // reference update: log-sum-exp of alpha_E before the step
+  bool pending_ = false;
 };
-class BinaryMovingAverageMixedOp final : public MixedOp {
+
+// Moving-average scores: m_i tracks the batch-mean output of op i.
+class BinaryMovingAverageMixedOp final : public SampledMixedOp {
  public:
   BinaryMovingAverageMixedOp(Context& ctx, std::string name,
                              std::vector<std::unique_ptr<Layer>> ops, int num_eval, int num_on,
                              float learning_rate);
+  BinaryMovingAverageMixedOp(Context& ctx, std::string name,
+                             std::vector<std::unique_ptr<Layer>> ops, const MixedOpConfig& config);
+  // The running estimates m (K, per-sample size); undefined before the first training step.
+  const Tensor& moving_averages() const { return ma_; }
+  void set_moving_averages(Tensor m);
+  std::vector<std::pair<std::string, const Tensor*>> state() const override;
+  void set_state(const std::string& key, Tensor value) override;
+
+ protected:
+  bool scores_without_alpha_gradient() const override { return true; }
+  void compute_scores(Context& ctx, const Tensor& dy, Tensor& g) override;
+
+ private:
+  Tensor ma_, mu_;  // estimates (K, S) and this batch's means
 };
 
-// Makes a MixedOp of any type from a config.
+// The registry of methods: CLI name, class name, and how to build one from a config.
+struct MixedOpMethod {
+  std::string name;       // "continuous", ...
+  std::string type_name;  // "ContinuousMixedOp", ...
+  std::function<std::unique_ptr<MixedOp>(Context&, std::string, std::vector<std::unique_ptr<Layer>>,
+                                         const MixedOpConfig&)>
+      make;
+};
+const std::vector<MixedOpMethod>& mixed_op_methods();
+// The registered method called `name`; a ConfigError listing the methods otherwise.
+const MixedOpMethod& mixed_op_method(const std::string& name);
+// The class name of a method ("continuous" -> "ContinuousMixedOp").
+const char* mixed_op_type_name(const std::string& method);
+
+// Makes a MixedOp of config.method.
 std::unique_ptr<MixedOp> make_mixed_op(Context& ctx, std::string name,
                                        std::vector<std::unique_ptr<Layer>> candidates,
                                        MixedOpConfig config);

@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   darts::add_common_options(app, o.data, o.run, o.epochs, o.batch);
   app.add_option("--mixed-op", mixed_op,
                  "continuous (DARTS), binary, masked, proxyless, moving-average")
-      ->check(CLI::IsMember({"continuous", "binary", "masked", "proxyless", "moving-average"}));
+      ->check(CLI::IsMember(darts::mixed_op_method_names()));
   app.add_option("--num-on", o.net.mixed.num_on, "k_on: ops kept per edge")
       ->check(CLI::Range(1, 8));
   app.add_option("--num-eval", o.net.mixed.num_eval,
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   return program::run("darts_search", [&] {
-    o.net.mixed.type = parse_mixed_op_type(mixed_op);
+    o.net.mixed.method = mixed_op;
     if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);
     o.bilevel = !joint;
     o.augment = !no_augment;

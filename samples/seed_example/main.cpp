@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-#include "../program.h"
+#include "../darts_cli.h"
 #include "cudarts/cudarts.h"
 
 using namespace cudarts;
@@ -65,7 +65,7 @@ std::unique_ptr<Layer> dense_stack(Context& ctx, const std::string& name, int64_
 std::unique_ptr<MixedOp> mixed(Context& ctx, const Options& o, const std::string& name,
                                std::vector<std::unique_ptr<Layer>> cands) {
   MixedOpConfig cfg;
-  cfg.type = parse_mixed_op_type(o.mixed_op);
+  cfg.method = o.mixed_op;
   cfg.num_on = 1;
   cfg.num_eval = std::min<int>(o.num_eval, int(cands.size()));
   cfg.ma_lr = o.ma_lr;
@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"seed_example: search a MixedOp network, then fine-tune the derived one"};
   app.add_option("--mixed-op", o.mixed_op, "continuous|binary|masked|proxyless|moving-average")
-      ->check(CLI::IsMember({"continuous", "binary", "masked", "proxyless", "moving-average"}));
+      ->check(CLI::IsMember(darts::mixed_op_method_names()));
   app.add_option("--dataset", o.dataset, "fashion-mnist|cifar10")
       ->check(CLI::IsMember({"fashion-mnist", "cifar10"}));
   app.add_option("--data", o.data,

@@ -433,7 +433,7 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
       {"channels", o.net.channels},
       {"cells", o.net.cells},
       {"steps", o.net.steps},
-      {"mixed_op", mixed_op_type_name(o.net.mixed.type)},
+      {"mixed_op", mixed_op_type_name(o.net.mixed.method)},
       {"num_on", o.net.mixed.num_on},
       {"num_eval", o.net.mixed.num_eval},
       {"ma_lr", o.net.mixed.ma_lr},
@@ -501,18 +501,10 @@ RunResult run_search(const SearchOptions& o) {
       o.net.cells >= 3, "darts_search: ", o.net.cells,
       " cells; a genotype needs a normal and a reduction cell, so at least 3 cells "
       "(reductions sit at 1/3 and 2/3 of the depth)");
-  CUDARTS_CONFIG_CHECK(
-      !o.run.cuda_graph || o.net.mixed.type == MixedOpType::Continuous,
-      "darts_search: --cuda-graph needs continuous MixedOps, not ",
-      mixed_op_type_name(o.net.mixed.type),
-      " (sampled types choose their ops on the host at every step, which a captured "
-      "graph cannot do)");
-  CUDARTS_CONFIG_CHECK(
-      !o.second_order ||
-          (o.bilevel && o.net.mixed.type == MixedOpType::Continuous && !o.run.cuda_graph),
-      "darts_search: --second-order needs bilevel updates (not --joint), continuous "
-      "MixedOps and no --cuda-graph (it reads a norm on the host every step)");
-  prepare_out_dir(o.run, "darts_search");
+  mixed_op_method(o.net.mixed.method);  // a ConfigError naming the methods if unknown
+  CUDARTS_CONFIG_CHECK(!o.second_order || (o.bilevel && !o.run.cuda_graph),
+                       "darts_search: --second-order needs bilevel updates (not --joint) and no "
+                       "--cuda-graph (it reads a norm on the host every step)");
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
   auto [train_all, test] = load_data(o.data);
   (void)test;
@@ -526,6 +518,17 @@ RunResult run_search(const SearchOptions& o) {
   cfg.num_classes = train_all.num_classes;
   SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
   auto& net = static_cast<SearchNetwork&>(model.network());
+  // What the method can do, asked of its MixedOps (all of one method) before anything is written.
+  for (auto& [name, m] : model.mixed_ops()) {
+    CUDARTS_CONFIG_CHECK(!o.run.cuda_graph || m->capturable(), "darts_search: --cuda-graph needs ",
+                         "MixedOps whose step can be captured, not ", m->type(),
+                         " (it chooses its ops on the host at every step, which a captured graph "
+                         "cannot do; continuous MixedOps can)");
+    CUDARTS_CONFIG_CHECK(!o.second_order || m->second_order(), "darts_search: --second-order ",
+                         "needs MixedOps that run the same ops in every pass (continuous), not ",
+                         m->type());
+  }
+  prepare_out_dir(o.run, "darts_search");
   SGD w_opt(ctx, model.operational_parameters(),
             SgdParams{o.lr, o.momentum, o.weight_decay, false});
   w_opt.set_grad_clip(o.grad_clip);
@@ -551,13 +554,14 @@ RunResult run_search(const SearchOptions& o) {
       ck.get(ctx, "arch/alphas", alphas);
       model.alphas_changed();
     }
-    for (auto& [name, m] : model.mixed_ops()) {
-      auto it = ck.tensors.find("ma/" + name);
-      if (it == ck.tensors.end()) continue;
-      Tensor t = Tensor::empty(ctx, Shape(it->second.shape));
-      copy_from_host(ctx, it->second, t, "ma/" + name);
-      m->set_moving_averages(std::move(t));
-    }
+    for (auto& [name, m] : model.mixed_ops())  // the methods' own state ("<key>/<op path>")
+      for (auto& [key, t] : m->state()) {
+        auto it = ck.tensors.find(key + "/" + name);
+        if (it == ck.tensors.end()) continue;
+        Tensor v = Tensor::empty(ctx, Shape(it->second.shape));
+        copy_from_host(ctx, it->second, v, key + "/" + name);
+        m->set_state(key, std::move(v));
+      }
     truncate_log(o.run, start_epoch);  // everything restored: now the files may change
     if (!o.run.quiet)
       std::printf("darts_search: resuming at epoch %d step %lld\n", start_epoch + 1,
@@ -571,7 +575,8 @@ RunResult run_search(const SearchOptions& o) {
     put_common(c, ctx, net, opts, metrics, epoch, step, config);
     c.put("arch/alphas", model.alphas());
     for (auto& [name, m] : model.mixed_ops())
-      if (m->moving_averages().defined()) c.put("ma/" + name, m->moving_averages());
+      for (auto& [key, t] : m->state())
+        if (t->defined()) c.put(key + "/" + name, *t);
     return c;
   };
 
@@ -581,7 +586,7 @@ RunResult run_search(const SearchOptions& o) {
         "MixedOps, %d epochs on %s\n",
         train_all.name.c_str(), (long long)half, (long long)half,
         o.bilevel ? (o.second_order ? "bilevel second-order" : "bilevel") : "joint",
-        mixed_op_type_name(cfg.mixed.type), o.epochs, ctx.device().str().c_str());
+        mixed_op_type_name(cfg.mixed.method), o.epochs, ctx.device().str().c_str());
   const int64_t total_steps = int64_t(o.epochs) * steps;
   ProgressLine progress(o.run, total_steps, int64_t(start_epoch) * steps + start_step);
   const CosineSchedule schedule(o.lr, o.lr_min, o.epochs);

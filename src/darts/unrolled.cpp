@@ -47,10 +47,10 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
   CUDARTS_CHECK(std::isfinite(xi) && xi >= 0.0f, "unrolled_architecture_gradient: xi ", xi,
                 " must be finite and >= 0");
   for (auto& [name, m] : model.mixed_ops())
-    CUDARTS_CHECK(m->config().type == MixedOpType::Continuous,
-                  "unrolled_architecture_gradient: ", name, " is a ",
-                  mixed_op_type_name(m->config().type),
-                  "; second-order DARTS needs continuous MixedOps (the same ops in every pass)");
+    CUDARTS_CHECK(m->second_order(),
+                  "unrolled_architecture_gradient: ", name, " is a ", m->type(),
+                  "; second-order DARTS needs MixedOps that run the same ops in every pass "
+                  "(continuous)");
   const std::vector<Parameter*> w = model.operational_parameters();
   const std::vector<Parameter*> a = model.architecture_parameters();
   CUDARTS_CHECK(weights.params() == w,

@@ -1,6 +1,6 @@
-// MixedOp: the five search semantics of DESIGN.md section 3 on top of the op table.
-// Memory: a Train forward keeps only what backward needs (all K outputs for Continuous,
-// the S_on outputs for the Binary types); ops scored only for alpha run in Mode::Probe.
+// MixedOp: the machinery every search method shares (candidates, alpha, the deterministic
+// derived-architecture pass, rankings, the helpers the methods use) and the registry of
+// methods. The methods themselves live in src/nas/methods/, one file each.
 #include "cudarts/mixed_op.h"
 
 #include <algorithm>
@@ -14,43 +14,12 @@
 
 namespace cudarts {
 
-const char* mixed_op_type_name(MixedOpType t) {
-  switch (t) {
-    case MixedOpType::Continuous:
-      return "ContinuousMixedOp";
-    case MixedOpType::Binary:
-      return "BinaryMixedOp";
-    case MixedOpType::BinaryMasked:
-      return "BinaryMaskedMixedOp";
-    case MixedOpType::ProxylessNAS:
-      return "BinaryProxylessNASStyleMixedOp";
-    case MixedOpType::MovingAverage:
-      return "BinaryMovingAverageMixedOp";
-  }
-  return "MixedOp";
-}
-
-MixedOpType parse_mixed_op_type(const std::string& s) {
-  if (s == "continuous") return MixedOpType::Continuous;
-  if (s == "binary") return MixedOpType::Binary;
-  if (s == "masked") return MixedOpType::BinaryMasked;
-  if (s == "proxyless") return MixedOpType::ProxylessNAS;
-  if (s == "moving-average") return MixedOpType::MovingAverage;
-  CUDARTS_FAIL("unknown MixedOp type '", s,
-               "'; expected continuous, binary, masked, proxyless or moving-average");
-}
-
-namespace {
-bool is_partial(MixedOpType t) {
-  return t == MixedOpType::BinaryMasked || t == MixedOpType::ProxylessNAS ||
-         t == MixedOpType::MovingAverage;
-}
-
-}  // namespace
-
 MixedOp::MixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> candidates,
-                 MixedOpConfig config)
-    : Layer(std::move(name)), config_(config), candidates_(std::move(candidates)) {
+                 MixedOpConfig config, const char* type_name)
+    : Layer(std::move(name)),
+      config_(std::move(config)),
+      candidates_(std::move(candidates)),
+      type_name_(type_name) {
   const int k = int(candidates_.size());
   CUDARTS_CHECK(k >= 1, label(), ": the candidate list is empty");
   std::set<std::string> names;
@@ -62,32 +31,11 @@ MixedOp::MixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Lay
   CUDARTS_CHECK(config_.num_on >= 1 && config_.num_on <= k, label(),
                 ": num_on (k_on) = ", config_.num_on, " must be in [1, ", k, "] for ", k,
                 " candidates");
-  if (is_partial(config_.type)) {
-    CUDARTS_CHECK(config_.num_eval >= config_.num_on && config_.num_eval <= k, label(),
-                  ": num_eval (k_eval) = ", config_.num_eval,
-                  " must be in [num_on = ", config_.num_on, ", ", k, "]");
-  }
-  if (config_.type == MixedOpType::ProxylessNAS)
-    CUDARTS_CHECK(config_.num_eval >= 2, label(), ": num_eval (k_eval) = ", config_.num_eval,
-                  " must be >= 2 for the ProxylessNAS-style update");
-  if (config_.type == MixedOpType::MovingAverage)
-    CUDARTS_CHECK(config_.ma_lr > 0.0f && config_.ma_lr <= 1.0f, label(), ": learning_rate ",
-                  config_.ma_lr, " must be in (0, 1]");
   alpha_ = &add_parameter(ctx, "alpha", Shape{k}, ParamKind::Architecture);
   init_normal(ctx, alpha_->value, 0.0f, 1e-3f);
 }
 
 MixedOp::~MixedOp() = default;
-
-const char* MixedOp::type() const {
-  return mixed_op_type_name(config_.type);
-}
-
-int MixedOp::num_eval_effective() const {
-  if (config_.type == MixedOpType::Binary) return num_candidates();
-  if (is_partial(config_.type)) return config_.num_eval;
-  return num_candidates();
-}
 
 std::vector<Layer*> MixedOp::children() const {
   std::vector<Layer*> out;
@@ -131,6 +79,10 @@ void MixedOp::set_sampling(Sampling s) {
   sampling_ = s;
 }
 
+void MixedOp::set_state(const std::string& key, Tensor) {
+  CUDARTS_FAIL(label(), ": no state '", key, "' (a ", type(), " keeps none)");
+}
+
 void MixedOp::set_ranking(std::vector<int> host, Tensor device) {
   const int k = num_candidates();
   CUDARTS_CHECK(int(host.size()) == k, label(), ": a ranking of ", host.size(), " entries for ", k,
@@ -152,18 +104,21 @@ void MixedOp::set_ranking(std::vector<int> host, Tensor device) {
   ranking_ready_ = true;
 }
 
-void MixedOp::draw_ranking(Context& ctx) {
-  const int k = num_candidates();
-  Tensor offsets = Tensor::from_vector_i32(ctx, Shape{2}, {0, k});
-  Tensor ranking = Tensor::empty(ctx, Shape{k}, DType::I32);
-  ops::gumbel_rank(ctx, alpha_->value, offsets, ctx.seed(), ctx.reserve_rng(uint64_t(k)), ranking);
-  const std::vector<int32_t> host = ranking.to_vector_i32();
-  set_ranking(std::vector<int>(host.begin(), host.end()), std::move(ranking));
+void MixedOp::take_ranking(Context& ctx) {
+  if (!ranking_ready_) {
+    const int k = num_candidates();
+    Tensor offsets = Tensor::from_vector_i32(ctx, Shape{2}, {0, k});
+    Tensor ranking = Tensor::empty(ctx, Shape{k}, DType::I32);
+    ops::gumbel_rank(ctx, alpha_->value, offsets, ctx.seed(), ctx.reserve_rng(uint64_t(k)),
+                     ranking);
+    const std::vector<int32_t> host = ranking.to_vector_i32();
+    set_ranking(std::vector<int>(host.begin(), host.end()), std::move(ranking));
+  }
+  ranking_ready_ = false;
 }
 
 Tensor MixedOp::forward_sum(Context& ctx, const Tensor& x, Mode mode,
-                            const std::vector<int>& ops_on) {
-  const bool keep = mode == Mode::Train && !deterministic_pass_ && scores_wanted_;
+                            const std::vector<int>& ops_on, bool keep) {
   outputs_.clear();
   Tensor y;
   for (size_t j = 0; j < ops_on.size(); ++j) {
@@ -182,21 +137,10 @@ Tensor MixedOp::forward_sum(Context& ctx, const Tensor& x, Mode mode,
   return y;
 }
 
-Tensor MixedOp::forward_continuous(Context& ctx, const Tensor& x, Mode mode) {
-  const int k = num_candidates();
-  Tensor probs = Tensor::empty(ctx, Shape{k});
-  ops::softmax(ctx, alpha_->value, probs);
-  std::vector<Tensor> outs;
-  std::vector<const Tensor*> ptrs;
-  for (int i = 0; i < k; ++i) outs.push_back(candidates_[size_t(i)]->forward(ctx, x, mode));
-  for (auto& o : outs) ptrs.push_back(&o);
-  Tensor y = Tensor::empty(ctx, outs[0].shape());
-  ops::mix_fwd(ctx, probs, ptrs, y);
-  if (mode == Mode::Train) {
-    if (scores_wanted_) outputs_ = std::move(outs);  // kept only for the scores
-    probs_ = std::move(probs);
-  }
-  return y;
+Tensor MixedOp::backward_active(Context& ctx, const Tensor& dy) {
+  GradSum dx;
+  for (int i : active_) dx.add(ctx, candidates_[size_t(i)]->backward(ctx, dy));
+  return std::move(dx.sum);
 }
 
 Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
@@ -205,40 +149,18 @@ Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
     release_saved_impl();
     g_ = Tensor();
     grad_alpha_ = alpha_->requires_grad;
-    // MovingAverage updates its estimates from the scores' batch means in every Train pass.
-    scores_wanted_ = grad_alpha_ || config_.type == MixedOpType::MovingAverage;
+    scores_wanted_ = grad_alpha_ || scores_without_alpha_gradient();
   }
   deterministic_pass_ = sampling_ == Sampling::Deterministic;
-  if (deterministic_pass_) {
-    if (derived_cache_.empty() || derived_version_ != *alpha_->version) {
-      derived_cache_ = derived();  // one host read per change of alpha
-      derived_version_ = *alpha_->version;
-    }
-    const std::vector<int> on = derived_cache_;
-    Tensor y = forward_sum(ctx, x, mode, on);
-    if (train) {
-      active_ = on;
-      saved_ = true;
-    }
-    return y;
+  if (!deterministic_pass_) return search_forward(ctx, x, mode);
+  if (derived_cache_.empty() || derived_version_ != *alpha_->version) {
+    derived_cache_ = derived();  // one host read per change of alpha
+    derived_version_ = *alpha_->version;
   }
-  if (config_.type == MixedOpType::Continuous) {
-    Tensor y = forward_continuous(ctx, x, mode);
-    if (train) {
-      active_.resize(size_t(num_candidates()));
-      std::iota(active_.begin(), active_.end(), 0);
-      saved_ = true;
-    }
-    return y;
-  }
-  if (!ranking_ready_) draw_ranking(ctx);
-  ranking_ready_ = false;
-  last_on_.assign(ranking_host_.begin(), ranking_host_.begin() + config_.num_on);
-  last_eval_.assign(ranking_host_.begin(), ranking_host_.begin() + num_eval_effective());
-  Tensor y = forward_sum(ctx, x, mode, last_on_);
+  const std::vector<int> on = derived_cache_;
+  Tensor y = forward_sum(ctx, x, mode, on, false);
   if (train) {
-    if (scores_wanted_) x_ = x.share();  // the probes of backward read it
-    active_ = last_on_;
+    active_ = on;
     saved_ = true;
   }
   return y;
@@ -246,92 +168,8 @@ Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
 
 Tensor MixedOp::backward_impl(Context& ctx, const Tensor& dy) {
   CUDARTS_CHECK(saved_, label(), ": backward without a Train forward");
-  GradSum dx;
-  if (deterministic_pass_) {
-    for (int i : active_) dx.add(ctx, candidates_[size_t(i)]->backward(ctx, dy));
-    return std::move(dx.sum);
-  }
-  return config_.type == MixedOpType::Continuous ? backward_continuous(ctx, dy)
-                                                 : backward_binary(ctx, dy);
-}
-
-Tensor MixedOp::backward_continuous(Context& ctx, const Tensor& dy) {
-  const int k = num_candidates();
-  if (grad_alpha_) {
-    Tensor g = Tensor::empty(ctx, Shape{k});
-    std::vector<const Tensor*> ptrs;
-    for (auto& o : outputs_) ptrs.push_back(&o);
-    ops::mix_scores(ctx, dy, ptrs, g);
-    outputs_.clear();  // the outputs were kept only for the scores
-    ops::arch_grad(ctx, alpha_->value, g, nullptr, 0, alpha_->grad);
-    g_ = std::move(g);
-  }
-  GradSum dx;
-  for (int i = 0; i < k; ++i) {
-    // A fresh buffer per candidate: a candidate may return a view of its gradient.
-    Tensor scaled = Tensor::empty(ctx, dy.shape());
-    const Tensor pi = probs_.slice(i, i + 1);
-    ops::mix_fwd(ctx, pi, {&dy}, scaled);  // scaled = p_i dy
-    dx.add(ctx, candidates_[size_t(i)]->backward(ctx, scaled));
-  }
-  return std::move(dx.sum);
-}
-
-// Scores first (probing the ops of E outside S_on one at a time, each output dropped right
-// after its score), then the S_on backward. The probes therefore run while the S_on
-// activations are still held; no probe output outlives its score.
-Tensor MixedOp::backward_binary(Context& ctx, const Tensor& dy) {
-  if (scores_wanted_) score_binary(ctx, dy);
-  GradSum dx;
-  for (int i : active_) dx.add(ctx, candidates_[size_t(i)]->backward(ctx, dy));
-  return std::move(dx.sum);
-}
-
-void MixedOp::score_binary(Context& ctx, const Tensor& dy) {
-  const int k = num_candidates();
-  const int k_on = config_.num_on;
-  const int k_eval = num_eval_effective();
-  Tensor g = Tensor::zeros(ctx, Shape{k});
-  const std::vector<int> extra(last_eval_.begin() + k_on, last_eval_.end());
-
-  if (config_.type == MixedOpType::MovingAverage) {
-    const int64_t n = dy.dim(0), per_sample = dy.numel() / std::max<int64_t>(n, 1);
-    if (!ma_.defined()) ma_ = Tensor::zeros(ctx, Shape{k, per_sample});
-    CUDARTS_CHECK(ma_.dim(1) == per_sample, label(), ": the per-sample output size changed from ",
-                  ma_.dim(1), " to ", per_sample, "; moving averages need a fixed shape");
-    if (!mu_.defined()) mu_ = Tensor::zeros(ctx, Shape{k, per_sample});
-    Tensor dy_sum = Tensor::empty(ctx, Shape{per_sample});
-    ops::batch_sum(ctx, dy, 1.0f, dy_sum);
-    auto batch_mean_into = [&](const Tensor& o, int i) {
-      Tensor row = mu_.slice(i, i + 1).reshape(Shape{per_sample});
-      ops::batch_sum(ctx, o, 1.0f / float(n), row);
-    };
-    for (int j = 0; j < k_on; ++j) batch_mean_into(outputs_[size_t(j)], last_on_[size_t(j)]);
-    for (int i : extra) batch_mean_into(candidates_[size_t(i)]->forward(ctx, x_, Mode::Probe), i);
-    ops::ma_update_scores(ctx, dy_sum, mu_, ma_, ranking_dev_, k_eval, config_.ma_lr, g);
-  } else {
-    for (int j = 0; j < k_on; ++j) {
-      Tensor gi = g.slice(last_on_[size_t(j)], last_on_[size_t(j)] + 1);
-      ops::mix_scores(ctx, dy, {&outputs_[size_t(j)]}, gi);
-    }
-    for (int i : extra) {
-      Tensor o = candidates_[size_t(i)]->forward(ctx, x_, Mode::Probe);
-      Tensor gi = g.slice(i, i + 1);
-      ops::mix_scores(ctx, dy, {&o}, gi);
-    }
-  }
-  outputs_.clear();
-  x_ = Tensor();
-  g_ = std::move(g);
-  if (!grad_alpha_) return;
-
-  const bool restricted = config_.type == MixedOpType::ProxylessNAS;
-  ops::arch_grad(ctx, alpha_->value, g_, restricted ? &ranking_dev_ : nullptr,
-                 restricted ? k_eval : 0, alpha_->grad);
-  if (restricted) {
-    hook_ranking_ = ranking_dev_.share();
-    hook_pending_ = true;
-  }
+  if (deterministic_pass_) return backward_active(ctx, dy);
+  return search_backward(ctx, dy);
 }
 
 void MixedOp::release_saved_impl() {
@@ -342,73 +180,46 @@ void MixedOp::release_saved_impl() {
   saved_ = false;
 }
 
-void MixedOp::set_moving_averages(Tensor m) {
-  CUDARTS_CHECK(m.ndim() == 2 && m.dim(0) == num_candidates(), label(),
-                ": moving averages of shape ", m.shape(), ", expected (", num_candidates(),
-                ", per-sample size)");
-  ma_ = std::move(m);
-  mu_ = Tensor();
-}
-
-void MixedOp::before_step(Context& ctx) {
-  if (!hook_pending_) return;
-  if (!lse_old_.defined()) lse_old_ = Tensor::empty(ctx, Shape{1});
-  ops::masked_logsumexp(ctx, alpha_->value, hook_ranking_, config_.num_eval, lse_old_);
-}
-
-void MixedOp::after_step(Context& ctx) {
-  if (!hook_pending_) return;
-  ops::proxyless_rescale(ctx, alpha_->value, hook_ranking_, config_.num_eval, lse_old_);
-  hook_pending_ = false;
-}
-
-}  // namespace cudarts
-
-namespace cudarts {
-
+// ---------------------------------------------------------------- the registry
 namespace {
-MixedOpConfig make_config(MixedOpType t, int num_on, int num_eval, float lr = 0.01f) {
-  MixedOpConfig c;
-  c.type = t;
-  c.num_on = num_on;
-  c.num_eval = num_eval;
-  c.ma_lr = lr;
-  return c;
+template <class M>
+MixedOpMethod method(const char* name, const char* type_name) {
+  return {name, type_name,
+          [](Context& ctx, std::string n, std::vector<std::unique_ptr<Layer>> c,
+             const MixedOpConfig& cfg) -> std::unique_ptr<MixedOp> {
+            return std::make_unique<M>(ctx, std::move(n), std::move(c), cfg);
+          }};
 }
 }  // namespace
 
-ContinuousMixedOp::ContinuousMixedOp(Context& ctx, std::string name,
-                                     std::vector<std::unique_ptr<Layer>> ops, int num_on)
-    : MixedOp(ctx, std::move(name), std::move(ops),
-              make_config(MixedOpType::Continuous, num_on, 0)) {}
+const std::vector<MixedOpMethod>& mixed_op_methods() {
+  static const std::vector<MixedOpMethod> methods = {
+      method<ContinuousMixedOp>("continuous", "ContinuousMixedOp"),
+      method<BinaryMixedOp>("binary", "BinaryMixedOp"),
+      method<BinaryMaskedMixedOp>("masked", "BinaryMaskedMixedOp"),
+      method<BinaryProxylessNASStyleMixedOp>("proxyless", "BinaryProxylessNASStyleMixedOp"),
+      method<BinaryMovingAverageMixedOp>("moving-average", "BinaryMovingAverageMixedOp"),
+  };
+  return methods;
+}
 
-BinaryMixedOp::BinaryMixedOp(Context& ctx, std::string name,
-                             std::vector<std::unique_ptr<Layer>> ops, int num_on)
-    : MixedOp(ctx, std::move(name), std::move(ops), make_config(MixedOpType::Binary, num_on, 0)) {}
+const MixedOpMethod& mixed_op_method(const std::string& name) {
+  std::string names;
+  for (const MixedOpMethod& m : mixed_op_methods()) {
+    if (m.name == name) return m;
+    names += (names.empty() ? "" : ", ") + m.name;
+  }
+  throw ConfigError(detail::cat("unknown MixedOp method '", name, "'; expected one of ", names));
+}
 
-BinaryMaskedMixedOp::BinaryMaskedMixedOp(Context& ctx, std::string name,
-                                         std::vector<std::unique_ptr<Layer>> ops, int num_eval,
-                                         int num_on)
-    : MixedOp(ctx, std::move(name), std::move(ops),
-              make_config(MixedOpType::BinaryMasked, num_on, num_eval)) {}
-
-BinaryProxylessNASStyleMixedOp::BinaryProxylessNASStyleMixedOp(
-    Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> ops, int num_eval,
-    int num_on)
-    : MixedOp(ctx, std::move(name), std::move(ops),
-              make_config(MixedOpType::ProxylessNAS, num_on, num_eval)) {}
-
-BinaryMovingAverageMixedOp::BinaryMovingAverageMixedOp(Context& ctx, std::string name,
-                                                       std::vector<std::unique_ptr<Layer>> ops,
-                                                       int num_eval, int num_on,
-                                                       float learning_rate)
-    : MixedOp(ctx, std::move(name), std::move(ops),
-              make_config(MixedOpType::MovingAverage, num_on, num_eval, learning_rate)) {}
+const char* mixed_op_type_name(const std::string& method) {
+  return mixed_op_method(method).type_name.c_str();
+}
 
 std::unique_ptr<MixedOp> make_mixed_op(Context& ctx, std::string name,
                                        std::vector<std::unique_ptr<Layer>> candidates,
                                        MixedOpConfig config) {
-  return std::make_unique<MixedOp>(ctx, std::move(name), std::move(candidates), config);
+  return mixed_op_method(config.method).make(ctx, std::move(name), std::move(candidates), config);
 }
 
 }  // namespace cudarts

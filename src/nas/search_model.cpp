@@ -74,7 +74,7 @@ SearchModel::SearchModel(Context& ctx, std::unique_ptr<Layer> network) : net_(st
 
 void SearchModel::sample(Context& ctx) {
   bool any = false;
-  for (auto& [name, m] : mixed_ops_) any |= m->config().type != MixedOpType::Continuous;
+  for (auto& [name, m] : mixed_ops_) any |= m->samples();
   if (!any) return;
   const int64_t total = op_offsets_.back();
   Tensor logits;
@@ -90,7 +90,7 @@ void SearchModel::sample(Context& ctx) {
   const std::vector<int32_t> host = ranking.to_vector_i32();  // the one host read per step
   for (size_t i = 0; i < mixed_ops_.size(); ++i) {
     MixedOp* m = mixed_ops_[i].second;
-    if (m->config().type == MixedOpType::Continuous) continue;
+    if (!m->samples()) continue;
     const int64_t b = op_offsets_[i], e = op_offsets_[i + 1];
     m->set_ranking(std::vector<int>(host.begin() + b, host.begin() + e), ranking.slice(b, e));
   }
@@ -232,7 +232,7 @@ class SearchModel::ProxylessHook final : public StepHook {
       ops::fill(ctx, g.mask, 0.0f);
       for (MixedOp* m : g.ops)
         if (const Tensor* e = m->pending_eval_set()) {
-          ops::mark_ranked(ctx, *e, m->config().num_eval, g.mask);
+          ops::mark_ranked(ctx, *e, m->eval_set_size(), g.mask);
           m->clear_pending_eval_set();
         }
       ops::mask_logsumexp(ctx, g.alpha->value, g.mask, g.lse);
@@ -248,13 +248,13 @@ SearchModel::~SearchModel() = default;
 void SearchModel::attach_architecture_optimizer(Optimizer& optimizer, ProxylessUpdate update) {
   if (update == ProxylessUpdate::Reference) {
     for (auto& [name, m] : mixed_ops_)
-      if (m->config().type == MixedOpType::ProxylessNAS) optimizer.add_hook(m);
+      if (StepHook* h = m->reference_update_hook()) optimizer.add_hook(h);
     return;
   }
   auto hook = std::make_unique<ProxylessHook>();
   std::map<const float*, size_t> group_of;  // by the alpha's storage
   for (auto& [name, m] : mixed_ops_) {
-    if (m->config().type != MixedOpType::ProxylessNAS) continue;
+    if (!m->restricted_update()) continue;
     const float* key = m->alpha().value.data();
     auto [it, fresh] = group_of.emplace(key, hook->groups.size());
     if (fresh) {
