@@ -557,8 +557,8 @@ using test::throws_with;
 
 TEST(MixedOpBadInput, ConstructionAndFirstCallErrors) {
   Context ctx;
-  EXPECT_TRUE(throws_with([&] { ContinuousMixedOp op(ctx, "e", {}); },
-                          {"ContinuousMixedOp 'e'", "empty"}));
+  EXPECT_TRUE(
+      throws_with([&] { ContinuousMixedOp op(ctx, "e", {}); }, {"ContinuousMixedOp 'e'", "empty"}));
   EXPECT_TRUE(throws_with([&] { BinaryMixedOp op(ctx, "e", pointwise_candidates(ctx, 3), 4); },
                           {"BinaryMixedOp 'e'", "num_on (k_on) = 4", "3 candidates"}));
   EXPECT_TRUE(

@@ -47,8 +47,7 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
   CUDARTS_CHECK(std::isfinite(xi) && xi >= 0.0f, "unrolled_architecture_gradient: xi ", xi,
                 " must be finite and >= 0");
   for (auto& [name, m] : model.mixed_ops())
-    CUDARTS_CHECK(m->second_order(),
-                  "unrolled_architecture_gradient: ", name, " is a ", m->type(),
+    CUDARTS_CHECK(m->second_order(), "unrolled_architecture_gradient: ", name, " is a ", m->type(),
                   "; second-order DARTS needs MixedOps that run the same ops in every pass "
                   "(continuous)");
   const std::vector<Parameter*> w = model.operational_parameters();
