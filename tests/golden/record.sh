@@ -5,12 +5,13 @@
 # checkpoint tensors' bytes. Prints one JSON object per run. Compare a recording made before a
 # change with one made after it on the same machine (bit-for-bit floating point depends on the
 # CPU and BLAS build, so this is a development check, not a CI test):
-#   tests/golden/record.sh build/samples/darts_search/darts_search > before.jsonl
+#   tests/golden/record.sh build/samples/darts_search/darts_search build/samples/darts_train/darts_train > before.jsonl
 #   ... change ...
-#   tests/golden/record.sh build/samples/darts_search/darts_search > after.jsonl
+#   tests/golden/record.sh ... > after.jsonl
 #   diff before.jsonl after.jsonl && echo unchanged
+# (darts_train is optional: with it, retraining runs are recorded too.)
 set -euo pipefail
-search=$1 work=${2:-$(mktemp -d)}
+search=$1 train=${2:-} work=${3:-$(mktemp -d)}
 rm -rf "$work" && mkdir -p "$work"
 base=(--device cpu --subset 96 --test-subset 32 --batch-size 16 --channels 2 --cells 3 --epochs 2
       --quiet --seed 11)
@@ -53,3 +54,17 @@ for type in continuous moving-average; do
     --checkpoint-every 2 --resume > /dev/null
   digest "$type-resumed"
 done
+if [ -n "$train" ]; then
+  cat > "$work/genotype.json" <<'G'
+{"normal": [["sep_conv_3x3", 0], ["skip_connect", 1], ["dil_conv_3x3", 2], ["max_pool_3x3", 0], ["sep_conv_5x5", 1], ["avg_pool_3x3", 0], ["dil_conv_5x5", 3], ["skip_connect", 2]], "normal_concat": [2, 3, 4, 5], "reduce": [["max_pool_3x3", 0], ["avg_pool_3x3", 1], ["skip_connect", 2], ["sep_conv_5x5", 1], ["dil_conv_3x3", 0], ["sep_conv_3x3", 2], ["max_pool_3x3", 1], ["skip_connect", 3]], "reduce_concat": [2, 3, 4, 5]}
+G
+  targs=(--device cpu --subset 96 --test-subset 32 --batch-size 16 --channels 4 --cells 3 --epochs 2
+         --quiet --seed 11 --genotype "$work/genotype.json")
+  "$train" --out "$work/train" "${targs[@]}" > /dev/null
+  digest train
+  "$train" --out "$work/train-graph" "${targs[@]}" --cuda-graph > /dev/null
+  digest train-graph
+  "$train" --out "$work/train-resumed" "${targs[@]}" --checkpoint-every 2 --max-steps 7 > /dev/null
+  "$train" --out "$work/train-resumed" "${targs[@]}" --checkpoint-every 2 --resume > /dev/null
+  digest train-resumed
+fi

@@ -1,0 +1,339 @@
+// The DARTS search run: the options checked, the network and the two optimizers set up, and a
+// TrainingTask for the one training loop (training_loop.h) whose step is one of the search
+// step algorithms: first-order bilevel (DARTS's default), second-order bilevel (the unrolled
+// architecture gradient) or joint (one batch for weights and alphas, the seed's style).
+#include <memory>
+
+#include "cudarts/darts.h"
+#include "cudarts/search_model.h"
+#include "training_loop.h"
+
+namespace cudarts::darts {
+
+namespace {
+
+json search_config_json(const SearchOptions& o, const Dataset& train) {
+  return {
+      {"dataset", o.data.dataset},
+      {"subset", o.data.subset},
+      {"train_images", train.n},
+      {"channels", o.net.channels},
+      {"cells", o.net.cells},
+      {"steps", o.net.steps},
+      {"mixed_op", mixed_op_type_name(o.net.mixed.method)},
+      {"num_on", o.net.mixed.num_on},
+      {"num_eval", o.net.mixed.num_eval},
+      {"ma_lr", o.net.mixed.ma_lr},
+      {"epochs", o.epochs},
+      {"batch", o.batch},
+      {"bilevel", o.bilevel},
+      {"second_order", o.second_order},
+      {"warmup_epochs", o.warmup_epochs},
+      {"lr", o.lr},
+      {"lr_min", o.lr_min},
+      {"momentum", o.momentum},
+      {"weight_decay", o.weight_decay},
+      {"grad_clip", o.grad_clip},
+      {"arch_lr", o.arch_lr},
+      {"arch_betas", {o.arch_beta1, o.arch_beta2}},
+      {"arch_weight_decay", o.arch_weight_decay},
+      {"augment", o.augment},
+      {"proxyless_update", o.proxyless_update == ProxylessUpdate::Exact ? "exact" : "reference"},
+      {"seed", o.run.seed}};
+}
+
+// One search iteration, given the validation batch (xv, yv) and the (augmented) training batch
+// (xt, yt). Each pass computes only the gradients its step uses (SearchModel::set_gradients),
+// unless the options ask for all of them. The steps keep the training loss and hits
+// (runner.keep) and the architecture pass's loss in arch_loss (0 when there is none).
+class SearchStep {
+ public:
+  SearchStep(const SearchOptions& o, SearchModel& model, SGD& w_opt, Adam& a_opt, Tensor& arch_loss)
+      : o_(o), model_(model), w_opt_(w_opt), a_opt_(a_opt), arch_loss_(arch_loss) {}
+  virtual ~SearchStep() = default;
+  virtual const char* name() const = 0;
+  virtual void run(Context& ctx, const Tensor& xv, const Tensor& yv, const Tensor& xt,
+                   const Tensor& yt, bool arch_on, StepRunner& runner) = 0;
+
+ protected:
+  void want(Gradients g) { model_.set_gradients(o_.skip_unused_gradients ? g : Gradients::All); }
+  // The weight pass on the training batch; with `with_alphas` (joint) the alphas' gradients
+  // are computed (and zeroed first) too, and their optimizer steps after the weights'.
+  void weight_pass(Context& ctx, const Tensor& xt, const Tensor& yt, bool with_alphas,
+                   StepRunner& runner) {
+    want(with_alphas ? Gradients::All : Gradients::Operational);
+    w_opt_.zero_grad(ctx);
+    if (joint()) a_opt_.zero_grad(ctx);
+    Tensor logits = model_.forward(ctx, xt, Mode::Train);
+    Xent x(ctx, logits, yt);
+    model_.backward(ctx, x.dlogits);
+    w_opt_.step(ctx);
+    if (with_alphas) a_opt_.step(ctx);
+    runner.keep(x.loss, x.hits);
+  }
+  virtual bool joint() const { return false; }
+
+  const SearchOptions& o_;
+  SearchModel& model_;
+  SGD& w_opt_;
+  Adam& a_opt_;
+  Tensor& arch_loss_;
+};
+
+// DARTS first order: the alpha step on the validation batch, then the weight step.
+class FirstOrderBilevelStep final : public SearchStep {
+ public:
+  using SearchStep::SearchStep;
+  const char* name() const override { return "bilevel"; }
+  void run(Context& ctx, const Tensor& xv, const Tensor& yv, const Tensor& xt, const Tensor& yt,
+           bool arch_on, StepRunner& runner) override {
+    if (arch_on) {
+      want(Gradients::Architecture);
+      a_opt_.zero_grad(ctx);
+      Tensor logits = model_.forward(ctx, xv, Mode::Train);
+      Xent x(ctx, logits, yv);
+      model_.backward(ctx, x.dlogits);
+      a_opt_.step(ctx);
+      ops::copy(ctx, x.loss, arch_loss_);
+    }
+    weight_pass(ctx, xt, yt, false, runner);
+  }
+};
+
+// DARTS second order: the architecture gradient through one virtual weight step.
+class SecondOrderBilevelStep final : public SearchStep {
+ public:
+  using SearchStep::SearchStep;
+  const char* name() const override { return "bilevel second-order"; }
+  void run(Context& ctx, const Tensor& xv, const Tensor& yv, const Tensor& xt, const Tensor& yt,
+           bool arch_on, StepRunner& runner) override {
+    if (arch_on) {
+      unrolled_architecture_gradient(ctx, model_, w_opt_, w_opt_.lr(), xt, yt, xv, yv,
+                                     o_.skip_unused_gradients);
+      a_opt_.step(ctx);
+    }
+    weight_pass(ctx, xt, yt, false, runner);
+  }
+};
+
+// The seed's style: one batch, one backward for weights and alphas (alphas frozen while
+// warming up).
+class JointStep final : public SearchStep {
+ public:
+  using SearchStep::SearchStep;
+  const char* name() const override { return "joint"; }
+  void run(Context& ctx, const Tensor&, const Tensor&, const Tensor& xt, const Tensor& yt,
+           bool arch_on, StepRunner& runner) override {
+    weight_pass(ctx, xt, yt, arch_on, runner);
+  }
+  bool joint() const override { return true; }
+};
+
+class SearchTask final : public TrainingTask {
+ public:
+  SearchTask(Context& ctx, const SearchOptions& o, Dataset train, SearchModel& model)
+      : o_(o),
+        train_(std::move(train)),
+        half_(train_.n / 2),
+        model_(model),
+        net_(static_cast<SearchNetwork&>(model.network())),
+        w_opt_(ctx, model.operational_parameters(),
+               SgdParams{o.lr, o.momentum, o.weight_decay, false}),
+        a_opt_(ctx, model.architecture_parameters(),
+               [&] {
+                 AdamParams ap;
+                 ap.lr = o.arch_lr;
+                 ap.beta1 = o.arch_beta1;
+                 ap.beta2 = o.arch_beta2;
+                 ap.weight_decay = o.arch_weight_decay;
+                 return ap;
+               }()),
+        schedule_(o.lr, o.lr_min, o.epochs),
+        config_(search_config_json(o, train_)) {
+    w_opt_.set_grad_clip(o.grad_clip);
+    model.attach_architecture_optimizer(a_opt_, o.proxyless_update);
+    if (!o.bilevel)
+      step_ = std::make_unique<JointStep>(o, model, w_opt_, a_opt_, arch_loss_);
+    else if (o.second_order)
+      step_ = std::make_unique<SecondOrderBilevelStep>(o, model, w_opt_, a_opt_, arch_loss_);
+    else
+      step_ = std::make_unique<FirstOrderBilevelStep>(o, model, w_opt_, a_opt_, arch_loss_);
+    aug_.pad = 4;
+    aug_.flip = true;
+  }
+
+  const char* program() const override { return "darts_search"; }
+  const Dataset& data() const override { return train_; }
+  int64_t steps_per_epoch() const override { return half_ / o_.batch; }
+  int batch() const override { return o_.batch; }
+  std::vector<std::string> watched_names() const override {
+    return {"training loss", "weight gradient norm", "architecture-step loss",
+            "architecture gradient norm"};
+  }
+  Layer& network() override { return net_; }
+  NamedOptimizers optimizers() override { return {{"opt_w/", &w_opt_}, {"opt_a/", &a_opt_}}; }
+  json config() const override { return config_; }
+
+  void begin_run(Context& ctx, bool fresh) override {
+    // Both optimizers skip a step with a non-finite gradient norm (the guard decides whether
+    // the run stops).
+    w_opt_.set_skip_nonfinite(true);
+    a_opt_.set_skip_nonfinite(true);
+    arch_loss_ = Tensor::zeros(ctx, Shape{1});
+    if (fresh && !o_.run.quiet)
+      std::printf(
+          "darts_search: %s, %lld + %lld images (train / validation split), %s, %s "
+          "MixedOps, %d epochs on %s\n",
+          train_.name.c_str(), (long long)half_, (long long)half_, step_->name(),
+          mixed_op_type_name(o_.net.mixed.method), o_.epochs, ctx.device().str().c_str());
+  }
+  void begin_epoch(Context&, int epoch) override {
+    w_opt_.set_lr(schedule_.lr(epoch));
+    arch_on_ = epoch >= o_.warmup_epochs;
+  }
+  float lr(int epoch) const override { return schedule_.lr(epoch); }
+  // Each epoch its own shuffles of the two halves; the validation batches cycle (the split
+  // holds as many batches as the training half).
+  std::vector<std::vector<std::vector<int64_t>>> batches(int epoch, int64_t first) override {
+    const int64_t steps = steps_per_epoch();
+    std::vector<int64_t> order_t = shuffled_indices(half_, o_.run.seed, 2 * uint64_t(epoch));
+    std::vector<int64_t> order_v = shuffled_indices(half_, o_.run.seed, 2 * uint64_t(epoch) + 1);
+    for (auto& i : order_v) i += half_;
+    return {make_batches(order_v, first, steps - first, o_.batch, steps),
+            make_batches(order_t, first, steps - first, o_.batch, 0)};
+  }
+  // in: validation images, labels, training images, labels.
+  std::vector<const Tensor*> step(Context& ctx, const std::vector<const Tensor*>& in, int,
+                                  StepRunner& runner) override {
+    Tensor images = o_.augment ? augmented(ctx, *in[2], aug_) : in[2]->share();
+    step_->run(ctx, *in[0], *in[1], images, *in[3], arch_on_, runner);
+    return {&runner.loss, &w_opt_.last_grad_norm(), &arch_loss_, &a_opt_.last_grad_norm()};
+  }
+  EvalResult evaluate(Context& ctx, int) override {
+    return darts::evaluate(ctx, train_, range(half_, 2 * half_), o_.batch, o_.run.cuda_graph,
+                           [&](const Tensor& x) { return model_.forward(ctx, x, Mode::Eval); });
+  }
+  const char* eval_name() const override { return "validation loss"; }
+  void end_epoch(Context&, int epoch, json& line) override {
+    auto [normal, reduce] = edge_probabilities(net_);
+    for (const auto* cell : {&normal, &reduce})
+      for (const auto& edge : *cell)
+        for (float p : edge)
+          if (!std::isfinite(p))
+            throw DivergenceError(
+                detail::cat("darts_search: the architecture parameters are not finite after epoch ",
+                            epoch + 1, "; stopped before deriving a genotype or writing anything"));
+    genotype_ = derive_genotype(normal, reduce, o_.net.steps).to_json();
+    line["alphas"] = {{"normal", normal}, {"reduce", reduce}};
+  }
+  void write_epoch_files(int) override {
+    write_file_atomic(path_in(o_.run, "summary.txt"), model_.architecture_summary());
+    write_file_atomic(path_in(o_.run, "genotype.json"), genotype_ + "\n");
+  }
+  void put(Checkpoint& c) override {
+    c.put("arch/alphas", model_.alphas());
+    for (auto& [name, m] : model_.mixed_ops())  // the methods' own state ("<key>/<op path>")
+      for (auto& [key, t] : m->state())
+        if (t->defined()) c.put(key + "/" + name, *t);
+  }
+  void get(Context& ctx, const Checkpoint& c) override {
+    Tensor alphas = model_.alphas().share();
+    c.get(ctx, "arch/alphas", alphas);
+    model_.alphas_changed();
+    for (auto& [name, m] : model_.mixed_ops())
+      for (auto& [key, t] : m->state()) {
+        auto it = c.tensors.find(key + "/" + name);
+        if (it == c.tensors.end()) continue;
+        Tensor v = Tensor::empty(ctx, Shape(it->second.shape));
+        copy_from_host(ctx, it->second, v, key + "/" + name);
+        m->set_state(key, std::move(v));
+      }
+  }
+  const std::string& genotype() const { return genotype_; }
+
+ private:
+  const SearchOptions& o_;
+  Dataset train_;
+  int64_t half_;
+  SearchModel& model_;
+  SearchNetwork& net_;
+  SGD w_opt_;
+  Adam a_opt_;
+  CosineSchedule schedule_;
+  json config_;
+  Tensor arch_loss_;
+  std::unique_ptr<SearchStep> step_;
+  AugmentParams aug_;
+  bool arch_on_ = true;
+  std::string genotype_;
+};
+
+}  // namespace
+
+RunResult run_search(const SearchOptions& o) {
+  check_common("darts_search", o.data, o.run, o.lr, o.momentum, o.weight_decay, o.grad_clip);
+  CUDARTS_CONFIG_CHECK(std::isfinite(o.lr_min) && o.lr_min >= 0.0f && o.lr_min <= o.lr,
+                       "darts_search: lr_min ", o.lr_min, " must be in [0, lr = ", o.lr, "]");
+  CUDARTS_CONFIG_CHECK(std::isfinite(o.arch_lr) && o.arch_lr > 0.0f, "darts_search: arch_lr ",
+                       o.arch_lr, " must be finite and > 0");
+  CUDARTS_CONFIG_CHECK(
+      o.arch_beta1 >= 0.0f && o.arch_beta1 < 1.0f && o.arch_beta2 >= 0.0f && o.arch_beta2 < 1.0f,
+      "darts_search: arch betas (", o.arch_beta1, ", ", o.arch_beta2, ") must be in [0, 1)");
+  CUDARTS_CONFIG_CHECK(std::isfinite(o.arch_weight_decay) && o.arch_weight_decay >= 0.0f,
+                       "darts_search: arch_weight_decay ", o.arch_weight_decay,
+                       " must be finite and >= 0");
+  CUDARTS_CONFIG_CHECK(o.warmup_epochs >= 0 && o.warmup_epochs <= o.epochs,
+                       "darts_search: warmup_epochs ", o.warmup_epochs,
+                       " must be in [0, epochs = ", o.epochs, "]");
+  CUDARTS_CONFIG_CHECK(o.net.channels >= 1 && o.net.steps >= 1 && o.net.multiplier >= 1 &&
+                           o.net.multiplier <= o.net.steps,
+                       "darts_search: channels ", o.net.channels, ", steps ", o.net.steps,
+                       " and multiplier ", o.net.multiplier,
+                       " must be positive (multiplier <= steps)");
+  CUDARTS_CONFIG_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_search: epochs ", o.epochs,
+                       " must be >= 1 and batch size ", o.batch, " >= 2");
+  CUDARTS_CONFIG_CHECK(
+      o.net.cells >= 3, "darts_search: ", o.net.cells,
+      " cells; a genotype needs a normal and a reduction cell, so at least 3 cells "
+      "(reductions sit at 1/3 and 2/3 of the depth)");
+  mixed_op_method(o.net.mixed.method);  // a ConfigError naming the methods if unknown
+  CUDARTS_CONFIG_CHECK(!o.second_order || (o.bilevel && !o.run.cuda_graph),
+                       "darts_search: --second-order needs bilevel updates (not --joint) and no "
+                       "--cuda-graph (it reads a norm on the host every step)");
+  Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
+  auto [train_all, test] = load_data(o.data);
+  (void)test;
+  const int64_t half = train_all.n / 2;
+  const int64_t steps = half / o.batch;
+  CUDARTS_CONFIG_CHECK(steps >= 1, "darts_search: ", train_all.n, " training images give ", half,
+                       " per split, fewer than one batch of ", o.batch);
+
+  SearchConfig cfg = o.net;
+  cfg.in_channels = train_all.c;
+  cfg.num_classes = train_all.num_classes;
+  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+  auto& net = static_cast<SearchNetwork&>(model.network());
+  // What the method can do, asked of its MixedOps (all of one method) before anything is written.
+  for (auto& [name, m] : model.mixed_ops()) {
+    CUDARTS_CONFIG_CHECK(!o.run.cuda_graph || m->capturable(), "darts_search: --cuda-graph needs ",
+                         "MixedOps whose step can be captured, not ", m->type(),
+                         " (it chooses its ops on the host at every step, which a captured graph "
+                         "cannot do; continuous MixedOps can)");
+    CUDARTS_CONFIG_CHECK(!o.second_order || m->second_order(), "darts_search: --second-order ",
+                         "needs MixedOps that run the same ops in every pass (continuous), not ",
+                         m->type());
+  }
+  prepare_out_dir(o.run, "darts_search");
+  SearchTask task(ctx, o, std::move(train_all), model);
+  RunResult result = run_loop(ctx, o.run, o.epochs, task);
+  result.genotype_json = task.genotype();
+  if (result.genotype_json.empty() && fs::exists(path_in(o.run, "genotype.json"))) {
+    std::ifstream g(path_in(o.run, "genotype.json"));
+    std::stringstream text;
+    text << g.rdbuf();
+    result.genotype_json = text.str();
+  }
+  return result;
+}
+
+}  // namespace cudarts::darts
