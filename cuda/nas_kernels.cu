@@ -153,6 +153,56 @@ __global__ void gumbel_rank_kernel(const float* logits, const int32_t* offsets, 
   }
 }
 
+// soft = softmax((log_softmax(logits) + G) / tau), G from Philox words first + i; one thread,
+// in double, z recomputed in each pass rather than stored (CPU: gumbel_softmax).
+__device__ double gumbel_z(const float* logits, int64_t i, double lse, uint64_t seed,
+                           uint64_t offset, int64_t first, float tau) {
+  const double u = philox_uniform(philox_word(seed, offset, 0, uint64_t(first + i)));
+  return (double(logits[i]) - lse - log(-log(u))) / double(tau);
+}
+
+__global__ void gumbel_softmax_kernel(const float* logits, int64_t k, uint64_t seed,
+                                      uint64_t offset, const uint64_t* shift, int64_t first,
+                                      float tau, float* soft) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
+  double mx = -CUDART_INF;
+  for (int64_t i = 0; i < k; ++i) mx = mx < double(logits[i]) ? double(logits[i]) : mx;
+  double s = 0.0;
+  for (int64_t i = 0; i < k; ++i) s += exp(double(logits[i]) - mx);
+  const double lse = mx + log(s);
+  double zmax = -CUDART_INF;
+  for (int64_t i = 0; i < k; ++i) {
+    const double z = gumbel_z(logits, i, lse, seed, offset, first, tau);
+    zmax = zmax < z ? z : zmax;
+  }
+  double zs = 0.0;
+  for (int64_t i = 0; i < k; ++i)
+    zs += exp(gumbel_z(logits, i, lse, seed, offset, first, tau) - zmax);
+  for (int64_t i = 0; i < k; ++i)
+    soft[i] =
+        static_cast<float>(exp(gumbel_z(logits, i, lse, seed, offset, first, tau) - zmax) / zs);
+}
+
+// dlogits += the gradient through the soft sample; one thread, in double
+// (CPU: gumbel_softmax_bwd).
+__global__ void gumbel_softmax_bwd_kernel(const float* logits, const float* soft,
+                                          const float* dsoft, int64_t k, float tau,
+                                          float* dlogits) {
+  double sg = 0.0;
+  for (int64_t i = 0; i < k; ++i) sg += double(soft[i]) * dsoft[i];
+  double vsum = 0.0;
+  for (int64_t i = 0; i < k; ++i) vsum += double(soft[i]) * (double(dsoft[i]) - sg) / double(tau);
+  double mx = -CUDART_INF;
+  for (int64_t i = 0; i < k; ++i) mx = mx < double(logits[i]) ? double(logits[i]) : mx;
+  double s = 0.0;
+  for (int64_t i = 0; i < k; ++i) s += exp(double(logits[i]) - mx);
+  for (int64_t i = 0; i < k; ++i) {
+    const double v = double(soft[i]) * (double(dsoft[i]) - sg) / double(tau);
+    const double p = exp(double(logits[i]) - mx) / s;
+    dlogits[i] = static_cast<float>(dlogits[i] + (v - p * vsum));
+  }
+}
+
 // out[j] = scale * sum_i x[i, j] in double, samples in order; one thread per j (CPU: batch_sum).
 __global__ void batch_sum_kernel(const float* x, int64_t n, int64_t s, float scale, float* out) {
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < s;
@@ -307,6 +357,20 @@ void CudaBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint6
       logits.data(), offsets.data_i32(), segments, total, seed, offset, shift, ranking.data_i32());
   CUDARTS_LAUNCH_CHECK("gumbel_rank_kernel", "(logits ", logits.shape(), ", ", segments,
                        " segments)");
+}
+
+void CudaBackend::gumbel_softmax(const Tensor& logits, uint64_t seed, uint64_t offset,
+                                 const uint64_t* shift, int64_t first, float tau, Tensor& soft) {
+  gumbel_softmax_kernel<<<1, kSerialThreads, 0, stream_>>>(logits.data(), logits.numel(), seed,
+                                                           offset, shift, first, tau, soft.data());
+  CUDARTS_LAUNCH_CHECK("gumbel_softmax_kernel", "(logits ", logits.shape(), ", tau ", tau, ")");
+}
+
+void CudaBackend::gumbel_softmax_bwd(const Tensor& logits, const Tensor& soft, const Tensor& dsoft,
+                                     float tau, Tensor& dlogits) {
+  gumbel_softmax_bwd_kernel<<<1, kSerialThreads, 0, stream_>>>(
+      logits.data(), soft.data(), dsoft.data(), logits.numel(), tau, dlogits.data());
+  CUDARTS_LAUNCH_CHECK("gumbel_softmax_bwd_kernel", "(logits ", logits.shape(), ")");
 }
 
 void CudaBackend::batch_sum(const Tensor& x, float scale, Tensor& out) {

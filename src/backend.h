@@ -98,6 +98,10 @@ class Backend {
                          int restrict_k, Tensor& dalpha) = 0;
   virtual void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
                            uint64_t offset, const uint64_t* shift, Tensor& ranking) = 0;
+  virtual void gumbel_softmax(const Tensor& logits, uint64_t seed, uint64_t offset,
+                              const uint64_t* shift, int64_t first, float tau, Tensor& soft) = 0;
+  virtual void gumbel_softmax_bwd(const Tensor& logits, const Tensor& soft, const Tensor& dsoft,
+                                  float tau, Tensor& dlogits) = 0;
   virtual void batch_sum(const Tensor& x, float scale, Tensor& out) = 0;
   virtual void ma_update_scores(const Tensor& dy_sum, const Tensor& mu, Tensor& m,
                                 const Tensor& ranking, int k_eval, float lr, Tensor& g) = 0;

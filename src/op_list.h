@@ -42,6 +42,8 @@
   X(mix_scores)            \
   X(arch_grad)             \
   X(gumbel_rank)           \
+  X(gumbel_softmax)        \
+  X(gumbel_softmax_bwd)    \
   X(batch_sum)             \
   X(ma_update_scores)      \
   X(masked_logsumexp)      \

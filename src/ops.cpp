@@ -848,6 +848,34 @@ void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint
                    ranking);
 }
 
+void gumbel_softmax(Context& ctx, const Tensor& logits, uint64_t seed, uint64_t offset,
+                    int64_t first, float tau, Tensor& soft) {
+  OpRange op_range(ctx, "gumbel_softmax");
+  check_tensor(ctx, "gumbel_softmax", "logits", logits);
+  check_ndim("gumbel_softmax", "logits", logits, 1);
+  CUDARTS_CHECK(logits.numel() >= 1, "gumbel_softmax: empty logits");
+  check_vector(ctx, "gumbel_softmax", "soft", soft, logits.numel());
+  CUDARTS_CHECK(first >= 0, "gumbel_softmax: first ", first, " must be >= 0");
+  CUDARTS_CHECK(std::isfinite(tau) && tau > 0.0f, "gumbel_softmax: tau ", tau,
+                " must be finite and > 0");
+  detail::dispatch(ctx, &Backend::gumbel_softmax, logits, seed, offset, rng_shift(ctx), first, tau,
+                   soft);
+}
+
+void gumbel_softmax_bwd(Context& ctx, const Tensor& logits, const Tensor& soft, const Tensor& dsoft,
+                        float tau, Tensor& dlogits) {
+  OpRange op_range(ctx, "gumbel_softmax_bwd");
+  const char* op = "gumbel_softmax_bwd";
+  check_tensor(ctx, op, "logits", logits);
+  check_ndim(op, "logits", logits, 1);
+  const int64_t k = logits.numel();
+  check_vector(ctx, op, "soft", soft, k);
+  check_vector(ctx, op, "dsoft", dsoft, k);
+  check_vector(ctx, op, "dlogits", dlogits, k);
+  CUDARTS_CHECK(std::isfinite(tau) && tau > 0.0f, op, ": tau ", tau, " must be finite and > 0");
+  detail::dispatch(ctx, &Backend::gumbel_softmax_bwd, logits, soft, dsoft, tau, dlogits);
+}
+
 void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out) {
   OpRange op_range(ctx, "batch_sum");
   check_tensor(ctx, "batch_sum", "x", x);

@@ -265,6 +265,7 @@ TEST_F(DartsRun, SkippedGradientsChangeNoNumber) {
       {"proxyless_joint", std::string("proxyless"), false, false, 0},
       {"moving_average", std::string("moving-average"), true, false, 0},
       {"moving_average_joint", std::string("moving-average"), false, false, 0},
+      {"gdas", std::string("gdas"), true, false, 0},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.tag);

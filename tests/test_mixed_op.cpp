@@ -462,6 +462,112 @@ TEST(MixedOpProxyless, ExactUpdateKeepsOtherProbabilitiesOverManyAdamSteps) {
   EXPECT_GT(reference, 30) << "the reference update should show the drift this test guards";
 }
 
+// GDAS against its definition, written here: k = argmax_i (alpha_i + G_i) with G_i =
+// -log(-log u_i) from the Philox words of the draw; y = op_k(x); s = softmax((log_softmax(alpha)
+// + G) / tau); dL/ds = <dy, op_k(x)> at k, 0 elsewhere; dalpha through the softmax and
+// log-softmax; only op_k gets dy (its weight gradient and dx), over three steps and two
+// temperatures.
+TEST(MixedOpGdas, ForwardAndStraightThroughGradientMatchTheDefinition) {
+  Context ctx(Device::cpu(), ContextOptions{77});
+  MixedOpConfig cfg;
+  cfg.method = "gdas";
+  cfg.tau_max = 4.0f;
+  cfg.tau_min = 0.5f;
+  auto owner = make_mixed_op(ctx, "edge", pointwise_candidates(ctx, kK), cfg);
+  auto& op = static_cast<GdasMixedOp&>(*owner);
+  init_normal(ctx, op.alpha().value, 0.0f, 1.0f);
+  std::vector<std::vector<float>> w;
+  for (int i = 0; i < kK; ++i) w.push_back(op.candidate(i).own_parameters()[0]->value.to_vector());
+  for (int step = 0; step < 3; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    op.set_search_progress(step == 0 ? 0.0 : 1.0);
+    const double tau = step == 0 ? 4.0 : 0.5;
+    EXPECT_FLOAT_EQ(op.temperature(), float(tau));
+    op.zero_grad(ctx);
+    const auto xv = test::random_vector(size_t(kN * kC * kH * kW), 30 + step);
+    const auto dyv = test::random_vector(xv.size(), 40 + step);
+    Tensor x = Tensor::from_vector(ctx, Shape{kN, kC, kH, kW}, xv);
+    Tensor dy = Tensor::from_vector(ctx, x.shape(), dyv);
+    const std::vector<float> a = op.alpha().value.to_vector();
+    const uint64_t offset = ctx.rng_offset();  // the op draws its own noise next
+    std::vector<double> gumbel(kK), key(kK);
+    int k = 0;
+    for (int i = 0; i < kK; ++i) {
+      const double u = philox_uniform(philox_word(ctx.seed(), offset, 0, uint64_t(i)));
+      gumbel[size_t(i)] = -std::log(-std::log(u));
+      key[size_t(i)] = double(a[size_t(i)]) + gumbel[size_t(i)];
+      if (key[size_t(i)] > key[size_t(k)]) k = i;
+    }
+    Tensor y = op.forward(ctx, x, Mode::Train);
+    ASSERT_EQ(op.last_on(), std::vector<int>{k});
+    const std::vector<double> ok = pointwise(w[size_t(k)], xv);
+    EXPECT_TRUE(test::all_close(y.to_vector(), ok, 1e-5, 1e-5)) << "y = op_k(x)";
+    // The soft sample and the gradient, by the definition.
+    double amax = *std::max_element(a.begin(), a.end()), as = 0;
+    for (float v : a) as += std::exp(double(v) - amax);
+    const double lse = amax + std::log(as);
+    std::vector<double> z(kK), soft(kK), p(kK);
+    double zmax = -1e300, zs = 0;
+    for (int i = 0; i < kK; ++i) {
+      z[size_t(i)] = (double(a[size_t(i)]) - lse + gumbel[size_t(i)]) / tau;
+      zmax = std::max(zmax, z[size_t(i)]);
+      p[size_t(i)] = std::exp(double(a[size_t(i)]) - lse);
+    }
+    for (int i = 0; i < kK; ++i) zs += std::exp(z[size_t(i)] - zmax);
+    for (int i = 0; i < kK; ++i) soft[size_t(i)] = std::exp(z[size_t(i)] - zmax) / zs;
+    EXPECT_TRUE(test::all_close(op.last_soft_sample().to_vector(), soft, 1e-5, 1e-6));
+    const double gk = dotd(ok, dyv);  // dL/ds_k; 0 for the ops that did not run
+    std::vector<double> v(kK);
+    double vsum = 0;
+    for (int i = 0; i < kK; ++i) {
+      const double dsi = i == k ? gk : 0.0;
+      v[size_t(i)] = soft[size_t(i)] * (dsi - soft[size_t(k)] * gk) / tau;
+      vsum += v[size_t(i)];
+    }
+    std::vector<double> dalpha(kK);
+    for (int i = 0; i < kK; ++i) dalpha[size_t(i)] = v[size_t(i)] - p[size_t(i)] * vsum;
+    Tensor dx = op.backward(ctx, dy);
+    EXPECT_TRUE(test::all_close(op.alpha().grad.to_vector(), dalpha, 1e-4, 1e-6)) << "dalpha";
+    // dx = W_k^T dy; only op k has a weight gradient.
+    std::vector<float> wt(size_t(kC * kC));
+    for (int64_t r = 0; r < kC; ++r)
+      for (int64_t c = 0; c < kC; ++c) wt[size_t(c * kC + r)] = w[size_t(k)][size_t(r * kC + c)];
+    EXPECT_TRUE(test::all_close(dx.to_vector(), pointwise(wt, dyv), 1e-5, 1e-5)) << "dx";
+    for (int i = 0; i < kK; ++i) {
+      const auto gw = op.candidate(i).own_parameters()[0]->grad.to_vector();
+      const bool any = std::any_of(gw.begin(), gw.end(), [](float f) { return f != 0.0f; });
+      EXPECT_EQ(any, i == k) << "candidate " << i;
+    }
+  }
+}
+
+// The sampled op's frequencies follow softmax(alpha) whatever the temperature (the Gumbel-max
+// trick): a chi-square test over 20000 draws (4 degrees of freedom; 18.47 is the 0.1% point).
+TEST(MixedOpGdas, SampledOpFrequenciesFollowSoftmaxAlpha) {
+  Context ctx(Device::cpu(), ContextOptions{5});
+  MixedOpConfig cfg;
+  cfg.method = "gdas";
+  auto owner = make_mixed_op(ctx, "edge", pointwise_candidates(ctx, kK), cfg);
+  MixedOp& op = *owner;
+  Tensor a = Tensor::from_vector(ctx, Shape{kK}, {1.0f, 0.0f, -1.0f, 0.5f, 2.0f});
+  ops::copy(ctx, a, op.alpha().value);
+  const std::vector<float> p = op.probabilities();
+  Tensor x = test::random_tensor(ctx, Shape{1, kC, 1, 1}, 3);
+  std::vector<int> counts(kK, 0);
+  const int draws = 20000;
+  for (int d = 0; d < draws; ++d) {
+    op.forward(ctx, x, Mode::Eval);
+    ++counts[size_t(op.last_on()[0])];
+  }
+  double chi2 = 0;
+  for (int i = 0; i < kK; ++i) {
+    const double e = draws * double(p[size_t(i)]);
+    chi2 += (counts[size_t(i)] - e) * (counts[size_t(i)] - e) / e;
+  }
+  std::printf("[ measured ] GDAS sampling: chi-square %.2f over %d draws (4 dof)\n", chi2, draws);
+  EXPECT_LT(chi2, 18.47);
+}
+
 TEST(MixedOpMemory, BinaryPeakIsAtMostAThirdOfContinuous) {
   auto peak = [](std::string t) {
     Context ctx(Device::cpu(), ContextOptions{3});
@@ -482,12 +588,16 @@ TEST(MixedOpMemory, BinaryPeakIsAtMostAThirdOfContinuous) {
     return double(ctx.allocator().stats().peak_bytes - base);
   };
   const double binary = peak(std::string("binary")), continuous = peak(std::string("continuous"));
+  const double gdas = peak(std::string("gdas"));
   const double ratio = binary / continuous;
   std::printf(
-      "[ measured ] K=8 conv3x3 4->16, x (64,4,16,16): peak bytes Binary %.0f, Continuous %.0f, "
-      "ratio %.3f\n",
-      binary, continuous, ratio);
+      "[ measured ] K=8 conv3x3 4->16, x (64,4,16,16): peak bytes Binary %.0f, GDAS %.0f, "
+      "Continuous %.0f, ratio Binary %.3f, GDAS %.3f\n",
+      binary, gdas, continuous, ratio, gdas / continuous);
   EXPECT_LE(ratio, 1.0 / 3.0);
+  // GDAS keeps about one candidate: its output, input and gradient, as Binary with k_on = 1.
+  EXPECT_LE(gdas / continuous, 1.0 / 3.0);
+  EXPECT_LE(gdas, binary * 1.05);
 }
 
 // A planted task: targets come from a fixed 5x5 convolution whose kernel is zero except on
@@ -523,6 +633,7 @@ TEST_P(PlantedArchitecture, FindsTheFiveByFiveConvolution) {
             AdamParams{0.05f, 0.5f, 0.999f, 1e-8f, 0.0f, false, 1});
   model.attach_architecture_optimizer(arch);
   for (int step = 0; step < 300; ++step) {
+    model.set_search_progress(step / 299.0);  // GDAS: the temperature anneals over the run
     Tensor x = test::random_tensor(ctx, Shape{n, c, hw, hw}, uint32_t(1000 + step));
     Tensor t = Tensor::empty(ctx, Shape{n, c, hw, hw});
     ops::conv2d_fwd(ctx, x, wt, nullptr, t, Conv2dParams::make(1, 2));
@@ -548,7 +659,8 @@ INSTANTIATE_TEST_SUITE_P(Types, PlantedArchitecture,
                                            TypeCase{std::string("binary"), 1, 0},
                                            TypeCase{std::string("masked"), 1, 3},
                                            TypeCase{std::string("proxyless"), 1, 2},
-                                           TypeCase{std::string("moving-average"), 1, 3}),
+                                           TypeCase{std::string("moving-average"), 1, 3},
+                                           TypeCase{std::string("gdas"), 1, 0}),
                          [](const ::testing::TestParamInfo<TypeCase>& i) {
                            return std::string(mixed_op_type_name(i.param.type));
                          });

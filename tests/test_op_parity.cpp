@@ -775,6 +775,30 @@ std::vector<OpCase> all_cases() {
                        }
                      }});
   }
+  struct Gs {
+    int64_t k;
+    float tau;
+    int64_t first;
+  };
+  for (const Gs& g : std::vector<Gs>{{3, 10.0f, 0}, {8, 1.0f, 5}, {17, 0.1f, 2}}) {
+    const std::string tag = detail::cat("[K=", g.k, " tau ", g.tau, "]");
+    const float tau = g.tau;
+    const int64_t first = g.first;
+    cases.push_back({"gumbel_softmax" + tag,
+                     kElementwiseTol,
+                     {spec({g.k})},
+                     {poison({g.k})},
+                     [tau, first](Context& ctx, auto& in, auto& out) {
+                       ops::gumbel_softmax(ctx, in[0], 9, 4, first, tau, out[0]);
+                     }});
+    cases.push_back({"gumbel_softmax_bwd" + tag,
+                     kElementwiseTol,
+                     {spec({g.k}), spec({g.k}, Init::Positive), spec({g.k})},
+                     {spec({g.k})},
+                     [tau](Context& ctx, auto& in, auto& out) {
+                       ops::gumbel_softmax_bwd(ctx, in[0], in[1], in[2], tau, out[0]);
+                     }});
+  }
   cases.push_back({"sgd_step[scaled gradients]",
                    kElementwiseTol,
                    {spec({33}), spec({1}, Init::Positive)},

@@ -42,6 +42,16 @@ struct MixedOpConfig {
   // MixedOps with the same non-empty group share one alpha inside a SearchModel (DARTS shares
   // each edge's alpha among all normal cells, and among all reduction cells).
   std::string alpha_group;
+  // gdas: the Gumbel-softmax temperature, annealed linearly from tau_max (search start) to
+  // tau_min (last epoch) by set_search_progress.
+  float tau_max = 10.0f, tau_min = 0.1f;
+};
+
+// Where a ranking's Gumbel noise came from: gumbel_rank's seed and offset and the index of the
+// op's first logit in what it ranked.
+struct GumbelDraw {
+  uint64_t seed = 0, offset = 0;
+  int64_t first = 0;
 };
 
 class MixedOp : public Layer {
@@ -82,6 +92,9 @@ class MixedOp : public Layer {
   virtual const Tensor* pending_eval_set() const { return nullptr; }
   virtual int eval_set_size() const { return num_candidates(); }
   virtual void clear_pending_eval_set() {}
+  // How far the search is, 0 at its first epoch and 1 at its last (schedules such as GDAS's
+  // temperature); the default ignores it.
+  virtual void set_search_progress(double /*fraction*/) {}
   // A hook for the architecture optimizer in the seed's (reference) update, or nullptr.
   virtual StepHook* reference_update_hook() { return nullptr; }
   // State beyond alpha that a checkpoint holds ({key, tensor}; undefined tensors are not
@@ -92,7 +105,9 @@ class MixedOp : public Layer {
   // A ranking drawn for this op outside (SearchModel draws every MixedOp in one launch):
   // `host` is the ranking on the host, a permutation of 0 .. K-1 (checked), `device` the same K
   // indices (i32) on the device. Used by the next stochastic forward, then cleared.
-  void set_ranking(std::vector<int> host, Tensor device);
+  // `draw` says where the ranking's Gumbel noise came from, for methods that reuse the noise
+  // (GDAS's soft sample).
+  void set_ranking(std::vector<int> host, Tensor device, GumbelDraw draw = {});
   // The sets of the last stochastic forward of a sampling method (for inspection and tests).
   const std::vector<int>& last_on() const { return last_on_; }
   const std::vector<int>& last_eval() const { return last_eval_; }
@@ -128,6 +143,7 @@ class MixedOp : public Layer {
   Parameter* alpha_ = nullptr;
   std::vector<int> ranking_host_;  // the current ranking (sampling methods)
   Tensor ranking_dev_;
+  GumbelDraw draw_;  // where ranking_'s noise came from
   std::vector<int> last_on_, last_eval_;
   // Saved by a Train forward for backward.
   Tensor x_, probs_, g_;
@@ -249,6 +265,31 @@ class BinaryMovingAverageMixedOp final : public SampledMixedOp {
 
  private:
   Tensor ma_, mu_;  // estimates (K, S) and this batch's means
+};
+
+// GDAS (Dong and Yang, CVPR 2019): per step one op, the argmax of a Gumbel-softmax sample
+// s = softmax((log_softmax(alpha) + G) / tau), runs (hard one-hot forward: y = op_k(x), only
+// its activations kept); the straight-through gradient reaches alpha through the soft sample:
+// dL/ds_k = <dy, op_k(x)>, dL/ds_i = 0 otherwise, then through the softmax (gumbel_softmax_bwd).
+// tau anneals linearly from config.tau_max to tau_min over the search (set_search_progress).
+class GdasMixedOp final : public MixedOp {
+ public:
+  GdasMixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> ops,
+              const MixedOpConfig& config);
+  bool samples() const override { return true; }
+  int eval_set_size() const override { return 1; }
+  void set_search_progress(double fraction) override;
+  float temperature() const { return tau_; }
+  // The soft sample of the last Train forward (K), undefined when alpha wanted no gradient.
+  const Tensor& last_soft_sample() const { return soft_; }
+
+ protected:
+  Tensor search_forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor search_backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  float tau_;
+  Tensor soft_;
 };
 
 // The registry of methods: CLI name, class name, and how to build one from a config.

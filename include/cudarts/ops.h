@@ -184,6 +184,16 @@ void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor*
 // softmax). Noise for element j uses Philox word j of (seed, offset).
 void gumbel_rank(Context& ctx, const Tensor& logits, const Tensor& offsets, uint64_t seed,
                  uint64_t offset, Tensor& ranking);
+// GDAS's soft sample of one MixedOp: soft (K) = softmax((log_softmax(logits) + G) / tau) with
+// the Gumbel noise gumbel_rank uses, G_i = -log(-log u), u = Philox word (first + i) of
+// (seed, offset): the argmax of soft is the first entry of gumbel_rank's ranking of the same
+// draw (logits being segment [first, first + K) of what it ranked). tau > 0.
+void gumbel_softmax(Context& ctx, const Tensor& logits, uint64_t seed, uint64_t offset,
+                    int64_t first, float tau, Tensor& soft);
+// Its backward: dlogits (K) += the gradient of L through soft, given dsoft (K) = dL/dsoft:
+// dz = soft * (dsoft - <soft, dsoft>), v = dz / tau, dlogits += v - softmax(logits) sum(v).
+void gumbel_softmax_bwd(Context& ctx, const Tensor& logits, const Tensor& soft, const Tensor& dsoft,
+                        float tau, Tensor& dlogits);
 // out (S...) = scale * sum over the batch of x (N, S...).
 void batch_sum(Context& ctx, const Tensor& x, float scale, Tensor& out);
 // Moving-average estimates (K, S): for i in E = ranking[0 .. k_eval):

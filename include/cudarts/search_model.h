@@ -48,7 +48,10 @@ class SearchModel {
   // keep no candidate outputs, binary ones probe nothing). Every gradient still computed is
   // bit for bit what a pass with Gradients::All computes.
   void set_gradients(Gradients g);
-  // Draws the rankings of every non-continuous MixedOp for the next stochastic forward.
+  // How far the search is (0 at the first epoch, 1 at the last), for the methods' schedules
+  // (GDAS's temperature); the search run sets it at every epoch.
+  void set_search_progress(double fraction);
+  // Draws the rankings of every sampling MixedOp for the next stochastic forward.
   void sample(Context& ctx);
 
   // One parameter per distinct alpha (shared groups appear once).

@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   CLI::App app{"darts_search: differentiable architecture search over the DARTS cell space"};
   darts::add_common_options(app, o.data, o.run, o.epochs, o.batch);
   app.add_option("--mixed-op", mixed_op,
-                 "continuous (DARTS), binary, masked, proxyless, moving-average")
+                 "continuous (DARTS), binary, masked, proxyless, moving-average, gdas")
       ->check(CLI::IsMember(darts::mixed_op_method_names()));
   app.add_option("--num-on", o.net.mixed.num_on, "k_on: ops kept per edge")
       ->check(CLI::Range(1, 8));
@@ -21,6 +21,11 @@ int main(int argc, char** argv) {
                  "k_eval of masked, proxyless and moving-average (default 2)")
       ->check(CLI::Range(1, 8));
   app.add_option("--ma-lr", o.net.mixed.ma_lr, "moving-average learning rate in (0, 1]");
+  app.add_option("--tau-max", o.net.mixed.tau_max,
+                 "gdas: Gumbel-softmax temperature at the first epoch (annealed linearly)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--tau-min", o.net.mixed.tau_min, "gdas: temperature at the last epoch")
+      ->check(CLI::PositiveNumber);
   app.add_option("--channels", o.net.channels, "initial channels C")->check(CLI::Range(2, 4096));
   app.add_option("--cells", o.net.cells, "cells in the search network")->check(CLI::Range(1, 64));
   app.add_flag("--joint", joint, "one batch updates weights and alphas (the seed's style)");

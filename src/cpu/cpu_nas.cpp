@@ -106,6 +106,51 @@ void CpuBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64
   }
 }
 
+void CpuBackend::gumbel_softmax(const Tensor& logits, uint64_t seed, uint64_t offset,
+                                const uint64_t* shift, int64_t first, float tau, Tensor& soft) {
+  offset += shift ? *shift : 0;  // graph replays shift the captured offset
+  const int64_t k = logits.numel();
+  const float* a = logits.data();
+  double mx = -INFINITY;
+  for (int64_t i = 0; i < k; ++i) mx = std::max(mx, double(a[i]));
+  double s = 0.0;
+  for (int64_t i = 0; i < k; ++i) s += std::exp(double(a[i]) - mx);
+  const double lse = mx + std::log(s);
+  std::vector<double> z(static_cast<size_t>(k));
+  double zmax = -INFINITY;
+  for (int64_t i = 0; i < k; ++i) {
+    const double u = philox_uniform(philox_word(seed, offset, 0, uint64_t(first + i)));
+    z[size_t(i)] = (double(a[i]) - lse - std::log(-std::log(u))) / double(tau);
+    zmax = std::max(zmax, z[size_t(i)]);
+  }
+  double zs = 0.0;
+  for (int64_t i = 0; i < k; ++i) zs += std::exp(z[size_t(i)] - zmax);
+  for (int64_t i = 0; i < k; ++i)
+    soft.data()[i] = static_cast<float>(std::exp(z[size_t(i)] - zmax) / zs);
+}
+
+void CpuBackend::gumbel_softmax_bwd(const Tensor& logits, const Tensor& soft, const Tensor& dsoft,
+                                    float tau, Tensor& dlogits) {
+  const int64_t k = logits.numel();
+  const float *a = logits.data(), *sf = soft.data(), *g = dsoft.data();
+  double sg = 0.0;
+  for (int64_t i = 0; i < k; ++i) sg += double(sf[i]) * g[i];
+  std::vector<double> v(static_cast<size_t>(k));
+  double vsum = 0.0;
+  for (int64_t i = 0; i < k; ++i) {
+    v[size_t(i)] = double(sf[i]) * (double(g[i]) - sg) / double(tau);
+    vsum += v[size_t(i)];
+  }
+  double mx = -INFINITY;
+  for (int64_t i = 0; i < k; ++i) mx = std::max(mx, double(a[i]));
+  double s = 0.0;
+  for (int64_t i = 0; i < k; ++i) s += std::exp(double(a[i]) - mx);
+  for (int64_t i = 0; i < k; ++i) {
+    const double p = std::exp(double(a[i]) - mx) / s;
+    dlogits.data()[i] = static_cast<float>(dlogits.data()[i] + (v[size_t(i)] - p * vsum));
+  }
+}
+
 void CpuBackend::batch_sum(const Tensor& x, float scale, Tensor& out) {
   const int64_t n = x.dim(0), s = out.numel();
   const float* px = x.data();

@@ -39,6 +39,7 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
       {"arch_weight_decay", o.arch_weight_decay},
       {"augment", o.augment},
       {"proxyless_update", o.proxyless_update == ProxylessUpdate::Exact ? "exact" : "reference"},
+      {"tau", {o.net.mixed.tau_max, o.net.mixed.tau_min}},
       {"seed", o.run.seed}};
 }
 
@@ -190,6 +191,7 @@ class SearchTask final : public TrainingTask {
   void begin_epoch(Context&, int epoch) override {
     w_opt_.set_lr(schedule_.lr(epoch));
     arch_on_ = epoch >= o_.warmup_epochs;
+    model_.set_search_progress(o_.epochs > 1 ? double(epoch) / double(o_.epochs - 1) : 1.0);
   }
   float lr(int epoch) const override { return schedule_.lr(epoch); }
   // Each epoch its own shuffles of the two halves; the validation batches cycle (the split

@@ -83,7 +83,7 @@ void MixedOp::set_state(const std::string& key, Tensor) {
   CUDARTS_FAIL(label(), ": no state '", key, "' (a ", type(), " keeps none)");
 }
 
-void MixedOp::set_ranking(std::vector<int> host, Tensor device) {
+void MixedOp::set_ranking(std::vector<int> host, Tensor device, GumbelDraw draw) {
   const int k = num_candidates();
   CUDARTS_CHECK(int(host.size()) == k, label(), ": a ranking of ", host.size(), " entries for ", k,
                 " candidates");
@@ -101,6 +101,7 @@ void MixedOp::set_ranking(std::vector<int> host, Tensor device) {
                 "] on ", alpha_->value.device().str());
   ranking_host_ = std::move(host);
   ranking_dev_ = std::move(device);
+  draw_ = draw;
   ranking_ready_ = true;
 }
 
@@ -109,10 +110,11 @@ void MixedOp::take_ranking(Context& ctx) {
     const int k = num_candidates();
     Tensor offsets = Tensor::from_vector_i32(ctx, Shape{2}, {0, k});
     Tensor ranking = Tensor::empty(ctx, Shape{k}, DType::I32);
-    ops::gumbel_rank(ctx, alpha_->value, offsets, ctx.seed(), ctx.reserve_rng(uint64_t(k)),
-                     ranking);
+    const uint64_t offset = ctx.reserve_rng(uint64_t(k));
+    ops::gumbel_rank(ctx, alpha_->value, offsets, ctx.seed(), offset, ranking);
     const std::vector<int32_t> host = ranking.to_vector_i32();
-    set_ranking(std::vector<int>(host.begin(), host.end()), std::move(ranking));
+    set_ranking(std::vector<int>(host.begin(), host.end()), std::move(ranking),
+                GumbelDraw{ctx.seed(), offset, 0});
   }
   ranking_ready_ = false;
 }
@@ -199,6 +201,7 @@ const std::vector<MixedOpMethod>& mixed_op_methods() {
       method<BinaryMaskedMixedOp>("masked", "BinaryMaskedMixedOp"),
       method<BinaryProxylessNASStyleMixedOp>("proxyless", "BinaryProxylessNASStyleMixedOp"),
       method<BinaryMovingAverageMixedOp>("moving-average", "BinaryMovingAverageMixedOp"),
+      method<GdasMixedOp>("gdas", "GdasMixedOp"),
   };
   return methods;
 }

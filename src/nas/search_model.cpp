@@ -85,14 +85,15 @@ void SearchModel::sample(Context& ctx) {
     logits = alphas_.share();
   }
   Tensor ranking = Tensor::empty(ctx, Shape{total}, DType::I32);
-  ops::gumbel_rank(ctx, logits, op_offsets_dev_, ctx.seed(), ctx.reserve_rng(uint64_t(total)),
-                   ranking);
+  const uint64_t offset = ctx.reserve_rng(uint64_t(total));
+  ops::gumbel_rank(ctx, logits, op_offsets_dev_, ctx.seed(), offset, ranking);
   const std::vector<int32_t> host = ranking.to_vector_i32();  // the one host read per step
   for (size_t i = 0; i < mixed_ops_.size(); ++i) {
     MixedOp* m = mixed_ops_[i].second;
     if (!m->samples()) continue;
     const int64_t b = op_offsets_[i], e = op_offsets_[i + 1];
-    m->set_ranking(std::vector<int>(host.begin() + b, host.begin() + e), ranking.slice(b, e));
+    m->set_ranking(std::vector<int>(host.begin() + b, host.begin() + e), ranking.slice(b, e),
+                   GumbelDraw{ctx.seed(), offset, b});
   }
 }
 
@@ -107,6 +108,12 @@ Tensor SearchModel::forward(Context& ctx, const Tensor& x, Mode mode, Sampling s
 
 Tensor SearchModel::backward(Context& ctx, const Tensor& dy) {
   return net_->backward(ctx, dy);
+}
+
+void SearchModel::set_search_progress(double fraction) {
+  CUDARTS_CHECK(fraction >= 0.0 && fraction <= 1.0, "SearchModel::set_search_progress: ", fraction,
+                " is outside [0, 1]");
+  for (auto& [name, m] : mixed_ops_) m->set_search_progress(fraction);
 }
 
 void SearchModel::set_gradients(Gradients g) {
