@@ -84,6 +84,7 @@ class CudaBackend final : public Backend {
 
   void concat_channels(const std::vector<const Tensor*>& xs, Tensor& y) override;
   void split_channels(const Tensor& y, const std::vector<Tensor*>& xs) override;
+  void channel_shuffle(const Tensor& x, int groups, Tensor& y) override;
 
   void softmax_xent(const Tensor& logits, const Tensor& labels, Tensor& loss, Tensor& dlogits,
                     Tensor& correct) override;

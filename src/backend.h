@@ -74,6 +74,7 @@ class Backend {
 
   virtual void concat_channels(const std::vector<const Tensor*>& xs, Tensor& y) = 0;
   virtual void split_channels(const Tensor& y, const std::vector<Tensor*>& xs) = 0;
+  virtual void channel_shuffle(const Tensor& x, int groups, Tensor& y) = 0;
 
   virtual void softmax_xent(const Tensor& logits, const Tensor& labels, Tensor& loss,
                             Tensor& dlogits, Tensor& correct) = 0;

@@ -624,6 +624,17 @@ void split_channels(Context& ctx, const Tensor& y, const std::vector<Tensor*>& x
   detail::dispatch(ctx, &Backend::split_channels, y, xs);
 }
 
+void channel_shuffle(Context& ctx, const Tensor& x, int groups, Tensor& y) {
+  OpRange op_range(ctx, "channel_shuffle");
+  check_tensor(ctx, "channel_shuffle", "x", x);
+  check_tensor(ctx, "channel_shuffle", "y", y);
+  check_ndim("channel_shuffle", "x", x, 4);
+  check_same_shape("channel_shuffle", "x", x, "y", y);
+  CUDARTS_CHECK(groups >= 1 && x.dim(1) % groups == 0, "channel_shuffle: ", x.dim(1),
+                " channels (x ", x.shape(), ") are not divisible into ", groups, " groups");
+  detail::dispatch(ctx, &Backend::channel_shuffle, x, groups, y);
+}
+
 void softmax_xent(Context& ctx, const Tensor& logits, const Tensor& labels, Tensor& loss,
                   Tensor& dlogits, Tensor& correct) {
   OpRange op_range(ctx, "softmax_xent");

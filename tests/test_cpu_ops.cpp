@@ -576,5 +576,28 @@ TEST(CpuDivergenceOps, CountNonfiniteClipCoefficientAndSkippedSteps) {
   EXPECT_EQ(v.to_vector(), (std::vector<float>{0.1f, 0.2f}));
 }
 
+// Channel shuffle by hand: 6 channels in 2 groups interleave as 0, 3, 1, 4, 2, 5; shuffling
+// the result in 6 / 2 = 3 groups gives x back.
+TEST(CpuChannelShuffle, InterleavesGroupsAndInvertsWithTheCoGroupCount) {
+  Context ctx;
+  std::vector<float> xv;
+  for (int n = 0; n < 2; ++n)
+    for (int c = 0; c < 6; ++c)
+      for (int p = 0; p < 4; ++p) xv.push_back(float(100 * n + 10 * c + p));
+  Tensor x = Tensor::from_vector(ctx, Shape{2, 6, 2, 2}, xv);
+  Tensor y = Tensor::empty(ctx, x.shape()), back = Tensor::empty(ctx, x.shape());
+  ops::channel_shuffle(ctx, x, 2, y);
+  const std::vector<float> yv = y.to_vector();
+  const int order[6] = {0, 3, 1, 4, 2, 5};
+  for (int n = 0; n < 2; ++n)
+    for (int c = 0; c < 6; ++c)
+      for (int p = 0; p < 4; ++p)
+        EXPECT_EQ(yv[size_t((n * 6 + c) * 4 + p)], float(100 * n + 10 * order[c] + p));
+  ops::channel_shuffle(ctx, y, 3, back);
+  EXPECT_EQ(back.to_vector(), xv);
+  EXPECT_TRUE(test::throws_with([&] { ops::channel_shuffle(ctx, x, 4, y); },
+                                {"channel_shuffle", "6 channels", "4 groups"}));
+}
+
 }  // namespace
 }  // namespace cudarts

@@ -97,6 +97,123 @@ TEST(DartsSearchSpace, WholeSearchNetworkGradients) {
   test::check_layer(ctx, model.network(), x, network_check());
 }
 
+// PC-DARTS's partial channel connection against a direct computation: of x (N, 8, H, W) with
+// k = 4, channels 0-1 go through a 1x1 convolution (naive loops here), 2-7 bypass (a 2x2 max
+// pooling on the stride-2 edge), then the channels are shuffled in 4 groups: output channel
+// i * 4 + j is concatenated channel j * 2 + i.
+TEST(PcDarts, PartialChannelsMatchesADirectComputation) {
+  for (int stride : {1, 2}) {
+    SCOPED_TRACE("stride " + std::to_string(stride));
+    Context ctx(Device::cpu(), ContextOptions{8});
+    const int64_t n = 2, c = 8, h = 4, w = 6, part = 2;
+    auto conv =
+        std::make_unique<Conv2d>(ctx, "conv", part, part, 1, Conv2dParams::make(stride, 0), false);
+    const std::vector<float> wt = conv->weight().value.to_vector();
+    PartialChannels pc("pc", std::move(conv), c, 4, stride);
+    const std::vector<float> xv = test::random_vector(size_t(n * c * h * w), 4);
+    Tensor x = Tensor::from_vector(ctx, Shape{n, c, h, w}, xv);
+    Tensor y = pc.forward(ctx, x, Mode::Eval);
+    const int64_t ho = h / stride, wo = w / stride;
+    ASSERT_EQ(y.shape(), (Shape{n, c, ho, wo}));
+    auto at = [&](int64_t s, int64_t ch, int64_t r, int64_t q) {
+      return xv[size_t(((s * c + ch) * h + r) * w + q)];
+    };
+    std::vector<double> cat(size_t(n * c * ho * wo));
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t r = 0; r < ho; ++r)
+          for (int64_t q = 0; q < wo; ++q) {
+            double v;
+            if (ch < part) {
+              v = 0;
+              for (int64_t ci = 0; ci < part; ++ci)
+                v += double(wt[size_t(ch * part + ci)]) * at(s, ci, r * stride, q * stride);
+            } else if (stride == 1) {
+              v = at(s, ch, r, q);
+            } else {
+              v = std::max({at(s, ch, 2 * r, 2 * q), at(s, ch, 2 * r + 1, 2 * q),
+                            at(s, ch, 2 * r, 2 * q + 1), at(s, ch, 2 * r + 1, 2 * q + 1)});
+            }
+            cat[size_t(((s * c + ch) * ho + r) * wo + q)] = v;
+          }
+    std::vector<double> want(cat.size());
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t i = 0; i < c / 4; ++i)
+        for (int64_t j = 0; j < 4; ++j)
+          for (int64_t e = 0; e < ho * wo; ++e)
+            want[size_t((s * c + i * 4 + j) * ho * wo + e)] =
+                cat[size_t((s * c + j * (c / 4) + i) * ho * wo + e)];
+    EXPECT_TRUE(test::all_close(y.to_vector(), want, 1e-5, 1e-6));
+  }
+}
+
+TEST(PcDarts, PartialChannelsGradients) {
+  Context ctx(Device::cpu(), ContextOptions{9});
+  for (int stride : {1, 2}) {
+    auto conv =
+        std::make_unique<Conv2d>(ctx, "conv", 2, 2, 3, Conv2dParams::make(stride, 1), false);
+    PartialChannels pc("pc", std::move(conv), 8, 4, stride);
+    Tensor x = test::random_tensor(ctx, Shape{2, 8, 4, 4}, uint32_t(10 + stride));
+    test::check_layer(ctx, pc, x);
+  }
+}
+
+// The whole PC-DARTS search network (partial channels, edge normalisation) by finite
+// differences: weights, every alpha and every beta.
+TEST(PcDarts, WholeSearchNetworkGradientsIncludingBetas) {
+  Context ctx(Device::cpu(), ContextOptions{4});
+  SearchConfig cfg;
+  cfg.channels = 4;
+  cfg.cells = 3;
+  cfg.steps = 2;
+  cfg.multiplier = 2;
+  cfg.stem_multiplier = 1;
+  cfg.partial_channels = 2;
+  cfg.edge_normalization = true;
+  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+  EXPECT_EQ(model.other_architecture_parameters().size(), 4u);  // 2 nodes x 2 cell kinds
+  for (Parameter* a : model.architecture_parameters()) init_normal(ctx, a->value, 0.0f, 0.5f);
+  // The edge weights are the softmax of each node's beta.
+  auto& net = static_cast<SearchNetwork&>(model.network());
+  const std::vector<float> w = net.edge_weights(false);
+  ASSERT_EQ(w.size(), 5u);  // 2 + 3 edges
+  const std::vector<float> b0 = model.other_architecture_parameters()[0].second->value.to_vector();
+  EXPECT_NEAR(w[0] / w[1], std::exp(double(b0[0]) - b0[1]), 1e-5);
+  EXPECT_NEAR(w[0] + w[1], 1.0, 1e-6);
+  Tensor x = test::random_tensor(ctx, Shape{4, 3, 8, 8}, 2);
+  test::check_layer(ctx, model.network(), x, network_check());
+}
+
+// PC-DARTS searches with about 1/K of the MixedOp activations: the allocator peak of one
+// search step (forward and backward) of the search network against DARTS's at the same batch.
+TEST(PcDarts, SearchMemoryIsAFractionOfDarts) {
+  auto peak = [](int k) {
+    Context ctx(Device::cpu(), ContextOptions{1});
+    SearchConfig cfg;
+    cfg.channels = 16;
+    cfg.cells = 3;
+    cfg.in_channels = 1;
+    cfg.partial_channels = k;
+    cfg.edge_normalization = k > 1;
+    SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+    Tensor x = test::random_tensor(ctx, Shape{16, 1, 16, 16}, 1);
+    const size_t base = ctx.allocator().stats().current_bytes;
+    ctx.allocator().reset_peak();
+    {
+      Tensor y = model.forward(ctx, x, Mode::Train);
+      Tensor dy = test::random_tensor(ctx, y.shape(), 2);
+      model.backward(ctx, dy);
+    }
+    return double(ctx.allocator().stats().peak_bytes - base);
+  };
+  const double darts = peak(1), pc = peak(4);
+  std::printf(
+      "[ measured ] search step peak, C=16, 3 cells, batch 16, 16x16: DARTS %.0f bytes, "
+      "PC-DARTS (K=4) %.0f bytes, ratio %.3f\n",
+      darts, pc, pc / darts);
+  EXPECT_LT(pc / darts, 0.5);
+}
+
 TEST(DartsEvalNetwork, WholeNetworkGradientsAndAuxiliaryHead) {
   Context ctx(Device::cpu(), ContextOptions{5});
   EvalConfig cfg;

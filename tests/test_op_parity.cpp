@@ -775,6 +775,17 @@ std::vector<OpCase> all_cases() {
                        }
                      }});
   }
+  for (auto [x, g] : std::vector<std::pair<Shape, int>>{
+           {{2, 8, 3, 3}, 4}, {{1, 12, 5, 4}, 3}, {{3, 6, 2, 2}, 1}}) {
+    const int groups = g;
+    cases.push_back({"channel_shuffle" + detail::cat(x.str(), "[groups ", groups, "]"),
+                     0.0,
+                     {spec(x)},
+                     {poison(x)},
+                     [groups](Context& ctx, auto& in, auto& out) {
+                       ops::channel_shuffle(ctx, in[0], groups, out[0]);
+                     }});
+  }
   struct Gs {
     int64_t k;
     float tau;

@@ -72,6 +72,56 @@ class DropPath final : public Layer {
   bool dropped_ = false;
 };
 
+// PC-DARTS's partial channel connection (Xu et al., ICLR 2020) around an edge's layer: of the
+// input's C channels the first C / k go through `inner` (built for C / k channels), the other
+// ones bypass it (through a 2x2 max pooling on a stride-2 edge), the two are concatenated and
+// the channels shuffled in k groups (ops::channel_shuffle).
+class PartialChannels final : public Layer {
+ public:
+  PartialChannels(std::string name, std::unique_ptr<Layer> inner, int64_t channels, int k,
+                  int stride);
+  const char* type() const override { return "PartialChannels"; }
+  Shape output_shape(const Shape& x) const override;
+  std::vector<Layer*> children() const override;
+  Layer& inner() { return *inner_; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+
+ private:
+  std::unique_ptr<Layer> inner_;
+  std::unique_ptr<MaxPool2d> pool_;  // the stride-2 bypass
+  int64_t channels_;
+  int k_;
+  Shape x_shape_;
+};
+
+// PC-DARTS's edge normalisation: y = softmax(beta)_index * inner(x), beta the architecture
+// parameter of the node the edge feeds (one entry per incoming edge, owned by the network and
+// shared by the cells of one kind). Backward: dbeta += softmax-backward of g, g_index =
+// <dy, inner(x)> (when beta wants a gradient), inner gets softmax(beta)_index dy.
+class EdgeWeight final : public Layer {
+ public:
+  EdgeWeight(std::string name, std::unique_ptr<Layer> inner, Parameter& beta, int index);
+  const char* type() const override { return "EdgeWeight"; }
+  Shape output_shape(const Shape& x) const override { return inner_->output_shape(x); }
+  std::vector<Layer*> children() const override { return {inner_.get()}; }
+  Layer& inner() { return *inner_; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override;
+
+ private:
+  std::unique_ptr<Layer> inner_;
+  Parameter& beta_;
+  int index_;
+  Tensor weights_, out_;
+  bool grad_beta_ = false;
+};
+
 struct SearchConfig {
   int64_t channels = 16;  // C
   int cells = 8;
@@ -81,6 +131,10 @@ struct SearchConfig {
   int64_t in_channels = 3;
   int num_classes = 10;
   MixedOpConfig mixed;  // type, k_on, k_eval, lr of every edge (alpha_group is set per edge)
+  // PC-DARTS: partial channel connections on every edge (k = 1: off) and edge normalisation
+  // (per node a softmax over its incoming edges' beta, the genotype chosen by alpha times it).
+  int partial_channels = 1;
+  bool edge_normalization = false;
 };
 
 // The search network: stem (3x3 conv + BN), cells (reductions at 1/3 and 2/3 depth), global
@@ -96,6 +150,9 @@ class SearchNetwork final : public Layer {
   int num_edges() const;  // per cell: 2 + 3 + ... (14 for 4 steps)
   // The edge's MixedOp of the first normal / reduction cell (their alphas are the shared ones).
   MixedOp& edge(bool reduction, int k);
+  // With edge normalisation: per edge (DARTS order) the weight softmax(beta_node)_edge of the
+  // first normal / reduction cell (reads to the host); without: all ones.
+  std::vector<float> edge_weights(bool reduction);
   bool is_reduction(int cell) const;
 
  protected:
@@ -110,6 +167,7 @@ class SearchNetwork final : public Layer {
   std::unique_ptr<GlobalAvgPool> gap_;
   std::unique_ptr<Linear> classifier_;
   std::vector<Shape> state_shapes_;
+  std::vector<Parameter*> betas_normal_, betas_reduce_;  // per node (edge normalisation)
 };
 
 // A derived cell: for each node two (op, input) pairs; inputs 0, 1 are the cell inputs.

@@ -136,6 +136,10 @@ void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y);     // y += al
 // ---- channel concat / split (NCHW, along C) ----
 void concat_channels(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y);
 void split_channels(Context& ctx, const Tensor& y, const std::vector<Tensor*>& xs);
+// Channel shuffle (ShuffleNet, PC-DARTS) of x (N, C, H, W) in `groups` groups (C divisible):
+// y channel i * groups + j = x channel j * (C / groups) + i. Its inverse is the shuffle in
+// C / groups groups.
+void channel_shuffle(Context& ctx, const Tensor& x, int groups, Tensor& y);
 
 // ---- loss ----
 // logits (N, K), labels i32 (N) in [0, K): loss (1) = mean cross-entropy,

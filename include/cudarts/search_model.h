@@ -54,8 +54,11 @@ class SearchModel {
   // Draws the rankings of every sampling MixedOp for the next stochastic forward.
   void sample(Context& ctx);
 
-  // One parameter per distinct alpha (shared groups appear once).
+  // One parameter per distinct alpha (shared groups appear once), then the network's other
+  // architecture parameters (e.g. PC-DARTS's edge-normalisation betas).
   std::vector<Parameter*> architecture_parameters();
+  // The architecture parameters that are not MixedOp alphas, with their paths.
+  const std::vector<NamedParameter>& other_architecture_parameters() const { return others_; }
   std::vector<Parameter*> operational_parameters();
   const std::vector<std::pair<std::string, MixedOp*>>& mixed_ops() const { return mixed_ops_; }
   // All distinct alphas, concatenated in order of first appearance. After writing it directly
@@ -83,6 +86,7 @@ class SearchModel {
   std::unique_ptr<Layer> net_;
   std::vector<std::pair<std::string, MixedOp*>> mixed_ops_;
   std::vector<Parameter*> leaders_;       // one architecture parameter per alpha group
+  std::vector<NamedParameter> others_;    // architecture parameters that are no alpha
   std::vector<int64_t> op_offsets_;       // per MixedOp, into the sampled logits
   Tensor alphas_, alpha_grads_;           // distinct alphas and their gradients
   Tensor op_offsets_dev_, gather_index_;  // sampling: per-op logits gathered from alphas_

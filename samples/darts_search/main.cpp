@@ -38,6 +38,17 @@ int main(int argc, char** argv) {
   app.add_option("--lr-min", o.lr_min, "final weight learning rate")->check(CLI::NonNegativeNumber);
   app.add_option("--arch-lr", o.arch_lr, "architecture (Adam) learning rate")
       ->check(CLI::PositiveNumber);
+  app.add_option("--partial-channels", o.net.partial_channels,
+                 "PC-DARTS: 1/K of each edge's channels go through its MixedOp (1: off)")
+      ->check(CLI::Range(1, 64));
+  app.add_flag("--edge-normalization", o.net.edge_normalization,
+               "PC-DARTS: per node a softmax over its edges' beta weights the edges; the genotype "
+               "is chosen by alpha times it");
+  bool pc_darts = false;
+  app.add_flag("--pc-darts", pc_darts,
+               "PC-DARTS with its defaults: --partial-channels 4 --edge-normalization "
+               "--batch-size 256 --warmup-epochs 15 --lr 0.1 --lr-min 0 --arch-lr 6e-4 (each "
+               "given explicitly wins)");
   app.add_flag("--no-augment", no_augment, "no random crop and flip");
   bool all_gradients = false, proxyless_reference = false;
   app.add_flag("--proxyless-reference", proxyless_reference,
@@ -58,6 +69,16 @@ int main(int argc, char** argv) {
   if (o.run.out_dir.empty()) {
     std::fprintf(stderr, "darts_search: --out is required\n%s", app.help().c_str());
     return 2;
+  }
+  if (pc_darts) {  // the PC-DARTS defaults (Xu et al., ICLR 2020), under explicit options
+    auto unset = [&](const char* flag) { return app.count(flag) == 0; };
+    if (unset("--partial-channels")) o.net.partial_channels = 4;
+    o.net.edge_normalization = true;
+    if (unset("--batch-size")) o.batch = 256;
+    if (unset("--warmup-epochs")) o.warmup_epochs = 15;
+    if (unset("--lr")) o.lr = 0.1f;
+    if (unset("--lr-min")) o.lr_min = 0.0f;
+    if (unset("--arch-lr")) o.arch_lr = 6e-4f;
   }
   return program::run("darts_search", [&] {
     o.net.mixed.method = mixed_op;

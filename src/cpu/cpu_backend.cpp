@@ -176,6 +176,15 @@ void CpuBackend::concat_channels(const std::vector<const Tensor*>& xs, Tensor& y
   move_channels(parts, channels, y.data(), y.dim(0), y.dim(1), y.dim(2) * y.dim(3), true);
 }
 
+void CpuBackend::channel_shuffle(const Tensor& x, int groups, Tensor& y) {
+  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3), per = c / groups;
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t i = 0; i < per; ++i)
+      for (int64_t j = 0; j < groups; ++j)
+        std::memcpy(y.data() + (s * c + i * groups + j) * hw, x.data() + (s * c + j * per + i) * hw,
+                    sizeof(float) * size_t(hw));
+}
+
 void CpuBackend::split_channels(const Tensor& y, const std::vector<Tensor*>& xs) {
   std::vector<float*> parts;
   std::vector<int64_t> channels;

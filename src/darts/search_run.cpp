@@ -40,6 +40,8 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
       {"augment", o.augment},
       {"proxyless_update", o.proxyless_update == ProxylessUpdate::Exact ? "exact" : "reference"},
       {"tau", {o.net.mixed.tau_max, o.net.mixed.tau_min}},
+      {"partial_channels", o.net.partial_channels},
+      {"edge_normalization", o.net.edge_normalization},
       {"seed", o.run.seed}};
 }
 
@@ -225,8 +227,16 @@ class SearchTask final : public TrainingTask {
             throw DivergenceError(
                 detail::cat("darts_search: the architecture parameters are not finite after epoch ",
                             epoch + 1, "; stopped before deriving a genotype or writing anything"));
-    genotype_ = derive_genotype(normal, reduce, o_.net.steps).to_json();
     line["alphas"] = {{"normal", normal}, {"reduce", reduce}};
+    if (o_.net.edge_normalization) {  // PC-DARTS: the genotype from alpha times the edge weight
+      const std::vector<float> wn = net_.edge_weights(false), wr = net_.edge_weights(true);
+      line["edge_weights"] = {{"normal", wn}, {"reduce", wr}};
+      for (size_t e = 0; e < normal.size(); ++e) {
+        for (float& p : normal[e]) p *= wn[e];
+        for (float& p : reduce[e]) p *= wr[e];
+      }
+    }
+    genotype_ = derive_genotype(normal, reduce, o_.net.steps).to_json();
   }
   void write_epoch_files(int) override {
     write_file_atomic(path_in(o_.run, "summary.txt"), model_.architecture_summary());
@@ -234,6 +244,7 @@ class SearchTask final : public TrainingTask {
   }
   void put(Checkpoint& c) override {
     c.put("arch/alphas", model_.alphas());
+    for (auto& [name, p] : model_.other_architecture_parameters()) c.put("arch/" + name, p->value);
     for (auto& [name, m] : model_.mixed_ops())  // the methods' own state ("<key>/<op path>")
       for (auto& [key, t] : m->state())
         if (t->defined()) c.put(key + "/" + name, *t);
@@ -242,6 +253,8 @@ class SearchTask final : public TrainingTask {
     Tensor alphas = model_.alphas().share();
     c.get(ctx, "arch/alphas", alphas);
     model_.alphas_changed();
+    for (auto& [name, p] : model_.other_architecture_parameters())
+      c.get(ctx, "arch/" + name, p->value);
     for (auto& [name, m] : model_.mixed_ops())
       for (auto& [key, t] : m->state()) {
         auto it = c.tensors.find(key + "/" + name);

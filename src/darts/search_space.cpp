@@ -2,6 +2,7 @@
 // (genotype) network. Cells are Graphs with inputs "s0", "s1"; the networks chain them and sum
 // the gradients of states that feed two cells.
 #include <algorithm>
+#include <cmath>
 
 #include "cudarts/darts.h"
 #include "cudarts/error.h"
@@ -159,6 +160,107 @@ Tensor DropPath::backward_impl(Context& ctx, const Tensor& dy) {
   return dx;
 }
 
+// ---------------------------------------------------------------- PartialChannels
+PartialChannels::PartialChannels(std::string name, std::unique_ptr<Layer> inner, int64_t channels,
+                                 int k, int stride)
+    : Layer(std::move(name)), inner_(std::move(inner)), channels_(channels), k_(k) {
+  CUDARTS_CHECK(inner_ != nullptr, label(), ": null inner layer");
+  CUDARTS_CHECK(k >= 1 && channels % k == 0 && channels / k >= 1, label(), ": ", channels,
+                " channels are not divisible into k = ", k, " parts");
+  CUDARTS_CHECK(stride == 1 || stride == 2, label(), ": stride ", stride, " must be 1 or 2");
+  if (stride == 2) pool_ = std::make_unique<MaxPool2d>("bypass_pool", 2, 2);
+}
+
+std::vector<Layer*> PartialChannels::children() const {
+  std::vector<Layer*> out{inner_.get()};
+  if (pool_) out.push_back(pool_.get());
+  return out;
+}
+
+Shape PartialChannels::output_shape(const Shape& x) const {
+  CUDARTS_CHECK(x.ndim() == 4 && x[1] == channels_, label(), ": input shape ", x,
+                " does not match channels ", channels_, " (expected [N, ", channels_, ", H, W])");
+  const Shape part = inner_->output_shape(Shape{x[0], channels_ / k_, x[2], x[3]});
+  const Shape rest = pool_
+                         ? pool_->output_shape(Shape{x[0], channels_ - channels_ / k_, x[2], x[3]})
+                         : Shape{x[0], channels_ - channels_ / k_, x[2], x[3]};
+  CUDARTS_CHECK(
+      part.ndim() == 4 && part[1] == channels_ / k_ && part[2] == rest[2] && part[3] == rest[3],
+      label(), ": the inner layer gives ", part, " but the bypass ", rest);
+  return Shape{x[0], channels_, part[2], part[3]};
+}
+
+Tensor PartialChannels::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  const int64_t part = channels_ / k_;
+  Tensor xs = Tensor::empty(ctx, Shape{x.dim(0), part, x.dim(2), x.dim(3)});
+  Tensor xr = Tensor::empty(ctx, Shape{x.dim(0), channels_ - part, x.dim(2), x.dim(3)});
+  ops::split_channels(ctx, x, {&xs, &xr});
+  Tensor ys = inner_->forward(ctx, xs, mode);
+  Tensor yr = pool_ ? pool_->forward(ctx, xr, mode) : std::move(xr);
+  Tensor cat = Tensor::empty(ctx, Shape{x.dim(0), channels_, ys.dim(2), ys.dim(3)});
+  ops::concat_channels(ctx, {&ys, &yr}, cat);
+  Tensor y = Tensor::empty(ctx, cat.shape());
+  ops::channel_shuffle(ctx, cat, k_, y);
+  if (mode == Mode::Train) x_shape_ = x.shape();
+  return y;
+}
+
+Tensor PartialChannels::backward_impl(Context& ctx, const Tensor& dy) {
+  const int64_t part = channels_ / k_;
+  Tensor dcat = Tensor::empty(ctx, dy.shape());
+  ops::channel_shuffle(ctx, dy, int(channels_ / k_), dcat);  // the inverse shuffle
+  Tensor dys = Tensor::empty(ctx, Shape{dy.dim(0), part, dy.dim(2), dy.dim(3)});
+  Tensor dyr = Tensor::empty(ctx, Shape{dy.dim(0), channels_ - part, dy.dim(2), dy.dim(3)});
+  ops::split_channels(ctx, dcat, {&dys, &dyr});
+  Tensor dxs = inner_->backward(ctx, dys);
+  Tensor dxr = pool_ ? pool_->backward(ctx, dyr) : std::move(dyr);
+  Tensor dx = Tensor::empty(ctx, x_shape_);
+  ops::concat_channels(ctx, {&dxs, &dxr}, dx);
+  return dx;
+}
+
+// ---------------------------------------------------------------- EdgeWeight
+EdgeWeight::EdgeWeight(std::string name, std::unique_ptr<Layer> inner, Parameter& beta, int index)
+    : Layer(std::move(name)), inner_(std::move(inner)), beta_(beta), index_(index) {
+  CUDARTS_CHECK(inner_ != nullptr, label(), ": null inner layer");
+  CUDARTS_CHECK(beta.value.ndim() == 1 && index >= 0 && index < beta.value.numel(), label(),
+                ": edge index ", index, " outside the node's ", beta.value.numel(), " edges");
+}
+
+Tensor EdgeWeight::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor w = Tensor::empty(ctx, beta_.value.shape());
+  ops::softmax(ctx, beta_.value, w);
+  Tensor out = inner_->forward(ctx, x, mode);
+  Tensor y = Tensor::empty(ctx, out.shape());
+  const Tensor wi = w.slice(index_, index_ + 1);
+  ops::mix_fwd(ctx, wi, {&out}, y);
+  if (mode == Mode::Train) {
+    grad_beta_ = beta_.requires_grad;
+    if (grad_beta_) out_ = std::move(out);  // kept only for beta's score
+    weights_ = std::move(w);
+  }
+  return y;
+}
+
+Tensor EdgeWeight::backward_impl(Context& ctx, const Tensor& dy) {
+  if (grad_beta_) {
+    Tensor g = Tensor::zeros(ctx, beta_.value.shape());
+    Tensor gi = g.slice(index_, index_ + 1);
+    ops::mix_scores(ctx, dy, {&out_}, gi);
+    out_ = Tensor();
+    ops::arch_grad(ctx, beta_.value, g, nullptr, 0, beta_.grad);
+  }
+  Tensor d = Tensor::empty(ctx, dy.shape());
+  const Tensor wi = weights_.slice(index_, index_ + 1);
+  ops::mix_fwd(ctx, wi, {&dy}, d);
+  return inner_->backward(ctx, d);
+}
+
+void EdgeWeight::release_saved_impl() {
+  weights_ = Tensor();
+  out_ = Tensor();
+}
+
 // ---------------------------------------------------------------- networks
 namespace {
 bool reduction_at(int i, int cells) {
@@ -241,6 +343,20 @@ SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig&
                 label(), ": cells ", config.cells, ", steps ", config.steps, ", multiplier ",
                 config.multiplier, " and channels ", config.channels,
                 " must be positive (multiplier <= steps)");
+  const int pc = config.partial_channels;
+  CUDARTS_CHECK(pc >= 1, label(), ": partial_channels ", pc, " must be >= 1 (1: off)");
+  CUDARTS_CHECK(pc == 1 || (config.channels % pc == 0 && (config.channels / pc) % 2 == 0), label(),
+                ": partial_channels ", pc, " must divide the channels ", config.channels,
+                " into an even number of channels per part (skip_connect's FactorizedReduce)");
+  if (config.edge_normalization)  // per node a beta over its node + 2 incoming edges
+    for (bool reduction : {false, true})
+      for (int node = 0; node < config.steps; ++node) {
+        Parameter& b = add_parameter(
+            ctx, std::string(reduction ? "beta_reduce" : "beta_normal") + std::to_string(node),
+            Shape{node + 2}, ParamKind::Architecture);
+        init_normal(ctx, b.value, 0.0f, 1e-3f);
+        (reduction ? betas_reduce_ : betas_normal_).push_back(&b);
+      }
   int64_t c_curr = config.stem_multiplier * config.channels;
   stem_ = make_stem(ctx, config.in_channels, c_curr);
   int64_t c_pp = c_curr, c_p = c_curr;
@@ -258,11 +374,21 @@ SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig&
         const int stride = reduction && j < 2 ? 2 : 1;
         std::vector<std::unique_ptr<Layer>> cands;
         for (const std::string& p : primitives())
-          cands.push_back(make_primitive(ctx, p, p, c_curr, stride, false, true));
+          cands.push_back(make_primitive(ctx, p, p, c_curr / pc, stride, false, true));
         MixedOpConfig mc = config.mixed;
         mc.alpha_group = std::string(reduction ? "reduce" : "normal") + ".edge" + std::to_string(k);
         const std::string edge = "edge" + std::to_string(k);
-        cell->add(make_mixed_op(ctx, edge, std::move(cands), mc), states[size_t(j)]);
+        const bool wrapped = pc > 1 || config.edge_normalization;
+        std::unique_ptr<Layer> layer =
+            make_mixed_op(ctx, wrapped ? "mix" : edge, std::move(cands), mc);
+        if (pc > 1)
+          layer = std::make_unique<PartialChannels>(config.edge_normalization ? "partial" : edge,
+                                                    std::move(layer), c_curr, pc, stride);
+        if (config.edge_normalization)
+          layer = std::make_unique<EdgeWeight>(
+              edge, std::move(layer), *(reduction ? betas_reduce_ : betas_normal_)[size_t(node)],
+              j);
+        cell->add(std::move(layer), states[size_t(j)]);
         edges.push_back(edge);
       }
       cell->add_sum("node" + std::to_string(node), edges);
@@ -280,6 +406,23 @@ SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig&
   classifier_ = std::make_unique<Linear>(ctx, "classifier", c_p, config.num_classes);
 }
 
+std::vector<float> SearchNetwork::edge_weights(bool reduction) {
+  std::vector<float> w;
+  const auto& betas = reduction ? betas_reduce_ : betas_normal_;
+  for (int node = 0; node < config_.steps; ++node) {
+    if (betas.empty()) {
+      w.insert(w.end(), size_t(node + 2), 1.0f);
+      continue;
+    }
+    const std::vector<float> b = betas[size_t(node)]->value.to_vector();
+    const float mx = *std::max_element(b.begin(), b.end());
+    double s = 0.0;
+    for (float v : b) s += std::exp(double(v) - mx);
+    for (float v : b) w.push_back(float(std::exp(double(v) - mx) / s));
+  }
+  return w;
+}
+
 bool SearchNetwork::is_reduction(int cell) const {
   return reduction_at(cell, config_.cells);
 }
@@ -293,8 +436,14 @@ MixedOp& SearchNetwork::edge(bool reduction, int k) {
                 ")");
   for (int i = 0; i < config_.cells; ++i) {
     if (is_reduction(i) != reduction) continue;
-    for (Layer* l : cells_[size_t(i)]->children())
-      if (l->name() == "edge" + std::to_string(k)) return static_cast<MixedOp&>(*l);
+    for (Layer* l : cells_[size_t(i)]->children()) {
+      if (l->name() != "edge" + std::to_string(k)) continue;
+      for (Layer* m = l;;) {  // the MixedOp inside the edge's wrappers (if any)
+        if (auto* op = dynamic_cast<MixedOp*>(m)) return *op;
+        CUDARTS_CHECK(!m->children().empty(), label(), ": edge ", k, " holds no MixedOp");
+        m = m->children()[0];
+      }
+    }
   }
   CUDARTS_FAIL(label(), ": no ", reduction ? "reduction" : "normal", " cell in a network of ",
                config_.cells, " cells");

@@ -3,6 +3,7 @@
 #include "cudarts/search_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
@@ -28,6 +29,12 @@ void find_mixed_ops(Layer& layer, const std::string& prefix,
 SearchModel::SearchModel(Context& ctx, std::unique_ptr<Layer> network) : net_(std::move(network)) {
   CUDARTS_CHECK(net_ != nullptr, "SearchModel: null network");
   find_mixed_ops(*net_, "", mixed_ops_);
+  for (auto& [name, p] : net_->named_parameters()) {
+    if (p->kind != ParamKind::Architecture) continue;
+    bool alpha = false;
+    for (auto& [n, m] : mixed_ops_) alpha = alpha || &m->alpha() == p;
+    if (!alpha) others_.emplace_back(name, p);
+  }
   if (mixed_ops_.empty()) return;
   // Groups in order of first appearance; an empty group name means a group of one.
   std::map<std::string, size_t> group_index;
@@ -128,7 +135,9 @@ void SearchModel::alphas_changed() {
 }
 
 std::vector<Parameter*> SearchModel::architecture_parameters() {
-  return leaders_;
+  std::vector<Parameter*> out = leaders_;
+  for (auto& [name, p] : others_) out.push_back(p);
+  return out;
 }
 
 std::vector<Parameter*> SearchModel::operational_parameters() {
@@ -149,6 +158,16 @@ std::string SearchModel::architecture_summary() const {
     for (int i = 0; i < m->num_candidates(); ++i)
       s << ' ' << m->candidate(i).name() << '=' << std::fixed << std::setprecision(4)
         << p[size_t(i)] << (on.count(i) ? "*" : "");
+    s << '\n';
+  }
+  for (auto& [name, p] : others_) {
+    const std::vector<float> v = p->value.to_vector();
+    const float mx = v.empty() ? 0.0f : *std::max_element(v.begin(), v.end());
+    double z = 0.0;
+    for (float x : v) z += std::exp(double(x) - mx);
+    s << "  " << name << " [softmax]:";
+    for (float x : v)
+      s << ' ' << std::fixed << std::setprecision(4) << std::exp(double(x) - mx) / z;
     s << '\n';
   }
   return s.str();
