@@ -15,4 +15,5 @@ fi
 
 cmake -S . -B build "${config[@]}"
 cmake --build build -j"$jobs"
-ctest --test-dir build --output-on-failure -j"$jobs"
+# --timeout: a default limit for any test without its own TIMEOUT, so that nothing can hang CI.
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 900

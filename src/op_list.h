@@ -28,7 +28,7 @@
   X(axpy)                  \
   X(concat_channels)       \
   X(split_channels)        \
-  X(channel_shuffle)        \
+  X(channel_shuffle)       \
   X(softmax_xent)          \
   X(random_words)          \
   X(random_uniform)        \

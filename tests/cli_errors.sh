@@ -8,8 +8,12 @@ failures=0
 expect_error() {  # expect_error "pattern" command...
   local pattern=$1; shift
   local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ $rc -eq 0 ]; then
+  # A bad command line fails at once; one that is wrongly accepted would start a whole search,
+  # so each gets 60 s (exit 124 from timeout counts as a failure below).
+  out=$(timeout 60 "$@" 2>&1); rc=$?
+  if [ $rc -eq 124 ]; then
+    echo "FAIL (still running after 60 s: accepted?): $*"; failures=$((failures + 1))
+  elif [ $rc -eq 0 ]; then
     echo "FAIL (exit 0): $*"; failures=$((failures + 1))
   elif ! grep -qE -- "$pattern" <<< "$out"; then
     echo "FAIL (no '$pattern' in output): $*"; echo "$out" | head -5; failures=$((failures + 1))
@@ -17,7 +21,7 @@ expect_error() {  # expect_error "pattern" command...
     echo "ok (exit $rc): $*"
   fi
 }
-expect_error "mixed-op.*(gdas|not in)|Usage" "$search" --out "$work/a" --mixed-op gdas
+expect_error "mixed-op.*(nope|not in)|Usage" "$search" --out "$work/a" --mixed-op nope
 expect_error "epochs|Usage" "$search" --out "$work/b" --epochs -1
 expect_error "dataset|Usage" "$search" --out "$work/c" --dataset mnist
 expect_error "--out.*required|Usage" "$search" --epochs 1

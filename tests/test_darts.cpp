@@ -1,6 +1,8 @@
 // The DARTS search space: reference weight counts, alpha sharing, gradient checks through
 // FactorizedReduce and whole (tiny) search and discrete networks, genotype derivation.
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <tuple>
 
 #include "gradcheck.h"
@@ -214,6 +216,64 @@ TEST(PcDarts, SearchMemoryIsAFractionOfDarts) {
   EXPECT_LT(pc / darts, 0.5);
 }
 
+// GDAS-FRC: the fixed reduction cell's weights counted by hand, its output shape, and the
+// whole search network with fixed reduction cells by finite differences (only normal alphas).
+TEST(GdasFrc, FixedReductionCellWeightsShapeAndGradients) {
+  Context ctx(Device::cpu(), ContextOptions{4});
+  Genotype g = darts_v2();
+  g.reduce.clear();
+  g.reduce_concat.clear();
+  g.reduce_cell = "gdas_frc";
+  EvalConfig ecfg;
+  ecfg.channels = 8;
+  ecfg.cells = 3;  // normal (C 8), FRC (C 16, after a normal cell), FRC (C 32, after a reduction)
+  ecfg.auxiliary = false;
+  EvalNetwork eval(ctx, "net", g, ecfg);
+  std::map<int, int64_t> per_cell;
+  for (auto& [name, p] : eval.named_parameters()) {
+    const size_t at = name.find("cell");
+    if (at != std::string::npos) per_cell[std::stoi(name.substr(at + 4))] += p->value.numel();
+  }
+  // One side: 1x3 and 3x1 convolutions in 8 groups (C * C/8 * 3 each), BN (2 C), 1x1
+  // convolution (C^2), BN (2 C); the pooling side: BN (2 C). Two sides.
+  auto frc_body = [](int64_t c) { return 2 * (2 * c * (c / 8) * 3 + c * c + 4 * c + 2 * c); };
+  // Preprocessing: ReLU-1x1 conv-BN (c_in C + 2 C); after a reduction cell, s0 goes through
+  // FactorizedReduce (two 1x1 convolutions to C/2 each, then BN: c_in C + 2 C as well).
+  auto pre = [](int64_t c_in, int64_t c) { return c_in * c + 2 * c; };
+  EXPECT_EQ(per_cell[1], pre(24, 16) + pre(32, 16) + frc_body(16));  // stem 3 C, cell 0: 4 C
+  EXPECT_EQ(per_cell[2], pre(32, 32) + pre(64, 32) + frc_body(32));
+  EXPECT_EQ(eval.output_shape(Shape{2, 3, 16, 16}), (Shape{2, 10}));
+  Tensor y = eval.forward(ctx, test::random_tensor(ctx, Shape{2, 3, 16, 16}, 1), Mode::Eval);
+  EXPECT_EQ(y.shape(), (Shape{2, 10}));
+
+  SearchConfig cfg;
+  cfg.channels = 4;  // reduction cells at C 8 and 16
+  cfg.cells = 3;
+  cfg.stem_multiplier = 1;
+  cfg.fixed_reduction = true;
+  cfg.mixed.method = std::string("continuous");
+  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+  EXPECT_EQ(model.architecture_parameters().size(), 14u);  // the normal cell's edges only
+  for (Parameter* a : model.architecture_parameters()) init_normal(ctx, a->value, 0.0f, 0.5f);
+  auto& net = static_cast<SearchNetwork&>(model.network());
+  const auto [normal, reduce] = edge_probabilities(net);
+  EXPECT_EQ(normal.size(), 14u);
+  EXPECT_TRUE(reduce.empty());
+  const Genotype derived = derive_genotype(normal, reduce);
+  EXPECT_EQ(derived.reduce_cell, "gdas_frc");
+  EXPECT_TRUE(derived.reduce.empty() && derived.reduce_concat.empty());
+  EXPECT_EQ(Genotype::from_json(derived.to_json()), derived);
+  Tensor x = test::random_tensor(ctx, Shape{4, 3, 8, 8}, 2);
+  test::check_layer(ctx, model.network(), x, network_check());
+
+  SearchConfig narrow = cfg;
+  narrow.channels = 2;  // reduction cells of 4 channels cannot hold 8 groups
+  EXPECT_THROW(SearchNetwork(ctx, "narrow", narrow), Error);
+  SearchConfig two = cfg;
+  two.multiplier = 2;
+  EXPECT_THROW(SearchNetwork(ctx, "two", two), Error);
+}
+
 TEST(DartsEvalNetwork, WholeNetworkGradientsAndAuxiliaryHead) {
   Context ctx(Device::cpu(), ContextOptions{5});
   EvalConfig cfg;
@@ -304,7 +364,161 @@ TEST(DartsGenotype, JsonValidation) {
   EXPECT_THROW(Genotype::from_json(bad("\"dil_conv_3x3\",\n      2", "\"dil_conv_3x3\",\n      9")),
                Error);
   EXPECT_THROW(Genotype::from_json("{"), Error);
+  {  // GDAS-FRC genotypes: reduce_cell "gdas_frc" with no reduce genes, nothing else
+    nlohmann::json f = nlohmann::json::parse(text);
+    f["reduce"] = nlohmann::json::array();
+    f["reduce_concat"] = nlohmann::json::array();
+    f["reduce_cell"] = "gdas_frc";
+    EXPECT_EQ(Genotype::from_json(f.dump()).reduce_cell, "gdas_frc");
+    nlohmann::json other = f;
+    other["reduce_cell"] = "fixed";
+    EXPECT_THROW(Genotype::from_json(other.dump()), InputError);
+    nlohmann::json both = nlohmann::json::parse(text);
+    both["reduce_cell"] = "gdas_frc";
+    EXPECT_THROW(Genotype::from_json(both.dump()), InputError);
+  }
   EXPECT_THROW(Genotype::from_json("{\"normal\": []}"), Error);
+  // Found by fuzzing: a concat index too big for an int was converted (undefined behaviour);
+  // an input index of 2^32 wrapped to 0 and was accepted; a non-integer escaped as a JSON
+  // library exception. Each is an InputError now.
+  nlohmann::json j = nlohmann::json::parse(text);
+  for (auto tamper : std::vector<std::function<void(nlohmann::json&)>>{
+           [](nlohmann::json& x) { x["reduce_concat"][2] = 1e80; },
+           [](nlohmann::json& x) { x["reduce_concat"][2] = "two"; },
+           [](nlohmann::json& x) { x["normal"][0][1] = int64_t(1) << 32; },
+           [](nlohmann::json& x) { x["normal"][0][1] = 1.5; },
+           [](nlohmann::json& x) {
+             x["normal_concat"] = {2, 3, 4, uint64_t(1) << 63};
+           }}) {
+    nlohmann::json t = j;
+    tamper(t);
+    EXPECT_THROW(Genotype::from_json(t.dump()), InputError) << t.dump();
+  }
+}
+
+// The DARTS reference implementation's genotypes.py, as published (DARTS_V2 from the DARTS
+// repository, PC_DARTS_cifar from the PC-DARTS repository, in the multi-line style with
+// double quotes and range() that reformatted copies use), with the surrounding definitions.
+const char* kGenotypesPy = R"py(from collections import namedtuple
+
+Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')
+
+PRIMITIVES = [
+    'none',
+    'max_pool_3x3',
+]
+
+DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])
+
+PC_DARTS_cifar = Genotype(
+    normal=[
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 0),  # node 0
+        ("sep_conv_3x3", 0),
+        ("dil_conv_3x3", 1),
+        ("sep_conv_5x5", 0),
+        ("sep_conv_3x3", 1),
+        ("avg_pool_3x3", 0),
+        ("dil_conv_3x3", 1),
+    ],
+    normal_concat=range(2, 6),
+    reduce=[
+        ("sep_conv_5x5", 1),
+        ("max_pool_3x3", 0),
+        ("sep_conv_5x5", 1),
+        ("sep_conv_5x5", 2),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 3),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 2),
+    ],
+    reduce_concat=range(2, 6),
+)
+
+DARTS = DARTS_V2
+)py";
+
+TEST(DartsGenotype, ReadsAndWritesThePythonNotation) {
+  const Genotype v2 = darts_v2();
+  // namedtuple's repr is the published line: writing gives it back character for character.
+  const std::string published =
+      std::string(kGenotypesPy)
+          .substr(std::string(kGenotypesPy).find("Genotype(normal=[('sep"),
+                  std::string(kGenotypesPy).find("\n\nPC_DARTS") -
+                      std::string(kGenotypesPy).find("Genotype(normal=[('sep"));
+  EXPECT_EQ(v2.to_python(), published);
+  EXPECT_EQ(Genotype::from_python(published), v2);
+  EXPECT_EQ(Genotype::from_python("DARTS_V2 = " + published + "  # comment\n"), v2);
+  EXPECT_EQ(Genotype::parse(v2.to_json()), v2);
+  EXPECT_EQ(Genotype::parse(published), v2);
+
+  Genotype pc;
+  pc.normal = {{"sep_conv_3x3", 1}, {"skip_connect", 0}, {"sep_conv_3x3", 0}, {"dil_conv_3x3", 1},
+               {"sep_conv_5x5", 0}, {"sep_conv_3x3", 1}, {"avg_pool_3x3", 0}, {"dil_conv_3x3", 1}};
+  pc.reduce = {{"sep_conv_5x5", 1}, {"max_pool_3x3", 0}, {"sep_conv_5x5", 1}, {"sep_conv_5x5", 2},
+               {"sep_conv_3x3", 0}, {"sep_conv_3x3", 3}, {"sep_conv_3x3", 1}, {"sep_conv_3x3", 2}};
+  pc.normal_concat = pc.reduce_concat = {2, 3, 4, 5};
+  EXPECT_EQ(Genotype::from_python(kGenotypesPy, "PC_DARTS_cifar"), pc);
+  EXPECT_EQ(Genotype::from_python(kGenotypesPy, "DARTS"), v2);  // an alias
+  EXPECT_EQ(Genotype::parse(kGenotypesPy, "DARTS_V2"), v2);
+  EXPECT_EQ(Genotype::from_python(pc.to_python()), pc);
+  // Positional fields, range(b), list(range()), a tuple's trailing comma.
+  const Genotype small = Genotype::from_python(
+      "Genotype([('skip_connect', 0,), ('max_pool_3x3', 1)], list(range(2, 3)), "
+      "[('avg_pool_3x3', 1), ('skip_connect', 0)], range(3))");
+  EXPECT_EQ(small.normal,
+            (std::vector<std::pair<std::string, int>>{{"skip_connect", 0}, {"max_pool_3x3", 1}}));
+  EXPECT_EQ(small.normal_concat, (std::vector<int>{2}));
+  EXPECT_EQ(small.reduce_concat, (std::vector<int>{0, 1, 2}));
+}
+
+TEST(DartsGenotype, PythonNotationErrorsNameThePlace) {
+  const std::string v2 = darts_v2().to_python();
+  auto error_of = [](const std::string& text, const std::string& name = "") {
+    try {
+      Genotype::from_python(text, name);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string t = v2;
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  EXPECT_NE(error_of(with("'dil_conv_3x3'", "'conv_7x7'")).find("conv_7x7"), std::string::npos);
+  EXPECT_NE(error_of(with("('dil_conv_3x3', 2)", "('dil_conv_3x3', 7)")).find("input 7"),
+            std::string::npos);
+  // Found by fuzzing: a byte that is not UTF-8 inside an op name escaped as a JSON library
+  // exception; op names are identifiers.
+  EXPECT_NE(error_of(with("'skip_connect', 2), ('max", "'skip_c\x99nnect', 2), ('max"))
+                .find("letters, digits"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("normal_concat=", "normal_cat=")).find("field 'normal_cat'"),
+            std::string::npos);
+  EXPECT_NE(error_of(with(", reduce_concat=[2, 3, 4, 5]", "")).find("'reduce_concat'"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("normal_concat=[2, 3, 4, 5]", "normal_concat=range(0, 1000000)"))
+                .find("more than 64"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("('sep_conv_3x3', 1)", "('sep_conv_3x3', 12345678901)"))
+                .find("at most 9 digits"),
+            std::string::npos);
+  const std::string cut = error_of(v2.substr(0, 60));
+  EXPECT_NE(cut.find("line 1 column 61"), std::string::npos) << cut;
+  EXPECT_NE(error_of("Genotype(normal=[('skip_connect',\n 0)], normal=[])").find("line 2"),
+            std::string::npos);
+  EXPECT_NE(error_of(kGenotypesPy).find("--genotype-name"), std::string::npos);
+  EXPECT_NE(error_of(kGenotypesPy, "NASNet").find("no assignment 'NASNet"), std::string::npos);
+  EXPECT_NE(error_of(kGenotypesPy, "Genotype").find("neither a Genotype"), std::string::npos);
+  EXPECT_NE(error_of("A = B\nB = A\n", "A").find("cycle"), std::string::npos);
+  EXPECT_THROW(Genotype::parse(darts_v2().to_json(), "DARTS"), InputError);
+  Genotype frc = darts_v2();
+  frc.reduce.clear();
+  frc.reduce_concat.clear();
+  frc.reduce_cell = "gdas_frc";
+  EXPECT_THROW(frc.to_python(), InputError);
 }
 
 TEST(DartsSearchSpace, BinaryTypesRunEndToEnd) {

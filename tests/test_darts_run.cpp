@@ -108,11 +108,13 @@ TEST_F(DartsRun, SearchWritesGenotypeLogSummaryAndCheckpoint) {
   const darts::RunResult r = darts::run_search(o);
   EXPECT_EQ(r.epochs_done, 2);
   const fs::path out = o.run.out_dir;
-  for (const char* f : {"log.jsonl", "genotype.json", "summary.txt", "checkpoint.safetensors"})
+  for (const char* f :
+       {"log.jsonl", "genotype.json", "genotype.py", "summary.txt", "checkpoint.safetensors"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   const darts::Genotype g = darts::Genotype::from_json(read(out / "genotype.json"));
   EXPECT_EQ(g.normal.size(), 4u);  // 2 nodes x 2 inputs
   EXPECT_EQ(g.normal_concat, (std::vector<int>{2, 3}));
+  EXPECT_EQ(darts::Genotype::from_python(read(out / "genotype.py"), "genotype"), g);
   const auto rows = read_log(out / "log.jsonl");
   ASSERT_EQ(rows.size(), 2u);
   for (const char* key : {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
@@ -212,6 +214,39 @@ TEST_F(DartsRun, PcDartsSearchResumesExactly) {
   }
   EXPECT_EQ(darts::Genotype::from_json(read(fs::path(full.run.out_dir) / "genotype.json")),
             darts::derive_genotype(scaled_n, scaled_r, 2));
+}
+
+// GDAS-FRC end to end: a GDAS search with fixed reduction cells logs and derives only the
+// normal cell, writes a genotype with reduce_cell "gdas_frc", and that genotype retrains.
+TEST_F(DartsRun, GdasFrcSearchAndRetrain) {
+  darts::SearchOptions o = search("frc");
+  o.net.channels = 4;
+  o.net.steps = 4;
+  o.net.multiplier = 4;
+  o.net.fixed_reduction = true;
+  o.net.mixed.method = "gdas";
+  o.epochs = 1;
+  EXPECT_EQ(darts::run_search(o).epochs_done, 1);
+  const auto rows = read_log(fs::path(o.run.out_dir) / "log.jsonl");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["alphas"]["normal"].size(), 14u);
+  EXPECT_TRUE(rows[0]["alphas"]["reduce"].empty());
+  const fs::path gpath = fs::path(o.run.out_dir) / "genotype.json";
+  const darts::Genotype g = darts::Genotype::from_json(read(gpath));
+  EXPECT_EQ(g.reduce_cell, "gdas_frc");
+  EXPECT_EQ(g.normal.size(), 8u);
+  darts::TrainOptions t;
+  t.data.dir = (dir_ / "data").string();
+  t.run.out_dir = (dir_ / "frc_train").string();
+  t.run.device = "cpu";
+  t.run.quiet = true;
+  t.genotype_path = gpath.string();
+  t.net.channels = 4;
+  t.net.cells = 3;
+  t.epochs = 1;
+  t.batch = 32;
+  EXPECT_EQ(darts::run_train(t).epochs_done, 1);
+  EXPECT_EQ(read_log(fs::path(t.run.out_dir) / "log.jsonl").size(), 1u);
 }
 
 // The step captured in a StepGraph once per epoch and replayed (--cuda-graph; on the CPU
@@ -555,6 +590,32 @@ TEST_F(DartsRun, RetrainsAGenotype) {
   darts::run_train(graphed);
   darts::run_train(eager);
   expect_same_run(eager.run.out_dir, graphed.run.out_dir);
+  // DARTS_V2 from its published Python notation, picked from a genotypes.py by name.
+  const fs::path py = dir_ / "genotypes.py";
+  write_file_atomic(
+      py.string(),
+      "from collections import namedtuple\n"
+      "Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')\n"
+      "DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
+      "('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), "
+      "('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
+      "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
+      "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, "
+      "5])\nDARTS = DARTS_V2\n");
+  darts::TrainOptions v2 = o;
+  v2.run.out_dir = (dir_ / "train_v2").string();
+  v2.genotype_path = py.string();
+  v2.genotype_name = "DARTS";
+  v2.epochs = 1;
+  EXPECT_EQ(darts::run_train(v2).epochs_done, 1);
+  const darts::Genotype written =
+      darts::Genotype::from_json(read(fs::path(v2.run.out_dir) / "genotype.json"));
+  EXPECT_EQ(written.normal[7], (std::pair<std::string, int>{"dil_conv_3x3", 2}));
+  EXPECT_EQ(written.reduce[2], (std::pair<std::string, int>{"skip_connect", 2}));
+  v2.run.out_dir = (dir_ / "train_v2_unnamed").string();
+  v2.genotype_name.clear();  // a file of several genotypes needs the name
+  EXPECT_THROW(darts::run_train(v2), InputError);
+  EXPECT_FALSE(fs::exists(v2.run.out_dir));
   o.genotype_path = (dir_ / "missing.json").string();
   EXPECT_THROW(darts::run_train(o), Error);
 }

@@ -1,4 +1,4 @@
-// MixedOp semantics (DESIGN.md section 3) against direct computations written here from the
+// MixedOp semantics (docs/DESIGN.md section 3) against direct computations written here from the
 // design: Gumbel rankings from the Philox formula, candidate outputs from naive 1x1
 // convolution loops, scores, architecture gradients and moving averages by hand.
 #include <numeric>
@@ -37,7 +37,7 @@ double dotd(const std::vector<double>& a, const std::vector<float>& b) {
   return s;
 }
 
-// The ranking DESIGN.md prescribes: descending alpha_i + Gumbel(u_i), u from Philox word i.
+// The ranking docs/DESIGN.md prescribes: descending alpha_i + Gumbel(u_i), u from Philox word i.
 std::vector<int> expected_ranking(const std::vector<float>& alpha, uint64_t seed, uint64_t offset,
                                   int64_t base = 0) {
   std::vector<double> key(alpha.size());

@@ -1,4 +1,4 @@
-// The DARTS search space and pipeline pieces (DESIGN.md section 4): the eight primitives,
+// The DARTS search space and pipeline pieces (docs/DESIGN.md section 4): the eight primitives,
 // search cells of MixedOps (alphas shared per edge among normal cells and among reduction
 // cells), the search network, genotype derivation, and the discrete network a genotype
 // describes (with drop-path and an auxiliary head) for retraining.
@@ -135,6 +135,9 @@ struct SearchConfig {
   // (per node a softmax over its incoming edges' beta, the genotype chosen by alpha times it).
   int partial_channels = 1;
   bool edge_normalization = false;
+  // GDAS-FRC: the reduction cells are GDAS's fixed reduction cell (no MixedOps, not searched;
+  // the genotype says reduce_cell "gdas_frc"). Needs multiplier 4 and channels divisible by 4.
+  bool fixed_reduction = false;
 };
 
 // The search network: stem (3x3 conv + BN), cells (reductions at 1/3 and 2/3 depth), global
@@ -174,13 +177,27 @@ class SearchNetwork final : public Layer {
 struct Genotype {
   std::vector<std::pair<std::string, int>> normal, reduce;
   std::vector<int> normal_concat, reduce_concat;
+  // "" (reduction cells from `reduce`) or "gdas_frc": GDAS's fixed reduction cell (reduce and
+  // reduce_concat are then empty); JSON "reduce_cell".
+  std::string reduce_cell;
   std::string to_json() const;
   static Genotype from_json(const std::string& text);  // validates ops and inputs
+  // The DARTS reference implementation's Python notation (its genotypes.py; namedtuple repr):
+  //   Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], reduce=[...],
+  //            reduce_concat=[2, 3, 4, 5])
+  // Reading takes keyword or positional fields, either quote, comments, trailing commas,
+  // range(a, b) for concat; with a `name`, the top-level assignment `name = ...` of a whole
+  // file (aliases followed). Validated like JSON. Writing throws for a fixed reduction cell.
+  std::string to_python() const;
+  static Genotype from_python(const std::string& text, const std::string& name = "");
+  // JSON when the text starts with '{', else the Python notation.
+  static Genotype parse(const std::string& text, const std::string& name = "");
   bool operator==(const Genotype& o) const;
 };
 
 // DARTS derivation from per-edge probabilities (edges x primitives, DARTS edge order): per
-// node the two incoming edges with the strongest non-none op, each with that op.
+// node the two incoming edges with the strongest non-none op, each with that op. An empty
+// `reduce` (a search with fixed reduction cells) gives reduce_cell "gdas_frc".
 Genotype derive_genotype(const std::vector<std::vector<float>>& normal,
                          const std::vector<std::vector<float>>& reduce, int steps = 4);
 // The per-edge softmax(alpha) of a search network (normal, reduce).

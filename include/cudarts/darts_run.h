@@ -66,7 +66,9 @@ struct SearchOptions {
 struct TrainOptions {
   DataOptions data;
   RunOptions run;
-  std::string genotype_path;
+  // genotype.json from darts_search, or the DARTS reference's Python notation: one
+  // Genotype(...), or a whole genotypes.py with genotype_name naming one of its assignments.
+  std::string genotype_path, genotype_name;
   EvalConfig net;  // channels 36, 20 cells, auxiliary head
   int epochs = 600;
   int batch = 96;

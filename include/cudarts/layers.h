@@ -5,11 +5,18 @@
 
 namespace cudarts {
 
-// Convolution, NCHW. Weights (out, in/groups, k, k) ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+// A kernel of kh rows and kw columns.
+struct KernelSize {
+  int h = 1, w = 1;
+};
+
+// Convolution, NCHW. Weights (out, in/groups, kh, kw) ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 class Conv2d final : public Layer {
  public:
   Conv2d(Context& ctx, std::string name, int64_t in_channels, int64_t out_channels, int kernel,
          Conv2dParams params = {}, bool bias = true);
+  Conv2d(Context& ctx, std::string name, int64_t in_channels, int64_t out_channels,
+         KernelSize kernel, Conv2dParams params = {}, bool bias = true);
   const char* type() const override { return "Conv2d"; }
   Shape output_shape(const Shape& x) const override;
   Parameter& weight() { return *weight_; }

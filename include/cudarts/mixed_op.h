@@ -1,4 +1,4 @@
-// The MixedOp collection (DESIGN.md section 3): K candidate layers (any layer or sub-graph)
+// The MixedOp collection (docs/DESIGN.md section 3): K candidate layers (any layer or sub-graph)
 // and architecture logits alpha (K), initialised 1e-3 * N(0, 1) from the context's seed.
 //
 // Deterministic call (derived architecture): y = sum of the top-num_on candidates by alpha.

@@ -44,6 +44,10 @@ int main(int argc, char** argv) {
   app.add_flag("--edge-normalization", o.net.edge_normalization,
                "PC-DARTS: per node a softmax over its edges' beta weights the edges; the genotype "
                "is chosen by alpha times it");
+  app.add_flag("--fixed-reduction", o.net.fixed_reduction,
+               "GDAS-FRC: the reduction cells are GDAS's fixed reduction cell (not searched; "
+               "the genotype says reduce_cell gdas_frc); needs channels such that 2 C is a "
+               "multiple of 8");
   bool pc_darts = false;
   app.add_flag("--pc-darts", pc_darts,
                "PC-DARTS with its defaults: --partial-channels 4 --edge-normalization "

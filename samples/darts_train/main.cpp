@@ -11,7 +11,12 @@ int main(int argc, char** argv) {
   bool no_aux = false;
   CLI::App app{"darts_train: train the network of a DARTS genotype"};
   darts::add_common_options(app, o.data, o.run, o.epochs, o.batch);
-  app.add_option("--genotype", o.genotype_path, "genotype.json from darts_search")->required();
+  app.add_option("--genotype", o.genotype_path,
+                 "genotype.json from darts_search, or the DARTS reference's Python notation "
+                 "(one Genotype(...) or a genotypes.py with --genotype-name)")
+      ->required();
+  app.add_option("--genotype-name", o.genotype_name,
+                 "which assignment of a genotypes.py to train (e.g. DARTS_V2, PC_DARTS_cifar)");
   app.add_option("--channels", o.net.channels, "initial channels C")->check(CLI::Range(2, 4096));
   app.add_option("--cells", o.net.cells, "cells")->check(CLI::Range(1, 64));
   app.add_option("--lr", o.lr, "learning rate (cosine to 0)")->check(CLI::PositiveNumber);

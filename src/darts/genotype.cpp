@@ -1,5 +1,6 @@
 // Genotype: derivation from edge probabilities (DARTS rule), JSON reading and writing.
 #include <algorithm>
+#include <climits>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
@@ -56,8 +57,12 @@ Genotype derive_genotype(const std::vector<std::vector<float>>& normal,
                          const std::vector<std::vector<float>>& reduce, int steps) {
   Genotype g;
   g.normal = derive_cell(normal, steps, "normal");
-  g.reduce = derive_cell(reduce, steps, "reduce");
   g.normal_concat = default_concat(steps);
+  if (reduce.empty()) {  // no searched reduction cell: GDAS's fixed one
+    g.reduce_cell = "gdas_frc";
+    return g;
+  }
+  g.reduce = derive_cell(reduce, steps, "reduce");
   g.reduce_concat = default_concat(steps);
   return g;
 }
@@ -67,7 +72,7 @@ std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> edge
   std::vector<std::vector<float>> normal, reduce;
   for (int k = 0; k < net.num_edges(); ++k) {
     normal.push_back(net.edge(false, k).probabilities());
-    reduce.push_back(net.edge(true, k).probabilities());
+    if (!net.config().fixed_reduction) reduce.push_back(net.edge(true, k).probabilities());
   }
   return {normal, reduce};
 }
@@ -83,8 +88,18 @@ std::string Genotype::to_json() const {
   j["normal_concat"] = normal_concat;
   j["reduce"] = genes(reduce);
   j["reduce_concat"] = reduce_concat;
+  if (!reduce_cell.empty()) j["reduce_cell"] = reduce_cell;
   return j.dump(2);
 }
+
+namespace {
+// A JSON integer that fits an int (big numbers parse as floating point or unsigned; converting
+// those to int would be undefined or wrap).
+bool small_integer(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= uint64_t(INT32_MAX);
+  return v.is_number_integer() && v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
+}
+}  // namespace
 
 Genotype Genotype::from_json(const std::string& text) {
   nlohmann::json j;
@@ -103,11 +118,10 @@ Genotype Genotype::from_json(const std::string& text) {
                         arr.size(), " entries, expected two per node");
     for (size_t i = 0; i < arr.size(); ++i) {
       const auto& e = arr[i];
-      CUDARTS_INPUT_CHECK(
-          e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_number_integer(),
-          "genotype: '", key, "'[", i, "] should be [op, input], found ", e.dump());
+      CUDARTS_INPUT_CHECK(e.is_array() && e.size() == 2 && e[0].is_string() && small_integer(e[1]),
+                          "genotype: '", key, "'[", i, "] should be [op, input], found ", e.dump());
       const std::string op = e[0];
-      const int in = e[1];
+      const int in = int(e[1].get<int64_t>());
       CUDARTS_INPUT_CHECK(std::find(prims.begin() + 1, prims.end(), op) != prims.end(),
                           "genotype: '", key, "'[", i, "] has op '", op,
                           "', expected a DARTS primitive other than none");
@@ -117,17 +131,35 @@ Genotype Genotype::from_json(const std::string& text) {
       out.emplace_back(op, in);
     }
   };
-  read("normal", g.normal);
-  read("reduce", g.reduce);
   auto concat = [&](const char* key, size_t genes) {
     CUDARTS_INPUT_CHECK(j.contains(key) && j[key].is_array(), "genotype: missing array '", key,
                         "'");
-    std::vector<int> c = j[key].get<std::vector<int>>();
-    for (int v : c)
-      CUDARTS_INPUT_CHECK(v >= 0 && v < int(genes / 2) + 2, "genotype: '", key, "' index ", v,
+    std::vector<int> c;
+    for (const auto& e : j[key]) {
+      CUDARTS_INPUT_CHECK(small_integer(e), "genotype: '", key, "' holds ", e.dump(),
+                          ", expected state indices");
+      const int64_t v = e.get<int64_t>();
+      CUDARTS_INPUT_CHECK(v >= 0 && v < int64_t(genes / 2) + 2, "genotype: '", key, "' index ", v,
                           " outside 0..", genes / 2 + 1);
+      c.push_back(int(v));
+    }
     return c;
   };
+  read("normal", g.normal);
+  if (j.contains("reduce_cell")) {
+    CUDARTS_INPUT_CHECK(j["reduce_cell"].is_string() && j["reduce_cell"] == "gdas_frc",
+                        "genotype: 'reduce_cell' is ", j["reduce_cell"].dump(),
+                        ", expected \"gdas_frc\" (GDAS's fixed reduction cell)");
+    CUDARTS_INPUT_CHECK(
+        (!j.contains("reduce") || (j["reduce"].is_array() && j["reduce"].empty())) &&
+            (!j.contains("reduce_concat") ||
+             (j["reduce_concat"].is_array() && j["reduce_concat"].empty())),
+        "genotype: with 'reduce_cell' \"gdas_frc\", 'reduce' and 'reduce_concat' must be empty");
+    g.reduce_cell = "gdas_frc";
+    g.normal_concat = concat("normal_concat", g.normal.size());
+    return g;
+  }
+  read("reduce", g.reduce);
   g.normal_concat = concat("normal_concat", g.normal.size());
   g.reduce_concat = concat("reduce_concat", g.reduce.size());
   return g;
@@ -135,7 +167,7 @@ Genotype Genotype::from_json(const std::string& text) {
 
 bool Genotype::operator==(const Genotype& o) const {
   return normal == o.normal && reduce == o.reduce && normal_concat == o.normal_concat &&
-         reduce_concat == o.reduce_concat;
+         reduce_concat == o.reduce_concat && reduce_cell == o.reduce_cell;
 }
 
 }  // namespace cudarts::darts

@@ -42,6 +42,7 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
       {"tau", {o.net.mixed.tau_max, o.net.mixed.tau_min}},
       {"partial_channels", o.net.partial_channels},
       {"edge_normalization", o.net.edge_normalization},
+      {"fixed_reduction", o.net.fixed_reduction},
       {"seed", o.run.seed}};
 }
 
@@ -233,7 +234,8 @@ class SearchTask final : public TrainingTask {
       line["edge_weights"] = {{"normal", wn}, {"reduce", wr}};
       for (size_t e = 0; e < normal.size(); ++e) {
         for (float& p : normal[e]) p *= wn[e];
-        for (float& p : reduce[e]) p *= wr[e];
+        if (!reduce.empty())  // empty with fixed reduction cells
+          for (float& p : reduce[e]) p *= wr[e];
       }
     }
     genotype_ = derive_genotype(normal, reduce, o_.net.steps).to_json();
@@ -241,6 +243,11 @@ class SearchTask final : public TrainingTask {
   void write_epoch_files(int) override {
     write_file_atomic(path_in(o_.run, "summary.txt"), model_.architecture_summary());
     write_file_atomic(path_in(o_.run, "genotype.json"), genotype_ + "\n");
+    // The same in the DARTS reference's notation, for use with its code (not for a fixed
+    // reduction cell, which that notation cannot express).
+    const Genotype g = Genotype::from_json(genotype_);
+    if (g.reduce_cell.empty())
+      write_file_atomic(path_in(o_.run, "genotype.py"), "genotype = " + g.to_python() + "\n");
   }
   void put(Checkpoint& c) override {
     c.put("arch/alphas", model_.alphas());
@@ -327,7 +334,6 @@ RunResult run_search(const SearchOptions& o) {
   cfg.in_channels = train_all.c;
   cfg.num_classes = train_all.num_classes;
   SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
-  auto& net = static_cast<SearchNetwork&>(model.network());
   // What the method can do, asked of its MixedOps (all of one method) before anything is written.
   for (auto& [name, m] : model.mixed_ops()) {
     CUDARTS_CONFIG_CHECK(!o.run.cuda_graph || m->capturable(), "darts_search: --cuda-graph needs ",

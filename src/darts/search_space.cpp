@@ -301,6 +301,51 @@ std::unique_ptr<Graph> make_cell(Context& ctx, int index, int64_t c_pp, int64_t 
   return cell;
 }
 
+// GDAS's fixed reduction cell (GDAS-FRC; Dong and Yang, CVPR 2019): after the two
+// preprocessing nodes, each input goes through ReLU - 1x3 conv (stride 1x2) - 3x1 conv
+// (stride 2x1), both grouped in 8 - BN - ReLU - 1x1 conv - BN, and through a 3x3 max pooling
+// (stride 2) - BN; the cell outputs the four concatenated (4 C channels). Drop-path (the
+// discrete network) on each of the four; appended to *drop_paths when given.
+std::unique_ptr<Graph> make_fixed_reduction_cell(Context& ctx, int index, int64_t c_pp, int64_t c_p,
+                                                 int64_t c, bool reduction_prev, bool affine,
+                                                 std::vector<DropPath*>* drop_paths) {
+  CUDARTS_CHECK(c % 8 == 0, "GDAS's fixed reduction cell ", index, ": ", c,
+                " channels, expected a multiple of 8 (its convolutions have 8 groups)");
+  auto cell = make_cell(ctx, index, c_pp, c_p, c, reduction_prev, affine);
+  std::vector<std::string> outs;
+  for (int side = 0; side < 2; ++side) {
+    const std::string in = side == 0 ? "pre0" : "pre1", k = std::to_string(side);
+    auto conv = std::make_unique<Sequential>("conv" + k);
+    conv->emplace<ReLU>("relu1");
+    conv->emplace<Conv2d>(ctx, "conv_1x3", c, c, KernelSize{1, 3},
+                          Conv2dParams{1, 2, 0, 1, 1, 1, 8}, false);
+    conv->emplace<Conv2d>(ctx, "conv_3x1", c, c, KernelSize{3, 1},
+                          Conv2dParams{2, 1, 1, 0, 1, 1, 8}, false);
+    conv->emplace<BatchNorm2d>(ctx, "bn1", c, affine);
+    conv->emplace<ReLU>("relu2");
+    conv->emplace<Conv2d>(ctx, "conv_1x1", c, c, 1, Conv2dParams{}, false);
+    conv->emplace<BatchNorm2d>(ctx, "bn2", c, affine);
+    cell->add(std::move(conv), in);
+    auto pool = std::make_unique<Sequential>("pool" + k);
+    pool->emplace<MaxPool2d>("pool", 3, 2, 1);
+    pool->emplace<BatchNorm2d>(ctx, "bn", c, affine);
+    cell->add(std::move(pool), in);
+  }
+  for (const char* branch : {"conv0", "conv1", "pool0", "pool1"}) {
+    if (!drop_paths) {
+      outs.push_back(branch);
+      continue;
+    }
+    auto& dp = static_cast<DropPath&>(
+        cell->add(std::make_unique<DropPath>(std::string("drop_") + branch), branch));
+    drop_paths->push_back(&dp);
+    outs.push_back(dp.name());
+  }
+  cell->add_concat("out", outs);
+  cell->set_output("out");
+  return cell;
+}
+
 // Runs the cells over (s0, s1) pairs; returns the last state. `after_cell(i, state)` sees
 // every cell output.
 template <class F>
@@ -362,9 +407,20 @@ SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig&
   int64_t c_pp = c_curr, c_p = c_curr;
   c_curr = config.channels;
   bool reduction_prev = false;
+  CUDARTS_CHECK(!config.fixed_reduction || config.multiplier == 4, label(),
+                ": the fixed reduction cell outputs 4 C channels; multiplier ", config.multiplier,
+                " must be 4 with it");
   for (int i = 0; i < config.cells; ++i) {
     const bool reduction = reduction_at(i, config.cells);
     if (reduction) c_curr *= 2;
+    if (reduction && config.fixed_reduction) {
+      cells_.push_back(
+          make_fixed_reduction_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, false, nullptr));
+      reduction_prev = true;
+      c_pp = c_p;
+      c_p = 4 * c_curr;
+      continue;
+    }
     auto cell = make_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, false);
     std::vector<std::string> states{"pre0", "pre1"};
     int k = 0;
@@ -481,9 +537,15 @@ EvalNetwork::EvalNetwork(Context& ctx, std::string name, const Genotype& genotyp
     : Layer(std::move(name)), config_(config) {
   CUDARTS_CHECK(config.cells >= 1 && config.channels >= 1, label(), ": cells ", config.cells,
                 " and channels ", config.channels, " must be positive");
-  CUDARTS_CHECK(!genotype.normal.empty() && genotype.normal.size() % 2 == 0 &&
-                    genotype.reduce.size() == genotype.normal.size(),
-                label(), ": the genotype needs two (op, input) pairs per node in both cells");
+  const bool frc = genotype.reduce_cell == "gdas_frc";
+  CUDARTS_CHECK(
+      !genotype.normal.empty() && genotype.normal.size() % 2 == 0 &&
+          (frc ? genotype.reduce.empty() : genotype.reduce.size() == genotype.normal.size()),
+      label(), ": the genotype needs two (op, input) pairs per node in both cells (",
+      genotype.normal.size(), " normal, ", genotype.reduce.size(), " reduce",
+      frc ? ", reduce_cell gdas_frc: none expected" : "", ")");
+  CUDARTS_CHECK(genotype.reduce_cell.empty() || frc, label(), ": reduce_cell '",
+                genotype.reduce_cell, "', expected '' or 'gdas_frc'");
   int64_t c_curr = 3 * config.channels;
   stem_ = make_stem(ctx, config.in_channels, c_curr);
   int64_t c_pp = c_curr, c_p = c_curr, c_aux = 0;
@@ -492,6 +554,18 @@ EvalNetwork::EvalNetwork(Context& ctx, std::string name, const Genotype& genotyp
   for (int i = 0; i < config.cells; ++i) {
     const bool reduction = reduction_at(i, config.cells);
     if (reduction) c_curr *= 2;
+    if (reduction && frc) {
+      cells_.push_back(
+          make_fixed_reduction_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, true, &drop_paths_));
+      reduction_prev = true;
+      c_pp = c_p;
+      c_p = 4 * c_curr;
+      if (i == 2 * config.cells / 3) {
+        aux_cell_ = i;
+        c_aux = c_p;
+      }
+      continue;
+    }
     const auto& genes = reduction ? genotype.reduce : genotype.normal;
     const auto& concat = reduction ? genotype.reduce_concat : genotype.normal_concat;
     auto cell = make_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, true);

@@ -126,7 +126,13 @@ RunResult run_train(const TrainOptions& o) {
   CUDARTS_INPUT_CHECK(gf.good(), "darts_train: cannot open genotype '", o.genotype_path, "'");
   std::stringstream gs;
   gs << gf.rdbuf();
-  const Genotype genotype = Genotype::from_json(gs.str());
+  const Genotype genotype = [&] {
+    try {
+      return Genotype::parse(gs.str(), o.genotype_name);
+    } catch (const InputError& e) {
+      throw InputError(detail::cat("darts_train: '", o.genotype_path, "': ", e.what()));
+    }
+  }();
   prepare_out_dir(o.run, "darts_train");
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
   // The auxiliary head (DARTS) expects 8x8 maps at 2/3 depth: 32x32 inputs.

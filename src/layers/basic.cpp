@@ -26,13 +26,18 @@ Tensor* grad_target(Context& ctx, Parameter* p, bool wanted, Tensor& sink) {
 // ---------------------------------------------------------------- Conv2d
 Conv2d::Conv2d(Context& ctx, std::string name, int64_t in_channels, int64_t out_channels,
                int kernel, Conv2dParams params, bool bias)
+    : Conv2d(ctx, std::move(name), in_channels, out_channels, KernelSize{kernel, kernel}, params,
+             bias) {}
+
+Conv2d::Conv2d(Context& ctx, std::string name, int64_t in_channels, int64_t out_channels,
+               KernelSize kernel, Conv2dParams params, bool bias)
     : Layer(std::move(name)),
       in_channels_(in_channels),
       out_channels_(out_channels),
       params_(params) {
-  CUDARTS_CHECK(in_channels > 0 && out_channels > 0 && kernel > 0, label(), ": in_channels ",
-                in_channels, ", out_channels ", out_channels, " and kernel ", kernel,
-                " must be positive");
+  CUDARTS_CHECK(in_channels > 0 && out_channels > 0 && kernel.h > 0 && kernel.w > 0, label(),
+                ": in_channels ", in_channels, ", out_channels ", out_channels, " and kernel ",
+                kernel.h, "x", kernel.w, " must be positive");
   CUDARTS_CHECK(
       params.groups >= 1 && in_channels % params.groups == 0 && out_channels % params.groups == 0,
       label(), ": groups ", params.groups, " must divide in_channels ", in_channels,
@@ -42,7 +47,7 @@ Conv2d::Conv2d(Context& ctx, std::string name, int64_t in_channels, int64_t out_
                 label(), ": stride (", params.stride_h, ", ", params.stride_w, ") and dilation (",
                 params.dilation_h, ", ", params.dilation_w, ") must be >= 1, padding (",
                 params.pad_h, ", ", params.pad_w, ") >= 0");
-  const Shape ws{out_channels, in_channels / params.groups, kernel, kernel};
+  const Shape ws{out_channels, in_channels / params.groups, kernel.h, kernel.w};
   weight_ = &add_parameter(ctx, "weight", ws);
   const float bound = 1.0f / std::sqrt(float(ws[1] * ws[2] * ws[3]));
   init_uniform(ctx, weight_->value, -bound, bound);

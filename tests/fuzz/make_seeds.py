@@ -55,6 +55,13 @@ g = {"normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], [
                 ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
      "reduce_concat": [2, 3, 4, 5]}
 put("fuzz_genotype", "darts_v2.json", json.dumps(g).encode())
+# the same in the Python notation, as a genotypes.py with an alias
+def py_genes(genes):
+    return "[" + ", ".join(f"('{op}', {i})" for op, i in genes) + "]"
+py = (f"DARTS_V2 = Genotype(normal={py_genes(g['normal'])}, normal_concat=range(2, 6), "
+      f"reduce={py_genes(g['reduce'])}, reduce_concat=[2, 3, 4, 5])  # comment\n"
+      "DARTS = DARTS_V2\n")
+put("fuzz_genotype", "darts_v2.py", py.encode())
 
 # run files: the metadata line, then log.jsonl (the harness's configuration: epochs 4, batch 16)
 m = {"config": {"epochs": 4, "batch": 16}, "epoch": 2, "step": 0, "rng_offset": 1234,
