@@ -6,7 +6,9 @@
 Writes into RUN_DIR (or --out):
   curves.png        train/validation loss and accuracy per epoch (log.jsonl)
   alphas_normal.png softmax(alpha) of every normal-cell edge over the epochs
-  alphas_reduce.png the same for the reduction cell
+  alphas_reduce.png the same for the reduction cell (not for a fixed reduction cell)
+  monitors.png      collapse monitors: alpha mass on parameter-free ops, skips of the genotype,
+                    the Hessian's dominant eigenvalue and the regularisers' schedules (when logged)
   normal.png, reduce.png  the cells of genotype.json drawn as graphs (Graphviz 'dot')
 
 Needs Debian's python3-matplotlib and graphviz (scripts/setup.sh installs both).
@@ -55,8 +57,8 @@ def plot_curves(rows, out, plt):
 
 
 def plot_alphas(rows, kind, out, plt):
-    if not rows or "alphas" not in rows[0]:
-        return False
+    if not rows or "alphas" not in rows[0] or not rows[0]["alphas"].get(kind):
+        return False  # no alphas logged, or a fixed (unsearched) reduction cell
     edges = len(rows[0]["alphas"][kind])
     cols = 4
     fig, axes = plt.subplots((edges + cols - 1) // cols, cols, figsize=(14, 2.6 * ((edges + cols - 1) // cols)),
@@ -72,6 +74,39 @@ def plot_alphas(rows, kind, out, plt):
     for e in range(edges, len(axes) * cols):
         axes[e // cols][e % cols].axis("off")
     axes[0][0].legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_monitors(rows, out, plt):
+    if not rows or "parameter_free" not in rows[0]:
+        return False
+    epochs = [r["epoch"] for r in rows]
+    extra = [k for k in ("hessian_eigenvalue", "beta_decay", "auxiliary_skip_weight")
+             if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, 2 + len(extra), figsize=(5 * (2 + len(extra)), 3.6), squeeze=False)
+    a, b = axes[0][0], axes[0][1]
+    for kind in ("normal", "reduce"):
+        if kind in rows[0]["parameter_free"]:
+            a.plot(epochs, [r["parameter_free"][kind] for r in rows], "o-", label=kind)
+            b.plot(epochs, [r["skips"][kind] for r in rows], "o-", label=kind)
+    a.set_title("alpha mass on parameter-free ops", fontsize=10)
+    b.set_title("skip connections in the genotype", fontsize=10)
+    for ax in (a, b):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    for ax, key in zip(axes[0][2:], extra):
+        pts = [(r["epoch"], r[key]) for r in rows if key in r]
+        if key == "beta_decay":
+            ax.plot([e for e, _ in pts], [v["value"] for _, v in pts], "o-", label="mean logsumexp")
+            ax.plot([e for e, _ in pts], [v["coefficient"] for _, v in pts], "o-", label="coefficient")
+            ax.legend(fontsize=8)
+        else:
+            ax.plot([e for e, _ in pts], [v for _, v in pts], "o-")
+        ax.set_title(key.replace("_", " "), fontsize=10)
+        ax.set_xlabel("epoch")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -127,11 +162,15 @@ def main():
         for kind in ("normal", "reduce"):
             if plot_alphas(rows, kind, os.path.join(out, "alphas_%s.png" % kind), plt):
                 written.append("alphas_%s.png" % kind)
+        if plot_monitors(rows, os.path.join(out, "monitors.png"), plt):
+            written.append("monitors.png")
     geno_path = os.path.join(args.run_dir, "genotype.json")
     if os.path.exists(geno_path):
         with open(geno_path) as f:
             g = json.load(f)
         for kind in ("normal", "reduce"):
+            if not g.get(kind):
+                continue  # a fixed reduction cell (reduce_cell) has no genes to draw
             if draw_cell(g[kind], g[kind + "_concat"], os.path.join(out, kind + ".png")):
                 written.append(kind + ".png")
     print("plot_search: wrote %s into %s" % (", ".join(written), out))

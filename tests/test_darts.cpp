@@ -174,6 +174,8 @@ TEST(PcDarts, WholeSearchNetworkGradientsIncludingBetas) {
   cfg.edge_normalization = true;
   SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
   EXPECT_EQ(model.other_architecture_parameters().size(), 4u);  // 2 nodes x 2 cell kinds
+  EXPECT_EQ(model.alpha_parameters().size(), 10u);              // 5 edges x 2 cell kinds: no betas
+  EXPECT_EQ(model.architecture_parameters().size(), 14u);
   for (Parameter* a : model.architecture_parameters()) init_normal(ctx, a->value, 0.0f, 0.5f);
   // The edge weights are the softmax of each node's beta.
   auto& net = static_cast<SearchNetwork&>(model.network());
@@ -763,6 +765,141 @@ TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {
   SGD b_opt(ctx, binary.operational_parameters(), SgdParams{0.1f});
   EXPECT_THROW(darts::unrolled_architecture_gradient(ctx, binary, b_opt, xi, xt, yt, xv, yv),
                Error);
+}
+
+// ---------------------------------------------------------------- anti-collapse regularisers
+
+// beta-decay: the value against hand-computed logsumexps, the gradient against central
+// differences of the value.
+TEST(Regularizers, BetaDecayValueAndGradient) {
+  EXPECT_NEAR(beta_decay_value({{0.0f, std::log(3.0f)}}), std::log(4.0), 1e-6);
+  EXPECT_NEAR(beta_decay_value({{0.0f, std::log(3.0f)}, {1.0f, 1.0f, 1.0f}}),
+              (std::log(4.0) + 1.0 + std::log(3.0)) / 2.0, 1e-6);
+  Context ctx(Device::cpu(), ContextOptions{3});
+  std::vector<std::unique_ptr<Parameter>> owned;
+  std::vector<Parameter*> ps;
+  for (int e = 0; e < 3; ++e) {
+    owned.push_back(std::make_unique<Parameter>());
+    owned.back()->value = Tensor::empty(ctx, Shape{5});
+    init_normal(ctx, owned.back()->value, 0.0f, 1.0f);
+    owned.back()->grad = Tensor::zeros(ctx, Shape{5});
+    ps.push_back(owned.back().get());
+  }
+  const float c = 2.5f;
+  add_beta_decay_gradient(ctx, ps, c);
+  auto host = [&] {
+    std::vector<std::vector<float>> v;
+    for (Parameter* p : ps) v.push_back(p->value.to_vector());
+    return v;
+  };
+  for (size_t e = 0; e < ps.size(); ++e) {
+    const std::vector<float> g = ps[e]->grad.to_vector();
+    for (int i = 0; i < 5; ++i) {
+      auto at = [&](double d) {
+        auto v = host();
+        v[e][size_t(i)] += float(d);
+        return c * beta_decay_value(v);
+      };
+      const double h = 1e-2, fd = (at(h) - at(-h)) / (2 * h);
+      EXPECT_NEAR(g[size_t(i)], fd, 2e-4) << "edge " << e << " op " << i;
+    }
+  }
+  // A frozen alpha gets nothing; a zero coefficient adds nothing.
+  ps[0]->requires_grad = false;
+  const std::vector<float> before = ps[0]->grad.to_vector();
+  add_beta_decay_gradient(ctx, ps, c);
+  EXPECT_EQ(ps[0]->grad.to_vector(), before);
+  const std::vector<float> mid = ps[1]->grad.to_vector();
+  add_beta_decay_gradient(ctx, {ps[1]}, 0.0f);
+  EXPECT_EQ(ps[1]->grad.to_vector(), mid);
+}
+
+TEST(Regularizers, Schedules) {
+  RegularizerOptions r;
+  EXPECT_EQ(auxiliary_skip_weight(r, 0, 4), 0.0f);  // off
+  r.auxiliary_skip = 1.0f;
+  const float linear[] = {1.0f, 0.75f, 0.5f, 0.25f};
+  for (int e = 0; e < 4; ++e) EXPECT_FLOAT_EQ(auxiliary_skip_weight(r, e, 4), linear[e]);
+  r.auxiliary_skip = 2.0f;
+  r.auxiliary_skip_decay = "cosine";  // 2 (1 + cos(pi e / 4)) / 2
+  const float cosine[] = {2.0f, 1.70710678f, 1.0f, 0.29289322f};
+  for (int e = 0; e < 4; ++e) EXPECT_NEAR(auxiliary_skip_weight(r, e, 4), cosine[e], 1e-6);
+  r.beta_decay = 25.0f;  // the reference code's 50 e / 100 over 50 epochs
+  for (int e : {0, 1, 17, 49}) EXPECT_FLOAT_EQ(beta_decay_coefficient(r, e, 50), 0.5f * e);
+  r.auxiliary_skip_decay = "step";
+  EXPECT_THROW(check_regularizers(r, "test"), ConfigError);
+  r.auxiliary_skip_decay = "linear";
+  r.max_skips = -2;
+  EXPECT_THROW(check_regularizers(r, "test"), ConfigError);
+  r.max_skips = 2;
+  r.beta_decay = -1.0f;
+  EXPECT_THROW(check_regularizers(r, "test"), ConfigError);
+}
+
+// The auxiliary skip: forward against inner(x) + w x (stride 1), shapes with the reducing skip,
+// and both by finite differences (input and every weight, the FactorizedReduce's included).
+TEST(Regularizers, AuxiliarySkipForwardAndGradients) {
+  Context ctx(Device::cpu(), ContextOptions{5});
+  auto conv = [&](int stride) {
+    return std::make_unique<Conv2d>(ctx, "conv", 4, 4, 3, Conv2dParams::make(stride, 1), false);
+  };
+  AuxiliarySkip same(ctx, "same", conv(1), 4, 1);
+  same.set_weight(0.7f);
+  Tensor x = test::random_tensor(ctx, Shape{2, 4, 6, 6}, 1);
+  const std::vector<float> y = same.forward(ctx, x, Mode::Eval).to_vector();
+  const std::vector<float> inner = same.inner().forward(ctx, x, Mode::Eval).to_vector();
+  const std::vector<float> xv = x.to_vector();
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], inner[i] + 0.7f * xv[i], 1e-6) << i;
+  test::GradCheckOptions o;
+  o.eps = 3e-3;
+  test::check_layer(ctx, same, x, o);
+  AuxiliarySkip reduce(ctx, "reduce", conv(2), 4, 2);
+  reduce.set_weight(0.4f);
+  EXPECT_EQ(reduce.output_shape(x.shape()), (Shape{2, 4, 3, 3}));
+  EXPECT_EQ(reduce.named_parameters().size(), 3u);  // conv, the skip's two 1x1 convolutions
+  test::check_layer(ctx, reduce, x, o);
+  reduce.set_weight(0.0f);  // decayed away: the edge is the inner layer alone
+  EXPECT_EQ(reduce.forward(ctx, x, Mode::Eval).to_vector(),
+            reduce.inner().forward(ctx, x, Mode::Eval).to_vector());
+  EXPECT_THROW(reduce.set_weight(-1.0f), Error);
+  EXPECT_THROW(AuxiliarySkip(ctx, "bad", conv(1), 4, 3), Error);
+}
+
+// The capped derivation (P-DARTS) on a hand-worked table: the uncapped cell has skips on edges
+// 0, 1, 2 and 5 (probabilities 0.5, 0.4, 0.3, 0.2); with at most 2 the weakest go, one at a
+// time: edge 5 loses its skip, and node 2 takes edge 5's next best op (all 0.01: the first,
+// max_pool_3x3); still 3, so edge 2 loses its skip and node 1 takes its dil_conv_3x3 (0.25).
+TEST(DartsGenotype, SkipCapRemovesTheWeakestSkipsFirst) {
+  std::vector<std::vector<float>> w(14, std::vector<float>(8, 0.01f));
+  const int max_pool = 1, avg = 2, skip = 3, sep3 = 4, sep5 = 5, dil3 = 6, dil5 = 7;
+  w[0][skip] = 0.5f, w[0][sep3] = 0.2f;
+  w[1][skip] = 0.4f, w[1][max_pool] = 0.1f;
+  w[2][skip] = 0.3f, w[2][dil3] = 0.25f;
+  w[3][sep5] = 0.35f;
+  w[5][skip] = 0.2f;
+  w[6][sep3] = 0.45f;
+  w[9][avg] = 0.3f;
+  w[10][dil5] = 0.28f;
+  using Genes = std::vector<std::pair<std::string, int>>;
+  const Genes uncapped = {{"skip_connect", 0}, {"skip_connect", 1}, {"sep_conv_5x5", 1},
+                          {"skip_connect", 0}, {"sep_conv_3x3", 1}, {"skip_connect", 0},
+                          {"avg_pool_3x3", 0}, {"dil_conv_5x5", 1}};
+  EXPECT_EQ(derive_genotype(w, w).normal, uncapped);
+  EXPECT_EQ(count_skips(uncapped), 4);
+  EXPECT_EQ(derive_genotype(w, w, 4, 4).normal, uncapped);
+  const Genes capped = {{"skip_connect", 0}, {"skip_connect", 1}, {"sep_conv_5x5", 1},
+                        {"dil_conv_3x3", 0}, {"sep_conv_3x3", 1}, {"max_pool_3x3", 0},
+                        {"avg_pool_3x3", 0}, {"dil_conv_5x5", 1}};
+  const Genotype g = derive_genotype(w, w, 4, 2);
+  EXPECT_EQ(g.normal, capped);
+  EXPECT_EQ(g.reduce, capped);  // the cap holds per cell
+  const Genotype none = derive_genotype(w, w, 4, 0);
+  EXPECT_EQ(count_skips(none.normal), 0);
+  EXPECT_EQ(none.normal[0], (std::pair<std::string, int>{"sep_conv_3x3", 0}));
+  // The parameter-free share of this table: per edge none + pools + skip.
+  double share = 0;
+  for (const auto& e : w) share += e[0] + e[max_pool] + e[avg] + e[skip];
+  EXPECT_NEAR(parameter_free_share(w), share / 14, 1e-6);
 }
 
 }  // namespace

@@ -249,6 +249,68 @@ TEST_F(DartsRun, GdasFrcSearchAndRetrain) {
   EXPECT_EQ(read_log(fs::path(t.run.out_dir) / "log.jsonl").size(), 1u);
 }
 
+// A search with every anti-collapse regulariser, from the options a CLI run sets: the monitors
+// of each epoch agree with the logged alphas (recomputed here), the schedules are logged, the
+// genotype respects the skip cap, and the same search graphed equals it eagerly.
+TEST_F(DartsRun, RegularizedSearchLogsItsMonitors) {
+  darts::SearchOptions o = search("reg");
+  o.epochs = 3;
+  o.regularizers.beta_decay = 6.0f;
+  o.regularizers.auxiliary_skip = 1.0f;
+  o.regularizers.max_skips = 0;
+  darts::run_search(o);
+  const auto rows = read_log(fs::path(o.run.out_dir) / "log.jsonl");
+  ASSERT_EQ(rows.size(), 3u);
+  for (int e = 0; e < 3; ++e) {
+    const json& r = rows[size_t(e)];
+    EXPECT_FLOAT_EQ(r["auxiliary_skip_weight"].get<float>(), 1.0f - float(e) / 3.0f);
+    EXPECT_FLOAT_EQ(r["beta_decay"]["coefficient"].get<float>(), 6.0f * float(e) / 3.0f);
+    // mean_e logsumexp(alpha_e) with alphas near 0 (1e-3 N(0, 1), a few Adam steps of 3e-4):
+    // close to log K.
+    EXPECT_NEAR(r["beta_decay"]["value"].get<double>(), std::log(8.0), 0.05);
+    for (const char* cell : {"normal", "reduce"}) {
+      double free = 0;  // none, max_pool_3x3, avg_pool_3x3, skip_connect: entries 0-3
+      std::vector<std::vector<float>> p;
+      for (const auto& edge : r["alphas"][cell]) {
+        p.push_back(edge.get<std::vector<float>>());
+        free += p.back()[0] + p.back()[1] + p.back()[2] + p.back()[3];
+      }
+      EXPECT_NEAR(r["parameter_free"][cell].get<double>(), free / double(p.size()), 1e-6);
+      const darts::Genotype g = darts::derive_genotype(p, p, 2);
+      int skips = 0;
+      for (const auto& gene : g.normal) skips += gene.first == "skip_connect";
+      EXPECT_EQ(r["skips"][cell].get<int>(), skips) << cell;
+    }
+  }
+  const darts::Genotype g =
+      darts::Genotype::from_json(read(fs::path(o.run.out_dir) / "genotype.json"));
+  for (const auto* cell : {&g.normal, &g.reduce})
+    for (const auto& gene : *cell) EXPECT_NE(gene.first, "skip_connect");
+  darts::SearchOptions graphed = o;
+  graphed.run.out_dir = (dir_ / "reg_graphed").string();
+  graphed.run.cuda_graph = true;
+  darts::run_search(graphed);
+  expect_same_run(o.run.out_dir, graphed.run.out_dir);
+  // beta-decay alone: its coefficient is 0 in the first epoch, so that epoch's numbers are the
+  // unregularised run's bit for bit, and the later epochs' alphas are not.
+  darts::SearchOptions plain = search("reg_plain"), decay = search("reg_decay");
+  plain.epochs = decay.epochs = 2;
+  decay.regularizers.beta_decay = 50.0f;
+  darts::run_search(plain);
+  darts::run_search(decay);
+  const auto p = read_log(fs::path(plain.run.out_dir) / "log.jsonl");
+  const auto d = read_log(fs::path(decay.run.out_dir) / "log.jsonl");
+  EXPECT_EQ(p[0]["alphas"], d[0]["alphas"]);
+  EXPECT_EQ(p[0]["train_loss"], d[0]["train_loss"]);
+  EXPECT_NE(p[1]["alphas"], d[1]["alphas"]);
+  EXPECT_FALSE(p[0].contains("beta_decay") || p[0].contains("auxiliary_skip_weight"));
+  darts::SearchOptions bad = o;
+  bad.run.out_dir = (dir_ / "reg_bad").string();
+  bad.regularizers.auxiliary_skip_decay = "step";
+  EXPECT_THROW(darts::run_search(bad), ConfigError);
+  EXPECT_FALSE(fs::exists(bad.run.out_dir));
+}
+
 // The step captured in a StepGraph once per epoch and replayed (--cuda-graph; on the CPU
 // backend, the emulation with CUDA-graph semantics) gives the eager run's numbers exactly,
 // including a resume from a mid-epoch checkpoint.

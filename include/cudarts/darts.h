@@ -122,6 +122,61 @@ class EdgeWeight final : public Layer {
   bool grad_beta_ = false;
 };
 
+// ---------------------------------------------------------------- anti-collapse (section 9)
+// DARTS- (Chu et al., ICLR 2021): an auxiliary skip connection parallel to an edge's MixedOp,
+// y = inner(x) + w skip(x), skip the identity (stride 1) or FactorizedReduce without affine
+// BatchNorm (stride 2, its weights trained with the others); w is set per epoch and decays to
+// 0 over the search (auxiliary_skip_weight). With w = 0 the skip is not computed.
+class AuxiliarySkip final : public Layer {
+ public:
+  AuxiliarySkip(Context& ctx, std::string name, std::unique_ptr<Layer> inner, int64_t channels,
+                int stride);
+  const char* type() const override { return "AuxiliarySkip"; }
+  Shape output_shape(const Shape& x) const override;
+  std::vector<Layer*> children() const override;
+  Layer& inner() { return *inner_; }
+  void set_weight(float w);  // finite, >= 0
+  float weight() const { return weight_; }
+
+ protected:
+  Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+
+ private:
+  std::unique_ptr<Layer> inner_;
+  std::unique_ptr<FactorizedReduce> reduce_;  // stride 2 only
+  float weight_ = 1.0f, used_weight_ = 1.0f;  // used_weight_: the forward's, for its backward
+};
+
+// The anti-collapse regularisers of a search; all off by default.
+struct RegularizerOptions {
+  // beta-DARTS (Ye et al., CVPR 2022): L += lambda(e) mean over edges of logsumexp(alpha_e),
+  // lambda(e) = beta_decay e / epochs for 0-based epoch e (the reference code's 50 e / 100 over
+  // 50 epochs is beta_decay = 25). 0: off.
+  float beta_decay = 0.0f;
+  // DARTS-: the auxiliary skip's initial weight w0 (0: no auxiliary skip) and its decay to 0:
+  // "linear" w0 (1 - e / epochs) or "cosine" w0 (1 + cos(pi e / epochs)) / 2.
+  float auxiliary_skip = 0.0f;
+  std::string auxiliary_skip_decay = "linear";
+  // P-DARTS-style cap on skip connections per derived cell (-1: none; P-DARTS uses 2).
+  int max_skips = -1;
+};
+void check_regularizers(const RegularizerOptions& r, const char* program);  // ConfigError
+float auxiliary_skip_weight(const RegularizerOptions& r, int epoch, int epochs);
+float beta_decay_coefficient(const RegularizerOptions& r, int epoch, int epochs);
+// alpha.grad += coefficient / E softmax(alpha) for each of the E alphas that want a gradient:
+// the gradient of coefficient * mean_e logsumexp(alpha_e).
+void add_beta_decay_gradient(Context& ctx, const std::vector<Parameter*>& alphas,
+                             float coefficient);
+// mean_e logsumexp(alpha_e) of host copies of the alphas (0 for none).
+double beta_decay_value(const std::vector<std::vector<float>>& alphas);
+
+// Collapse monitors. Parameter-free primitives: none, max_pool_3x3, avg_pool_3x3,
+// skip_connect. The share: the mean over edges of the probability on those.
+bool is_parameter_free(const std::string& primitive);
+double parameter_free_share(const std::vector<std::vector<float>>& probabilities);
+int count_skips(const std::vector<std::pair<std::string, int>>& genes);
+
 struct SearchConfig {
   int64_t channels = 16;  // C
   int cells = 8;
@@ -138,6 +193,8 @@ struct SearchConfig {
   // GDAS-FRC: the reduction cells are GDAS's fixed reduction cell (no MixedOps, not searched;
   // the genotype says reduce_cell "gdas_frc"). Needs multiplier 4 and channels divisible by 4.
   bool fixed_reduction = false;
+  // DARTS-: an AuxiliarySkip around every edge (its weight: set_auxiliary_skip_weight).
+  bool auxiliary_skip = false;
 };
 
 // The search network: stem (3x3 conv + BN), cells (reductions at 1/3 and 2/3 depth), global
@@ -157,6 +214,8 @@ class SearchNetwork final : public Layer {
   // first normal / reduction cell (reads to the host); without: all ones.
   std::vector<float> edge_weights(bool reduction);
   bool is_reduction(int cell) const;
+  // DARTS-: the weight of every edge's auxiliary skip (needs config().auxiliary_skip).
+  void set_auxiliary_skip_weight(float w);
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
@@ -171,6 +230,7 @@ class SearchNetwork final : public Layer {
   std::unique_ptr<Linear> classifier_;
   std::vector<Shape> state_shapes_;
   std::vector<Parameter*> betas_normal_, betas_reduce_;  // per node (edge normalisation)
+  std::vector<AuxiliarySkip*> aux_skips_;                // every edge's (DARTS-)
 };
 
 // A derived cell: for each node two (op, input) pairs; inputs 0, 1 are the cell inputs.
@@ -197,9 +257,12 @@ struct Genotype {
 
 // DARTS derivation from per-edge probabilities (edges x primitives, DARTS edge order): per
 // node the two incoming edges with the strongest non-none op, each with that op. An empty
-// `reduce` (a search with fixed reduction cells) gives reduce_cell "gdas_frc".
+// `reduce` (a search with fixed reduction cells) gives reduce_cell "gdas_frc". max_skips >= 0
+// caps the skip connections per cell (P-DARTS): while a cell has more, the chosen skip with
+// the lowest probability is removed from its edge's candidates and the cell derived again.
 Genotype derive_genotype(const std::vector<std::vector<float>>& normal,
-                         const std::vector<std::vector<float>>& reduce, int steps = 4);
+                         const std::vector<std::vector<float>>& reduce, int steps = 4,
+                         int max_skips = -1);
 // The per-edge softmax(alpha) of a search network (normal, reduce).
 std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> edge_probabilities(
     SearchNetwork& net);

@@ -61,6 +61,9 @@ struct SearchOptions {
   // ProxylessNAS MixedOps: the exact update (default; SearchModel's ProxylessUpdate::Exact) or
   // the seed's reference update (--proxyless-reference).
   ProxylessUpdate proxyless_update = ProxylessUpdate::Exact;
+  // Anti-collapse regularisers (beta-decay, DARTS-'s auxiliary skip, a skip cap at
+  // derivation); all off by default. docs/DESIGN.md section 9.
+  RegularizerOptions regularizers;
 };
 
 struct TrainOptions {

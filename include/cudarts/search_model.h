@@ -48,6 +48,7 @@ class SearchModel {
   // keep no candidate outputs, binary ones probe nothing). Every gradient still computed is
   // bit for bit what a pass with Gradients::All computes.
   void set_gradients(Gradients g);
+  Gradients gradients() const { return gradients_; }  // the last set_gradients (All at first)
   // How far the search is (0 at the first epoch, 1 at the last), for the methods' schedules
   // (GDAS's temperature); the search run sets it at every epoch.
   void set_search_progress(double fraction);
@@ -57,6 +58,8 @@ class SearchModel {
   // One parameter per distinct alpha (shared groups appear once), then the network's other
   // architecture parameters (e.g. PC-DARTS's edge-normalisation betas).
   std::vector<Parameter*> architecture_parameters();
+  // The first part of that: one parameter per distinct alpha, without the others.
+  const std::vector<Parameter*>& alpha_parameters() const { return leaders_; }
   // The architecture parameters that are not MixedOp alphas, with their paths.
   const std::vector<NamedParameter>& other_architecture_parameters() const { return others_; }
   std::vector<Parameter*> operational_parameters();
@@ -85,8 +88,9 @@ class SearchModel {
  private:
   std::unique_ptr<Layer> net_;
   std::vector<std::pair<std::string, MixedOp*>> mixed_ops_;
-  std::vector<Parameter*> leaders_;       // one architecture parameter per alpha group
-  std::vector<NamedParameter> others_;    // architecture parameters that are no alpha
+  std::vector<Parameter*> leaders_;     // one architecture parameter per alpha group
+  std::vector<NamedParameter> others_;  // architecture parameters that are no alpha
+  Gradients gradients_ = Gradients::All;
   std::vector<int64_t> op_offsets_;       // per MixedOp, into the sampled logits
   Tensor alphas_, alpha_grads_;           // distinct alphas and their gradients
   Tensor op_offsets_dev_, gather_index_;  // sampling: per-op logits gathered from alphas_

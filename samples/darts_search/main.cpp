@@ -48,6 +48,22 @@ int main(int argc, char** argv) {
                "GDAS-FRC: the reduction cells are GDAS's fixed reduction cell (not searched; "
                "the genotype says reduce_cell gdas_frc); needs channels such that 2 C is a "
                "multiple of 8");
+  auto& reg = o.regularizers;
+  app.add_option("--beta-decay", reg.beta_decay,
+                 "beta-DARTS: regularise the architecture loss by L mean_e logsumexp(alpha_e) "
+                 "with L growing linearly from 0 (L e / epochs; 25 is the reference's schedule "
+                 "at 50 epochs; 0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--auxiliary-skip", reg.auxiliary_skip,
+                 "DARTS-: an auxiliary skip connection on every edge with this initial weight, "
+                 "decaying to 0 over the search (1 in DARTS-; 0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--auxiliary-skip-decay", reg.auxiliary_skip_decay,
+                 "the auxiliary skip's decay: linear (default) or cosine")
+      ->check(CLI::IsMember({"linear", "cosine"}));
+  app.add_option("--max-skips", reg.max_skips,
+                 "derive cells with at most this many skip connections (P-DARTS: 2; -1: no cap)")
+      ->check(CLI::Range(-1, 64));
   bool pc_darts = false;
   app.add_flag("--pc-darts", pc_darts,
                "PC-DARTS with its defaults: --partial-channels 4 --edge-normalization "

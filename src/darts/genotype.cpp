@@ -51,18 +51,50 @@ std::vector<int> default_concat(int steps) {
   for (int i = 2; i < steps + 2; ++i) c.push_back(i);
   return c;
 }
+
+// derive_cell with at most max_skips skip connections (max_skips < 0: no cap). Each round
+// takes the chosen skip of lowest probability (the first edge on ties) off its edge's
+// candidates (probability -1, below any other) and derives again: one skip candidate fewer
+// per round, so it ends.
+std::vector<std::pair<std::string, int>> derive_capped(std::vector<std::vector<float>> w, int steps,
+                                                       const char* which, int max_skips) {
+  const auto& prims = primitives();
+  const size_t skip = size_t(std::find(prims.begin(), prims.end(), "skip_connect") - prims.begin());
+  for (;;) {
+    std::vector<std::pair<std::string, int>> gene = derive_cell(w, steps, which);
+    if (max_skips < 0) return gene;
+    int skips = 0;
+    size_t weakest = 0;
+    bool found = false;
+    size_t start = 0;
+    for (int node = 0; node < steps; ++node) {
+      for (int t = 0; t < 2; ++t) {
+        const auto& [op, in] = gene[size_t(2 * node + t)];
+        if (op != "skip_connect") continue;
+        ++skips;
+        const size_t e = start + size_t(in);
+        if (!found || w[e][skip] < w[weakest][skip] ||
+            (w[e][skip] == w[weakest][skip] && e < weakest))
+          weakest = e, found = true;
+      }
+      start += size_t(node + 2);
+    }
+    if (skips <= max_skips) return gene;
+    w[weakest][skip] = -1.0f;
+  }
+}
 }  // namespace
 
 Genotype derive_genotype(const std::vector<std::vector<float>>& normal,
-                         const std::vector<std::vector<float>>& reduce, int steps) {
+                         const std::vector<std::vector<float>>& reduce, int steps, int max_skips) {
   Genotype g;
-  g.normal = derive_cell(normal, steps, "normal");
+  g.normal = derive_capped(normal, steps, "normal", max_skips);
   g.normal_concat = default_concat(steps);
   if (reduce.empty()) {  // no searched reduction cell: GDAS's fixed one
     g.reduce_cell = "gdas_frc";
     return g;
   }
-  g.reduce = derive_cell(reduce, steps, "reduce");
+  g.reduce = derive_capped(reduce, steps, "reduce", max_skips);
   g.reduce_concat = default_concat(steps);
   return g;
 }

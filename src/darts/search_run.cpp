@@ -43,6 +43,11 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
       {"partial_channels", o.net.partial_channels},
       {"edge_normalization", o.net.edge_normalization},
       {"fixed_reduction", o.net.fixed_reduction},
+      {"regularizers",
+       {{"beta_decay", o.regularizers.beta_decay},
+        {"auxiliary_skip", o.regularizers.auxiliary_skip},
+        {"auxiliary_skip_decay", o.regularizers.auxiliary_skip_decay},
+        {"max_skips", o.regularizers.max_skips}}},
       {"seed", o.run.seed}};
 }
 
@@ -72,10 +77,23 @@ class SearchStep {
     Xent x(ctx, logits, yt);
     model_.backward(ctx, x.dlogits);
     w_opt_.step(ctx);
-    if (with_alphas) a_opt_.step(ctx);
+    if (with_alphas) {
+      regularize(ctx);
+      a_opt_.step(ctx);
+    }
     runner.keep(x.loss, x.hits);
   }
   virtual bool joint() const { return false; }
+  // Before every architecture optimizer step: the regularisers' gradients on the alphas.
+  void regularize(Context& ctx) {
+    add_beta_decay_gradient(ctx, model_.alpha_parameters(), beta_decay_);
+  }
+
+ public:
+  void set_beta_decay(float coefficient) { beta_decay_ = coefficient; }
+
+ protected:
+  float beta_decay_ = 0.0f;
 
   const SearchOptions& o_;
   SearchModel& model_;
@@ -97,6 +115,7 @@ class FirstOrderBilevelStep final : public SearchStep {
       Tensor logits = model_.forward(ctx, xv, Mode::Train);
       Xent x(ctx, logits, yv);
       model_.backward(ctx, x.dlogits);
+      regularize(ctx);
       a_opt_.step(ctx);
       ops::copy(ctx, x.loss, arch_loss_);
     }
@@ -114,6 +133,7 @@ class SecondOrderBilevelStep final : public SearchStep {
     if (arch_on) {
       unrolled_architecture_gradient(ctx, model_, w_opt_, w_opt_.lr(), xt, yt, xv, yv,
                                      o_.skip_unused_gradients);
+      regularize(ctx);
       a_opt_.step(ctx);
     }
     weight_pass(ctx, xt, yt, false, runner);
@@ -195,6 +215,10 @@ class SearchTask final : public TrainingTask {
     w_opt_.set_lr(schedule_.lr(epoch));
     arch_on_ = epoch >= o_.warmup_epochs;
     model_.set_search_progress(o_.epochs > 1 ? double(epoch) / double(o_.epochs - 1) : 1.0);
+    const RegularizerOptions& r = o_.regularizers;
+    if (net_.config().auxiliary_skip)
+      net_.set_auxiliary_skip_weight(auxiliary_skip_weight(r, epoch, o_.epochs));
+    step_->set_beta_decay(beta_decay_coefficient(r, epoch, o_.epochs));
   }
   float lr(int epoch) const override { return schedule_.lr(epoch); }
   // Each epoch its own shuffles of the two halves; the validation batches cycle (the split
@@ -229,6 +253,11 @@ class SearchTask final : public TrainingTask {
                 detail::cat("darts_search: the architecture parameters are not finite after epoch ",
                             epoch + 1, "; stopped before deriving a genotype or writing anything"));
     line["alphas"] = {{"normal", normal}, {"reduce", reduce}};
+    // Collapse monitors (docs/DESIGN.md section 9): alpha mass on parameter-free ops, the
+    // skips of the genotype derived without a cap, the regularisers' state.
+    json free = {{"normal", parameter_free_share(normal)}};
+    if (!reduce.empty()) free["reduce"] = parameter_free_share(reduce);
+    line["parameter_free"] = free;
     if (o_.net.edge_normalization) {  // PC-DARTS: the genotype from alpha times the edge weight
       const std::vector<float> wn = net_.edge_weights(false), wr = net_.edge_weights(true);
       line["edge_weights"] = {{"normal", wn}, {"reduce", wr}};
@@ -238,7 +267,22 @@ class SearchTask final : public TrainingTask {
           for (float& p : reduce[e]) p *= wr[e];
       }
     }
-    genotype_ = derive_genotype(normal, reduce, o_.net.steps).to_json();
+    const Genotype uncapped = derive_genotype(normal, reduce, o_.net.steps);
+    json skips = {{"normal", count_skips(uncapped.normal)}};
+    if (!reduce.empty()) skips["reduce"] = count_skips(uncapped.reduce);
+    line["skips"] = skips;
+    const RegularizerOptions& r = o_.regularizers;
+    if (r.beta_decay > 0.0f) {
+      std::vector<std::vector<float>> alphas;
+      for (Parameter* a : model_.alpha_parameters()) alphas.push_back(a->value.to_vector());
+      line["beta_decay"] = {{"coefficient", beta_decay_coefficient(r, epoch, o_.epochs)},
+                            {"value", beta_decay_value(alphas)}};
+    }
+    if (r.auxiliary_skip > 0.0f)
+      line["auxiliary_skip_weight"] = auxiliary_skip_weight(r, epoch, o_.epochs);
+    genotype_ = r.max_skips < 0
+                    ? uncapped.to_json()
+                    : derive_genotype(normal, reduce, o_.net.steps, r.max_skips).to_json();
   }
   void write_epoch_files(int) override {
     write_file_atomic(path_in(o_.run, "summary.txt"), model_.architecture_summary());
@@ -294,6 +338,7 @@ class SearchTask final : public TrainingTask {
 
 RunResult run_search(const SearchOptions& o) {
   check_common("darts_search", o.data, o.run, o.lr, o.momentum, o.weight_decay, o.grad_clip);
+  check_regularizers(o.regularizers, "darts_search");
   CUDARTS_CONFIG_CHECK(std::isfinite(o.lr_min) && o.lr_min >= 0.0f && o.lr_min <= o.lr,
                        "darts_search: lr_min ", o.lr_min, " must be in [0, lr = ", o.lr, "]");
   CUDARTS_CONFIG_CHECK(std::isfinite(o.arch_lr) && o.arch_lr > 0.0f, "darts_search: arch_lr ",
@@ -331,6 +376,7 @@ RunResult run_search(const SearchOptions& o) {
                        " per split, fewer than one batch of ", o.batch);
 
   SearchConfig cfg = o.net;
+  cfg.auxiliary_skip = o.regularizers.auxiliary_skip > 0.0f;
   cfg.in_channels = train_all.c;
   cfg.num_classes = train_all.num_classes;
   SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));

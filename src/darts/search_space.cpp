@@ -434,16 +434,23 @@ SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig&
         MixedOpConfig mc = config.mixed;
         mc.alpha_group = std::string(reduction ? "reduce" : "normal") + ".edge" + std::to_string(k);
         const std::string edge = "edge" + std::to_string(k);
-        const bool wrapped = pc > 1 || config.edge_normalization;
+        // The wrappers, innermost first; the outermost one carries the edge's name.
+        const bool wrapped = pc > 1 || config.edge_normalization || config.auxiliary_skip;
         std::unique_ptr<Layer> layer =
             make_mixed_op(ctx, wrapped ? "mix" : edge, std::move(cands), mc);
         if (pc > 1)
-          layer = std::make_unique<PartialChannels>(config.edge_normalization ? "partial" : edge,
-                                                    std::move(layer), c_curr, pc, stride);
+          layer = std::make_unique<PartialChannels>(
+              config.edge_normalization || config.auxiliary_skip ? "partial" : edge,
+              std::move(layer), c_curr, pc, stride);
         if (config.edge_normalization)
           layer = std::make_unique<EdgeWeight>(
-              edge, std::move(layer), *(reduction ? betas_reduce_ : betas_normal_)[size_t(node)],
-              j);
+              config.auxiliary_skip ? "weighted" : edge, std::move(layer),
+              *(reduction ? betas_reduce_ : betas_normal_)[size_t(node)], j);
+        if (config.auxiliary_skip) {
+          auto aux = std::make_unique<AuxiliarySkip>(ctx, edge, std::move(layer), c_curr, stride);
+          aux_skips_.push_back(aux.get());
+          layer = std::move(aux);
+        }
         cell->add(std::move(layer), states[size_t(j)]);
         edges.push_back(edge);
       }
@@ -460,6 +467,12 @@ SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig&
   }
   gap_ = std::make_unique<GlobalAvgPool>("gap");
   classifier_ = std::make_unique<Linear>(ctx, "classifier", c_p, config.num_classes);
+}
+
+void SearchNetwork::set_auxiliary_skip_weight(float w) {
+  CUDARTS_CHECK(config_.auxiliary_skip, label(),
+                ": set_auxiliary_skip_weight needs a network built with auxiliary_skip");
+  for (AuxiliarySkip* a : aux_skips_) a->set_weight(w);
 }
 
 std::vector<float> SearchNetwork::edge_weights(bool reduction) {

@@ -124,6 +124,7 @@ void SearchModel::set_search_progress(double fraction) {
 }
 
 void SearchModel::set_gradients(Gradients g) {
+  gradients_ = g;
   const bool op = g == Gradients::All || g == Gradients::Operational;
   const bool arch = g == Gradients::All || g == Gradients::Architecture;
   for (Parameter* p : net_->parameters())
