@@ -311,6 +311,80 @@ TEST_F(DartsRun, RegularizedSearchLogsItsMonitors) {
   EXPECT_FALSE(fs::exists(bad.run.out_dir));
 }
 
+// R-DARTS's monitor: computing the eigenvalue changes nothing else in the run (every other
+// logged number equals the run without it); a killed-and-resumed monitored run equals the
+// uninterrupted one; the early stop ends the run exactly where the logged eigenvalues say it
+// should, and a resume of a stopped run trains no further.
+TEST_F(DartsRun, HessianMonitorAndEarlyStop) {
+  darts::SearchOptions plain = search("h_plain");
+  plain.epochs = 3;
+  darts::SearchOptions mon = plain;
+  mon.run.out_dir = (dir_ / "h_mon").string();
+  mon.hessian.every = 1;
+  mon.hessian.batches = 1;
+  mon.run.checkpoint_every = 2;
+  darts::run_search(plain);
+  darts::run_search(mon);
+  const auto p = read_log(fs::path(plain.run.out_dir) / "log.jsonl");
+  const auto m = read_log(fs::path(mon.run.out_dir) / "log.jsonl");
+  ASSERT_EQ(m.size(), 3u);
+  for (size_t e = 0; e < 3; ++e) {
+    ASSERT_TRUE(m[e].contains("hessian_eigenvalue"));
+    EXPECT_TRUE(std::isfinite(m[e]["hessian_eigenvalue"].get<double>()));
+    json without = comparable(m[e]);
+    without.erase("hessian_eigenvalue");
+    without.erase("early_stop");
+    EXPECT_EQ(without.dump(), comparable(p[e]).dump()) << "epoch " << e + 1;
+  }
+  darts::SearchOptions cut = mon;
+  cut.run.out_dir = (dir_ / "h_cut").string();
+  cut.run.max_steps = 8;  // epoch 2, step 3 (checkpoint after step 2)
+  darts::run_search(cut);
+  cut.run.max_steps = -1;
+  cut.run.resume = true;
+  darts::run_search(cut);
+  expect_same_run(mon.run.out_dir, cut.run.out_dir);
+
+  darts::SearchOptions stop = mon;
+  stop.run.out_dir = (dir_ / "h_stop").string();
+  stop.epochs = 4;
+  stop.hessian.stop_factor = 1.0f;  // stop as soon as the eigenvalue rises above its minimum
+  const darts::RunResult r = darts::run_search(stop);
+  const auto s = read_log(fs::path(stop.run.out_dir) / "log.jsonl");
+  size_t expect = 4;
+  double lowest = 0;
+  for (size_t e = 0; e < s.size(); ++e) {
+    // Magnitudes at float precision (the checkpoint's), the first one the minimum itself.
+    const double l = double(float(std::abs(s[e]["hessian_eigenvalue"].get<double>())));
+    if (e == 0 || l < lowest) lowest = l;
+    if (lowest > 0 && l > lowest) {
+      expect = e + 1;
+      break;
+    }
+  }
+  std::printf("[ measured ] eigenvalues:");
+  for (const auto& row : s) std::printf(" %.4g", row["hessian_eigenvalue"].get<double>());
+  std::printf(" -> %zu of 4 epochs\n", s.size());
+  EXPECT_EQ(s.size(), expect);
+  EXPECT_EQ(r.epochs_done, int(expect));
+  EXPECT_EQ(r.stopped_early, expect < 4);
+  EXPECT_EQ(s.back().contains("early_stop"), expect < 4);
+  EXPECT_LT(expect, 4u) << "the eigenvalues never rose: the early stop went untested";
+  stop.run.resume = true;
+  const darts::RunResult again = darts::run_search(stop);
+  EXPECT_EQ(again.epochs_done, int(expect));
+  EXPECT_EQ(read_log(fs::path(stop.run.out_dir) / "log.jsonl").size(), expect);
+
+  darts::SearchOptions bad = mon;
+  bad.run.out_dir = (dir_ / "h_bad").string();
+  bad.net.mixed.method = "binary";
+  EXPECT_THROW(darts::run_search(bad), ConfigError);
+  bad.net.mixed.method = "continuous";
+  bad.hessian.stop_factor = 0.5f;
+  EXPECT_THROW(darts::run_search(bad), ConfigError);
+  EXPECT_FALSE(fs::exists(bad.run.out_dir));
+}
+
 // The step captured in a StepGraph once per epoch and replayed (--cuda-graph; on the CPU
 // backend, the emulation with CUDA-graph semantics) gives the eager run's numbers exactly,
 // including a resume from a mid-epoch checkpoint.

@@ -3,6 +3,7 @@
 // cells), the search network, genotype derivation, and the discrete network a genotype
 // describes (with drop-path and an auxiliary head) for retraining.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -176,6 +177,29 @@ double beta_decay_value(const std::vector<std::vector<float>>& alphas);
 bool is_parameter_free(const std::string& primitive);
 double parameter_free_share(const std::vector<std::vector<float>>& probabilities);
 int count_skips(const std::vector<std::pair<std::string, int>>& genes);
+
+// R-DARTS's collapse signal: the dominant (largest in magnitude) eigenvalue of a Hessian by
+// power iteration on central-difference Hessian-vector products, Hv = (g(x + eps v) -
+// g(x - eps v)) / (2 eps) (exact for quadratics); stops after `iterations` or when the
+// Rayleigh quotient changes by at most tolerance times itself. The start vector is drawn
+// from `seed`.
+struct HessianOptions {
+  int iterations = 20;
+  double epsilon = 1e-2;
+  double tolerance = 1e-3;
+  uint64_t seed = 1;
+};
+using GradientFn = std::function<std::vector<double>(const std::vector<double>&)>;
+double dominant_eigenvalue(const GradientFn& gradient, const std::vector<double>& at,
+                           const HessianOptions& o = {});
+// Of the mean cross-entropy over `batches` (images, labels), Train mode, with respect to the
+// model's alphas (alpha_parameters()). Needs MixedOps whose loss is a function of alpha
+// (second_order(): continuous). Leaves the model as it found it: alphas restored bit for bit,
+// BatchNorm running statistics too, alpha (and other architecture) gradients zeroed, the
+// gradient setting restored; weights and their gradients are not touched.
+double alpha_hessian_eigenvalue(Context& ctx, SearchModel& model,
+                                const std::vector<std::pair<Tensor, Tensor>>& batches,
+                                const HessianOptions& o = {});
 
 struct SearchConfig {
   int64_t channels = 16;  // C

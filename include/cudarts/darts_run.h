@@ -64,6 +64,16 @@ struct SearchOptions {
   // Anti-collapse regularisers (beta-decay, DARTS-'s auxiliary skip, a skip cap at
   // derivation); all off by default. docs/DESIGN.md section 9.
   RegularizerOptions regularizers;
+  // R-DARTS's monitor: every `every` epochs (0: never) the dominant eigenvalue of the
+  // validation-loss Hessian with respect to alpha on the first `batches` validation batches
+  // (alpha_hessian_eigenvalue), logged as hessian_eigenvalue; with stop_factor >= 1 the search
+  // ends after an epoch whose eigenvalue exceeds stop_factor times the smallest so far, in
+  // magnitude (DARTS-ES; 0: no early stop). Continuous MixedOps.
+  struct {
+    int every = 0;
+    int batches = 2;
+    float stop_factor = 0.0f;
+  } hessian;
 };
 
 struct TrainOptions {
@@ -83,6 +93,7 @@ struct TrainOptions {
 
 struct RunResult {
   int epochs_done = 0;
+  bool stopped_early = false;  // the task ended the run before its last epoch (early stop)
   double final_train_acc = 0, final_valid_acc = 0;  // search: validation split; train: test set
   std::string genotype_json;                        // search only
 };

@@ -64,6 +64,17 @@ int main(int argc, char** argv) {
   app.add_option("--max-skips", reg.max_skips,
                  "derive cells with at most this many skip connections (P-DARTS: 2; -1: no cap)")
       ->check(CLI::Range(-1, 64));
+  app.add_option("--hessian-every", o.hessian.every,
+                 "R-DARTS: every N epochs log the dominant eigenvalue of the validation loss's "
+                 "Hessian with respect to alpha (hessian_eigenvalue; continuous MixedOps; 0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--hessian-batches", o.hessian.batches,
+                 "validation batches the eigenvalue is computed on (default 2)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--hessian-stop", o.hessian.stop_factor,
+                 "stop the search after an epoch whose eigenvalue exceeds this factor (>= 1) "
+                 "times its minimum so far (DARTS-ES; 0: off)")
+      ->check(CLI::NonNegativeNumber);
   bool pc_darts = false;
   app.add_flag("--pc-darts", pc_darts,
                "PC-DARTS with its defaults: --partial-channels 4 --edge-normalization "

@@ -3,6 +3,7 @@
 // step algorithms: first-order bilevel (DARTS's default), second-order bilevel (the unrolled
 // architecture gradient) or joint (one batch for weights and alphas, the seed's style).
 #include <memory>
+#include <numeric>
 
 #include "cudarts/darts.h"
 #include "cudarts/search_model.h"
@@ -48,6 +49,10 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
         {"auxiliary_skip", o.regularizers.auxiliary_skip},
         {"auxiliary_skip_decay", o.regularizers.auxiliary_skip_decay},
         {"max_skips", o.regularizers.max_skips}}},
+      {"hessian",
+       {{"every", o.hessian.every},
+        {"batches", o.hessian.batches},
+        {"stop_factor", o.hessian.stop_factor}}},
       {"seed", o.run.seed}};
 }
 
@@ -204,6 +209,7 @@ class SearchTask final : public TrainingTask {
     w_opt_.set_skip_nonfinite(true);
     a_opt_.set_skip_nonfinite(true);
     arch_loss_ = Tensor::zeros(ctx, Shape{1});
+    if (!hessian_state_.defined()) hessian_state_ = Tensor::zeros(ctx, Shape{3});
     if (fresh && !o_.run.quiet)
       std::printf(
           "darts_search: %s, %lld + %lld images (train / validation split), %s, %s "
@@ -243,7 +249,7 @@ class SearchTask final : public TrainingTask {
                            [&](const Tensor& x) { return model_.forward(ctx, x, Mode::Eval); });
   }
   const char* eval_name() const override { return "validation loss"; }
-  void end_epoch(Context&, int epoch, json& line) override {
+  void end_epoch(Context& ctx, int epoch, json& line) override {
     auto [normal, reduce] = edge_probabilities(net_);
     for (const auto* cell : {&normal, &reduce})
       for (const auto& edge : *cell)
@@ -253,6 +259,7 @@ class SearchTask final : public TrainingTask {
                 detail::cat("darts_search: the architecture parameters are not finite after epoch ",
                             epoch + 1, "; stopped before deriving a genotype or writing anything"));
     line["alphas"] = {{"normal", normal}, {"reduce", reduce}};
+    hessian_monitor(ctx, epoch, line);
     // Collapse monitors (docs/DESIGN.md section 9): alpha mass on parameter-free ops, the
     // skips of the genotype derived without a cap, the regularisers' state.
     json free = {{"normal", parameter_free_share(normal)}};
@@ -294,6 +301,7 @@ class SearchTask final : public TrainingTask {
       write_file_atomic(path_in(o_.run, "genotype.py"), "genotype = " + g.to_python() + "\n");
   }
   void put(Checkpoint& c) override {
+    if (o_.hessian.every > 0) c.put("monitor/hessian", hessian_state_);  // the early stop's
     c.put("arch/alphas", model_.alphas());
     for (auto& [name, p] : model_.other_architecture_parameters()) c.put("arch/" + name, p->value);
     for (auto& [name, m] : model_.mixed_ops())  // the methods' own state ("<key>/<op path>")
@@ -301,6 +309,17 @@ class SearchTask final : public TrainingTask {
         if (t->defined()) c.put(key + "/" + name, *t);
   }
   void get(Context& ctx, const Checkpoint& c) override {
+    if (o_.hessian.every > 0) {
+      hessian_state_ = Tensor::zeros(ctx, Shape{3});
+      c.get(ctx, "monitor/hessian", hessian_state_);
+      const std::vector<float> s = hessian_state_.to_vector();
+      CUDARTS_INPUT_CHECK(s[1] >= 0.0f && s[1] < 1e7f && (s[2] == 0.0f || s[2] == 1.0f),
+                          "checkpoint: tensor 'monitor/hessian' holds [", s[0], ", ", s[1], ", ",
+                          s[2], "], expected [minimum, count, stopped 0 or 1]");
+      hessian_min_ = s[0];
+      hessian_count_ = int(s[1]);
+      stopped_ = s[2] == 1.0f;
+    }
     Tensor alphas = model_.alphas().share();
     c.get(ctx, "arch/alphas", alphas);
     model_.alphas_changed();
@@ -316,6 +335,7 @@ class SearchTask final : public TrainingTask {
       }
   }
   const std::string& genotype() const { return genotype_; }
+  bool stopped() const override { return stopped_; }
 
  private:
   const SearchOptions& o_;
@@ -332,6 +352,43 @@ class SearchTask final : public TrainingTask {
   AugmentParams aug_;
   bool arch_on_ = true;
   std::string genotype_;
+  double hessian_min_ = 0.0;  // the smallest |eigenvalue| logged so far (R-DARTS early stop)
+  int hessian_count_ = 0;
+  bool stopped_ = false;
+  Tensor hessian_state_;  // [minimum, count, stopped] for the checkpoint
+
+  // R-DARTS: the alpha-Hessian's dominant eigenvalue on the first validation batches (fixed,
+  // unaugmented), every o_.hessian.every epochs; the early stop when it has risen past
+  // stop_factor times its minimum.
+  void hessian_monitor(Context& ctx, int epoch, json& line) {
+    const auto& h = o_.hessian;
+    if (h.every == 0 || (epoch + 1) % h.every != 0) return;
+    std::vector<std::pair<Tensor, Tensor>> vb;
+    for (int b = 0; b < h.batches; ++b) {
+      std::vector<int64_t> idx(size_t(o_.batch));
+      std::iota(idx.begin(), idx.end(), half_ + int64_t(b) * o_.batch);
+      Batch batch = make_batch(ctx, train_, idx);
+      vb.emplace_back(std::move(batch.images), std::move(batch.labels));
+    }
+    const double lambda = alpha_hessian_eigenvalue(ctx, model_, vb);
+    line["hessian_eigenvalue"] = lambda;
+    // The rule compares magnitudes (the dominant eigenvalue is the largest in magnitude; it
+    // is positive near a minimum). The smallest magnitude so far is kept at float precision,
+    // as the checkpoint holds it, so that a resumed run decides alike.
+    const double size = double(float(std::abs(lambda)));
+    if (hessian_count_ == 0 || size < hessian_min_) hessian_min_ = size;
+    ++hessian_count_;
+    if (h.stop_factor >= 1.0f && hessian_min_ > 0.0 &&
+        size > double(h.stop_factor) * hessian_min_) {
+      stopped_ = true;
+      line["early_stop"] =
+          detail::cat("the alpha-Hessian eigenvalue ", lambda, " exceeds ", h.stop_factor,
+                      " x its smallest magnitude so far, ", hessian_min_);
+    }
+    Tensor s = Tensor::from_vector(
+        ctx, Shape{3}, {float(hessian_min_), float(hessian_count_), stopped_ ? 1.0f : 0.0f});
+    ops::copy(ctx, s, hessian_state_);
+  }
 };
 
 }  // namespace
@@ -339,6 +396,14 @@ class SearchTask final : public TrainingTask {
 RunResult run_search(const SearchOptions& o) {
   check_common("darts_search", o.data, o.run, o.lr, o.momentum, o.weight_decay, o.grad_clip);
   check_regularizers(o.regularizers, "darts_search");
+  CUDARTS_CONFIG_CHECK(
+      o.hessian.every >= 0 && o.hessian.batches >= 1 && std::isfinite(o.hessian.stop_factor) &&
+          (o.hessian.stop_factor == 0.0f || o.hessian.stop_factor >= 1.0f),
+      "darts_search: hessian every ", o.hessian.every, " must be >= 0, batches ", o.hessian.batches,
+      " >= 1 and stop_factor ", o.hessian.stop_factor, " 0 (off) or >= 1");
+  CUDARTS_CONFIG_CHECK(o.hessian.stop_factor == 0.0f || o.hessian.every > 0,
+                       "darts_search: an early stop on the Hessian (stop_factor ",
+                       o.hessian.stop_factor, ") needs it computed (hessian every > 0)");
   CUDARTS_CONFIG_CHECK(std::isfinite(o.lr_min) && o.lr_min >= 0.0f && o.lr_min <= o.lr,
                        "darts_search: lr_min ", o.lr_min, " must be in [0, lr = ", o.lr, "]");
   CUDARTS_CONFIG_CHECK(std::isfinite(o.arch_lr) && o.arch_lr > 0.0f, "darts_search: arch_lr ",
@@ -388,6 +453,10 @@ RunResult run_search(const SearchOptions& o) {
                          "cannot do; continuous MixedOps can)");
     CUDARTS_CONFIG_CHECK(!o.second_order || m->second_order(), "darts_search: --second-order ",
                          "needs MixedOps that run the same ops in every pass (continuous), not ",
+                         m->type());
+    CUDARTS_CONFIG_CHECK(o.hessian.every == 0 || m->second_order(),
+                         "darts_search: --hessian-every needs MixedOps whose loss is a function "
+                         "of alpha (continuous), not ",
                          m->type());
   }
   prepare_out_dir(o.run, "darts_search");

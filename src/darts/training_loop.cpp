@@ -45,6 +45,13 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
                  int64_t(start_epoch) * steps + start_step);
 
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
+    if (task.stopped()) {
+      result.stopped_early = true;
+      if (!run.quiet)
+        std::printf("%s: stopped early after epoch %d of %d (see log.jsonl)\n", program.c_str(),
+                    epoch, epochs);
+      break;
+    }
     runner.restart();
     const auto t0 = Clock::now();
     ctx.allocator().reset_peak();

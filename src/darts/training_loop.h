@@ -487,6 +487,9 @@ class TrainingTask {
   virtual void get(Context&, const Checkpoint&) {}
   // After the resume (or its absence), before the first epoch: fresh = nothing resumed.
   virtual void begin_run(Context&, bool /*fresh*/) {}
+  // True once the task has ended the run early (an early stop decided in end_epoch, restored
+  // by get() on a resume); checked before every epoch.
+  virtual bool stopped() const { return false; }
 };
 
 // Runs (or resumes) the task to its last epoch into run.out_dir; returns what was done.
