@@ -7,6 +7,7 @@ Writes into RUN_DIR (or --out):
   curves.png        train/validation loss and accuracy per epoch (log.jsonl)
   alphas_normal.png softmax(alpha) of every normal-cell edge over the epochs
   alphas_reduce.png the same for the reduction cell (not for a fixed reduction cell)
+  alphas_cell.png   the NAS-Bench-201 cell's edges (--space nb201)
   monitors.png      collapse monitors: alpha mass on parameter-free ops, skips of the genotype,
                     the Hessian's dominant eigenvalue and the regularisers' schedules (when logged)
   normal.png, reduce.png  the cells of genotype.json drawn as graphs (Graphviz 'dot')
@@ -22,6 +23,12 @@ import sys
 
 PRIMITIVES = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
               "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+NB201_PRIMITIVES = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+
+
+def cell_kinds(rows):
+    """The cell kinds logged: normal and reduce (DARTS space) or cell (NAS-Bench-201)."""
+    return [k for k in ("normal", "reduce", "cell") if rows and k in rows[0].get("alphas", {})]
 
 
 def read_log(path):
@@ -60,16 +67,17 @@ def plot_alphas(rows, kind, out, plt):
     if not rows or "alphas" not in rows[0] or not rows[0]["alphas"].get(kind):
         return False  # no alphas logged, or a fixed (unsearched) reduction cell
     edges = len(rows[0]["alphas"][kind])
+    names = NB201_PRIMITIVES if kind == "cell" else PRIMITIVES
     cols = 4
     fig, axes = plt.subplots((edges + cols - 1) // cols, cols, figsize=(14, 2.6 * ((edges + cols - 1) // cols)),
                              squeeze=False)
     epochs = [r["epoch"] for r in rows]
     for e in range(edges):
         ax = axes[e // cols][e % cols]
-        for k, name in enumerate(PRIMITIVES):
+        for k, name in enumerate(names):
             ax.plot(epochs, [r["alphas"][kind][e][k] for r in rows], label=name)
         ax.set_title("%s edge %d" % (kind, e), fontsize=9)
-        ax.axhline(1.0 / len(PRIMITIVES), color="lightgray", linewidth=0.8)  # uniform
+        ax.axhline(1.0 / len(names), color="lightgray", linewidth=0.8)  # uniform
         ax.tick_params(labelsize=7)
     for e in range(edges, len(axes) * cols):
         axes[e // cols][e % cols].axis("off")
@@ -88,7 +96,7 @@ def plot_monitors(rows, out, plt):
              if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, 2 + len(extra), figsize=(5 * (2 + len(extra)), 3.6), squeeze=False)
     a, b = axes[0][0], axes[0][1]
-    for kind in ("normal", "reduce"):
+    for kind in cell_kinds(rows):
         if kind in rows[0]["parameter_free"]:
             a.plot(epochs, [r["parameter_free"][kind] for r in rows], "o-", label=kind)
             b.plot(epochs, [r["skips"][kind] for r in rows], "o-", label=kind)
@@ -159,7 +167,7 @@ def main():
     if rows:
         plot_curves(rows, os.path.join(out, "curves.png"), plt)
         written.append("curves.png")
-        for kind in ("normal", "reduce"):
+        for kind in cell_kinds(rows):
             if plot_alphas(rows, kind, os.path.join(out, "alphas_%s.png" % kind), plt):
                 written.append("alphas_%s.png" % kind)
         if plot_monitors(rows, os.path.join(out, "monitors.png"), plt):

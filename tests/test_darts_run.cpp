@@ -13,6 +13,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "cudarts/nb201.h"
 #include "test_util.h"
 
 namespace cudarts {
@@ -381,6 +382,75 @@ TEST_F(DartsRun, HessianMonitorAndEarlyStop) {
   EXPECT_THROW(darts::run_search(bad), ConfigError);
   bad.net.mixed.method = "continuous";
   bad.hessian.stop_factor = 0.5f;
+  EXPECT_THROW(darts::run_search(bad), ConfigError);
+  EXPECT_FALSE(fs::exists(bad.run.out_dir));
+}
+
+// NAS-Bench-201 end to end: a search logs its one cell kind (6 edges of 5 candidates) and
+// writes the benchmark's string; a killed-and-resumed search equals the uninterrupted one;
+// the string retrains; DARTS-space options are refused before anything is written.
+TEST_F(DartsRun, Nb201SearchResumesAndRetrains) {
+  darts::SearchOptions o = search("nb");
+  o.space = "nb201";
+  o.net.channels = 4;
+  o.net.cells = 1;  // per stage
+  o.run.checkpoint_every = 2;
+  darts::run_search(o);
+  const auto rows = read_log(fs::path(o.run.out_dir) / "log.jsonl");
+  ASSERT_EQ(rows.size(), 2u);
+  const auto& cell = rows[1]["alphas"]["cell"];
+  ASSERT_EQ(cell.size(), 6u);
+  std::vector<std::vector<float>> p;
+  double free = 0;  // none, skip_connect, avg_pool_3x3: entries 0, 1, 4
+  for (const auto& e : cell) {
+    p.push_back(e.get<std::vector<float>>());
+    ASSERT_EQ(p.back().size(), 5u);
+    free += p.back()[0] + p.back()[1] + p.back()[4];
+  }
+  EXPECT_NEAR(rows[1]["parameter_free"]["cell"].get<double>(), free / 6, 1e-6);
+  const json g = json::parse(read(fs::path(o.run.out_dir) / "genotype.json"));
+  const std::string arch = g.at("nb201");
+  EXPECT_EQ(arch, nb201::derive(p).str());
+  EXPECT_EQ(read(fs::path(o.run.out_dir) / "arch.txt"), arch + "\n");
+
+  darts::SearchOptions cut = o;
+  cut.run.out_dir = (dir_ / "nb_cut").string();
+  cut.run.max_steps = 3;
+  darts::run_search(cut);
+  cut.run.max_steps = -1;
+  cut.run.resume = true;
+  darts::run_search(cut);
+  expect_same_run(o.run.out_dir, cut.run.out_dir);
+
+  darts::TrainOptions t;
+  t.space = "nb201";
+  t.data.dir = (dir_ / "data").string();
+  t.run.out_dir = (dir_ / "nb_train").string();
+  t.run.device = "cpu";
+  t.run.quiet = true;
+  t.genotype_path = (fs::path(o.run.out_dir) / "arch.txt").string();
+  t.net.channels = 4;
+  t.net.cells = 1;
+  t.net.auxiliary = false;
+  t.drop_path = 0.0f;
+  t.epochs = 1;
+  t.batch = 32;
+  EXPECT_EQ(darts::run_train(t).epochs_done, 1);
+  EXPECT_EQ(json::parse(read(fs::path(t.run.out_dir) / "genotype.json")).at("nb201"), arch);
+  darts::TrainOptions aux = t;
+  aux.run.out_dir = (dir_ / "nb_train_aux").string();
+  aux.net.auxiliary = true;
+  EXPECT_THROW(darts::run_train(aux), ConfigError);
+  aux.net.auxiliary = false;
+  aux.genotype_path = (fs::path(o.run.out_dir) / "summary.txt").string();
+  EXPECT_THROW(darts::run_train(aux), InputError);
+  EXPECT_FALSE(fs::exists(aux.run.out_dir));
+  darts::SearchOptions bad = o;
+  bad.run.out_dir = (dir_ / "nb_bad").string();
+  bad.net.edge_normalization = true;
+  EXPECT_THROW(darts::run_search(bad), ConfigError);
+  bad.net.edge_normalization = false;
+  bad.space = "nb101";
   EXPECT_THROW(darts::run_search(bad), ConfigError);
   EXPECT_FALSE(fs::exists(bad.run.out_dir));
 }

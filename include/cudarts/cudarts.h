@@ -14,6 +14,7 @@
 #include "cudarts/layer.h"
 #include "cudarts/layers.h"
 #include "cudarts/mixed_op.h"
+#include "cudarts/nb201.h"
 #include "cudarts/ops.h"
 #include "cudarts/optim.h"
 #include "cudarts/philox.h"

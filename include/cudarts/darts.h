@@ -176,6 +176,9 @@ double beta_decay_value(const std::vector<std::vector<float>>& alphas);
 // skip_connect. The share: the mean over edges of the probability on those.
 bool is_parameter_free(const std::string& primitive);
 double parameter_free_share(const std::vector<std::vector<float>>& probabilities);
+// The same over another space's candidate list (probabilities in its order).
+double parameter_free_share(const std::vector<std::vector<float>>& probabilities,
+                            const std::vector<std::string>& primitives);
 int count_skips(const std::vector<std::pair<std::string, int>>& genes);
 
 // R-DARTS's collapse signal: the dominant (largest in magnitude) eigenvalue of a Hessian by
@@ -299,19 +302,29 @@ struct EvalConfig {
   bool auxiliary = true;
 };
 
+// A discrete network that darts_train retrains: a training forward that may give auxiliary
+// logits, and drop-path.
+class RetrainNetwork : public Layer {
+ public:
+  using Layer::Layer;
+  virtual void set_drop_path_prob(float p) = 0;
+  // Training: returns {logits, aux_logits} (aux undefined without an auxiliary head);
+  // backward takes both gradients (daux may be undefined).
+  virtual std::pair<Tensor, Tensor> forward_train(Context& ctx, const Tensor& x) = 0;
+  virtual void backward_train(Context& ctx, const Tensor& dlogits, const Tensor& daux) = 0;
+};
+
 // The discrete network of a genotype (DARTS NetworkCIFAR): affine BatchNorm everywhere,
 // drop-path on every non-identity op, auxiliary head after the cell at 2/3 depth.
-class EvalNetwork final : public Layer {
+class EvalNetwork final : public RetrainNetwork {
  public:
   EvalNetwork(Context& ctx, std::string name, const Genotype& genotype, const EvalConfig& config);
   const char* type() const override { return "DartsEvalNetwork"; }
   Shape output_shape(const Shape& x) const override;
   std::vector<Layer*> children() const override;
-  void set_drop_path_prob(float p);
-  // Training with the auxiliary head: returns {logits, aux_logits} (aux undefined without a
-  // head); backward takes both gradients (daux may be undefined).
-  std::pair<Tensor, Tensor> forward_train(Context& ctx, const Tensor& x);
-  void backward_train(Context& ctx, const Tensor& dlogits, const Tensor& daux);
+  void set_drop_path_prob(float p) override;
+  std::pair<Tensor, Tensor> forward_train(Context& ctx, const Tensor& x) override;
+  void backward_train(Context& ctx, const Tensor& dlogits, const Tensor& daux) override;
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;

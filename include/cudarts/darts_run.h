@@ -41,6 +41,9 @@ struct RunOptions {
 struct SearchOptions {
   DataOptions data;
   RunOptions run;
+  // "darts" (the DARTS space: SearchNetwork) or "nb201" (NAS-Bench-201: nb201::Network with
+  // net.channels and net.cells cells per stage; the DARTS-only options must stay off).
+  std::string space = "darts";
   SearchConfig net;  // channels, cells, MixedOp type and k's
   int epochs = 50;
   int batch = 64;
@@ -82,6 +85,10 @@ struct TrainOptions {
   // genotype.json from darts_search, or the DARTS reference's Python notation: one
   // Genotype(...), or a whole genotypes.py with genotype_name naming one of its assignments.
   std::string genotype_path, genotype_name;
+  // "darts" (EvalNetwork of a genotype) or "nb201" (nb201::Network of an architecture: the
+  // file holds the benchmark's string or darts_search's {"nb201": "..."}; net.channels and
+  // net.cells per stage; no auxiliary head, no drop-path).
+  std::string space = "darts";
   EvalConfig net;  // channels 36, 20 cells, auxiliary head
   int epochs = 600;
   int batch = 96;

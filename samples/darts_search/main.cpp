@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
                  "stop the search after an epoch whose eigenvalue exceeds this factor (>= 1) "
                  "times its minimum so far (DARTS-ES; 0: off)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--space", o.space,
+                 "darts (the DARTS cells) or nb201 (NAS-Bench-201: a 4-node cell of 6 edges, "
+                 "--cells then counts cells per stage, default 5; writes arch.txt)")
+      ->check(CLI::IsMember({"darts", "nb201"}));
   bool pc_darts = false;
   app.add_flag("--pc-darts", pc_darts,
                "PC-DARTS with its defaults: --partial-channels 4 --edge-normalization "
@@ -111,6 +115,7 @@ int main(int argc, char** argv) {
     if (unset("--lr-min")) o.lr_min = 0.0f;
     if (unset("--arch-lr")) o.arch_lr = 6e-4f;
   }
+  if (o.space == "nb201" && app.count("--cells") == 0) o.net.cells = 5;  // per stage
   return program::run("darts_search", [&] {
     o.net.mixed.method = mixed_op;
     if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);

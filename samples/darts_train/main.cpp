@@ -25,9 +25,25 @@ int main(int argc, char** argv) {
   app.add_option("--cutout", o.cutout, "cutout length (0 disables)")->check(CLI::NonNegativeNumber);
   app.add_option("--auxiliary-weight", o.auxiliary_weight, "weight of the auxiliary loss");
   app.add_flag("--no-auxiliary", no_aux, "no auxiliary head");
+  app.add_option("--space", o.space,
+                 "darts (a DARTS genotype) or nb201 (a NAS-Bench-201 architecture string; "
+                 "defaults then: 16 channels, 5 cells per stage, no auxiliary head, no "
+                 "drop-path, no cutout, 200 epochs, batch 256, lr 0.1)")
+      ->check(CLI::IsMember({"darts", "nb201"}));
   CUDARTS_PARSE(app, argc, argv);
   return program::run("darts_train", [&] {
     o.net.auxiliary = !no_aux;
+    if (o.space == "nb201") {  // the benchmark's training, under explicit options
+      auto unset = [&](const char* flag) { return app.count(flag) == 0; };
+      if (unset("--channels")) o.net.channels = 16;
+      if (unset("--cells")) o.net.cells = 5;
+      if (unset("--drop-path")) o.drop_path = 0.0f;
+      if (unset("--cutout")) o.cutout = 0;
+      if (unset("--epochs")) o.epochs = 200;
+      if (unset("--batch-size")) o.batch = 256;
+      if (unset("--lr")) o.lr = 0.1f;
+      o.net.auxiliary = false;
+    }
     const darts::RunResult r = darts::run_train(o);
     if (!o.run.quiet)
       std::printf("test accuracy %.4f after %d epochs (%s/log.jsonl)\n", r.final_valid_acc,

@@ -119,8 +119,12 @@ double beta_decay_value(const std::vector<std::vector<float>>& alphas) {
 
 // ---------------------------------------------------------------- monitors
 double parameter_free_share(const std::vector<std::vector<float>>& probabilities) {
+  return parameter_free_share(probabilities, primitives());
+}
+
+double parameter_free_share(const std::vector<std::vector<float>>& probabilities,
+                            const std::vector<std::string>& prims) {
   if (probabilities.empty()) return 0.0;
-  const auto& prims = primitives();
   double s = 0.0;
   for (const auto& e : probabilities)
     for (size_t i = 0; i < e.size() && i < prims.size(); ++i)

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "cudarts/darts.h"
+#include "cudarts/nb201.h"
 #include "cudarts/search_model.h"
 #include "training_loop.h"
 
@@ -44,6 +45,7 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
       {"partial_channels", o.net.partial_channels},
       {"edge_normalization", o.net.edge_normalization},
       {"fixed_reduction", o.net.fixed_reduction},
+      {"space", o.space},
       {"regularizers",
        {{"beta_decay", o.regularizers.beta_decay},
         {"auxiliary_skip", o.regularizers.auxiliary_skip},
@@ -158,6 +160,107 @@ class JointStep final : public SearchStep {
   bool joint() const override { return true; }
 };
 
+// What the search task needs of its search space (docs/DESIGN.md section 10): the alphas and
+// monitors an epoch logs, the genotype derived from them, the files beside genotype.json.
+class SpaceView {
+ public:
+  virtual ~SpaceView() = default;
+  virtual Layer& network() = 0;
+  virtual void begin_epoch(float auxiliary_skip_weight) = 0;
+  // Adds alphas and monitors to line; returns the genotype (JSON) derived with the skip cap.
+  // DivergenceError on non-finite alphas, before anything is written.
+  virtual std::string end_epoch(json& line, int epoch, int max_skips) = 0;
+  virtual void write_files(const RunOptions& run, const std::string& genotype_json) = 0;
+
+ protected:
+  static void check_finite(const std::vector<std::vector<float>>& p, int epoch) {
+    for (const auto& edge : p)
+      for (float v : edge)
+        if (!std::isfinite(v))
+          throw DivergenceError(
+              detail::cat("darts_search: the architecture parameters are not finite after epoch ",
+                          epoch + 1, "; stopped before deriving a genotype or writing anything"));
+  }
+};
+
+// The DARTS space: normal and reduction cells, edge normalisation (PC-DARTS), a fixed
+// reduction cell (GDAS-FRC), the auxiliary skips (DARTS-).
+class DartsView final : public SpaceView {
+ public:
+  DartsView(SearchNetwork& net, int steps) : net_(net), steps_(steps) {}
+  Layer& network() override { return net_; }
+  void begin_epoch(float w) override {
+    if (net_.config().auxiliary_skip) net_.set_auxiliary_skip_weight(w);
+  }
+  std::string end_epoch(json& line, int epoch, int max_skips) override {
+    auto [normal, reduce] = edge_probabilities(net_);
+    check_finite(normal, epoch);
+    check_finite(reduce, epoch);
+    line["alphas"] = {{"normal", normal}, {"reduce", reduce}};
+    // Collapse monitors (docs/DESIGN.md section 9): alpha mass on parameter-free ops, the
+    // skips of the genotype derived without a cap.
+    json free = {{"normal", parameter_free_share(normal)}};
+    if (!reduce.empty()) free["reduce"] = parameter_free_share(reduce);
+    line["parameter_free"] = free;
+    if (net_.config().edge_normalization) {  // PC-DARTS: the genotype from alpha times beta
+      const std::vector<float> wn = net_.edge_weights(false), wr = net_.edge_weights(true);
+      line["edge_weights"] = {{"normal", wn}, {"reduce", wr}};
+      for (size_t e = 0; e < normal.size(); ++e) {
+        for (float& p : normal[e]) p *= wn[e];
+        if (!reduce.empty())  // empty with fixed reduction cells
+          for (float& p : reduce[e]) p *= wr[e];
+      }
+    }
+    const Genotype uncapped = derive_genotype(normal, reduce, steps_);
+    json skips = {{"normal", count_skips(uncapped.normal)}};
+    if (!reduce.empty()) skips["reduce"] = count_skips(uncapped.reduce);
+    line["skips"] = skips;
+    return max_skips < 0 ? uncapped.to_json()
+                         : derive_genotype(normal, reduce, steps_, max_skips).to_json();
+  }
+  void write_files(const RunOptions& run, const std::string& genotype_json) override {
+    // The same in the DARTS reference's notation, for use with its code (not for a fixed
+    // reduction cell, which that notation cannot express).
+    const Genotype g = Genotype::from_json(genotype_json);
+    if (g.reduce_cell.empty())
+      write_file_atomic(path_in(run, "genotype.py"), "genotype = " + g.to_python() + "\n");
+  }
+
+ private:
+  SearchNetwork& net_;
+  int steps_;
+};
+
+// NAS-Bench-201: one cell kind, the architecture as the benchmark's string.
+class Nb201View final : public SpaceView {
+ public:
+  explicit Nb201View(nb201::Network& net) : net_(net) {}
+  Layer& network() override { return net_; }
+  void begin_epoch(float) override {}
+  std::string end_epoch(json& line, int epoch, int max_skips) override {
+    const std::vector<std::vector<float>> p = net_.probabilities();
+    check_finite(p, epoch);
+    line["alphas"] = {{"cell", p}};
+    line["parameter_free"] = {{"cell", parameter_free_share(p, nb201::primitives())}};
+    const nb201::Arch uncapped = nb201::derive(p);
+    line["skips"] = {
+        {"cell", std::count(uncapped.ops.begin(), uncapped.ops.end(), "skip_connect")}};
+    return json{{"nb201", nb201::derive(p, max_skips).str()}}.dump(2);
+  }
+  void write_files(const RunOptions& run, const std::string& genotype_json) override {
+    write_file_atomic(path_in(run, "arch.txt"),
+                      json::parse(genotype_json).at("nb201").get<std::string>() + "\n");
+  }
+
+ private:
+  nb201::Network& net_;
+};
+
+std::unique_ptr<SpaceView> make_view(const SearchOptions& o, Layer& net) {
+  if (o.space == "nb201") return std::make_unique<Nb201View>(static_cast<nb201::Network&>(net));
+  return std::make_unique<DartsView>(static_cast<SearchNetwork&>(net), o.net.steps);
+}
+
 class SearchTask final : public TrainingTask {
  public:
   SearchTask(Context& ctx, const SearchOptions& o, Dataset train, SearchModel& model)
@@ -165,7 +268,7 @@ class SearchTask final : public TrainingTask {
         train_(std::move(train)),
         half_(train_.n / 2),
         model_(model),
-        net_(static_cast<SearchNetwork&>(model.network())),
+        view_(make_view(o, model.network())),
         w_opt_(ctx, model.operational_parameters(),
                SgdParams{o.lr, o.momentum, o.weight_decay, false}),
         a_opt_(ctx, model.architecture_parameters(),
@@ -199,7 +302,7 @@ class SearchTask final : public TrainingTask {
     return {"training loss", "weight gradient norm", "architecture-step loss",
             "architecture gradient norm"};
   }
-  Layer& network() override { return net_; }
+  Layer& network() override { return view_->network(); }
   NamedOptimizers optimizers() override { return {{"opt_w/", &w_opt_}, {"opt_a/", &a_opt_}}; }
   json config() const override { return config_; }
 
@@ -222,8 +325,7 @@ class SearchTask final : public TrainingTask {
     arch_on_ = epoch >= o_.warmup_epochs;
     model_.set_search_progress(o_.epochs > 1 ? double(epoch) / double(o_.epochs - 1) : 1.0);
     const RegularizerOptions& r = o_.regularizers;
-    if (net_.config().auxiliary_skip)
-      net_.set_auxiliary_skip_weight(auxiliary_skip_weight(r, epoch, o_.epochs));
+    view_->begin_epoch(auxiliary_skip_weight(r, epoch, o_.epochs));
     step_->set_beta_decay(beta_decay_coefficient(r, epoch, o_.epochs));
   }
   float lr(int epoch) const override { return schedule_.lr(epoch); }
@@ -250,34 +352,10 @@ class SearchTask final : public TrainingTask {
   }
   const char* eval_name() const override { return "validation loss"; }
   void end_epoch(Context& ctx, int epoch, json& line) override {
-    auto [normal, reduce] = edge_probabilities(net_);
-    for (const auto* cell : {&normal, &reduce})
-      for (const auto& edge : *cell)
-        for (float p : edge)
-          if (!std::isfinite(p))
-            throw DivergenceError(
-                detail::cat("darts_search: the architecture parameters are not finite after epoch ",
-                            epoch + 1, "; stopped before deriving a genotype or writing anything"));
-    line["alphas"] = {{"normal", normal}, {"reduce", reduce}};
+    // The space's alphas, monitors and derived genotype (throws DivergenceError on non-finite
+    // alphas, before anything is written).
+    genotype_ = view_->end_epoch(line, epoch, o_.regularizers.max_skips);
     hessian_monitor(ctx, epoch, line);
-    // Collapse monitors (docs/DESIGN.md section 9): alpha mass on parameter-free ops, the
-    // skips of the genotype derived without a cap, the regularisers' state.
-    json free = {{"normal", parameter_free_share(normal)}};
-    if (!reduce.empty()) free["reduce"] = parameter_free_share(reduce);
-    line["parameter_free"] = free;
-    if (o_.net.edge_normalization) {  // PC-DARTS: the genotype from alpha times the edge weight
-      const std::vector<float> wn = net_.edge_weights(false), wr = net_.edge_weights(true);
-      line["edge_weights"] = {{"normal", wn}, {"reduce", wr}};
-      for (size_t e = 0; e < normal.size(); ++e) {
-        for (float& p : normal[e]) p *= wn[e];
-        if (!reduce.empty())  // empty with fixed reduction cells
-          for (float& p : reduce[e]) p *= wr[e];
-      }
-    }
-    const Genotype uncapped = derive_genotype(normal, reduce, o_.net.steps);
-    json skips = {{"normal", count_skips(uncapped.normal)}};
-    if (!reduce.empty()) skips["reduce"] = count_skips(uncapped.reduce);
-    line["skips"] = skips;
     const RegularizerOptions& r = o_.regularizers;
     if (r.beta_decay > 0.0f) {
       std::vector<std::vector<float>> alphas;
@@ -287,18 +365,11 @@ class SearchTask final : public TrainingTask {
     }
     if (r.auxiliary_skip > 0.0f)
       line["auxiliary_skip_weight"] = auxiliary_skip_weight(r, epoch, o_.epochs);
-    genotype_ = r.max_skips < 0
-                    ? uncapped.to_json()
-                    : derive_genotype(normal, reduce, o_.net.steps, r.max_skips).to_json();
   }
   void write_epoch_files(int) override {
     write_file_atomic(path_in(o_.run, "summary.txt"), model_.architecture_summary());
     write_file_atomic(path_in(o_.run, "genotype.json"), genotype_ + "\n");
-    // The same in the DARTS reference's notation, for use with its code (not for a fixed
-    // reduction cell, which that notation cannot express).
-    const Genotype g = Genotype::from_json(genotype_);
-    if (g.reduce_cell.empty())
-      write_file_atomic(path_in(o_.run, "genotype.py"), "genotype = " + g.to_python() + "\n");
+    view_->write_files(o_.run, genotype_);
   }
   void put(Checkpoint& c) override {
     if (o_.hessian.every > 0) c.put("monitor/hessian", hessian_state_);  // the early stop's
@@ -342,7 +413,7 @@ class SearchTask final : public TrainingTask {
   Dataset train_;
   int64_t half_;
   SearchModel& model_;
-  SearchNetwork& net_;
+  std::unique_ptr<SpaceView> view_;
   SGD w_opt_;
   Adam a_opt_;
   CosineSchedule schedule_;
@@ -424,10 +495,22 @@ RunResult run_search(const SearchOptions& o) {
                        " must be positive (multiplier <= steps)");
   CUDARTS_CONFIG_CHECK(o.epochs >= 1 && o.batch >= 2, "darts_search: epochs ", o.epochs,
                        " must be >= 1 and batch size ", o.batch, " >= 2");
-  CUDARTS_CONFIG_CHECK(
-      o.net.cells >= 3, "darts_search: ", o.net.cells,
-      " cells; a genotype needs a normal and a reduction cell, so at least 3 cells "
-      "(reductions sit at 1/3 and 2/3 of the depth)");
+  CUDARTS_CONFIG_CHECK(o.space == "darts" || o.space == "nb201", "darts_search: space '", o.space,
+                       "', expected darts or nb201");
+  if (o.space == "darts") {
+    CUDARTS_CONFIG_CHECK(
+        o.net.cells >= 3, "darts_search: ", o.net.cells,
+        " cells; a genotype needs a normal and a reduction cell, so at least 3 cells "
+        "(reductions sit at 1/3 and 2/3 of the depth)");
+  } else {
+    CUDARTS_CONFIG_CHECK(o.net.cells >= 1, "darts_search: ", o.net.cells,
+                         " cells per stage (NAS-Bench-201), expected >= 1");
+    CUDARTS_CONFIG_CHECK(o.net.partial_channels == 1 && !o.net.edge_normalization &&
+                             !o.net.fixed_reduction && o.regularizers.auxiliary_skip == 0.0f,
+                         "darts_search: the NAS-Bench-201 space has no partial channels, edge "
+                         "normalisation, fixed reduction cell or auxiliary skip (DARTS space "
+                         "options)");
+  }
   mixed_op_method(o.net.mixed.method);  // a ConfigError naming the methods if unknown
   CUDARTS_CONFIG_CHECK(!o.second_order || (o.bilevel && !o.run.cuda_graph),
                        "darts_search: --second-order needs bilevel updates (not --joint) and no "
@@ -444,7 +527,19 @@ RunResult run_search(const SearchOptions& o) {
   cfg.auxiliary_skip = o.regularizers.auxiliary_skip > 0.0f;
   cfg.in_channels = train_all.c;
   cfg.num_classes = train_all.num_classes;
-  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+  std::unique_ptr<Layer> net;
+  if (o.space == "nb201") {
+    nb201::Config nc;
+    nc.channels = o.net.channels;
+    nc.cells_per_stage = o.net.cells;
+    nc.in_channels = train_all.c;
+    nc.num_classes = train_all.num_classes;
+    nc.mixed = o.net.mixed;
+    net = std::make_unique<nb201::Network>(ctx, "net", nc);
+  } else {
+    net = std::make_unique<SearchNetwork>(ctx, "net", cfg);
+  }
+  SearchModel model(ctx, std::move(net));
   // What the method can do, asked of its MixedOps (all of one method) before anything is written.
   for (auto& [name, m] : model.mixed_ops()) {
     CUDARTS_CONFIG_CHECK(!o.run.cuda_graph || m->capturable(), "darts_search: --cuda-graph needs ",

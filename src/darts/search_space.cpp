@@ -547,7 +547,7 @@ void SearchNetwork::release_saved_impl() {}
 // ---------------------------------------------------------------- EvalNetwork
 EvalNetwork::EvalNetwork(Context& ctx, std::string name, const Genotype& genotype,
                          const EvalConfig& config)
-    : Layer(std::move(name)), config_(config) {
+    : RetrainNetwork(std::move(name)), config_(config) {
   CUDARTS_CHECK(config.cells >= 1 && config.channels >= 1, label(), ": cells ", config.cells,
                 " and channels ", config.channels, " must be positive");
   const bool frc = genotype.reduce_cell == "gdas_frc";

@@ -2,6 +2,7 @@
 // cutout) trained with SGD as a TrainingTask of the one training loop (training_loop.h), its
 // step the retraining step; test accuracy per epoch.
 #include "cudarts/darts.h"
+#include "cudarts/nb201.h"
 #include "training_loop.h"
 
 namespace cudarts::darts {
@@ -12,7 +13,7 @@ namespace {
 // weighted auxiliary loss, backward, SGD.
 class RetrainStep {
  public:
-  RetrainStep(const TrainOptions& o, EvalNetwork& net, SGD& opt) : o_(o), net_(net), opt_(opt) {
+  RetrainStep(const TrainOptions& o, RetrainNetwork& net, SGD& opt) : o_(o), net_(net), opt_(opt) {
     aug_.pad = 4;
     aug_.flip = true;
     aug_.cutout = o.cutout;
@@ -34,14 +35,14 @@ class RetrainStep {
 
  private:
   const TrainOptions& o_;
-  EvalNetwork& net_;
+  RetrainNetwork& net_;
   SGD& opt_;
   AugmentParams aug_;
 };
 
 class RetrainTask final : public TrainingTask {
  public:
-  RetrainTask(Context& ctx, const TrainOptions& o, Dataset train, Dataset test, EvalNetwork& net,
+  RetrainTask(Context& ctx, const TrainOptions& o, Dataset train, Dataset test, RetrainNetwork& net,
               json config, std::string genotype)
       : o_(o),
         train_(std::move(train)),
@@ -75,7 +76,8 @@ class RetrainTask final : public TrainingTask {
   }
   void begin_epoch(Context&, int epoch) override {
     opt_.set_lr(schedule_.lr(epoch));
-    net_.set_drop_path_prob(o_.drop_path * float(epoch) / float(o_.epochs));
+    if (o_.drop_path > 0.0f)
+      net_.set_drop_path_prob(o_.drop_path * float(epoch) / float(o_.epochs));
   }
   float lr(int epoch) const override { return schedule_.lr(epoch); }
   std::vector<std::vector<std::vector<int64_t>>> batches(int epoch, int64_t first) override {
@@ -98,7 +100,7 @@ class RetrainTask final : public TrainingTask {
  private:
   const TrainOptions& o_;
   Dataset train_, test_;
-  EvalNetwork& net_;
+  RetrainNetwork& net_;
   SGD opt_;
   CosineSchedule schedule_;
   json config_;
@@ -122,17 +124,45 @@ RunResult run_train(const TrainOptions& o) {
                        " must be >= 1 and batch size ", o.batch, " >= 2");
   CUDARTS_CONFIG_CHECK(!o.genotype_path.empty(),
                        "darts_train: a genotype file (--genotype) is required");
+  CUDARTS_CONFIG_CHECK(o.space == "darts" || o.space == "nb201", "darts_train: space '", o.space,
+                       "', expected darts or nb201");
+  const bool nb = o.space == "nb201";
+  CUDARTS_CONFIG_CHECK(!nb || (!o.net.auxiliary && o.drop_path == 0.0f), "darts_train: ",
+                       "NAS-Bench-201 networks have no auxiliary head and train without ",
+                       "drop-path (auxiliary ", o.net.auxiliary, ", drop_path ", o.drop_path, ")");
   std::ifstream gf(o.genotype_path);
   CUDARTS_INPUT_CHECK(gf.good(), "darts_train: cannot open genotype '", o.genotype_path, "'");
   std::stringstream gs;
   gs << gf.rdbuf();
-  const Genotype genotype = [&] {
-    try {
-      return Genotype::parse(gs.str(), o.genotype_name);
-    } catch (const InputError& e) {
-      throw InputError(detail::cat("darts_train: '", o.genotype_path, "': ", e.what()));
+  // The architecture, validated before anything is written: a DARTS genotype (JSON or the
+  // reference's Python notation), or a NAS-Bench-201 string (bare or as {"nb201": "..."}).
+  Genotype genotype;
+  nb201::Arch arch;
+  std::string genotype_json;
+  try {
+    if (nb) {
+      std::string text = gs.str();
+      const size_t first = text.find_first_not_of(" \t\r\n");
+      if (first != std::string::npos && text[first] == '{') {
+        json j;
+        try {
+          j = json::parse(text);
+        } catch (const std::exception& e) {
+          CUDARTS_INPUT_FAIL("not valid JSON: ", e.what());
+        }
+        CUDARTS_INPUT_CHECK(j.is_object() && j.contains("nb201") && j["nb201"].is_string(),
+                            "expected {\"nb201\": \"|op~0|+...|\"}");
+        text = j["nb201"].get<std::string>();
+      }
+      arch = nb201::Arch::parse(text);
+      genotype_json = json{{"nb201", arch.str()}}.dump(2);
+    } else {
+      genotype = Genotype::parse(gs.str(), o.genotype_name);
+      genotype_json = genotype.to_json();
     }
-  }();
+  } catch (const InputError& e) {
+    throw InputError(detail::cat("darts_train: '", o.genotype_path, "': ", e.what()));
+  }
   prepare_out_dir(o.run, "darts_train");
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
   // The auxiliary head (DARTS) expects 8x8 maps at 2/3 depth: 32x32 inputs.
@@ -143,26 +173,37 @@ RunResult run_train(const TrainOptions& o) {
   EvalConfig cfg = o.net;
   cfg.in_channels = train.c;
   cfg.num_classes = train.num_classes;
-  EvalNetwork net(ctx, "net", genotype, cfg);
-  const json config = {{"dataset", o.data.dataset},
-                       {"subset", o.data.subset},
-                       {"train_images", train.n},
-                       {"genotype", json::parse(genotype.to_json())},
-                       {"channels", cfg.channels},
-                       {"cells", cfg.cells},
-                       {"auxiliary", cfg.auxiliary},
-                       {"auxiliary_weight", o.auxiliary_weight},
-                       {"epochs", o.epochs},
-                       {"batch", o.batch},
-                       {"lr", o.lr},
-                       {"momentum", o.momentum},
-                       {"weight_decay", o.weight_decay},
-                       {"grad_clip", o.grad_clip},
-                       {"drop_path", o.drop_path},
-                       {"cutout", o.cutout},
-                       {"seed", o.run.seed}};
+  std::unique_ptr<RetrainNetwork> net;
+  if (nb) {
+    nb201::Config nc;
+    nc.channels = cfg.channels;
+    nc.cells_per_stage = cfg.cells;
+    nc.in_channels = cfg.in_channels;
+    nc.num_classes = cfg.num_classes;
+    net = std::make_unique<nb201::Network>(ctx, "net", nc, &arch);
+  } else {
+    net = std::make_unique<EvalNetwork>(ctx, "net", genotype, cfg);
+  }
+  json config = {{"dataset", o.data.dataset},
+                 {"subset", o.data.subset},
+                 {"train_images", train.n},
+                 {"genotype", json::parse(genotype_json)},
+                 {"channels", cfg.channels},
+                 {"cells", cfg.cells},
+                 {"auxiliary", cfg.auxiliary},
+                 {"auxiliary_weight", o.auxiliary_weight},
+                 {"epochs", o.epochs},
+                 {"batch", o.batch},
+                 {"lr", o.lr},
+                 {"momentum", o.momentum},
+                 {"weight_decay", o.weight_decay},
+                 {"grad_clip", o.grad_clip},
+                 {"drop_path", o.drop_path},
+                 {"cutout", o.cutout},
+                 {"seed", o.run.seed}};
+  if (nb) config["space"] = o.space;  // (absent for darts: earlier checkpoints still resume)
 
-  RetrainTask task(ctx, o, std::move(train), std::move(test), net, config, genotype.to_json());
+  RetrainTask task(ctx, o, std::move(train), std::move(test), *net, config, genotype_json);
   return run_loop(ctx, o.run, o.epochs, task);
 }
 
