@@ -163,6 +163,14 @@ t 120 python3 perf/torch_darts.py check "$OUT/twin_full.safetensors" --device cu
 rm -f "$OUT/twin_full.safetensors"
 summary "twin: $(grep -oE "torch_darts check: [a-zA-Z]+" "$OUT/twin.log" | tail -1)"
 
+# The search-quality check at its GPU budget, last and only when asked (DEVICE_QUALITY=1): it
+# needs more time than one call usually has left.
+if [ "${DEVICE_QUALITY:-0}" = 1 ]; then
+  t 300 scripts/quality.sh --budget gpu --random 2 --seeds 2 --out "$OUT/quality" --build build-gpu \
+    > "$OUT/quality.log" 2>&1
+  summary "quality (gpu budget): $(grep -E "verdict|rank" "$OUT/quality.log" | tr '\n' ' ')"
+fi
+
 [ -f "$OUT/skipped.txt" ] && summary "skipped for time: $(wc -l < "$OUT/skipped.txt") step(s) (skipped.txt)"
 summary "total $(elapsed) s"
 [ "$FAILED" = 0 ]
