@@ -40,6 +40,15 @@ run frc "alphas" "$search" --out "$work/frc" "${tiny[@]}" "${darts[@]}" --mixed-
 run pc "edge_weights" "$search" --out "$work/pc" "${tiny[@]}" "${darts[@]}" --pc-darts --partial-channels 2 \
   --warmup-epochs 1
 run nb "parameter_free,skips" "$search" --out "$work/nb" "${tiny[@]}" --space nb201 --channels 4 --cells 1
+# Hardware-aware: a cost table written on its own, then a search penalised with it.
+if timeout 120 "$search" --write-cost-table "$work/costs.json" --device cpu --subset 64 \
+    --batch-size 16 "${darts[@]}" --quiet && [ -s "$work/costs.json" ]; then
+  echo "ok: cost table"
+else
+  echo "FAIL: --write-cost-table"; failures=$((failures + 1))
+fi
+run cost "expected_cost,derived_cost" "$search" --out "$work/cost" "${tiny[@]}" "${darts[@]}" \
+  --cost-weight 1 --cost-metric flops --cost-table "$work/costs.json"
 python3 - "$work" <<'PY' || failures=$((failures + 1))
 import json, sys
 w = sys.argv[1]

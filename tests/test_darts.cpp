@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <tuple>
 
+#include "cudarts/hardware.h"
 #include "gradcheck.h"
 
 namespace cudarts {
@@ -1084,6 +1085,117 @@ TEST(Hessian, AlphaHessianEigenvalueMatchesTheDenseHessian) {
   EXPECT_TRUE(std::isfinite(ld));
   EXPECT_EQ(state(), before);
   EXPECT_EQ(darts.gradients(), Gradients::Operational);
+}
+
+// ---------------------------------------------------------------- hardware-aware search
+
+SearchConfig tiny_cost_config() {
+  SearchConfig cfg;
+  cfg.channels = 2;
+  cfg.cells = 3;  // normal (C 2), reduction (C 4), reduction (C 8)
+  cfg.steps = 2;
+  cfg.multiplier = 2;
+  cfg.stem_multiplier = 1;
+  cfg.in_channels = 1;
+  return cfg;
+}
+
+// The table of a tiny search network: one site per edge of every cell, parameters by hand,
+// FLOPs zero exactly for the candidates without arithmetic, a JSON round trip, bad tables
+// refused.
+TEST(HardwareAware, CostTableOfEverySite) {
+  Context ctx(Device::cpu(), ContextOptions{3});
+  SearchNetwork net(ctx, "net", tiny_cost_config());
+  CostTableOptions o;
+  o.repeats = 3;
+  const CostTable t = measure_cost_table(ctx, net, Shape{4, 1, 8, 8}, o);
+  ASSERT_EQ(t.sites.size(), 15u);  // 3 cells x 5 edges
+  EXPECT_EQ(t.input, (std::vector<int64_t>{4, 1, 8, 8}));
+  const size_t none = 0, skip = 3, sep3 = 4, dil3 = 6;
+  for (const auto& s : t.sites) {
+    ASSERT_EQ(s.candidates.size(), 8u);
+    const int64_t c = s.cell == 0 ? 2 : s.cell == 1 ? 4 : 8;
+    // sep_conv_3x3: twice (depthwise 9 C + pointwise C^2); dil_conv_3x3 once; no BN weights
+    // (affine off in the search network).
+    EXPECT_EQ(s.candidates[sep3].params, double(2 * (9 * c + c * c)));
+    EXPECT_EQ(s.candidates[dil3].params, double(9 * c + c * c));
+    EXPECT_EQ(s.candidates[none].flops, 0.0);
+    EXPECT_GT(s.candidates[sep3].flops, s.candidates[dil3].flops);
+    // skip_connect is the identity except on the reduction cells' edges from the cell inputs
+    // (FactorizedReduce: two 1x1 convolutions to C/2). With 2 steps, edges 0-1 read inputs
+    // 0-1 and edges 2-4 inputs 0-2.
+    const int input = s.edge < 2 ? s.edge : s.edge - 2;
+    if (!s.reduction || input >= 2) EXPECT_EQ(s.candidates[skip].flops, 0.0);
+    if (s.reduction && input < 2) EXPECT_EQ(s.candidates[skip].params, double(2 * c * (c / 2)));
+    for (const auto& k : s.candidates)
+      EXPECT_TRUE(std::isfinite(k.latency_ms) && k.latency_ms >= 0);
+  }
+  const CostTable back = CostTable::from_json(t.to_json());
+  ASSERT_EQ(back.sites.size(), t.sites.size());
+  EXPECT_EQ(back.sites[7].candidates[sep3].flops, t.sites[7].candidates[sep3].flops);
+  EXPECT_EQ(back.device, t.device);
+  std::string bad = t.to_json();
+  bad.replace(bad.find("\"params\": 0.0"), 13, "\"params\": -1");
+  EXPECT_THROW(CostTable::from_json(bad), InputError);
+  EXPECT_THROW(CostTable::from_json("{\"device\": 1}"), InputError);
+}
+
+// E[c] against the sum over sites of softmax(alpha) . c (probabilities read from each site's
+// own MixedOp), its gradient against central differences, and a genotype's cost by hand.
+TEST(HardwareAware, ExpectedCostValueGradientAndGenotypeCost) {
+  Context ctx(Device::cpu(), ContextOptions{4});
+  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", tiny_cost_config()));
+  auto& net = static_cast<SearchNetwork&>(model.network());
+  for (Parameter* a : model.alpha_parameters()) init_normal(ctx, a->value, 0.0f, 1.0f);
+  CostTable t = measure_cost_table(ctx, net, Shape{4, 1, 8, 8});
+  ExpectedCost cost(ctx, model, net, t, "params");
+  const auto sites = net.edge_sites(Shape{4, 1, 8, 8});
+  double want = 0;
+  for (size_t s = 0; s < sites.size(); ++s) {
+    const std::vector<float> p = sites[s].op->probabilities();
+    for (size_t i = 0; i < p.size(); ++i) want += p[i] * t.value(s, i, "params");
+  }
+  EXPECT_NEAR(cost.value(), want, 1e-9 * want);
+  for (Parameter* a : model.alpha_parameters()) ops::fill(ctx, a->grad, 0.0f);
+  cost.add_gradient(ctx, 1.0f);
+  for (Parameter* a : model.alpha_parameters()) {
+    const std::vector<float> g = a->grad.to_vector(), v = a->value.to_vector();
+    for (size_t i = 0; i < v.size(); ++i) {
+      auto at = [&](float d) {
+        std::vector<float> w = v;
+        w[i] += d;
+        Tensor x = Tensor::from_vector(ctx, a->value.shape(), w);
+        ops::copy(ctx, x, a->value);
+        return cost.value();
+      };
+      const double fd = (at(1e-2f) - at(-1e-2f)) / 2e-2;
+      at(0.0f);
+      EXPECT_NEAR(g[i], fd, 1e-3 * std::max(1.0, std::abs(fd))) << i;
+    }
+  }
+  Genotype g;  // steps 2: per node two genes
+  g.normal = {{"sep_conv_3x3", 0}, {"skip_connect", 1}, {"dil_conv_3x3", 2}, {"max_pool_3x3", 0}};
+  g.reduce = {{"sep_conv_5x5", 1}, {"sep_conv_3x3", 0}, {"skip_connect", 2}, {"dil_conv_5x5", 1}};
+  g.normal_concat = g.reduce_concat = {2, 3};
+  // Cell 0 normal (C 2), cells 1 and 2 reduction (C 4, 8); node 1's edges are 2, 3, 4.
+  auto params = [](const std::string& op, int64_t c) -> double {
+    if (op == "sep_conv_3x3") return 2 * (9 * c + c * c);
+    if (op == "sep_conv_5x5") return 2 * (25 * c + c * c);
+    if (op == "dil_conv_3x3") return 9 * c + c * c;
+    if (op == "dil_conv_5x5") return 25 * c + c * c;
+    return 0;  // pools, skip (FactorizedReduce on stride-2 edges: its two 1x1 convolutions)
+  };
+  // Normal cell: sep_conv_3x3 (edge 0), skip (edge 1: identity), dil_conv_3x3 (edge 4), max
+  // pool (edge 2); reduction cells: sep_conv_5x5 (edge 1) and sep_conv_3x3 (edge 0), both
+  // stride 2 with the weights of stride 1, skip from node 0 (edge 4: identity), dil_conv_5x5
+  // (edge 3).
+  double hand = params("sep_conv_3x3", 2) + params("dil_conv_3x3", 2);
+  for (int64_t c : {4, 8})
+    hand += params("sep_conv_5x5", c) + params("sep_conv_3x3", c) + params("dil_conv_5x5", c);
+  EXPECT_NEAR(cost.genotype_cost(g), hand / 1e3, 1e-9);  // in thousands
+  EXPECT_THROW(ExpectedCost(ctx, model, net, t, "energy"), ConfigError);
+  t.sites.pop_back();
+  EXPECT_THROW(ExpectedCost(ctx, model, net, t, "params"), ConfigError);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "cudarts/hardware.h"
 #include "cudarts/nb201.h"
 #include "test_util.h"
 
@@ -453,6 +454,62 @@ TEST_F(DartsRun, Nb201SearchResumesAndRetrains) {
   bad.space = "nb101";
   EXPECT_THROW(darts::run_search(bad), ConfigError);
   EXPECT_FALSE(fs::exists(bad.run.out_dir));
+}
+
+// Hardware-aware search on a toy space: raising the cost weight (parameters) moves the derived
+// architecture monotonically toward cheaper cells; each epoch logs the expected and derived
+// costs; the run's cost table is written once and a killed-and-resumed run reads it back
+// (the same numbers as the uninterrupted run).
+TEST_F(DartsRun, CostPenaltyMovesTowardCheaperCells) {
+  std::vector<double> derived;
+  for (float weight : {0.0f, 0.3f, 30.0f}) {
+    darts::SearchOptions o = search("cost" + std::to_string(int(weight * 10)));
+    o.net.channels = 4;
+    o.epochs = 3;
+    o.arch_lr = 3e-3f;
+    o.cost.metric = "params";
+    o.cost.weight = weight;
+    darts::run_search(o);
+    const auto rows = read_log(fs::path(o.run.out_dir) / "log.jsonl");
+    if (weight == 0.0f) {
+      EXPECT_FALSE(rows.back().contains("expected_cost"));
+      // The weight-0 run's genotype priced with the table of the next run (same network).
+      derived.push_back(-1);
+      continue;
+    }
+    ASSERT_TRUE(rows.back().contains("expected_cost"));
+    EXPECT_TRUE(fs::exists(fs::path(o.run.out_dir) / "cost_table.json"));
+    derived.push_back(rows.back()["derived_cost"].get<double>());
+    if (derived[0] < 0) {  // price the weight-0 genotype with this table
+      Context ctx;
+      const darts::CostTable t =
+          darts::CostTable::from_json(read(fs::path(o.run.out_dir) / "cost_table.json"));
+      darts::SearchConfig cfg = o.net;
+      cfg.in_channels = 1;
+      SearchModel model(ctx, std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));
+      darts::ExpectedCost cost(ctx, model, static_cast<darts::SearchNetwork&>(model.network()), t,
+                               "params");
+      derived[0] =
+          cost.genotype_cost(darts::Genotype::from_json(read(dir_ / "cost0" / "genotype.json")));
+    }
+    if (weight == 30.0f) {  // killed and resumed: the table is read back, the numbers equal
+      darts::SearchOptions cut = o;
+      cut.run.out_dir = (dir_ / "cost_cut").string();
+      cut.run.max_steps = 8;
+      darts::run_search(cut);
+      const std::string table = read(fs::path(cut.run.out_dir) / "cost_table.json");
+      cut.run.max_steps = -1;
+      cut.run.resume = true;
+      darts::run_search(cut);
+      EXPECT_EQ(read(fs::path(cut.run.out_dir) / "cost_table.json"), table);
+      expect_same_run(o.run.out_dir, cut.run.out_dir);  // (parameters: the same in any table)
+    }
+  }
+  std::printf("[ measured ] derived cost (k params) at weights 0, 0.3, 30: %.4f %.4f %.4f\n",
+              derived[0], derived[1], derived[2]);
+  EXPECT_GE(derived[0], derived[1]);
+  EXPECT_GE(derived[1], derived[2]);
+  EXPECT_LT(derived[2], derived[0]);
 }
 
 // The step captured in a StepGraph once per epoch and replayed (--cuda-graph; on the CPU

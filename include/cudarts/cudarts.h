@@ -11,6 +11,7 @@
 #include "cudarts/error.h"
 #include "cudarts/graph.h"
 #include "cudarts/guard.h"
+#include "cudarts/hardware.h"
 #include "cudarts/layer.h"
 #include "cudarts/layers.h"
 #include "cudarts/mixed_op.h"

@@ -243,6 +243,16 @@ class SearchNetwork final : public Layer {
   bool is_reduction(int cell) const;
   // DARTS-: the weight of every edge's auxiliary skip (needs config().auxiliary_skip).
   void set_auxiliary_skip_weight(float w);
+  // Every searched edge of every cell (fixed reduction cells have none), in cell then DARTS
+  // edge order: its MixedOp and the shape of the candidates' input for network input x
+  // (PC-DARTS: the 1/K channels that go through the candidates).
+  struct EdgeSite {
+    int cell = 0, edge = 0;
+    bool reduction = false;
+    MixedOp* op = nullptr;
+    Shape input;
+  };
+  std::vector<EdgeSite> edge_sites(const Shape& x);
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;

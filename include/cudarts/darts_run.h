@@ -77,6 +77,18 @@ struct SearchOptions {
     int batches = 2;
     float stop_factor = 0.0f;
   } hessian;
+  // Hardware-aware search (docs/DESIGN.md section 11; DARTS space): with weight > 0 the
+  // architecture loss gets weight * E[c] (budget > 0: weight * max(0, E[c] - budget), the
+  // indicator taken at the start of each epoch) for the metric "latency" (ms), "flops"
+  // (MFLOP) or "params" (thousands) of the cost table: read from `table` when given, else
+  // measured at the start on the run's device (and written to cost_table.json in the run
+  // folder, which a resume reads). Each epoch logs expected_cost and derived_cost.
+  struct {
+    float weight = 0.0f;
+    float budget = 0.0f;
+    std::string metric = "latency";
+    std::string table;
+  } cost;
 };
 
 struct TrainOptions {
@@ -108,6 +120,11 @@ struct RunResult {
 // Writes into options.run.out_dir: log.jsonl (one object per epoch), summary.txt, genotype.json,
 // checkpoint.safetensors. With run.resume, continues from the checkpoint there.
 RunResult run_search(const SearchOptions& options);
+// The cost table (include/cudarts/hardware.h) of the search network these options describe,
+// for its input (batch, channels, height, width of the dataset), measured on the run's device.
+// Writes nothing.
+struct CostTable;
+CostTable measure_search_costs(const SearchOptions& options);
 RunResult run_train(const TrainOptions& options);
 
 }  // namespace cudarts::darts

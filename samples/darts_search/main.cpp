@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "../darts_cli.h"
+#include "cudarts/hardware.h"
 
 using namespace cudarts;
 
@@ -79,6 +80,21 @@ int main(int argc, char** argv) {
                  "darts (the DARTS cells) or nb201 (NAS-Bench-201: a 4-node cell of 6 edges, "
                  "--cells then counts cells per stage, default 5; writes arch.txt)")
       ->check(CLI::IsMember({"darts", "nb201"}));
+  app.add_option("--cost-weight", o.cost.weight,
+                 "hardware-aware search: add this weight times the expected cost E[c] of the "
+                 "architecture (sum over edges of p_i c_i) to the architecture loss (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--cost-metric", o.cost.metric, "latency (ms, default), flops (MFLOP), params (k)")
+      ->check(CLI::IsMember({"latency", "flops", "params"}));
+  app.add_option("--cost-budget", o.cost.budget,
+                 "penalise only the expected cost above this budget (0: all of it)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--cost-table", o.cost.table,
+                 "a cost table from --write-cost-table (default: measure at the start)");
+  std::string write_table;
+  app.add_option("--write-cost-table", write_table,
+                 "measure every candidate of every edge on --device for this network and "
+                 "batch (latency, FLOPs, parameters), write the JSON table and exit");
   bool pc_darts = false;
   app.add_flag("--pc-darts", pc_darts,
                "PC-DARTS with its defaults: --partial-channels 4 --edge-normalization "
@@ -101,7 +117,7 @@ int main(int argc, char** argv) {
     std::printf("%s\n", Context::cuda_available() ? "cuda" : "cpu");
     return 0;
   }
-  if (o.run.out_dir.empty()) {
+  if (o.run.out_dir.empty() && write_table.empty()) {
     std::fprintf(stderr, "darts_search: --out is required\n%s", app.help().c_str());
     return 2;
   }
@@ -116,6 +132,14 @@ int main(int argc, char** argv) {
     if (unset("--arch-lr")) o.arch_lr = 6e-4f;
   }
   if (o.space == "nb201" && app.count("--cells") == 0) o.net.cells = 5;  // per stage
+  if (!write_table.empty())
+    return program::run("darts_search", [&] {
+      o.net.mixed.method = mixed_op;
+      if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);
+      write_file_atomic(write_table, darts::measure_search_costs(o).to_json() + "\n");
+      if (!o.run.quiet) std::printf("darts_search: wrote %s\n", write_table.c_str());
+      return 0;
+    });
   return program::run("darts_search", [&] {
     o.net.mixed.method = mixed_op;
     if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);

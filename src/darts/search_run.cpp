@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "cudarts/darts.h"
+#include "cudarts/hardware.h"
 #include "cudarts/nb201.h"
 #include "cudarts/search_model.h"
 #include "training_loop.h"
@@ -46,6 +47,11 @@ json search_config_json(const SearchOptions& o, const Dataset& train) {
       {"edge_normalization", o.net.edge_normalization},
       {"fixed_reduction", o.net.fixed_reduction},
       {"space", o.space},
+      {"cost",
+       {{"weight", o.cost.weight},
+        {"budget", o.cost.budget},
+        {"metric", o.cost.metric},
+        {"table", o.cost.table}}},
       {"regularizers",
        {{"beta_decay", o.regularizers.beta_decay},
         {"auxiliary_skip", o.regularizers.auxiliary_skip},
@@ -94,13 +100,17 @@ class SearchStep {
   // Before every architecture optimizer step: the regularisers' gradients on the alphas.
   void regularize(Context& ctx) {
     add_beta_decay_gradient(ctx, model_.alpha_parameters(), beta_decay_);
+    if (cost_) cost_->add_gradient(ctx, cost_weight_);
   }
 
  public:
   void set_beta_decay(float coefficient) { beta_decay_ = coefficient; }
+  void set_cost(ExpectedCost* cost, float weight) { cost_ = cost, cost_weight_ = weight; }
 
  protected:
   float beta_decay_ = 0.0f;
+  ExpectedCost* cost_ = nullptr;
+  float cost_weight_ = 0.0f;
 
   const SearchOptions& o_;
   SearchModel& model_;
@@ -327,6 +337,16 @@ class SearchTask final : public TrainingTask {
     const RegularizerOptions& r = o_.regularizers;
     view_->begin_epoch(auxiliary_skip_weight(r, epoch, o_.epochs));
     step_->set_beta_decay(beta_decay_coefficient(r, epoch, o_.epochs));
+    if (cost_) {  // with a budget, only an expected cost above it is penalised
+      const bool over = o_.cost.budget <= 0.0f || cost_->value() > double(o_.cost.budget);
+      step_->set_cost(cost_.get(), over ? o_.cost.weight : 0.0f);
+    }
+  }
+  // Hardware-aware search: the expected cost of the table, added to every architecture step.
+  void enable_cost(Context& ctx, CostTable table) {
+    table_ = std::move(table);
+    cost_ = std::make_unique<ExpectedCost>(
+        ctx, model_, static_cast<SearchNetwork&>(view_->network()), table_, o_.cost.metric);
   }
   float lr(int epoch) const override { return schedule_.lr(epoch); }
   // Each epoch its own shuffles of the two halves; the validation batches cycle (the split
@@ -365,6 +385,10 @@ class SearchTask final : public TrainingTask {
     }
     if (r.auxiliary_skip > 0.0f)
       line["auxiliary_skip_weight"] = auxiliary_skip_weight(r, epoch, o_.epochs);
+    if (cost_) {
+      line["expected_cost"] = cost_->value();
+      line["derived_cost"] = cost_->genotype_cost(Genotype::from_json(genotype_));
+    }
   }
   void write_epoch_files(int) override {
     write_file_atomic(path_in(o_.run, "summary.txt"), model_.architecture_summary());
@@ -414,6 +438,8 @@ class SearchTask final : public TrainingTask {
   int64_t half_;
   SearchModel& model_;
   std::unique_ptr<SpaceView> view_;
+  CostTable table_;
+  std::unique_ptr<ExpectedCost> cost_;
   SGD w_opt_;
   Adam a_opt_;
   CosineSchedule schedule_;
@@ -464,6 +490,19 @@ class SearchTask final : public TrainingTask {
 
 }  // namespace
 
+CostTable measure_search_costs(const SearchOptions& o) {
+  CUDARTS_CONFIG_CHECK(o.space == "darts", "darts_search: cost tables are built for the DARTS ",
+                       "space (not ", o.space, ")");
+  Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
+  auto [train, test] = load_data(o.data);
+  (void)test;
+  SearchConfig cfg = o.net;
+  cfg.in_channels = train.c;
+  cfg.num_classes = train.num_classes;
+  SearchNetwork net(ctx, "net", cfg);
+  return measure_cost_table(ctx, net, Shape{o.batch, train.c, train.h, train.w});
+}
+
 RunResult run_search(const SearchOptions& o) {
   check_common("darts_search", o.data, o.run, o.lr, o.momentum, o.weight_decay, o.grad_clip);
   check_regularizers(o.regularizers, "darts_search");
@@ -497,6 +536,14 @@ RunResult run_search(const SearchOptions& o) {
                        " must be >= 1 and batch size ", o.batch, " >= 2");
   CUDARTS_CONFIG_CHECK(o.space == "darts" || o.space == "nb201", "darts_search: space '", o.space,
                        "', expected darts or nb201");
+  CUDARTS_CONFIG_CHECK(
+      std::isfinite(o.cost.weight) && o.cost.weight >= 0.0f && std::isfinite(o.cost.budget) &&
+          o.cost.budget >= 0.0f &&
+          (o.cost.metric == "latency" || o.cost.metric == "flops" || o.cost.metric == "params"),
+      "darts_search: cost weight ", o.cost.weight, " and budget ", o.cost.budget,
+      " must be finite and >= 0, metric '", o.cost.metric, "' latency, flops or params");
+  CUDARTS_CONFIG_CHECK(o.cost.weight == 0.0f || o.space == "darts", "darts_search: the cost ",
+                       "penalty is built for the DARTS space (not ", o.space, ")");
   if (o.space == "darts") {
     CUDARTS_CONFIG_CHECK(
         o.net.cells >= 3, "darts_search: ", o.net.cells,
@@ -554,8 +601,39 @@ RunResult run_search(const SearchOptions& o) {
                          "of alpha (continuous), not ",
                          m->type());
   }
+  // The cost table: given, or the run's own (a resume reads it back), or measured now, before
+  // the run folder is touched.
+  CostTable table;
+  bool write_table = false;
+  if (o.cost.weight > 0.0f) {
+    auto read = [](const std::string& path) {
+      std::ifstream f(path);
+      CUDARTS_INPUT_CHECK(f.good(), "darts_search: cannot open cost table '", path, "'");
+      std::stringstream s;
+      s << f.rdbuf();
+      try {
+        return CostTable::from_json(s.str());
+      } catch (const InputError& e) {
+        throw InputError(detail::cat("darts_search: '", path, "': ", e.what()));
+      }
+    };
+    const std::string own = path_in(o.run, "cost_table.json");
+    if (!o.cost.table.empty()) {
+      table = read(o.cost.table);
+    } else if (o.run.resume && fs::exists(own)) {
+      table = read(own);
+    } else {
+      if (!o.run.quiet)
+        std::printf("darts_search: measuring the cost table on %s\n", ctx.device().str().c_str());
+      table = measure_cost_table(ctx, static_cast<SearchNetwork&>(model.network()),
+                                 Shape{o.batch, train_all.c, train_all.h, train_all.w});
+      write_table = true;
+    }
+  }
   prepare_out_dir(o.run, "darts_search");
+  if (write_table) write_file_atomic(path_in(o.run, "cost_table.json"), table.to_json() + "\n");
   SearchTask task(ctx, o, std::move(train_all), model);
+  if (o.cost.weight > 0.0f) task.enable_cost(ctx, std::move(table));
   RunResult result = run_loop(ctx, o.run, o.epochs, task);
   result.genotype_json = task.genotype();
   if (result.genotype_json.empty() && fs::exists(path_in(o.run, "genotype.json"))) {

@@ -3,6 +3,7 @@
 // the gradients of states that feed two cells.
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "cudarts/darts.h"
 #include "cudarts/error.h"
@@ -498,6 +499,34 @@ bool SearchNetwork::is_reduction(int cell) const {
 
 int SearchNetwork::num_edges() const {
   return config_.steps * (config_.steps + 3) / 2;
+}
+
+std::vector<SearchNetwork::EdgeSite> SearchNetwork::edge_sites(const Shape& x) {
+  CUDARTS_CHECK(x.ndim() == 4 && x[1] == config_.in_channels, label(), ": input shape ", x,
+                ", expected [N, ", config_.in_channels, ", H, W]");
+  std::vector<EdgeSite> sites;
+  int64_t h = x[2], w = x[3], c = config_.channels;
+  for (int i = 0; i < config_.cells; ++i) {
+    const bool reduction = is_reduction(i);
+    if (reduction) c *= 2;
+    const bool fixed = reduction && config_.fixed_reduction;
+    std::map<std::string, Layer*> edges;
+    for (Layer* l : cells_[size_t(i)]->children()) edges[l->name()] = l;
+    for (int node = 0, k = 0; node < config_.steps && !fixed; ++node)
+      for (int j = 0; j < node + 2; ++j, ++k) {
+        Layer* m = edges.at("edge" + std::to_string(k));
+        while (!dynamic_cast<MixedOp*>(m)) {
+          CUDARTS_CHECK(!m->children().empty(), label(), ": edge ", k, " holds no MixedOp");
+          m = m->children()[0];
+        }
+        const bool halved = reduction && j >= 2;  // after the stride-2 edges of the inputs
+        sites.push_back(
+            {i, k, reduction, static_cast<MixedOp*>(m),
+             Shape{x[0], c / config_.partial_channels, halved ? h / 2 : h, halved ? w / 2 : w}});
+      }
+    if (reduction) h /= 2, w /= 2;
+  }
+  return sites;
 }
 
 MixedOp& SearchNetwork::edge(bool reduction, int k) {
