@@ -3,6 +3,8 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
 #include <tuple>
 
 #include "cudarts/hardware.h"
@@ -1196,6 +1198,71 @@ TEST(HardwareAware, ExpectedCostValueGradientAndGenotypeCost) {
   EXPECT_THROW(ExpectedCost(ctx, model, net, t, "energy"), ConfigError);
   t.sites.pop_back();
   EXPECT_THROW(ExpectedCost(ctx, model, net, t, "params"), ConfigError);
+}
+
+// The network's predicted latency is the sum over its ops: a derived network's measured
+// latency against the sum of its chosen candidates' latencies from the table plus the fixed
+// part (stem, preprocessing, sums, concatenations, pooling, classifier), the latter taken once
+// from a reference genotype. Random genotypes, inference, on the default device; the error is
+// reported (the bound here is loose: other tests share the two cores under ctest -j2).
+TEST(HardwareAware, PredictedLatencyOfRandomArchitectures) {
+  Context ctx;
+  SearchConfig cfg;
+  cfg.channels = 8;
+  cfg.cells = 3;
+  cfg.in_channels = 1;
+  SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
+  auto& net = static_cast<SearchNetwork&>(model.network());
+  const Shape input{16, 1, 16, 16};
+  CostTableOptions o;
+  o.repeats = 7;
+  const CostTable t = measure_cost_table(ctx, net, input, o);
+  ExpectedCost cost(ctx, model, net, t, "latency");
+  EvalConfig ecfg;
+  ecfg.channels = 8;
+  ecfg.cells = 3;
+  ecfg.in_channels = 1;
+  ecfg.auxiliary = false;
+  Tensor x = Tensor::empty(ctx, input);
+  init_normal(ctx, x, 0.0f, 1.0f);
+  std::mt19937 rng(5);
+  const std::vector<std::string> ops = {"max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                                        "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+                                        "dil_conv_5x5"};
+  auto random_genotype = [&] {
+    Genotype g;
+    for (auto* cell : {&g.normal, &g.reduce})
+      for (int node = 0; node < 4; ++node) {
+        std::vector<int> in(size_t(node + 2));
+        std::iota(in.begin(), in.end(), 0);
+        std::shuffle(in.begin(), in.end(), rng);
+        for (int k = 0; k < 2; ++k)
+          cell->emplace_back(ops[std::uniform_int_distribution<size_t>(0, 6)(rng)], in[size_t(k)]);
+      }
+    g.normal_concat = g.reduce_concat = {2, 3, 4, 5};
+    return g;
+  };
+  auto measured = [&](const Genotype& g) {
+    EvalNetwork e(ctx, "eval", g, ecfg);
+    return measure_latency_ms(ctx, e, x, o);
+  };
+  const Genotype ref = random_genotype();
+  const double fixed = measured(ref) - cost.genotype_cost(ref);
+  double worst = 0, sum = 0;
+  const int n = 4;
+  for (int i = 0; i < n; ++i) {
+    const Genotype g = random_genotype();
+    const double m = measured(g), p = fixed + cost.genotype_cost(g);
+    const double err = std::abs(p - m) / m;
+    std::printf(
+        "[ measured ] %s: architecture %d measured %.3f ms, predicted %.3f ms (error %.1f%%)\n",
+        ctx.device().str().c_str(), i, m, p, 100 * err);
+    worst = std::max(worst, err);
+    sum += err;
+  }
+  std::printf("[ measured ] %s: mean prediction error %.1f%%, worst %.1f%%\n",
+              ctx.device().str().c_str(), 100 * sum / n, 100 * worst);
+  EXPECT_LT(sum / n, 0.5);
 }
 
 }  // namespace

@@ -43,8 +43,13 @@ struct CostTableOptions {
   int max_remeasure = 3;  // ... at most this often
 };
 
+// The median latency of inference forwards of `layer` on x (warm-up, repeats, re-measured
+// while the spread is large; the clock read after ctx.synchronize()).
+double measure_latency_ms(Context& ctx, Layer& layer, const Tensor& x,
+                          const CostTableOptions& o = {});
+
 // Measures every candidate of every edge site of `net` for network input `input` on ctx's
-// device (inference forwards, the clock read after ctx.synchronize()).
+// device (measure_latency_ms per candidate).
 CostTable measure_cost_table(Context& ctx, SearchNetwork& net, const Shape& input,
                              const CostTableOptions& o = {});
 

@@ -91,6 +91,26 @@ double CostTable::value(size_t site, size_t candidate, const std::string& metric
   return 0.0;
 }
 
+double measure_latency_ms(Context& ctx, Layer& layer, const Tensor& x, const CostTableOptions& o) {
+  using Clock = std::chrono::steady_clock;
+  for (int w = 0; w < o.warmup; ++w) layer.forward(ctx, x, Mode::Eval);
+  ctx.synchronize();
+  for (int attempt = 0;; ++attempt) {
+    std::vector<double> ms;
+    for (int r = 0; r < o.repeats; ++r) {
+      const auto t0 = Clock::now();
+      layer.forward(ctx, x, Mode::Eval);
+      ctx.synchronize();
+      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+    const double m = median(ms);
+    const double range =
+        *std::max_element(ms.begin(), ms.end()) - *std::min_element(ms.begin(), ms.end());
+    // Steady enough, or out of attempts (then the median of the last round).
+    if (attempt >= o.max_remeasure || m <= 0 || range / m <= o.spread) return m;
+  }
+}
+
 CostTable measure_cost_table(Context& ctx, SearchNetwork& net, const Shape& input,
                              const CostTableOptions& o) {
   CUDARTS_CHECK(o.repeats >= 1 && o.warmup >= 0 && o.max_remeasure >= 0 && o.spread > 0,
@@ -101,7 +121,6 @@ CostTable measure_cost_table(Context& ctx, SearchNetwork& net, const Shape& inpu
   t.date = utc_now();
   t.versions = "cudarts";
   for (int d = 0; d < input.ndim(); ++d) t.input.push_back(input[d]);
-  using Clock = std::chrono::steady_clock;
   for (const SearchNetwork::EdgeSite& site : net.edge_sites(input)) {
     CostTable::Site s{site.cell, site.edge, site.reduction, {}};
     Tensor x = Tensor::empty(ctx, site.input);
@@ -115,22 +134,7 @@ CostTable measure_cost_table(Context& ctx, SearchNetwork& net, const Shape& inpu
         layer.forward(ctx, x, Mode::Eval);
         c.flops = prof.total_cost().flops;
       }
-      for (int w = 0; w < o.warmup; ++w) layer.forward(ctx, x, Mode::Eval);
-      ctx.synchronize();
-      for (int attempt = 0;; ++attempt) {
-        std::vector<double> ms;
-        for (int r = 0; r < o.repeats; ++r) {
-          const auto t0 = Clock::now();
-          layer.forward(ctx, x, Mode::Eval);
-          ctx.synchronize();
-          ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-        }
-        c.latency_ms = median(ms);
-        const double range =
-            *std::max_element(ms.begin(), ms.end()) - *std::min_element(ms.begin(), ms.end());
-        if (attempt >= o.max_remeasure || c.latency_ms <= 0 || range / c.latency_ms <= o.spread)
-          break;  // steady enough (or out of attempts: the median of the last round)
-      }
+      c.latency_ms = measure_latency_ms(ctx, layer, x, o);
       s.candidates.push_back(c);
     }
     t.sites.push_back(std::move(s));
