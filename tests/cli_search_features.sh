@@ -3,9 +3,11 @@
 # anti-collapse regulariser and the Hessian monitor log their monitors; GDAS-FRC, PC-DARTS and
 # NAS-Bench-201 searches run and write their genotypes; darts_train retrains DARTS_V2 from its
 # published Python notation (a genotypes.py picked by name) and a NAS-Bench-201 string.
-# Usage: cli_search_features.sh DARTS_SEARCH DARTS_TRAIN WORKDIR
+# The retrained networks are then classified by infer, which must report the run's own test
+# accuracy.
+# Usage: cli_search_features.sh DARTS_SEARCH DARTS_TRAIN WORKDIR INFER
 set -uo pipefail
-search=$1 train=$2 work=$3
+search=$1 train=$2 work=$3 infer=$4
 rm -rf "$work" && mkdir -p "$work"
 failures=0
 tiny=(--device cpu --subset 64 --test-subset 32 --batch-size 16 --epochs 2 --quiet)
@@ -69,4 +71,13 @@ run v2 "valid_acc" "$train" --out "$work/v2" --genotype "$work/genotypes.py" --g
   "${tiny1[@]}" --channels 4 --cells 3 --no-auxiliary
 run nbtrain "valid_acc" "$train" --out "$work/nbtrain" --space nb201 --genotype "$work/nb/arch.txt" \
   "${tiny1[@]}" --channels 4 --cells 1
+for r in v2 nbtrain; do
+  out=$(timeout 120 "$infer" --run "$work/$r" --device cpu --limit 32 --batch-size 8 2>&1)
+  want=$(python3 -c "import json,sys; print('%.4f' % [json.loads(l) for l in open(sys.argv[1])][-1]['valid_acc'])" "$work/$r/log.jsonl")
+  if grep -q "accuracy $want," <<< "$out"; then
+    echo "ok: infer $r ($want)"
+  else
+    echo "FAIL: infer $r: expected accuracy $want: $out"; failures=$((failures + 1))
+  fi
+done
 [ $failures -eq 0 ]

@@ -12,8 +12,10 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "cudarts/hardware.h"
+#include "cudarts/inference.h"
 #include "cudarts/nb201.h"
 #include "test_util.h"
 
@@ -841,6 +843,28 @@ TEST_F(DartsRun, RetrainsAGenotype) {
               rows[7]["train_acc"].get<double>(), rows[7]["valid_acc"].get<double>());
   EXPECT_GT(rows[7]["train_acc"].get<double>(), 0.3);  // chance is 0.1 on 10 classes
   EXPECT_GT(rows[7]["valid_acc"].get<double>(), 0.3);
+  {  // Shipped: the run folder loaded for inference gives the run's own test accuracy, and its
+     // graph replays give the eager logits bit for bit.
+    Context ctx(Device::cpu());
+    Dataset test = load_dataset("fashion-mnist", (dir_ / "data").string(), false);
+    darts::Classifier c(ctx, o.run.out_dir, test.c, test.num_classes);
+    test = c.prepare(test);
+    std::vector<int64_t> idx(size_t(test.n));
+    std::iota(idx.begin(), idx.end(), 0);
+    const Batch all = make_batch(ctx, test, idx);
+    const std::vector<float> eager = c.logits(ctx, all.images).to_vector();
+    int64_t hits = 0;
+    for (int64_t i = 0; i < test.n; ++i) {
+      const auto row = eager.begin() + i * 10;
+      hits += std::max_element(row, row + 10) - row == test.labels[size_t(i)];
+    }
+    EXPECT_DOUBLE_EQ(double(hits) / double(test.n), rows[7]["valid_acc"].get<double>());
+    c.set_use_graph(true);
+    EXPECT_EQ(c.logits(ctx, all.images).to_vector(), eager);                     // captured
+    EXPECT_EQ(c.logits(ctx, all.images).to_vector(), eager);                     // replayed
+    EXPECT_THROW(darts::Classifier(ctx, o.run.out_dir, test.c, 7), InputError);  // classes
+    EXPECT_THROW(darts::Classifier(ctx, (dir_ / "nowhere").string(), 1, 10), InputError);
+  }
   // The same retraining with the step replayed from a StepGraph (drop-path masks, cutout and
   // crops drawn afresh at each replay; the drop-path probability recaptured each epoch).
   darts::TrainOptions graphed = o;

@@ -12,6 +12,7 @@
 #include "cudarts/graph.h"
 #include "cudarts/guard.h"
 #include "cudarts/hardware.h"
+#include "cudarts/inference.h"
 #include "cudarts/layer.h"
 #include "cudarts/layers.h"
 #include "cudarts/mixed_op.h"
