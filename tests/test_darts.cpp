@@ -1110,8 +1110,13 @@ TEST(HardwareAware, CostTableOfEverySite) {
   SearchNetwork net(ctx, "net", tiny_cost_config());
   CostTableOptions o;
   o.repeats = 3;
+  std::vector<std::vector<float>> buffers;
+  for (auto& [name, b] : net.named_buffers()) buffers.push_back(b->to_vector());
   const CostTable t = measure_cost_table(ctx, net, Shape{4, 1, 8, 8}, o);
-  ASSERT_EQ(t.sites.size(), 15u);  // 3 cells x 5 edges
+  ASSERT_EQ(t.sites.size(), 15u);         // 3 cells x 5 edges
+  std::vector<std::vector<float>> after;  // measuring moved no running statistics
+  for (auto& [name, b] : net.named_buffers()) after.push_back(b->to_vector());
+  EXPECT_EQ(after, buffers);
   EXPECT_EQ(t.input, (std::vector<int64_t>{4, 1, 8, 8}));
   const size_t none = 0, skip = 3, sep3 = 4, dil3 = 6;
   for (const auto& s : t.sites) {
@@ -1132,7 +1137,16 @@ TEST(HardwareAware, CostTableOfEverySite) {
     for (const auto& k : s.candidates)
       EXPECT_TRUE(std::isfinite(k.latency_ms) && k.latency_ms >= 0);
   }
+  // A training step (forward and backward) costs more than an inference forward.
+  double train = 0, infer = 0;
+  for (const auto& s : t.sites) {
+    EXPECT_TRUE(std::isfinite(s.candidates[sep3].train_ms) && s.candidates[sep3].train_ms > 0);
+    train += s.candidates[sep3].train_ms;
+    infer += s.candidates[sep3].latency_ms;
+  }
+  EXPECT_GT(train, infer);
   const CostTable back = CostTable::from_json(t.to_json());
+  EXPECT_EQ(back.sites[7].candidates[sep3].train_ms, t.sites[7].candidates[sep3].train_ms);
   ASSERT_EQ(back.sites.size(), t.sites.size());
   EXPECT_EQ(back.sites[7].candidates[sep3].flops, t.sites[7].candidates[sep3].flops);
   EXPECT_EQ(back.device, t.device);

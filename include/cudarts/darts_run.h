@@ -79,10 +79,11 @@ struct SearchOptions {
   } hessian;
   // Hardware-aware search (docs/DESIGN.md section 11; DARTS space): with weight > 0 the
   // architecture loss gets weight * E[c] (budget > 0: weight * max(0, E[c] - budget), the
-  // indicator taken at the start of each epoch) for the metric "latency" (ms), "flops"
-  // (MFLOP) or "params" (thousands) of the cost table: read from `table` when given, else
-  // measured at the start on the run's device (and written to cost_table.json in the run
-  // folder, which a resume reads). Each epoch logs expected_cost and derived_cost.
+  // indicator taken at the start of each epoch) for the metric "latency" (inference ms),
+  // "train_latency" (training-step ms), "flops" (MFLOP) or "params" (thousands) of the cost table:
+  // read from `table` when given, else measured at the start on the run's device (and written to
+  // cost_table.json in the run folder, which a resume reads). Each epoch logs expected_cost and
+  // derived_cost.
   struct {
     float weight = 0.0f;
     float budget = 0.0f;

@@ -16,6 +16,7 @@ struct CandidateCost {
   double flops = 0.0;       // one inference forward (the cost model of src/dispatch.h)
   double params = 0.0;      // weights of the candidate
   double latency_ms = 0.0;  // median inference forward, measured
+  double train_ms = 0.0;    // median training step of the candidate (forward + backward)
 };
 
 // sites[s] are the search network's edge sites (SearchNetwork::edge_sites order); each holds
@@ -31,8 +32,8 @@ struct CostTable {
   std::vector<Site> sites;
   std::string to_json() const;
   static CostTable from_json(const std::string& text);  // InputError naming the problem
-  // The metric's value ("latency" ms, "flops" in MFLOP, "params" in thousands) of candidate i
-  // at site s; ConfigError for another metric.
+  // The metric's value ("latency" ms, "train_latency" ms, "flops" in MFLOP, "params" in
+  // thousands) of candidate i at site s; ConfigError for another metric.
   double value(size_t site, size_t candidate, const std::string& metric) const;
 };
 
@@ -47,6 +48,10 @@ struct CostTableOptions {
 // while the spread is large; the clock read after ctx.synchronize()).
 double measure_latency_ms(Context& ctx, Layer& layer, const Tensor& x,
                           const CostTableOptions& o = {});
+// The same for a training step of `layer`: a Train forward and the backward of a fixed dy;
+// the layer's buffers (BatchNorm running statistics) are restored and its gradients zeroed.
+double measure_train_ms(Context& ctx, Layer& layer, const Tensor& x,
+                        const CostTableOptions& o = {});
 
 // Measures every candidate of every edge site of `net` for network input `input` on ctx's
 // device (measure_latency_ms per candidate).

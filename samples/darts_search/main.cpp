@@ -84,8 +84,10 @@ int main(int argc, char** argv) {
                  "hardware-aware search: add this weight times the expected cost E[c] of the "
                  "architecture (sum over edges of p_i c_i) to the architecture loss (0: off)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--cost-metric", o.cost.metric, "latency (ms, default), flops (MFLOP), params (k)")
-      ->check(CLI::IsMember({"latency", "flops", "params"}));
+  app.add_option("--cost-metric", o.cost.metric,
+                 "latency (inference ms, default), train_latency (training-step ms), flops "
+                 "(MFLOP), params (k)")
+      ->check(CLI::IsMember({"latency", "train_latency", "flops", "params"}));
   app.add_option("--cost-budget", o.cost.budget,
                  "penalise only the expected cost above this budget (0: all of it)")
       ->check(CLI::NonNegativeNumber);

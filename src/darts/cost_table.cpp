@@ -37,12 +37,18 @@ std::string CostTable::to_json() const {
   j["date"] = date;
   j["versions"] = versions;
   j["input"] = input;
-  j["units"] = {{"flops", "FLOP per forward"}, {"params", "weights"}, {"latency_ms", "ms"}};
+  j["units"] = {{"flops", "FLOP per forward"},
+                {"params", "weights"},
+                {"latency_ms", "ms per inference forward"},
+                {"train_ms", "ms per training forward and backward"}};
   j["sites"] = json::array();
   for (const Site& s : sites) {
     json c = json::array();
     for (const CandidateCost& k : s.candidates)
-      c.push_back({{"flops", k.flops}, {"params", k.params}, {"latency_ms", k.latency_ms}});
+      c.push_back({{"flops", k.flops},
+                   {"params", k.params},
+                   {"latency_ms", k.latency_ms},
+                   {"train_ms", k.train_ms}});
     j["sites"].push_back(
         {{"cell", s.cell}, {"edge", s.edge}, {"reduction", s.reduction}, {"candidates", c}});
   }
@@ -64,10 +70,11 @@ CostTable CostTable::from_json(const std::string& text) {
       site.reduction = s.at("reduction").get<bool>();
       for (const json& c : s.at("candidates")) {
         CandidateCost k{c.at("flops").get<double>(), c.at("params").get<double>(),
-                        c.at("latency_ms").get<double>()};
+                        c.at("latency_ms").get<double>(), c.value("train_ms", 0.0)};
         CUDARTS_INPUT_CHECK(std::isfinite(k.flops) && std::isfinite(k.params) &&
-                                std::isfinite(k.latency_ms) && k.flops >= 0 && k.params >= 0 &&
-                                k.latency_ms >= 0,
+                                std::isfinite(k.latency_ms) && std::isfinite(k.train_ms) &&
+                                k.flops >= 0 && k.params >= 0 && k.latency_ms >= 0 &&
+                                k.train_ms >= 0,
                             "cost table: cell ", site.cell, " edge ", site.edge,
                             " holds a negative or non-finite cost");
         site.candidates.push_back(k);
@@ -85,21 +92,26 @@ CostTable CostTable::from_json(const std::string& text) {
 double CostTable::value(size_t site, size_t candidate, const std::string& metric) const {
   const CandidateCost& c = sites.at(site).candidates.at(candidate);
   if (metric == "latency") return c.latency_ms;
+  if (metric == "train_latency") return c.train_ms;
   if (metric == "flops") return c.flops * 1e-6;
   if (metric == "params") return c.params * 1e-3;
-  CUDARTS_CONFIG_CHECK(false, "cost metric '", metric, "', expected latency, flops or params");
+  CUDARTS_CONFIG_CHECK(false, "cost metric '", metric,
+                       "', expected latency, train_latency, flops or params");
   return 0.0;
 }
 
-double measure_latency_ms(Context& ctx, Layer& layer, const Tensor& x, const CostTableOptions& o) {
+namespace {
+// The median time of `run` (warm-up, repeats, re-measured while the spread is large).
+template <class F>
+double median_ms(Context& ctx, const CostTableOptions& o, F&& run) {
   using Clock = std::chrono::steady_clock;
-  for (int w = 0; w < o.warmup; ++w) layer.forward(ctx, x, Mode::Eval);
+  for (int w = 0; w < o.warmup; ++w) run();
   ctx.synchronize();
   for (int attempt = 0;; ++attempt) {
     std::vector<double> ms;
     for (int r = 0; r < o.repeats; ++r) {
       const auto t0 = Clock::now();
-      layer.forward(ctx, x, Mode::Eval);
+      run();
       ctx.synchronize();
       ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
@@ -109,6 +121,31 @@ double measure_latency_ms(Context& ctx, Layer& layer, const Tensor& x, const Cos
     // Steady enough, or out of attempts (then the median of the last round).
     if (attempt >= o.max_remeasure || m <= 0 || range / m <= o.spread) return m;
   }
+}
+}  // namespace
+
+double measure_latency_ms(Context& ctx, Layer& layer, const Tensor& x, const CostTableOptions& o) {
+  return median_ms(ctx, o, [&] { layer.forward(ctx, x, Mode::Eval); });
+}
+
+double measure_train_ms(Context& ctx, Layer& layer, const Tensor& x, const CostTableOptions& o) {
+  Tensor dy = Tensor::empty(ctx, layer.output_shape(x.shape()));
+  init_normal(ctx, dy, 0.0f, 1.0f);
+  // Train forwards move BatchNorm running statistics (as many times as the measurement
+  // repeats): kept and restored, so that measuring changes nothing a run computes later.
+  std::vector<std::pair<Tensor*, Tensor>> saved;
+  for (auto& [name, b] : layer.named_buffers()) {
+    Tensor copy = Tensor::empty(ctx, b->shape(), b->dtype());
+    ops::copy(ctx, *b, copy);
+    saved.emplace_back(b, std::move(copy));
+  }
+  const double ms = median_ms(ctx, o, [&] {
+    layer.forward(ctx, x, Mode::Train);
+    layer.backward(ctx, dy);
+  });
+  for (auto& [b, copy] : saved) ops::copy(ctx, copy, *b);
+  for (Parameter* p : layer.parameters()) ops::fill(ctx, p->grad, 0.0f);  // leave no gradients
+  return ms;
 }
 
 CostTable measure_cost_table(Context& ctx, SearchNetwork& net, const Shape& input,
@@ -135,6 +172,7 @@ CostTable measure_cost_table(Context& ctx, SearchNetwork& net, const Shape& inpu
         c.flops = prof.total_cost().flops;
       }
       c.latency_ms = measure_latency_ms(ctx, layer, x, o);
+      c.train_ms = measure_train_ms(ctx, layer, x, o);
       s.candidates.push_back(c);
     }
     t.sites.push_back(std::move(s));

@@ -536,12 +536,13 @@ RunResult run_search(const SearchOptions& o) {
                        " must be >= 1 and batch size ", o.batch, " >= 2");
   CUDARTS_CONFIG_CHECK(o.space == "darts" || o.space == "nb201", "darts_search: space '", o.space,
                        "', expected darts or nb201");
-  CUDARTS_CONFIG_CHECK(
-      std::isfinite(o.cost.weight) && o.cost.weight >= 0.0f && std::isfinite(o.cost.budget) &&
-          o.cost.budget >= 0.0f &&
-          (o.cost.metric == "latency" || o.cost.metric == "flops" || o.cost.metric == "params"),
-      "darts_search: cost weight ", o.cost.weight, " and budget ", o.cost.budget,
-      " must be finite and >= 0, metric '", o.cost.metric, "' latency, flops or params");
+  CUDARTS_CONFIG_CHECK(std::isfinite(o.cost.weight) && o.cost.weight >= 0.0f &&
+                           std::isfinite(o.cost.budget) && o.cost.budget >= 0.0f &&
+                           (o.cost.metric == "latency" || o.cost.metric == "train_latency" ||
+                            o.cost.metric == "flops" || o.cost.metric == "params"),
+                       "darts_search: cost weight ", o.cost.weight, " and budget ", o.cost.budget,
+                       " must be finite and >= 0, metric '", o.cost.metric,
+                       "' latency, flops or params");
   CUDARTS_CONFIG_CHECK(o.cost.weight == 0.0f || o.space == "darts", "darts_search: the cost ",
                        "penalty is built for the DARTS space (not ", o.space, ")");
   if (o.space == "darts") {
