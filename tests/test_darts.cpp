@@ -15,17 +15,12 @@ namespace {
 
 using namespace darts;
 
-int64_t count(const std::vector<Parameter*>& ps) {
-  int64_t n = 0;
-  for (Parameter* p : ps) n += p->value.numel();
-  return n;
-}
-
 TEST(DartsSearchSpace, ReferenceWeightCountAndSharedAlphas) {
   Context ctx;
   SearchConfig cfg;  // C = 16, 8 cells, 3 input channels, 10 classes
   SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
-  EXPECT_EQ(count(model.operational_parameters()), 1930618);  // the DARTS search model
+  EXPECT_EQ(test::count_weights(model.operational_parameters()),
+            1930618);  // the DARTS search model
   // 14 normal and 14 reduction alphas of 8 primitives, shared by the cells of each kind.
   EXPECT_EQ(model.architecture_parameters().size(), 28u);
   EXPECT_EQ(model.alphas().numel(), 28 * 8);

@@ -8,12 +8,6 @@
 namespace cudarts {
 namespace {
 
-int64_t count(const std::vector<Parameter*>& ps) {
-  int64_t n = 0;
-  for (Parameter* p : ps) n += p->value.numel();
-  return n;
-}
-
 // The benchmark's ResNet (index 11472 of NAS-Bench-201; its own analysis code, AutoDL-Projects
 // exps/NAS-Bench-201/visualize.py, records 'params': 0.559 MB on CIFAR-10) and the cell of six
 // 3x3 convolutions (counted by hand: stem 3*16*9 + 32; per stage 5 cells of 6 (9 C^2 + 2 C);
@@ -24,7 +18,7 @@ TEST(Nb201, WeightCountsOfKnownArchitectures) {
   const nb201::Arch resnet = nb201::Arch::parse(
       "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|");
   nb201::Network r(ctx, "resnet", cfg, &resnet);
-  EXPECT_EQ(count(r.parameters()), 559386);  // 0.559 MB
+  EXPECT_EQ(test::count_weights(r.parameters()), 559386);  // 0.559 MB
   const nb201::Arch convs = nb201::Arch::parse(
       "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|"
       "nor_conv_3x3~2|");
@@ -33,7 +27,7 @@ TEST(Nb201, WeightCountsOfKnownArchitectures) {
   for (int64_t ch : {16, 32, 64}) hand += 5 * 6 * (9 * ch * ch + 2 * ch);
   for (int64_t ch : {16, 32}) hand += 9 * ch * 2 * ch + 9 * 4 * ch * ch + 8 * ch + 2 * ch * ch;
   EXPECT_EQ(hand, 1531546);
-  EXPECT_EQ(count(c.parameters()), hand);
+  EXPECT_EQ(test::count_weights(c.parameters()), hand);
   EXPECT_EQ(c.output_shape(Shape{2, 3, 32, 32}), (Shape{2, 10}));
   Tensor y = r.forward(ctx, test::random_tensor(ctx, Shape{2, 3, 32, 32}, 1), Mode::Eval);
   EXPECT_EQ(y.shape(), (Shape{2, 10}));

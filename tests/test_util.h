@@ -13,6 +13,13 @@
 
 namespace cudarts::test {
 
+// The number of weights in ps.
+inline int64_t count_weights(const std::vector<Parameter*>& ps) {
+  int64_t n = 0;
+  for (Parameter* p : ps) n += p->value.numel();
+  return n;
+}
+
 inline std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> dist(0.0f, scale);

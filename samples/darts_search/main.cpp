@@ -134,17 +134,15 @@ int main(int argc, char** argv) {
     if (unset("--arch-lr")) o.arch_lr = 6e-4f;
   }
   if (o.space == "nb201" && app.count("--cells") == 0) o.net.cells = 5;  // per stage
+  o.net.mixed.method = mixed_op;
+  if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);
   if (!write_table.empty())
     return program::run("darts_search", [&] {
-      o.net.mixed.method = mixed_op;
-      if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);
       write_file_atomic(write_table, darts::measure_search_costs(o).to_json() + "\n");
       if (!o.run.quiet) std::printf("darts_search: wrote %s\n", write_table.c_str());
       return 0;
     });
   return program::run("darts_search", [&] {
-    o.net.mixed.method = mixed_op;
-    if (o.net.mixed.num_eval == 0) o.net.mixed.num_eval = std::max(2, o.net.mixed.num_on);
     o.bilevel = !joint;
     o.augment = !no_augment;
     o.skip_unused_gradients = !all_gradients;

@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "buffer_snapshot.h"
 #include "cudarts/context.h"
 #include "cudarts/error.h"
 #include "cudarts/hardware.h"
@@ -133,17 +134,12 @@ double measure_train_ms(Context& ctx, Layer& layer, const Tensor& x, const CostT
   init_normal(ctx, dy, 0.0f, 1.0f);
   // Train forwards move BatchNorm running statistics (as many times as the measurement
   // repeats): kept and restored, so that measuring changes nothing a run computes later.
-  std::vector<std::pair<Tensor*, Tensor>> saved;
-  for (auto& [name, b] : layer.named_buffers()) {
-    Tensor copy = Tensor::empty(ctx, b->shape(), b->dtype());
-    ops::copy(ctx, *b, copy);
-    saved.emplace_back(b, std::move(copy));
-  }
+  BufferSnapshot buffers(ctx, layer);
   const double ms = median_ms(ctx, o, [&] {
     layer.forward(ctx, x, Mode::Train);
     layer.backward(ctx, dy);
   });
-  for (auto& [b, copy] : saved) ops::copy(ctx, copy, *b);
+  buffers.restore(ctx);
   for (Parameter* p : layer.parameters()) ops::fill(ctx, p->grad, 0.0f);  // leave no gradients
   return ms;
 }

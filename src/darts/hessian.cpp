@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "buffer_snapshot.h"
 #include "cudarts/darts.h"
 #include "cudarts/error.h"
 #include "cudarts/ops.h"
@@ -81,12 +82,7 @@ double alpha_hessian_eigenvalue(Context& ctx, SearchModel& model,
     saved_alphas.push_back(Tensor::empty(ctx, a->value.shape()));
     ops::copy(ctx, a->value, saved_alphas.back());
   }
-  std::vector<std::pair<Tensor*, Tensor>> saved_buffers;
-  for (auto& [name, b] : model.network().named_buffers()) {
-    Tensor copy = Tensor::empty(ctx, b->shape(), b->dtype());
-    ops::copy(ctx, *b, copy);
-    saved_buffers.emplace_back(b, std::move(copy));
-  }
+  BufferSnapshot buffers(ctx, model.network());
   const Gradients before = model.gradients();
   std::vector<double> at;
   for (Parameter* a : alphas)
@@ -125,7 +121,7 @@ double alpha_hessian_eigenvalue(Context& ctx, SearchModel& model,
     }
     for (auto& [name, p] : model.other_architecture_parameters()) ops::fill(ctx, p->grad, 0.0f);
     model.alphas_changed();
-    for (auto& [b, copy] : saved_buffers) ops::copy(ctx, copy, *b);
+    buffers.restore(ctx);
     model.set_gradients(before);
   };
   try {

@@ -76,8 +76,7 @@ class RetrainTask final : public TrainingTask {
   }
   void begin_epoch(Context&, int epoch) override {
     opt_.set_lr(schedule_.lr(epoch));
-    if (o_.drop_path > 0.0f)
-      net_.set_drop_path_prob(o_.drop_path * float(epoch) / float(o_.epochs));
+    net_.set_drop_path_prob(o_.drop_path * float(epoch) / float(o_.epochs));
   }
   float lr(int epoch) const override { return schedule_.lr(epoch); }
   std::vector<std::vector<std::vector<int64_t>>> batches(int epoch, int64_t first) override {
