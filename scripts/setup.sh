@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
-# Installs the Debian packages cudarts needs to build, test and run its demo.
-# Idempotent: checks each package with dpkg first and calls apt-get only for missing ones
-# (with sudo only when not root). A second run changes nothing.
+# Installs the Debian packages cudarts needs to build, test and run its demo, and the Python
+# packages from PyPI that the ONNX export test runs the exported models with (onnx,
+# onnxruntime, numpy; pinned). Idempotent: checks each package first and installs only what is
+# missing (apt-get with sudo only when not root; pip for the current python3). A second run
+# changes nothing. Where PyPI cannot be reached the ONNX test is skipped (ctest says so).
 set -euo pipefail
+
+python_packages=(numpy==2.4.6 onnx==1.23.2 onnxruntime==1.32.0)
+
+python_setup() {
+  if python3 -c "import numpy, onnx, onnxruntime" 2> /dev/null; then
+    echo "setup: python packages present (numpy, onnx, onnxruntime)"
+    return 0
+  fi
+  echo "setup: installing ${python_packages[*]} from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check "${python_packages[@]}" ||
+    echo "setup: WARNING: pip could not install ${python_packages[*]}; the ONNX Runtime test" \
+      "(ctest onnx_runtime) will be skipped" >&2
+}
 
 packages=(
   cmake g++ make ccache pkg-config
@@ -23,6 +38,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
+  python_setup
   exit 0
 fi
 
@@ -42,3 +58,4 @@ echo "setup: installing ${missing[*]}"
 as_root apt-get update
 as_root env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y --no-install-recommends "${missing[@]}"
+python_setup

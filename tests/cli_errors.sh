@@ -29,4 +29,9 @@ expect_error "data_batch_1.bin" "$search" --out "$work/d" --dataset cifar10 --da
 expect_error "--genotype.*required|Usage" "$train" --out "$work/e"
 expect_error "cannot open genotype" "$train" --out "$work/f" --genotype "$work/missing.json" --device cpu
 expect_error "Usage" "$search" --no-such-flag
+# An export into a folder that does not exist is refused before training starts.
+echo '{"normal": [["skip_connect", 0], ["skip_connect", 1]], "normal_concat": [2], "reduce": [["skip_connect", 0], ["skip_connect", 1]], "reduce_concat": [2]}' > "$work/g.json"
+expect_error "export_onnx.*does not exist" "$train" --out "$work/g" --genotype "$work/g.json" \
+  --device cpu --export-onnx "$work/no/such/folder/m.onnx"
+[ -e "$work/g/log.jsonl" ] && { echo "FAIL: the refused export still trained"; failures=$((failures + 1)); }
 [ $failures -eq 0 ]

@@ -17,6 +17,7 @@
 #include "cudarts/layers.h"
 #include "cudarts/mixed_op.h"
 #include "cudarts/nb201.h"
+#include "cudarts/onnx.h"
 #include "cudarts/ops.h"
 #include "cudarts/optim.h"
 #include "cudarts/philox.h"

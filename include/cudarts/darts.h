@@ -43,6 +43,7 @@ class FactorizedReduce final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override { relu_x_shape_ = Shape(); }
 
  private:
@@ -65,6 +66,7 @@ class DropPath final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override { scales_ = Tensor(); }
 
  private:
@@ -339,6 +341,7 @@ class EvalNetwork final : public RetrainNetwork {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override;
 
  private:

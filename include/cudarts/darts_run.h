@@ -109,6 +109,10 @@ struct TrainOptions {
   float auxiliary_weight = 0.4f;
   float drop_path = 0.2f;
   int cutout = 16;  // 0 disables
+  // When set: after the last epoch the trained network is written there as an ONNX model
+  // (cudarts/onnx.h; input: the normalised images at the size the run trained on, batch
+  // symbolic), with the architecture in its metadata. The folder must exist.
+  std::string export_onnx;
 };
 
 struct RunResult {

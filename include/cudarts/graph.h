@@ -35,6 +35,7 @@ class Sequential final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override;
 
  private:
@@ -67,10 +68,14 @@ class Graph final : public Layer {
   Tensor forward_many(Context& ctx, const std::vector<const Tensor*>& inputs, Mode mode);
   // Gradients with respect to each input (after forward_many in Mode::Train).
   std::vector<Tensor> backward_many(Context& ctx, const Tensor& dy);
+  // The ONNX nodes of the graph reading the named values (one per graph input, in order), in a
+  // scope named after the graph; returns the output value's name.
+  std::string to_onnx_many(onnx::GraphBuilder& g, const std::vector<std::string>& inputs);
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override;
 
  private:
@@ -84,6 +89,7 @@ class Graph final : public Layer {
   };
   void check_new_node(const std::string& node, const std::vector<std::string>& inputs) const;
   const std::vector<size_t>& order() const;  // topological order of nodes_
+  std::string onnx_body(onnx::GraphBuilder& g, const std::vector<std::string>& inputs);
 
   std::vector<std::string> inputs_;
   std::string output_;

@@ -14,6 +14,10 @@
 
 namespace cudarts {
 
+namespace onnx {
+class GraphBuilder;
+}
+
 // Train: batch statistics, running statistics updated, activations kept for backward.
 // Eval:  running statistics, nothing kept.
 // Probe: batch statistics, running statistics untouched, nothing kept (used to score
@@ -71,11 +75,17 @@ class Layer {
   bool awaiting_backward() const { return awaiting_backward_; }
   // Drops activations kept for backward (this layer and its descendants).
   void release_saved();
+  // Appends this layer's inference-mode ONNX nodes, reading the value named x, inside a scope
+  // named after the layer; returns the output value's name (cudarts/onnx.h). NotSupported
+  // naming this layer when it has no ONNX form.
+  std::string to_onnx(onnx::GraphBuilder& g, const std::string& x);
 
  protected:
   virtual Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) = 0;
   virtual Tensor backward_impl(Context& ctx, const Tensor& dy) = 0;
   virtual void release_saved_impl() {}
+  // The default: no ONNX form (search layers).
+  virtual std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x);
 
   Parameter& add_parameter(Context& ctx, const std::string& name, const Shape& shape,
                            ParamKind kind = ParamKind::Operational);

@@ -26,6 +26,7 @@ class Conv2d final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override { x_ = Tensor(); }
 
  private:
@@ -53,6 +54,7 @@ class BatchNorm2d final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override;
 
  private:
@@ -74,6 +76,7 @@ class ReLU final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override { y_ = Tensor(); }
 
  private:
@@ -90,6 +93,7 @@ class Pool2d : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override;
 
  private:
@@ -122,6 +126,7 @@ class Linear final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override { x_ = Tensor(); }
 
  private:
@@ -142,6 +147,7 @@ class Identity final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
 };
 
 // The DARTS 'none' op: zeros of shape (N, C, ceil(H/stride), ceil(W/stride)).
@@ -154,6 +160,7 @@ class Zero final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
 
  private:
   int stride_;
@@ -170,6 +177,7 @@ class GlobalAvgPool final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
 
  private:
   Shape input_shape_;
@@ -185,6 +193,7 @@ class Flatten final : public Layer {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
 
  private:
   Shape input_shape_;

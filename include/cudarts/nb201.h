@@ -68,6 +68,7 @@ class Network final : public darts::RetrainNetwork {
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
 
  private:
   Config config_;

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   app.add_option("--drop-path", o.drop_path, "final drop-path probability")
       ->check(CLI::Range(0.0, 0.95));
   app.add_option("--cutout", o.cutout, "cutout length (0 disables)")->check(CLI::NonNegativeNumber);
+  app.add_option("--export-onnx", o.export_onnx,
+                 "after training, write the network as an ONNX model (opset 17) to this file");
   app.add_option("--auxiliary-weight", o.auxiliary_weight, "weight of the auxiliary loss");
   app.add_flag("--no-auxiliary", no_aux, "no auxiliary head");
   app.add_option("--space", o.space,

@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "cudarts/error.h"
+#include "cudarts/onnx.h"
 
 namespace cudarts::nb201 {
 
@@ -212,6 +213,10 @@ void Network::backward_train(Context& ctx, const Tensor& dlogits, const Tensor&)
 
 Tensor Network::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   return body_->forward(ctx, x, mode);
+}
+
+std::string Network::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  return body_->to_onnx(g, x);  // a search network's MixedOps refuse (NotSupported)
 }
 
 Tensor Network::backward_impl(Context& ctx, const Tensor& dy) {

@@ -3,10 +3,12 @@
 // the gradients of states that feed two cells.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "cudarts/darts.h"
 #include "cudarts/error.h"
+#include "cudarts/onnx.h"
 #include "cudarts/ops.h"
 #include "grad_sum.h"
 
@@ -135,6 +137,18 @@ Tensor FactorizedReduce::backward_impl(Context& ctx, const Tensor& dy) {
   return relu_->backward(ctx, sum);
 }
 
+std::string FactorizedReduce::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  const std::string r = relu_->to_onnx(g, x);
+  const std::string a = conv1_->to_onnx(g, r);
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  const std::string shifted =  // r[:, :, 1:, 1:]
+      g.node("Slice", {r, g.constant_i64("starts", {1, 1}), g.constant_i64("ends", {big, big}),
+                       g.constant_i64("axes", {2, 3})});
+  const std::string b = conv2_->to_onnx(g, shifted);
+  const std::string cat = g.node("Concat", {a, b}, {onnx::Attribute::of("axis", int64_t(1))});
+  return bn_->to_onnx(g, cat);
+}
+
 // ---------------------------------------------------------------- DropPath
 DropPath::DropPath(std::string name) : Layer(std::move(name)) {}
 
@@ -152,6 +166,10 @@ Tensor DropPath::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   Tensor y = Tensor::empty(ctx, x.shape());
   ops::scale_samples(ctx, x, scales_, y);
   return y;
+}
+
+std::string DropPath::to_onnx_impl(onnx::GraphBuilder&, const std::string& x) {
+  return x;  // the identity in inference
 }
 
 Tensor DropPath::backward_impl(Context& ctx, const Tensor& dy) {
@@ -727,6 +745,18 @@ Tensor EvalNetwork::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
 
 Tensor EvalNetwork::backward_impl(Context& ctx, const Tensor& dy) {
   return run_backward(ctx, dy, nullptr);
+}
+
+std::string EvalNetwork::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  // The inference path of run(): the auxiliary head only serves training.
+  const std::string stem = stem_->to_onnx(g, x);
+  std::string s0 = stem, s1 = stem;
+  for (auto& cell : cells_) {
+    std::string out = cell->to_onnx_many(g, {s0, s1});
+    s0 = std::move(s1);
+    s1 = std::move(out);
+  }
+  return classifier_->to_onnx(g, gap_->to_onnx(g, s1));
 }
 
 void EvalNetwork::release_saved_impl() {

@@ -1,8 +1,11 @@
 // The DARTS retraining run: the discrete network of a genotype (drop-path, auxiliary head,
 // cutout) trained with SGD as a TrainingTask of the one training loop (training_loop.h), its
 // step the retraining step; test accuracy per epoch.
+#include <filesystem>
+
 #include "cudarts/darts.h"
 #include "cudarts/nb201.h"
+#include "cudarts/onnx.h"
 #include "training_loop.h"
 
 namespace cudarts::darts {
@@ -162,6 +165,11 @@ RunResult run_train(const TrainOptions& o) {
   } catch (const InputError& e) {
     throw InputError(detail::cat("darts_train: '", o.genotype_path, "': ", e.what()));
   }
+  if (!o.export_onnx.empty()) {
+    const auto parent = std::filesystem::absolute(o.export_onnx).parent_path();
+    CUDARTS_CONFIG_CHECK(std::filesystem::is_directory(parent), "darts_train: export_onnx '",
+                         o.export_onnx, "': folder '", parent.string(), "' does not exist");
+  }
   prepare_out_dir(o.run, "darts_train");
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
   // The auxiliary head (DARTS) expects 8x8 maps at 2/3 depth: 32x32 inputs.
@@ -202,8 +210,19 @@ RunResult run_train(const TrainOptions& o) {
                  {"seed", o.run.seed}};
   if (nb) config["space"] = o.space;  // (absent for darts: earlier checkpoints still resume)
 
+  const Shape input{1, train.c, train.h, train.w};
   RetrainTask task(ctx, o, std::move(train), std::move(test), *net, config, genotype_json);
-  return run_loop(ctx, o.run, o.epochs, task);
+  RunResult result = run_loop(ctx, o.run, o.epochs, task);
+  if (!o.export_onnx.empty()) {
+    onnx::ExportOptions eo;
+    eo.doc = detail::cat("cudarts darts_train: ", o.space, " network, ", input[1], "x", input[2],
+                         "x", input[3], " normalised images (", o.data.dataset, ")");
+    eo.metadata["cudarts.architecture"] = genotype_json;
+    eo.metadata["cudarts.input"] =
+        detail::cat("[N, ", input[1], ", ", input[2], ", ", input[3], "]");
+    onnx::export_model_file(*net, input, o.export_onnx, eo);
+  }
+  return result;
 }
 
 }  // namespace cudarts::darts

@@ -1,8 +1,10 @@
 // The built-in layers: forward keeps (in Mode::Train) exactly what backward needs.
 #include <cmath>
+#include <limits>
 
 #include "cudarts/error.h"
 #include "cudarts/layers.h"
+#include "cudarts/onnx.h"
 
 namespace cudarts {
 
@@ -322,6 +324,79 @@ Tensor Flatten::forward_impl(Context&, const Tensor& x, Mode mode) {
 
 Tensor Flatten::backward_impl(Context&, const Tensor& dy) {
   return dy.reshape(input_shape_);
+}
+
+// ---------------------------------------------------------------- ONNX forms (inference)
+using onnx::Attribute;
+
+std::string Conv2d::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  const Shape w = weight_->value.shape();
+  std::vector<std::string> in{x, g.weight("weight", weight_->value)};
+  if (bias_) in.push_back(g.weight("bias", bias_->value));
+  return g.node(
+      "Conv", in,
+      {Attribute::of("kernel_shape", {w[2], w[3]}),
+       Attribute::of("strides", {params_.stride_h, params_.stride_w}),
+       Attribute::of("pads", {params_.pad_h, params_.pad_w, params_.pad_h, params_.pad_w}),
+       Attribute::of("dilations", {params_.dilation_h, params_.dilation_w}),
+       Attribute::of("group", int64_t(params_.groups))});
+}
+
+std::string BatchNorm2d::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  const size_t c = size_t(channels_);
+  const std::string scale = gamma_ ? g.weight("weight", gamma_->value)
+                                   : g.constant("weight", {channels_}, std::vector<float>(c, 1.0f));
+  const std::string shift = beta_ ? g.weight("bias", beta_->value)
+                                  : g.constant("bias", {channels_}, std::vector<float>(c, 0.0f));
+  const std::string mean = g.weight("running_mean", running_mean_);
+  const std::string var = g.weight("running_var", running_var_);
+  return g.node("BatchNormalization", {x, scale, shift, mean, var},
+                {Attribute::of_float("epsilon", params_.eps)});
+}
+
+std::string ReLU::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  return g.node("Relu", {x});
+}
+
+std::string Pool2d::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  std::vector<Attribute> a{
+      Attribute::of("kernel_shape", {params_.kernel_h, params_.kernel_w}),
+      Attribute::of("strides", {params_.stride_h, params_.stride_w}),
+      Attribute::of("pads", {params_.pad_h, params_.pad_w, params_.pad_h, params_.pad_w})};
+  if (params_.mode == PoolMode::Max) return g.node("MaxPool", {x}, a);
+  a.push_back(Attribute::of("count_include_pad", int64_t(0)));  // padding not counted
+  return g.node("AveragePool", {x}, a);
+}
+
+std::string Linear::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  std::vector<std::string> in{x, g.weight("weight", weight_->value)};
+  if (bias_) in.push_back(g.weight("bias", bias_->value));
+  return g.node("Gemm", in, {Attribute::of("transB", int64_t(1))});  // x w^T + b
+}
+
+std::string Identity::to_onnx_impl(onnx::GraphBuilder&, const std::string& x) {
+  return x;
+}
+
+std::string Zero::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  std::string shaped = x;
+  if (stride_ > 1) {
+    // Every stride-th row and column: ceil(H / stride) of them, the Zero layer's output size.
+    const int64_t big = std::numeric_limits<int64_t>::max();
+    shaped = g.node("Slice",
+                    {x, g.constant_i64("starts", {0, 0}), g.constant_i64("ends", {big, big}),
+                     g.constant_i64("axes", {2, 3}), g.constant_i64("steps", {stride_, stride_})});
+  }
+  return g.node("ConstantOfShape", {g.node("Shape", {shaped})},
+                {Attribute::of_tensor("value", {0.0f})});
+}
+
+std::string GlobalAvgPool::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  return g.node("Flatten", {g.node("GlobalAveragePool", {x})}, {Attribute::of("axis", int64_t(1))});
+}
+
+std::string Flatten::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  return g.node("Flatten", {x}, {Attribute::of("axis", int64_t(1))});
 }
 
 }  // namespace cudarts

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "cudarts/error.h"
+#include "cudarts/onnx.h"
 #include "cudarts/ops.h"
 #include "grad_sum.h"
 
@@ -280,6 +281,48 @@ Tensor Graph::backward_impl(Context& ctx, const Tensor& dy) {
 
 void Graph::release_saved_impl() {
   awaiting_ = false;
+}
+
+// ---------------------------------------------------------------- ONNX forms
+std::string Sequential::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  std::string h = x;
+  for (auto& l : layers_) h = l->to_onnx(g, h);
+  return h;
+}
+
+std::string Graph::to_onnx_many(onnx::GraphBuilder& g, const std::vector<std::string>& inputs) {
+  onnx::GraphBuilder::Scope scope(g, name());
+  return onnx_body(g, inputs);
+}
+
+std::string Graph::onnx_body(onnx::GraphBuilder& g, const std::vector<std::string>& inputs) {
+  CUDARTS_CHECK(inputs.size() == inputs_.size(), label(), ": ONNX export got ", inputs.size(),
+                " inputs, expected ", inputs_.size());
+  CUDARTS_CHECK(!output_.empty(), label(), ": no output value set");
+  std::map<std::string, std::string> values;
+  for (size_t i = 0; i < inputs.size(); ++i) values[inputs_[i]] = inputs[i];
+  for (size_t idx : order()) {
+    Node& n = nodes_[idx];
+    std::vector<std::string> in;
+    for (const std::string& v : n.inputs) in.push_back(values.at(v));
+    std::string y;
+    if (n.kind == Kind::Layer) {
+      y = n.layer->to_onnx(g, in[0]);
+    } else if (in.size() == 1) {
+      y = in[0];  // a sum or concatenation of one value is that value
+    } else {
+      onnx::GraphBuilder::Scope node_scope(g, n.name);
+      // Sum adds in the inputs' order, as forward does.
+      y = n.kind == Kind::Sum ? g.node("Sum", in)
+                              : g.node("Concat", in, {onnx::Attribute::of("axis", int64_t(1))});
+    }
+    values[n.name] = y;
+  }
+  return values.at(output_);
+}
+
+std::string Graph::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
+  return onnx_body(g, {x});  // in the scope Layer::to_onnx pushed
 }
 
 }  // namespace cudarts

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cudarts/error.h"
+#include "cudarts/onnx.h"
 #include "cudarts/ops.h"
 #include "cudarts/philox.h"
 #include "nvtx.h"
@@ -69,6 +70,18 @@ Tensor Layer::backward(Context& ctx, const Tensor& dy) {
   CUDARTS_CHECK(dx.shape() == input_shape_, label(), ": backward produced shape ", dx.shape(),
                 " for an input of shape ", input_shape_);
   return dx;
+}
+
+std::string Layer::to_onnx(onnx::GraphBuilder& g, const std::string& x) {
+  onnx::GraphBuilder::Scope scope(g, name_);
+  return to_onnx_impl(g, x);
+}
+
+std::string Layer::to_onnx_impl(onnx::GraphBuilder&, const std::string&) {
+  throw NotSupported(detail::cat(
+      "ONNX export: ", label(),
+      " has no ONNX form (search layers do not export: derive the architecture and export "
+      "the retraining network)"));
 }
 
 void Layer::release_saved() {
