@@ -131,6 +131,28 @@ tail -3 "$OUT/minimal_train_graph.log"
 summary "minimal_train --cuda-graph: $(grep -iE 'test accuracy' "$OUT/minimal_train_graph.log" | tail -1); $(grep -E '^training:' "$OUT/minimal_train_graph.log" | tail -1)"
 
 
+# ---------------------------------------------------------------- data parallel (NCCL)
+# One rank under mpirun on the GPU (NCCL communicator when the build has it) must log exactly
+# what the same search logs without MPI (seconds and memory aside). Skipped where the machine
+# has no mpirun (the GPU machine may not; Open MPI is not among the carried .deps).
+echo "== data parallel ($(elapsed) s)"
+if command -v mpirun > /dev/null; then
+  dp=(--device cuda --subset 512 --test-subset 128 --batch-size 32 --channels 8 --cells 5 --epochs 1 --quiet)
+  t 90 build-gpu/samples/darts_search/darts_search --out "$OUT/dp_plain" "${dp[@]}" > "$OUT/dp.log" 2>&1
+  t 90 mpirun --allow-run-as-root -np 1 build-gpu/samples/darts_search/darts_search \
+    --out "$OUT/dp_mpi1" "${dp[@]}" >> "$OUT/dp.log" 2>&1
+  same=$(python3 - "$OUT/dp_plain/log.jsonl" "$OUT/dp_mpi1/log.jsonl" <<'PY' 2>> "$OUT/dp.log"
+import json, sys
+drop = {"seconds", "peak_bytes"}
+a, b = ([{k: v for k, v in json.loads(l).items() if k not in drop} for l in open(p)] for p in sys.argv[1:])
+print("equal" if a == b else "DIFFERENT")
+PY
+)
+  summary "data parallel: 1-rank mpirun run vs plain run on the GPU: ${same:-not compared} (backend: $(grep -o 'ranks ([a-z]*)' "$OUT/dp.log" | head -1))"
+else
+  summary "data parallel: no mpirun on this machine, NCCL case not run"
+fi
+
 # ---------------------------------------------------------------- sanitizers
 echo "== compute-sanitizer ($(elapsed) s)"
 # compute-sanitizer: on PATH, in a toolkit's compute-sanitizer/ folder, or anywhere on the disk.

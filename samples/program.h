@@ -1,13 +1,15 @@
 // The boundary of every cudarts program: command-line parsing and exception handling with one
 // set of exit statuses. 0 success (or --help); 1 a runtime failure; 2 a usage error (a bad
 // flag, value or combination: CLI11 parse errors and ConfigError); 3 a bad input file
-// (InputError); 4 a diverged run (DivergenceError). Nothing escapes as `terminate called`.
+// (InputError); 4 a diverged run (DivergenceError); 5 a failed collective of a multi-process job
+// (CommError; the whole MPI job is then aborted). Nothing escapes as `terminate called`.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <string>
 
+#include "cudarts/comm.h"
 #include "cudarts/error.h"
 
 namespace cudarts::program {
@@ -34,9 +36,11 @@ int run(const char* name, F&& body) {
       std::fprintf(stderr, "%s\n", msg.c_str());
     else
       std::fprintf(stderr, "%s: %s\n", name, msg.c_str());
+    finish_job(exit_status_of(e));  // a rank of a multi-process job: ends the job
     return exit_status_of(e);
   } catch (...) {
     std::fprintf(stderr, "%s: an unknown exception\n", name);
+    finish_job(1);
     return 1;
   }
 }

@@ -25,6 +25,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev zlib1g-dev
   dataset-fashion-mnist python3-matplotlib graphviz
   clang libclang-rt-14-dev libomp-dev
+  libopenmpi-dev openmpi-bin
 )
 
 installed() {

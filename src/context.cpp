@@ -1,6 +1,8 @@
 // Context: picks the backend and allocator for a device; owns the RNG state.
 #include "cudarts/context.h"
 
+#include "cudarts/comm.h"
+
 #include "backend.h"
 #include "capture.h"
 #include "cuda_bridge.h"
@@ -23,6 +25,14 @@ Context::Context(Device device, ContextOptions options)
 }
 
 Context::~Context() = default;
+
+Communicator& Context::communicator() const {
+  return comm_ ? *comm_ : *local_communicator();
+}
+
+void Context::set_communicator(std::shared_ptr<Communicator> comm) {
+  comm_ = std::move(comm);
+}
 
 bool Context::cuda_compiled() {
   return cuda_bridge::compiled();

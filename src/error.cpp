@@ -7,6 +7,7 @@ int exit_status_of(const std::exception& e) {
   if (dynamic_cast<const ConfigError*>(&e)) return 2;
   if (dynamic_cast<const InputError*>(&e)) return 3;
   if (dynamic_cast<const DivergenceError*>(&e)) return 4;
+  if (dynamic_cast<const CommError*>(&e)) return 5;
   return 1;
 }
 

@@ -1,6 +1,8 @@
 // Optimizers: parameter groups with their state, updated by one op call per step.
 #include "cudarts/optim.h"
 
+#include "cudarts/comm.h"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -81,6 +83,13 @@ void Optimizer::step(Context& ctx) {
     const std::vector<uint32_t> words = hyper_words();
     ops::set_words(ctx, step_values_, words);
   });
+  // Data parallel: the group's gradients averaged over the ranks in one flat buffer, before
+  // the hooks, clipping and the update see them (every rank then takes the same step).
+  if (ctx.communicator().size() > 1) {
+    std::vector<Tensor*> grads;
+    for (Parameter* p : params_) grads.push_back(&p->grad);
+    ctx.communicator().all_reduce_many(ctx, grads, ReduceOp::Mean, comm_buffer_);
+  }
   for (StepHook* h : hooks_) h->before_step(ctx);
   const Tensor* scale = nullptr;
   if (clip_ > 0.0f || skip_nonfinite_) {

@@ -14,6 +14,7 @@ namespace cudarts {
 
 class Backend;  // the op table implementation (internal)
 class OpProfiler;
+class Communicator;  // cudarts/comm.h
 namespace detail {
 struct CaptureState;  // graph capture in progress (internal, see step_graph.h)
 }
@@ -76,6 +77,10 @@ class Context {
   // and bias corrections): runs now, or, while a StepGraph captures, is kept and runs
   // before every replay instead (a captured graph does not re-run host code).
   void per_step(std::function<void()> fn);
+  // The ranks this context trains with (cudarts/comm.h): the local communicator (one process)
+  // unless set. Data-parallel runs attach the job's communicator.
+  Communicator& communicator() const;
+  void set_communicator(std::shared_ptr<Communicator> comm);
   // The attached OpProfiler (see profiler.h), or nullptr.
   OpProfiler* op_profiler() const { return profiler_; }
   void set_op_profiler(OpProfiler* p) { profiler_ = p; }
@@ -95,6 +100,7 @@ class Context {
   const char* current_op_ = "";
   std::shared_ptr<Allocator> allocator_;
   std::unique_ptr<Backend> backend_;
+  std::shared_ptr<Communicator> comm_;
 };
 
 }  // namespace cudarts

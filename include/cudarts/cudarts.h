@@ -3,6 +3,7 @@
 #pragma once
 #include "cudarts/allocator.h"
 #include "cudarts/checkpoint.h"
+#include "cudarts/comm.h"
 #include "cudarts/context.h"
 #include "cudarts/darts.h"
 #include "cudarts/darts_run.h"

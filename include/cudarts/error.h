@@ -40,8 +40,15 @@ class DivergenceError : public Error {
   using Error::Error;
 };
 
+// A collective of a multi-process job failed or timed out (cudarts/comm.h): a rank died or
+// hangs. The programs exit with status 5.
+class CommError : public Error {
+ public:
+  using Error::Error;
+};
+
 // The exit status the programs use for an exception: 2 ConfigError, 3 InputError,
-// 4 DivergenceError, 1 any other failure.
+// 4 DivergenceError, 5 CommError, 1 any other failure.
 int exit_status_of(const std::exception& e);
 
 namespace detail {

@@ -28,7 +28,8 @@ class Optimizer {
 
   // step_count() + 1 and the step's learning rate / bias corrections written to the device
   // (host work, through Context::per_step: inside a StepGraph it runs before every replay),
-  // then before-hooks, clipping coefficient, fused update, after-hooks. Capturable; at most
+  // then (several ranks: ctx.communicator()) the gradients averaged over the ranks, then
+  // before-hooks, clipping coefficient, fused update, after-hooks. Capturable; at most
   // one step per optimizer in one captured graph.
   void step(Context& ctx);
   void zero_grad(Context& ctx);
@@ -71,6 +72,7 @@ class Optimizer {
   std::vector<StepHook*> hooks_;
   int64_t step_count_ = 0;
   Tensor grad_norm_, clip_coef_;
+  Tensor comm_buffer_;         // the flat gradient buffer of data-parallel steps
   uint64_t last_capture_ = 0;  // the capture that holds this optimizer's step (its id)
 };
 

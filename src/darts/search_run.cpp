@@ -323,12 +323,16 @@ class SearchTask final : public TrainingTask {
     a_opt_.set_skip_nonfinite(true);
     arch_loss_ = Tensor::zeros(ctx, Shape{1});
     if (!hessian_state_.defined()) hessian_state_ = Tensor::zeros(ctx, Shape{3});
-    if (fresh && !o_.run.quiet)
+    if (fresh && !o_.run.quiet && is_lead(ctx))
       std::printf(
           "darts_search: %s, %lld + %lld images (train / validation split), %s, %s "
-          "MixedOps, %d epochs on %s\n",
+          "MixedOps, %d epochs on %s%s\n",
           train_.name.c_str(), (long long)half_, (long long)half_, step_->name(),
-          mixed_op_type_name(o_.net.mixed.method), o_.epochs, ctx.device().str().c_str());
+          mixed_op_type_name(o_.net.mixed.method), o_.epochs, ctx.device().str().c_str(),
+          ctx.communicator().size() > 1 ? detail::cat(" x ", ctx.communicator().size(), " ranks (",
+                                                      ctx.communicator().backend(), ")")
+                                              .c_str()
+                                        : "");
   }
   void begin_epoch(Context&, int epoch) override {
     w_opt_.set_lr(schedule_.lr(epoch));
@@ -564,6 +568,17 @@ RunResult run_search(const SearchOptions& o) {
                        "darts_search: --second-order needs bilevel updates (not --joint) and no "
                        "--cuda-graph (it reads a norm on the host every step)");
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
+  join_job(ctx, "darts_search", o.batch);
+  const int ranks = ctx.communicator().size();
+  CUDARTS_CONFIG_CHECK(ranks == 1 || (!o.second_order && o.hessian.every == 0),
+                       "darts_search: --second-order and --hessian-every run on one process only "
+                       "(this job has ",
+                       ranks, " ranks)");
+  CUDARTS_CONFIG_CHECK(ranks == 1 || o.cost.weight == 0.0f || !o.cost.table.empty() ||
+                           (o.run.resume && fs::exists(path_in(o.run, "cost_table.json"))),
+                       "darts_search: a cost penalty on ", ranks,
+                       " ranks needs a cost table "
+                       "(measure it on one process with --write-cost-table, pass --cost-table)");
   auto [train_all, test] = load_data(o.data);
   (void)test;
   const int64_t half = train_all.n / 2;
@@ -633,6 +648,7 @@ RunResult run_search(const SearchOptions& o) {
   }
   prepare_out_dir(o.run, "darts_search");
   if (write_table) write_file_atomic(path_in(o.run, "cost_table.json"), table.to_json() + "\n");
+  ctx.communicator().barrier();  // the folder is checked by every rank before rank 0 writes
   SearchTask task(ctx, o, std::move(train_all), model);
   if (o.cost.weight > 0.0f) task.enable_cost(ctx, std::move(table));
   RunResult result = run_loop(ctx, o.run, o.epochs, task);

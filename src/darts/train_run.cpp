@@ -70,9 +70,9 @@ class RetrainTask final : public TrainingTask {
   json config() const override { return config_; }
   void begin_run(Context& ctx, bool fresh) override {
     // Written once the run is known to start or to continue a valid checkpoint.
-    write_file_atomic(path_in(o_.run, "genotype.json"), genotype_ + "\n");
+    if (is_lead(ctx)) write_file_atomic(path_in(o_.run, "genotype.json"), genotype_ + "\n");
     opt_.set_skip_nonfinite(true);
-    if (fresh && !o_.run.quiet)
+    if (fresh && !o_.run.quiet && is_lead(ctx))
       std::printf("darts_train: %s (%lld images), %d cells of %lld channels, %d epochs on %s\n",
                   train_.name.c_str(), (long long)train_.n, o_.net.cells,
                   (long long)o_.net.channels, o_.epochs, ctx.device().str().c_str());
@@ -172,6 +172,8 @@ RunResult run_train(const TrainOptions& o) {
   }
   prepare_out_dir(o.run, "darts_train");
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
+  join_job(ctx, "darts_train", o.batch);
+  ctx.communicator().barrier();  // the folder is checked by every rank before rank 0 writes
   // The auxiliary head (DARTS) expects 8x8 maps at 2/3 depth: 32x32 inputs.
   auto [train, test] = load_data(o.data, o.net.auxiliary ? 32 : 0);
   const int64_t steps = train.n / o.batch;
@@ -213,7 +215,7 @@ RunResult run_train(const TrainOptions& o) {
   const Shape input{1, train.c, train.h, train.w};
   RetrainTask task(ctx, o, std::move(train), std::move(test), *net, config, genotype_json);
   RunResult result = run_loop(ctx, o.run, o.epochs, task);
-  if (!o.export_onnx.empty()) {
+  if (!o.export_onnx.empty() && is_lead(ctx)) {
     onnx::ExportOptions eo;
     eo.doc = detail::cat("cudarts darts_train: ", o.space, " network, ", input[1], "x", input[2],
                          "x", input[3], " normalised images (", o.data.dataset, ")");

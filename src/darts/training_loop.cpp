@@ -11,6 +11,11 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
   const json config = task.config();
   const NamedOptimizers opts = task.optimizers();
   Layer& net = task.network();
+  Communicator& comm = ctx.communicator();
+  const bool lead = comm.rank() == 0;
+  // Only rank 0 prints (and writes: every file operation below is under `lead`).
+  RunOptions shown = run;
+  shown.quiet = run.quiet || !lead;
 
   int start_epoch = 0;
   int64_t start_step = 0;
@@ -20,23 +25,44 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
     std::tie(start_epoch, start_step) =
         get_common(ctx, ck, net, opts, metrics, run, config, epochs, steps);
     task.get(ctx, ck);
-    truncate_log(run, start_epoch);  // everything restored: now the files may change
-    if (!run.quiet)
+    // The checkpoint holds the job's metric sums: rank 0 carries them on, the others restart
+    // from zero, so the next reduction counts them once.
+    if (!lead) metrics = Metrics(ctx);
+    comm.barrier();  // every rank has read the files before rank 0 changes them
+    if (lead) truncate_log(run, start_epoch);  // everything restored: now files may change
+    if (!shown.quiet)
       std::printf("%s: resuming at epoch %d step %lld\n", program.c_str(), start_epoch + 1,
                   (long long)start_step);
-  } else if (run.resume && !run.quiet) {
+  } else if (run.resume && !shown.quiet) {
     std::printf("%s: no checkpoint in '%s', starting fresh\n", program.c_str(),
                 run.out_dir.c_str());
   }
   task.begin_run(ctx, start_epoch == 0 && start_step == 0);
   auto make_checkpoint = [&](int epoch, int64_t step) {
     Checkpoint c;
-    put_common(c, ctx, net, opts, metrics, epoch, step, config);
+    if (comm.size() > 1 && step > 0) {  // mid-epoch: the job's partial sums, not this rank's
+      Metrics job(ctx);
+      ops::copy(ctx, metrics.sums, job.sums);
+      reduce_metrics(ctx, job.sums);
+      put_common(c, ctx, net, opts, job, epoch, step, config);
+    } else {
+      put_common(c, ctx, net, opts, metrics, epoch, step, config);
+    }
     task.put(c);
     return c;
   };
+  // Weights and architecture are identical on every rank after every step (averaged gradients,
+  // the same optimizer state); BatchNorm statistics are per rank and averaged at epoch ends.
+  std::vector<Tensor*> buffers;
+  std::vector<const Tensor*> state;
+  for (auto& [name, p] : net.named_parameters()) state.push_back(&p->value);
+  for (auto& [name, b] : net.named_buffers()) {
+    buffers.push_back(b);
+    state.push_back(b);
+  }
+  Tensor buffer_scratch;
 
-  ProgressLine progress(run, int64_t(epochs) * steps, int64_t(start_epoch) * steps + start_step);
+  ProgressLine progress(shown, int64_t(epochs) * steps, int64_t(start_epoch) * steps + start_step);
   int64_t steps_here = 0;
   RunResult result;
   result.epochs_done = start_epoch;
@@ -47,7 +73,7 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
     if (task.stopped()) {
       result.stopped_early = true;
-      if (!run.quiet)
+      if (!shown.quiet)
         std::printf("%s: stopped early after epoch %d of %d (see log.jsonl)\n", program.c_str(),
                     epoch, epochs);
       break;
@@ -59,8 +85,11 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
     const int64_t bad_before = guard.bad_steps();
     const int64_t first = epoch == start_epoch ? start_step : 0;
     std::vector<std::unique_ptr<BatchPrefetcher>> streams;
-    for (auto& b : task.batches(epoch, first))
+    for (auto& b : task.batches(epoch, first)) {
+      if (comm.size() > 1)  // each rank loads its share of every batch
+        for (auto& step_batch : b) step_batch = rank_share(step_batch, comm);
       streams.push_back(std::make_unique<BatchPrefetcher>(ctx, task.data(), std::move(b)));
+    }
     for (int64_t s = first; s < steps; ++s) {
       if (run.max_steps >= 0 && steps_here >= run.max_steps) return result;  // a "kill"
       std::vector<Batch> batches;
@@ -79,10 +108,15 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
                       task.batch(), guard);
       if (run.checkpoint_every > 0 && (s + 1) % run.checkpoint_every == 0 && s + 1 < steps) {
         guard.check();
-        make_checkpoint(epoch, s + 1).save(run, program);
+        const Checkpoint mid = make_checkpoint(epoch, s + 1);
+        if (lead) mid.save(run, program);
       }
     }
     guard.check();
+    if (comm.size() > 1) {
+      reduce_metrics(ctx, metrics.sums);
+      comm.all_reduce_many(ctx, buffers, ReduceOp::Mean, buffer_scratch);
+    }
     const Metrics::Values train = metrics.read();
     const EvalResult eval = task.evaluate(ctx, epoch);
     eval.check(program, task.eval_name(), epoch);
@@ -97,16 +131,28 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
                  {"lr", task.lr(epoch)},
                  {"skipped_steps", guard.bad_steps() - bad_before}};
     task.end_epoch(ctx, epoch, line);
+    if (comm.size() > 1) {
+      // Proof that the ranks agree: the CRC-32 of every weight, alpha and statistic.
+      const uint64_t crc = tensors_crc32(state);
+      const std::vector<uint64_t> all = comm.all_gather_host(crc);
+      for (size_t r = 1; r < all.size(); ++r)
+        CUDARTS_CHECK(all[r] == all[0], program, ": after epoch ", epoch + 1, " rank ", r,
+                      " holds other weights than rank 0 (CRC-32 ", all[r], " vs ", all[0],
+                      "); the ranks diverged, stopped before writing that epoch");
+      line["ranks"] = comm.size();
+    }
     metrics = Metrics(ctx);
     const Checkpoint ck_end = make_checkpoint(epoch + 1, 0);
     ck_end.verify(program);  // before the log line that belongs with it
-    append_log(run, line);
-    task.write_epoch_files(epoch);
-    ck_end.save(run, program);
+    if (lead) {
+      append_log(run, line);
+      task.write_epoch_files(epoch);
+      ck_end.save(run, program);
+    }
     result.epochs_done = epoch + 1;
     result.final_train_acc = train.acc;
     result.final_valid_acc = eval.acc;
-    if (!run.quiet)
+    if (!shown.quiet)
       std::printf(
           "epoch %d/%d: train loss %.4f acc %.4f, %s %.4f acc %.4f, %.1f s, peak %.1f MiB\n",
           epoch + 1, epochs, train.loss, train.acc, task.eval_name(), eval.loss, eval.acc, seconds,

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "cudarts/checkpoint.h"
+#include "cudarts/comm.h"
 #include "cudarts/darts_run.h"
 #include "cudarts/data.h"
 #include "cudarts/error.h"
@@ -35,11 +37,32 @@ using json = nlohmann::json;
 
 using Clock = std::chrono::steady_clock;
 
+// The GPU of this process: under an MPI launcher one per rank of the node (its local rank),
+// else GPU 0.
+inline int local_gpu() {
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  if (!local) local = std::getenv("MPI_LOCALRANKID");
+  return local ? std::atoi(local) : 0;
+}
+
 inline Device pick_device(const std::string& d) {
   if (d == "cpu") return Device::cpu();
-  if (d == "cuda") return Device::cuda(0);
+  if (d == "cuda") return Device::cuda(local_gpu());
   CUDARTS_CONFIG_CHECK(d == "auto", "unknown device '", d, "'; expected cpu, cuda or auto");
-  return Context::cuda_available() ? Device::cuda(0) : Device::cpu();
+  return Context::cuda_available() ? Device::cuda(local_gpu()) : Device::cpu();
+}
+
+// Joins the job this process was launched in (cudarts/comm.h; one process: nothing changes):
+// the communicator goes onto the context (NCCL for a CUDA context where built with it, else
+// MPI), and the batch must split evenly over the ranks.
+inline void join_job(Context& ctx, const char* program, int batch) {
+  std::shared_ptr<Communicator> comm = world_communicator();
+  CUDARTS_CONFIG_CHECK(batch % comm->size() == 0, program, ": batch ", batch,
+                       " does not split evenly over ", comm->size(),
+                       " ranks (use a multiple of the number of ranks)");
+  if (comm->size() > 1 && !ctx.device().is_cpu() && built_with_nccl())
+    comm = nccl_communicator(ctx);
+  ctx.set_communicator(std::move(comm));
 }
 
 // Training and test sets, padded to a multiple of 4 (two reductions halve the size twice and
@@ -183,6 +206,24 @@ class StepRunner {
  public:
   Tensor loss, hits;  // of the last step
 };
+
+// ---------------------------------------------------------------- data parallel
+// Rank 0 writes every file and prints; every rank computes.
+inline bool is_lead(const Context& ctx) {
+  return ctx.communicator().rank() == 0;
+}
+
+// This rank's contiguous share of a batch's indices: rank r of R takes [r n / R, (r+1) n / R).
+inline std::vector<int64_t> rank_share(const std::vector<int64_t>& idx, const Communicator& c) {
+  const size_t n = idx.size(), r = size_t(c.rank()), k = size_t(c.size());
+  return std::vector<int64_t>(idx.begin() + int64_t(r * n / k),
+                              idx.begin() + int64_t((r + 1) * n / k));
+}
+
+// The metric sums of all ranks (after this every rank holds the job's totals).
+inline void reduce_metrics(Context& ctx, Tensor& sums) {
+  ctx.communicator().all_reduce(ctx, sums, ReduceOp::Sum);
+}
 
 inline std::vector<std::vector<int64_t>> make_batches(const std::vector<int64_t>& order,
                                                       int64_t first, int64_t count, int batch,
@@ -400,9 +441,19 @@ EvalResult evaluate(Context& ctx, const Dataset& data, const std::vector<int64_t
                     int batch, bool use_graph, Forward forward) {
   Metrics m(ctx);
   std::vector<std::vector<int64_t>> batches;
-  for (size_t b = 0; b < indices.size(); b += size_t(batch))
-    batches.emplace_back(indices.begin() + int64_t(b),
-                         indices.begin() + int64_t(std::min(indices.size(), b + size_t(batch))));
+  // Several ranks: each evaluates its share of every batch (the sums are reduced below).
+  // (A share can be empty when a last batch has fewer images than there are ranks.)
+  const int share_of_full =
+      int(rank_share(std::vector<int64_t>(static_cast<size_t>(batch)), ctx.communicator()).size());
+  for (size_t b = 0; b < indices.size(); b += size_t(batch)) {
+    std::vector<int64_t> share =
+        rank_share(std::vector<int64_t>(
+                       indices.begin() + int64_t(b),
+                       indices.begin() + int64_t(std::min(indices.size(), b + size_t(batch)))),
+                   ctx.communicator());
+    if (!share.empty()) batches.push_back(std::move(share));
+  }
+  batch = share_of_full;  // this rank's share of a full batch (what the graph runner replays)
   BatchPrefetcher pf(ctx, data, batches);
   StepRunner full(ctx, use_graph), partial(ctx, false);
   while (!pf.done()) {
@@ -415,6 +466,7 @@ EvalResult evaluate(Context& ctx, const Dataset& data, const std::vector<int64_t
     });
     m.add(ctx, r.loss, r.hits, b.labels.numel());
   }
+  reduce_metrics(ctx, m.sums);
   const Metrics::Values v = m.read();
   return {v.loss, v.acc, v.nonfinite, int64_t(batches.size())};
 }
@@ -425,9 +477,14 @@ inline std::vector<int64_t> range(int64_t begin, int64_t end) {
   return v;
 }
 
+// Eight random words per image. Several ranks: each rank's images are its share of the batch,
+// and the draw is the whole batch's, each rank reading its images' words (Philox block
+// offset + 2 per image before them), so the augmentation is the one-process run's.
 inline Tensor augmented(Context& ctx, const Tensor& images, const AugmentParams& p) {
   Tensor out = Tensor::empty(ctx, images.shape());
-  ops::augment(ctx, images, out, p, ctx.seed(), ctx.reserve_rng(uint64_t(8 * images.dim(0))));
+  const uint64_t n = uint64_t(images.dim(0)), ranks = uint64_t(ctx.communicator().size());
+  const uint64_t base = ctx.reserve_rng(8 * n * ranks);
+  ops::augment(ctx, images, out, p, ctx.seed(), base + 2 * n * uint64_t(ctx.communicator().rank()));
   return out;
 }
 

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# ctest mpi: multi-process runs on the CPU backend under mpirun (Open MPI), 2 and 3 ranks:
+# the collectives by hand, data-parallel SGD steps (bit-identical weights on every rank, equal
+# to one process on the whole batch), a silent rank (CommError within the timeout, not a hang),
+# a killed rank (the job ends), and darts_search / darts_train with 2 ranks (the ranks' weights
+# compared by CRC-32 every epoch inside the run), resumed on 1 process.
+# Exit 77 (a visible skip) without mpirun or without MPI in the build.
+# Usage: run.sh COMM_CHECK DARTS_SEARCH DARTS_TRAIN WORKDIR
+set -uo pipefail
+check=$1 search=$2 train=$3 work=$4
+command -v mpirun > /dev/null || { echo "SKIP: no mpirun (scripts/setup.sh installs Open MPI)"; exit 77; }
+rm -rf "$work" && mkdir -p "$work"
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpi=(mpirun --allow-run-as-root --oversubscribe)
+failures=0
+if ! out=$(timeout 60 "${mpi[@]}" -np 2 "$check" collectives 2>&1); then
+  if grep -q "built without MPI" <<< "$out"; then echo "SKIP: cudarts built without MPI"; exit 77; fi
+fi
+for np in 2 3; do
+  for mode in collectives steps; do
+    if out=$(timeout 120 "${mpi[@]}" -np $np "$check" $mode 2>&1); then
+      echo "$out" | grep -E '^(ok|FAIL)'
+    else
+      echo "FAIL: $mode on $np ranks"; echo "$out" | tail -20; failures=$((failures + 1))
+    fi
+  done
+done
+
+# A rank that stops answering: rank 0 ends with a CommError after the timeout (3 s), the
+# job is aborted; nothing waits for the 60 s the silent rank sleeps.
+start=$(date +%s)
+out=$(CUDARTS_COMM_TIMEOUT=3 timeout 50 "${mpi[@]}" -x CUDARTS_COMM_TIMEOUT -np 2 "$check" stall 2>&1)
+rc=$? took=$(( $(date +%s) - start ))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "did not complete within 3 s" <<< "$out" && [ $took -lt 30 ]; then
+  echo "ok: a silent rank gives a CommError and ends the job in ${took} s"
+else
+  echo "FAIL: silent rank (exit $rc after ${took} s)"; echo "$out" | tail -8; failures=$((failures + 1))
+fi
+
+tiny=(--device cpu --subset 96 --test-subset 32 --batch-size 16 --quiet)
+darts=(--channels 4 --cells 3)
+# Two ranks search; the run compares the ranks' weights and alphas every epoch (CRC-32) and
+# stops if they differ. Then the checkpoint resumes on one process.
+# (48 images per split, batch 16: 3 steps an epoch; --max-steps 6 stops the 2-rank run at the
+# start of epoch 3.)
+if timeout 300 "${mpi[@]}" -np 2 "$search" --out "$work/s" "${tiny[@]}" "${darts[@]}" --epochs 3 \
+     --max-steps 6 \
+   && timeout 300 "$search" --out "$work/s" "${tiny[@]}" "${darts[@]}" --epochs 3 --resume \
+   && python3 - "$work/s" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + "/log.jsonl")]
+assert [r["epoch"] for r in rows] == [1, 2, 3], rows
+assert rows[0]["ranks"] == 2 and rows[1]["ranks"] == 2 and "ranks" not in rows[2], rows
+json.load(open(sys.argv[1] + "/genotype.json"))
+PY
+then
+  echo "ok: darts_search on 2 ranks (same weights every epoch), resumed on 1 process"
+else
+  echo "FAIL: darts_search on 2 ranks / resume on 1"; failures=$((failures + 1))
+fi
+echo '{"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], "normal_concat": [2], "reduce": [["max_pool_3x3", 0], ["skip_connect", 1]], "reduce_concat": [2]}' > "$work/g.json"
+if timeout 300 "${mpi[@]}" -np 2 "$train" --out "$work/t" --genotype "$work/g.json" "${tiny[@]}" \
+     "${darts[@]}" --epochs 1 --no-auxiliary \
+   && grep -q '"ranks":2' "$work/t/log.jsonl"; then
+  echo "ok: darts_train on 2 ranks"
+else
+  echo "FAIL: darts_train on 2 ranks"; failures=$((failures + 1))
+fi
+# A batch that does not split over the ranks is refused before anything is written.
+if out=$(timeout 60 "${mpi[@]}" -np 3 "$search" --out "$work/odd" "${tiny[@]}" "${darts[@]}" 2>&1); then
+  echo "FAIL: batch 16 on 3 ranks accepted"; failures=$((failures + 1))
+elif grep -q "does not split evenly over 3 ranks" <<< "$out" && [ ! -e "$work/odd/log.jsonl" ]; then
+  echo "ok: batch 16 on 3 ranks refused"
+else
+  echo "FAIL: batch 16 on 3 ranks: $out" | tail -3; failures=$((failures + 1))
+fi
+# A rank killed mid-run (SIGKILL after 2 s): the job ends, no rank hangs, the last checkpoint
+# of rank 0 (if any) stays readable.
+start=$(date +%s)
+out=$(timeout 120 "${mpi[@]}" -np 2 bash -c \
+  'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then (sleep 2; kill -9 $$) & fi; exec "$0" "$@"' \
+  "$search" --out "$work/k" "${tiny[@]}" "${darts[@]}" --epochs 50 --checkpoint-every 1 2>&1)
+rc=$? took=$(( $(date +%s) - start ))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -lt 100 ]; then
+  echo "ok: a killed rank ends the job (exit $rc in ${took} s)"
+else
+  echo "FAIL: killed rank (exit $rc after ${took} s)"; echo "$out" | tail -5; failures=$((failures + 1))
+fi
+echo "$failures failures"
+[ $failures -eq 0 ]
