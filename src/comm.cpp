@@ -35,7 +35,7 @@ void check_tensor(const Context& ctx, const Tensor& t, const char* what) {
 
 void Communicator::all_reduce(Context& ctx, Tensor& t, ReduceOp op) {
   check_tensor(ctx, t, "all_reduce");
-  if (size() == 1) return;  // the sum and the mean of one rank's values are those values
+  if (!distributed()) return;
   if (ctx.capturing()) {
     CUDARTS_CHECK(capturable(ctx), "all_reduce: the ", backend(),
                   " backend cannot run inside a CUDA-graph capture of a ", ctx.device().str(),
@@ -54,7 +54,7 @@ void Communicator::broadcast(Context& ctx, Tensor& t, int root) {
   check_tensor(ctx, t, "broadcast");
   CUDARTS_CHECK(root >= 0 && root < size(), "broadcast: root ", root, " outside the ", size(),
                 " ranks");
-  if (size() == 1) return;
+  if (!distributed()) return;
   if (ctx.capturing()) {
     CUDARTS_CHECK(capturable(ctx), "broadcast: the ", backend(),
                   " backend cannot run inside a CUDA-graph capture of a ", ctx.device().str(),
@@ -70,7 +70,7 @@ void Communicator::broadcast(Context& ctx, Tensor& t, int root) {
 
 void Communicator::all_reduce_many(Context& ctx, const std::vector<Tensor*>& ts, ReduceOp op,
                                    Tensor& scratch) {
-  if (size() == 1 || ts.empty()) return;
+  if (!distributed() || ts.empty()) return;
   int64_t total = 0;
   for (Tensor* t : ts) {
     check_tensor(ctx, *t, "all_reduce_many");
@@ -119,6 +119,7 @@ class LocalCommunicator final : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   const char* backend() const override { return "local"; }
+  bool distributed() const override { return false; }
   void barrier() override {}
   void all_reduce_host(std::vector<double>&) override {}
   std::vector<uint64_t> all_gather_host(uint64_t v) override { return {v}; }

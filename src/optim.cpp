@@ -85,7 +85,7 @@ void Optimizer::step(Context& ctx) {
   });
   // Data parallel: the group's gradients averaged over the ranks in one flat buffer, before
   // the hooks, clipping and the update see them (every rank then takes the same step).
-  if (ctx.communicator().size() > 1) {
+  if (ctx.communicator().distributed()) {
     std::vector<Tensor*> grads;
     for (Parameter* p : params_) grads.push_back(&p->grad);
     ctx.communicator().all_reduce_many(ctx, grads, ReduceOp::Mean, comm_buffer_);

@@ -30,6 +30,9 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual const char* backend() const = 0;  // "local", "mpi" or "nccl"
+  // False for the local communicator only: the collectives of the others really run, even on
+  // a job of one rank (so a 1-rank MPI or NCCL job exercises the whole path).
+  virtual bool distributed() const { return true; }
 
   // In place on float32 tensors of ctx's device, ordered on ctx's stream. Inside a StepGraph
   // capture the collective is part of the graph (CPU: recorded and run at every replay; NCCL:

@@ -40,7 +40,7 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
   task.begin_run(ctx, start_epoch == 0 && start_step == 0);
   auto make_checkpoint = [&](int epoch, int64_t step) {
     Checkpoint c;
-    if (comm.size() > 1 && step > 0) {  // mid-epoch: the job's partial sums, not this rank's
+    if (comm.distributed() && step > 0) {  // mid-epoch: the job's partial sums, not this rank's
       Metrics job(ctx);
       ops::copy(ctx, metrics.sums, job.sums);
       reduce_metrics(ctx, job.sums);
@@ -86,7 +86,7 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
     const int64_t first = epoch == start_epoch ? start_step : 0;
     std::vector<std::unique_ptr<BatchPrefetcher>> streams;
     for (auto& b : task.batches(epoch, first)) {
-      if (comm.size() > 1)  // each rank loads its share of every batch
+      if (comm.distributed())  // each rank loads its share of every batch
         for (auto& step_batch : b) step_batch = rank_share(step_batch, comm);
       streams.push_back(std::make_unique<BatchPrefetcher>(ctx, task.data(), std::move(b)));
     }
@@ -113,7 +113,7 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
       }
     }
     guard.check();
-    if (comm.size() > 1) {
+    if (comm.distributed()) {
       reduce_metrics(ctx, metrics.sums);
       comm.all_reduce_many(ctx, buffers, ReduceOp::Mean, buffer_scratch);
     }
@@ -131,7 +131,7 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
                  {"lr", task.lr(epoch)},
                  {"skipped_steps", guard.bad_steps() - bad_before}};
     task.end_epoch(ctx, epoch, line);
-    if (comm.size() > 1) {
+    if (comm.distributed()) {
       // Proof that the ranks agree: the CRC-32 of every weight, alpha and statistic.
       const uint64_t crc = tensors_crc32(state);
       const std::vector<uint64_t> all = comm.all_gather_host(crc);
@@ -139,7 +139,7 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
         CUDARTS_CHECK(all[r] == all[0], program, ": after epoch ", epoch + 1, " rank ", r,
                       " holds other weights than rank 0 (CRC-32 ", all[r], " vs ", all[0],
                       "); the ranks diverged, stopped before writing that epoch");
-      line["ranks"] = comm.size();
+      if (comm.size() > 1) line["ranks"] = comm.size();
     }
     metrics = Metrics(ctx);
     const Checkpoint ck_end = make_checkpoint(epoch + 1, 0);

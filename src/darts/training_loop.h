@@ -60,7 +60,7 @@ inline void join_job(Context& ctx, const char* program, int batch) {
   CUDARTS_CONFIG_CHECK(batch % comm->size() == 0, program, ": batch ", batch,
                        " does not split evenly over ", comm->size(),
                        " ranks (use a multiple of the number of ranks)");
-  if (comm->size() > 1 && !ctx.device().is_cpu() && built_with_nccl())
+  if (launched_by_mpi() && !ctx.device().is_cpu() && built_with_nccl())
     comm = nccl_communicator(ctx);
   ctx.set_communicator(std::move(comm));
 }

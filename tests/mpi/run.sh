@@ -10,6 +10,9 @@ set -uo pipefail
 check=$1 search=$2 train=$3 work=$4
 command -v mpirun > /dev/null || { echo "SKIP: no mpirun (scripts/setup.sh installs Open MPI)"; exit 77; }
 rm -rf "$work" && mkdir -p "$work"
+# One OpenMP thread in every process: CPU results depend on the thread count, and mpirun binds
+# each rank to a core (a plain run would use every core).
+export OMP_NUM_THREADS=1
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpi=(mpirun --allow-run-as-root --oversubscribe)
 failures=0
@@ -39,6 +42,21 @@ fi
 
 tiny=(--device cpu --subset 96 --test-subset 32 --batch-size 16 --quiet)
 darts=(--channels 4 --cells 3)
+# One rank under mpirun goes through every collective (MPI with one rank) and must log exactly
+# what the same search logs without MPI (seconds and memory aside).
+if timeout 300 "$search" --out "$work/plain" "${tiny[@]}" "${darts[@]}" --epochs 2 \
+   && timeout 300 "${mpi[@]}" -np 1 "$search" --out "$work/one" "${tiny[@]}" "${darts[@]}" --epochs 2 \
+   && python3 - "$work/plain/log.jsonl" "$work/one/log.jsonl" <<'PY'
+import json, sys
+drop = {"seconds", "peak_bytes"}
+a, b = ([{k: v for k, v in json.loads(l).items() if k not in drop} for l in open(p)] for p in sys.argv[1:])
+assert len(a) == 2 and a == b, "the 1-rank MPI run logged other numbers"
+PY
+then
+  echo "ok: a 1-rank MPI search logs the plain search's numbers exactly"
+else
+  echo "FAIL: 1-rank MPI search vs plain search"; failures=$((failures + 1))
+fi
 # Two ranks search; the run compares the ranks' weights and alphas every epoch (CRC-32) and
 # stops if they differ. Then the checkpoint resumes on one process.
 # (48 images per split, batch 16: 3 steps an epoch; --max-steps 6 stops the 2-rank run at the
