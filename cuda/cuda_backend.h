@@ -64,6 +64,15 @@ class CudaBackend final : public Backend {
   void batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor* gamma,
                      const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
                      Tensor* dbeta) override;
+  void batchnorm_moments(const Tensor& x, const Tensor& shift, Tensor& moments) override;
+  void batchnorm_moments_finish(const Tensor& moments, const Tensor& shift, double count,
+                                Tensor& mean, Tensor& var, Tensor& invstd, Tensor* running_mean,
+                                Tensor* running_var, const BatchNormParams& p) override;
+  void batchnorm_bwd_sums(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                          const Tensor& invstd, Tensor& sums) override;
+  void batchnorm_bwd_apply(const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                           const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                           double count, Tensor& dx) override;
 
   void relu_fwd(const Tensor& x, Tensor& y) override;
   void relu_bwd(const Tensor& dy, const Tensor& y, Tensor& dx) override;

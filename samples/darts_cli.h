@@ -43,6 +43,8 @@ inline void add_common_options(CLI::App& app, DataOptions& data, RunOptions& run
   app.add_flag("--skip-nonfinite", run.skip_nonfinite,
                "skip training steps with a non-finite loss or gradient norm (counted in "
                "log.jsonl) instead of stopping the run");
+  app.add_flag("--sync-bn", run.sync_batchnorm,
+               "several ranks (mpirun): BatchNorm statistics over the whole batch of all ranks");
   app.add_flag("--cuda-graph", run.cuda_graph,
                "capture the training step in a CUDA graph and replay it (continuous MixedOps)");
 }

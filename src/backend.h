@@ -54,6 +54,16 @@ class Backend {
   virtual void batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor* gamma,
                              const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
                              Tensor* dgamma, Tensor* dbeta) = 0;
+  virtual void batchnorm_moments(const Tensor& x, const Tensor& shift, Tensor& moments) = 0;
+  virtual void batchnorm_moments_finish(const Tensor& moments, const Tensor& shift, double count,
+                                        Tensor& mean, Tensor& var, Tensor& invstd,
+                                        Tensor* running_mean, Tensor* running_var,
+                                        const BatchNormParams& p) = 0;
+  virtual void batchnorm_bwd_sums(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                  const Tensor& invstd, Tensor& sums) = 0;
+  virtual void batchnorm_bwd_apply(const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                                   const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                                   double count, Tensor& dx) = 0;
 
   virtual void relu_fwd(const Tensor& x, Tensor& y) = 0;
   virtual void relu_bwd(const Tensor& dy, const Tensor& y, Tensor& dx) = 0;

@@ -365,6 +365,107 @@ void batchnorm_fwd_infer(Context& ctx, const Tensor& x, const Tensor* gamma, con
                    eps);
 }
 
+void batchnorm_moments(Context& ctx, const Tensor& x, const Tensor& shift, Tensor& moments) {
+  OpRange op_range(ctx, "batchnorm_moments");
+  const char* op = "batchnorm_moments";
+  check_bn_vectors(ctx, op, x, {{"shift", &shift}});
+  check_tensor(ctx, op, "moments", moments);
+  check_shape(op, "moments", moments, Shape{2, x.dim(1)});
+  op_range.set_cost([&] {
+    OpCost c;
+    c.launches = 1;
+    c.bytes_read = bytes(x);
+    c.bytes_written = bytes(moments);
+    c.flops = 3.0 * double(x.numel());
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::batchnorm_moments, x, shift, moments);
+}
+
+void batchnorm_moments_finish(Context& ctx, const Tensor& moments, const Tensor& shift,
+                              double count, Tensor& mean, Tensor& var, Tensor& invstd,
+                              Tensor* running_mean, Tensor* running_var, const BatchNormParams& p) {
+  OpRange op_range(ctx, "batchnorm_moments_finish");
+  const char* op = "batchnorm_moments_finish";
+  check_tensor(ctx, op, "moments", moments);
+  check_ndim(op, "moments", moments, 2);
+  const Shape c{moments.dim(1)};
+  CUDARTS_CHECK(moments.dim(0) == 2, op, ": moments has shape ", moments.shape(),
+                ", expected (2, C)");
+  for (auto [name, t] :
+       std::initializer_list<std::pair<const char*, const Tensor*>>{{"shift", &shift},
+                                                                    {"mean", &mean},
+                                                                    {"var", &var},
+                                                                    {"invstd", &invstd},
+                                                                    {"running_mean", running_mean},
+                                                                    {"running_var", running_var}}) {
+    if (!t) continue;
+    check_tensor(ctx, op, name, *t);
+    check_shape(op, name, *t, c);
+  }
+  CUDARTS_CHECK((running_mean == nullptr) == (running_var == nullptr), op,
+                ": running_mean and running_var must both be given or both omitted");
+  CUDARTS_CHECK(std::isfinite(count) && count > 1.0, op, ": count ", count,
+                " must be finite and > 1 (batch statistics need more than one value)");
+  CUDARTS_CHECK(p.eps > 0.0f && p.momentum >= 0.0f && p.momentum <= 1.0f, op, ": eps ", p.eps,
+                " must be > 0 and momentum ", p.momentum, " in [0, 1]");
+  op_range.set_cost([&] {
+    OpCost k;
+    k.launches = 1;
+    k.bytes_read = bytes(moments) + bytes(shift) + (running_mean ? 2 * bytes(mean) : 0);
+    k.bytes_written = 3 * bytes(mean) + (running_mean ? 2 * bytes(mean) : 0);
+    k.flops = 12.0 * double(c[0]);
+    return k;
+  });
+  detail::dispatch(ctx, &Backend::batchnorm_moments_finish, moments, shift, count, mean, var,
+                   invstd, running_mean, running_var, p);
+}
+
+void batchnorm_bwd_sums(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor& mean,
+                        const Tensor& invstd, Tensor& sums) {
+  OpRange op_range(ctx, "batchnorm_bwd_sums");
+  const char* op = "batchnorm_bwd_sums";
+  check_bn_vectors(ctx, op, x, {{"mean", &mean}, {"invstd", &invstd}});
+  check_tensor(ctx, op, "dy", dy);
+  check_same_shape(op, "x", x, "dy", dy);
+  check_tensor(ctx, op, "sums", sums);
+  check_shape(op, "sums", sums, Shape{2, x.dim(1)});
+  op_range.set_cost([&] {
+    OpCost c;
+    c.launches = 1;
+    c.bytes_read = bytes(dy) + bytes(x);
+    c.bytes_written = bytes(sums);
+    c.flops = 4.0 * double(x.numel());
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::batchnorm_bwd_sums, dy, x, mean, invstd, sums);
+}
+
+void batchnorm_bwd_apply(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                         const Tensor& mean, const Tensor& invstd, const Tensor& sums, double count,
+                         Tensor& dx) {
+  OpRange op_range(ctx, "batchnorm_bwd_apply");
+  const char* op = "batchnorm_bwd_apply";
+  check_bn_vectors(ctx, op, x, {{"gamma", gamma}, {"mean", &mean}, {"invstd", &invstd}});
+  check_tensor(ctx, op, "dy", dy);
+  check_tensor(ctx, op, "dx", dx);
+  check_same_shape(op, "x", x, "dy", dy);
+  check_same_shape(op, "x", x, "dx", dx);
+  check_tensor(ctx, op, "sums", sums);
+  check_shape(op, "sums", sums, Shape{2, x.dim(1)});
+  CUDARTS_CHECK(std::isfinite(count) && count > 0.0, op, ": count ", count,
+                " must be finite and > 0");
+  op_range.set_cost([&] {
+    OpCost c;
+    c.launches = 1;
+    c.bytes_read = bytes(dy) + bytes(x);
+    c.bytes_written = bytes(dx);
+    c.flops = 6.0 * double(x.numel());
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::batchnorm_bwd_apply, dy, x, gamma, mean, invstd, sums, count, dx);
+}
+
 void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
                    const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
                    Tensor* dbeta) {

@@ -64,3 +64,51 @@ TEST(Comm, StateChecksumIsCrc32OfTheBytes) {
   EXPECT_EQ(tensors_crc32({&a, &b}), 4000551515u);
   EXPECT_NE(tensors_crc32({&b, &a}), 4000551515u);
 }
+
+// Synchronised BatchNorm on one process is BatchNorm: forward, running statistics, input and
+// parameter gradients against the unsynchronised layer (an independent implementation, itself
+// checked against naive loops and finite differences), and its moments against hand values.
+TEST(Comm, SynchronisedBatchNormOnOneProcessIsBatchNorm) {
+  Context ctx(Device::cpu(), ContextOptions{4});
+  const Shape xs{3, 4, 5, 5};
+  const Tensor x = Tensor::from_vector(ctx, xs, draw_uniform(1, 0, xs.numel(), -2.0f, 3.0f));
+  const Tensor dy = Tensor::from_vector(ctx, xs, draw_uniform(2, 0, xs.numel(), -1.0f, 1.0f));
+  BatchNorm2d plain(ctx, "plain", 4, true), sync(ctx, "sync", 4, true);
+  sync.set_synchronized(true);
+  for (BatchNorm2d* b : {&plain, &sync}) {
+    copy_from_host(ctx, HostTensor{{4}, DType::F32, {0.5f, 1.0f, 2.0f, -1.0f}, {}},
+                   b->gamma()->value, "gamma");
+    copy_from_host(ctx, HostTensor{{4}, DType::F32, {0.1f, 0.0f, -0.3f, 2.0f}, {}},
+                   b->beta()->value, "beta");
+    b->zero_grad(ctx);
+  }
+  const Tensor y0 = plain.forward(ctx, x, Mode::Train), y1 = sync.forward(ctx, x, Mode::Train);
+  const Tensor d0 = plain.backward(ctx, dy), d1 = sync.backward(ctx, dy);
+  auto close = [](const Tensor& a, const Tensor& b, const char* what) {
+    const std::vector<float> va = a.to_vector(), vb = b.to_vector();
+    ASSERT_EQ(va.size(), vb.size());
+    for (size_t i = 0; i < va.size(); ++i)
+      EXPECT_NEAR(va[i], vb[i], 1e-5 * (1.0 + std::abs(va[i]))) << what << " " << i;
+  };
+  close(y0, y1, "y");
+  close(d0, d1, "dx");
+  close(plain.gamma()->grad, sync.gamma()->grad, "dgamma");
+  close(plain.beta()->grad, sync.beta()->grad, "dbeta");
+  close(plain.running_mean(), sync.running_mean(), "running_mean");
+  close(plain.running_var(), sync.running_var(), "running_var");
+
+  // moments of x = {1, 2, 3, 6} in one channel about shift 1: {0+1+2+5, 0+1+4+25} = {8, 30};
+  // finish over 4 values: mean 1 + 2 = 3, variance 30/4 - 2^2 = 3.5.
+  const Tensor v = Tensor::from_vector(ctx, Shape{1, 1, 2, 2}, {1.0f, 2.0f, 3.0f, 6.0f});
+  const Tensor shift = Tensor::full(ctx, Shape{1}, 1.0f);
+  Tensor m = Tensor::empty(ctx, Shape{2, 1});
+  ops::batchnorm_moments(ctx, v, shift, m);
+  EXPECT_EQ(m.to_vector(), (std::vector<float>{8.0f, 30.0f}));
+  Tensor mean = Tensor::empty(ctx, Shape{1}), var = Tensor::empty(ctx, Shape{1}),
+         invstd = Tensor::empty(ctx, Shape{1});
+  ops::batchnorm_moments_finish(ctx, m, shift, 4.0, mean, var, invstd, nullptr, nullptr,
+                                BatchNormParams{0.1f, 0.5f});
+  EXPECT_FLOAT_EQ(mean.item(), 3.0f);
+  EXPECT_FLOAT_EQ(var.item(), 3.5f);
+  EXPECT_FLOAT_EQ(invstd.item(), 0.5f);  // 1 / sqrt(3.5 + 0.5)
+}

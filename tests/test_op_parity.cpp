@@ -275,6 +275,44 @@ std::vector<OpCase> all_cases() {
                      }});
   }
 
+  // Synchronised BatchNorm's per-rank pieces (counts as if 3 ranks had contributed).
+  for (Shape x : {Shape{4, 8, 6, 6}, Shape{2, 16, 9, 7}, Shape{64, 3, 1, 1}}) {
+    const Shape c{x[1]}, two{2, x[1]};
+    const std::string tag = x.str();
+    const double count = 3.0 * double(x[0] * x[2] * x[3]);
+    cases.push_back({"batchnorm_moments" + tag,
+                     kElementwiseTol * 10,
+                     {spec(x), spec(c)},
+                     {poison(two)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_moments(ctx, in[0], in[1], out[0]);
+                     }});
+    cases.push_back({"batchnorm_moments_finish" + tag,
+                     kElementwiseTol * 10,
+                     {spec(two, Init::Positive), spec(c)},
+                     {poison(c), poison(c), poison(c), spec(c), spec(c, Init::Positive)},
+                     [count](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_moments_finish(ctx, in[0], in[1], count, out[0], out[1],
+                                                     out[2], &out[3], &out[4],
+                                                     BatchNormParams{0.1f, 1e-5f});
+                     }});
+    cases.push_back({"batchnorm_bwd_sums" + tag,
+                     kElementwiseTol * 10,
+                     {spec(x), spec(x), spec(c), spec(c, Init::Positive)},
+                     {poison(two)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_bwd_sums(ctx, in[0], in[1], in[2], in[3], out[0]);
+                     }});
+    cases.push_back({"batchnorm_bwd_apply" + tag,
+                     kElementwiseTol * 10,
+                     {spec(x), spec(x), spec(c), spec(c), spec(c, Init::Positive), spec(two)},
+                     {poison(x)},
+                     [count](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_bwd_apply(ctx, in[0], in[1], &in[2], in[3], in[4], in[5],
+                                                count, out[0]);
+                     }});
+  }
+
   for (Shape x : {Shape{7}, Shape{3, 5, 7, 9}, Shape{1 << 18}}) {
     const std::string tag = x.str();
     cases.push_back({"relu_fwd" + tag,

@@ -36,6 +36,10 @@ struct RunOptions {
   // ("skipped_steps"). Either way no non-finite value is ever written to a checkpoint, log or
   // genotype.
   bool skip_nonfinite = false;
+  // Data parallel (mpirun): every BatchNorm normalises with the statistics of the whole batch
+  // over all ranks (BatchNorm2d::set_synchronized) instead of its rank's share. A single
+  // process without MPI ignores it.
+  bool sync_batchnorm = false;
 };
 
 struct SearchOptions {

@@ -50,6 +50,11 @@ class BatchNorm2d final : public Layer {
   Tensor& running_var() { return running_var_; }
   Parameter* gamma() { return gamma_; }
   Parameter* beta() { return beta_; }
+  // Synchronised BatchNorm: training statistics over the batches of every rank of the context's
+  // communicator (cudarts/comm.h; every rank must pass the same number of images), two
+  // reductions in forward, one in backward. One process: the same statistics as unsynchronised.
+  void set_synchronized(bool on) { synchronized_ = on; }
+  bool synchronized() const { return synchronized_; }
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
@@ -65,6 +70,8 @@ class BatchNorm2d final : public Layer {
   Tensor running_mean_, running_var_;
   Tensor x_, save_mean_, save_invstd_;
   bool grad_gamma_ = false, grad_beta_ = false;  // requires_grad at the last Train forward
+  bool synchronized_ = false;
+  double sync_count_ = 0;  // values per channel over all ranks at the last Train forward
 };
 
 class ReLU final : public Layer {

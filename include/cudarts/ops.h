@@ -111,6 +111,25 @@ void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor
                    const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
                    Tensor* dbeta);
 
+// Synchronised batch normalisation (statistics over the batches of every rank): the per-channel
+// sums each rank contributes and the steps between the reductions. Rank-local forms of
+// batchnorm_fwd_train / batchnorm_bwd, the same formulas.
+// moments (2, C) = {sum (x - shift_c), sum (x - shift_c)^2} over (N, H, W) (=).
+void batchnorm_moments(Context& ctx, const Tensor& x, const Tensor& shift, Tensor& moments);
+// From moments over `count` values per channel (all ranks): mean = shift + m0 / count, biased
+// var = m1 / count - (m0 / count)^2, invstd = 1 / sqrt(var + eps) (=); the running statistics
+// (when given) move by momentum towards mean and the unbiased variance.
+void batchnorm_moments_finish(Context& ctx, const Tensor& moments, const Tensor& shift,
+                              double count, Tensor& mean, Tensor& var, Tensor& invstd,
+                              Tensor* running_mean, Tensor* running_var, const BatchNormParams& p);
+// sums (2, C) = {sum dy, sum dy (x - mean) invstd} (=).
+void batchnorm_bwd_sums(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor& mean,
+                        const Tensor& invstd, Tensor& sums);
+// dx = gamma invstd (dy - sums0 / count - xhat sums1 / count) (=), sums over `count` values.
+void batchnorm_bwd_apply(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                         const Tensor& mean, const Tensor& invstd, const Tensor& sums, double count,
+                         Tensor& dx);
+
 // ---- activations ----
 void relu_fwd(Context& ctx, const Tensor& x, Tensor& y);
 void relu_bwd(Context& ctx, const Tensor& dy, const Tensor& y, Tensor& dx);

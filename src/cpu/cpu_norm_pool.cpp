@@ -1,6 +1,7 @@
 // CPU reference batch normalisation (per channel over N, H, W) and 2-D pooling.
 // BN: y = (x - mean) * invstd * gamma + beta; running stats use the unbiased variance.
 // Pool: max routes the gradient to the first maximum; average excludes padding.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -94,6 +95,87 @@ void CpuBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor* 
         const int64_t i = (ni * c + ci) * hw + j;
         const double xhat = (px[i] - mean) * invstd;
         pd[i] = static_cast<float>(k * (double(m) * pg[i] - sum_dy - xhat * sum_dy_xhat));
+      }
+  }
+}
+
+void CpuBackend::batchnorm_moments(const Tensor& x, const Tensor& shift, Tensor& moments) {
+  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
+  const float* px = x.data();
+  float* pm = moments.data();
+#pragma omp parallel for
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const double s = shift.data()[ci];
+    double m0 = 0.0, m1 = 0.0;
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < hw; ++j) {
+        const double d = double(px[(ni * c + ci) * hw + j]) - s;
+        m0 += d;
+        m1 += d * d;
+      }
+    pm[ci] = static_cast<float>(m0);
+    pm[c + ci] = static_cast<float>(m1);
+  }
+}
+
+void CpuBackend::batchnorm_moments_finish(const Tensor& moments, const Tensor& shift, double count,
+                                          Tensor& mean, Tensor& var, Tensor& invstd,
+                                          Tensor* running_mean, Tensor* running_var,
+                                          const BatchNormParams& p) {
+  const int64_t c = moments.dim(1);
+  const float* pm = moments.data();
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const double d = double(pm[ci]) / count;
+    const double m = double(shift.data()[ci]) + d;
+    const double v = std::max(double(pm[c + ci]) / count - d * d, 0.0);
+    mean.data()[ci] = static_cast<float>(m);
+    var.data()[ci] = static_cast<float>(v);
+    invstd.data()[ci] = static_cast<float>(1.0 / std::sqrt(v + double(p.eps)));
+    if (running_mean) {
+      float& rm = running_mean->data()[ci];
+      float& rv = running_var->data()[ci];
+      rm = static_cast<float>((1.0 - p.momentum) * rm + p.momentum * m);
+      rv = static_cast<float>((1.0 - p.momentum) * rv + p.momentum * v * count / (count - 1.0));
+    }
+  }
+}
+
+void CpuBackend::batchnorm_bwd_sums(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                    const Tensor& invstd, Tensor& sums) {
+  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
+  const float *px = x.data(), *pg = dy.data();
+  float* ps = sums.data();
+#pragma omp parallel for
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const double m = mean.data()[ci], is = invstd.data()[ci];
+    double s0 = 0.0, s1 = 0.0;
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < hw; ++j) {
+        const int64_t i = (ni * c + ci) * hw + j;
+        s0 += pg[i];
+        s1 += double(pg[i]) * (double(px[i]) - m) * is;
+      }
+    ps[ci] = static_cast<float>(s0);
+    ps[c + ci] = static_cast<float>(s1);
+  }
+}
+
+void CpuBackend::batchnorm_bwd_apply(const Tensor& dy, const Tensor& x, const Tensor* gamma,
+                                     const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                                     double count, Tensor& dx) {
+  const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
+  const float *px = x.data(), *pg = dy.data(), *ps = sums.data();
+  float* pd = dx.data();
+#pragma omp parallel for
+  for (int64_t ci = 0; ci < c; ++ci) {
+    const double m = mean.data()[ci], is = invstd.data()[ci];
+    const double g = gamma ? gamma->data()[ci] : 1.0;
+    const double a0 = double(ps[ci]) / count, a1 = double(ps[c + ci]) / count;
+    for (int64_t ni = 0; ni < n; ++ni)
+      for (int64_t j = 0; j < hw; ++j) {
+        const int64_t i = (ni * c + ci) * hw + j;
+        const double xhat = (double(px[i]) - m) * is;
+        pd[i] = static_cast<float>(g * is * (double(pg[i]) - a0 - xhat * a1));
       }
   }
 }

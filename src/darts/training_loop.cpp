@@ -61,6 +61,15 @@ RunResult run_loop(Context& ctx, const RunOptions& run, int epochs, TrainingTask
     state.push_back(b);
   }
   Tensor buffer_scratch;
+  if (run.sync_batchnorm && comm.distributed()) {
+    std::vector<Layer*> todo{&net};
+    while (!todo.empty()) {
+      Layer* l = todo.back();
+      todo.pop_back();
+      if (auto* bn = dynamic_cast<BatchNorm2d*>(l)) bn->set_synchronized(true);
+      for (Layer* c : l->children()) todo.push_back(c);
+    }
+  }
 
   ProgressLine progress(shown, int64_t(epochs) * steps, int64_t(start_epoch) * steps + start_step);
   int64_t steps_here = 0;

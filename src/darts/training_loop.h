@@ -25,6 +25,7 @@
 #include "cudarts/data.h"
 #include "cudarts/error.h"
 #include "cudarts/guard.h"
+#include "cudarts/layers.h"
 #include "cudarts/ops.h"
 #include "cudarts/optim.h"
 #include "cudarts/step_graph.h"

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 
+#include "cudarts/comm.h"
 #include "cudarts/error.h"
 #include "cudarts/layers.h"
 #include "cudarts/onnx.h"
@@ -128,8 +129,28 @@ Tensor BatchNorm2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   Tensor mean = Tensor::empty(ctx, Shape{channels_});
   Tensor invstd = Tensor::empty(ctx, Shape{channels_});
   const bool update = mode == Mode::Train;
-  ops::batchnorm_fwd_train(ctx, x, g, b, update ? &running_mean_ : nullptr,
-                           update ? &running_var_ : nullptr, y, mean, invstd, params_);
+  if (synchronized_) {
+    // Two passes, each reduced over the ranks: the mean, then the moments about it.
+    Communicator& comm = ctx.communicator();
+    sync_count_ = double(x.dim(0) * x.dim(2) * x.dim(3)) * double(comm.size());
+    Tensor zero = Tensor::zeros(ctx, Shape{channels_}),
+           mean0 = Tensor::empty(ctx, Shape{channels_});
+    Tensor var = Tensor::empty(ctx, Shape{channels_});
+    Tensor moments = Tensor::empty(ctx, Shape{2, channels_});
+    ops::batchnorm_moments(ctx, x, zero, moments);
+    comm.all_reduce(ctx, moments, ReduceOp::Sum);
+    ops::batchnorm_moments_finish(ctx, moments, zero, sync_count_, mean0, var, invstd, nullptr,
+                                  nullptr, params_);
+    ops::batchnorm_moments(ctx, x, mean0, moments);
+    comm.all_reduce(ctx, moments, ReduceOp::Sum);
+    ops::batchnorm_moments_finish(ctx, moments, mean0, sync_count_, mean, var, invstd,
+                                  update ? &running_mean_ : nullptr,
+                                  update ? &running_var_ : nullptr, params_);
+    ops::batchnorm_fwd_infer(ctx, x, g, b, mean, var, y, params_.eps);
+  } else {
+    ops::batchnorm_fwd_train(ctx, x, g, b, update ? &running_mean_ : nullptr,
+                             update ? &running_var_ : nullptr, y, mean, invstd, params_);
+  }
   if (mode == Mode::Train) {
     x_ = x.share();
     save_mean_ = std::move(mean);
@@ -145,6 +166,17 @@ Tensor BatchNorm2d::backward_impl(Context& ctx, const Tensor& dy) {
   // batchnorm_bwd computes dgamma and dbeta together: both, or neither when neither is wanted.
   const bool affine_grads = grad_gamma_ || grad_beta_;
   Tensor sink_gamma, sink_beta;
+  if (synchronized_) {
+    Tensor sums = Tensor::empty(ctx, Shape{2, channels_});
+    ops::batchnorm_bwd_sums(ctx, dy, x_, save_mean_, save_invstd_, sums);
+    // The parameter gradients are this rank's share (the optimizer averages over the ranks).
+    if (grad_gamma_) ops::axpy(ctx, 1.0f, sums.slice(1, 2).reshape(Shape{channels_}), gamma_->grad);
+    if (grad_beta_) ops::axpy(ctx, 1.0f, sums.slice(0, 1).reshape(Shape{channels_}), beta_->grad);
+    ctx.communicator().all_reduce(ctx, sums, ReduceOp::Sum);
+    ops::batchnorm_bwd_apply(ctx, dy, x_, gamma_ ? &gamma_->value : nullptr, save_mean_,
+                             save_invstd_, sums, sync_count_, dx);
+    return dx;
+  }
   ops::batchnorm_bwd(ctx, dy, x_, gamma_ ? &gamma_->value : nullptr, save_mean_, save_invstd_, dx,
                      affine_grads ? grad_target(ctx, gamma_, grad_gamma_, sink_gamma) : nullptr,
                      affine_grads ? grad_target(ctx, beta_, grad_beta_, sink_beta) : nullptr);

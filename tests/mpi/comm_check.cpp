@@ -102,11 +102,13 @@ int collectives(Context& ctx, Communicator& comm) {
   return failures;
 }
 
-// conv - ReLU - pool - linear: no BatchNorm, so the ranks' averaged gradient is the whole
-// batch's gradient (up to summation order).
-std::unique_ptr<Sequential> small_net(Context& ctx) {
+// conv - [synchronised BatchNorm] - ReLU - pool - linear: without BatchNorm, or with it
+// synchronised, the ranks' averaged gradient is the whole batch's gradient (up to summation
+// order).
+std::unique_ptr<Sequential> small_net(Context& ctx, bool sync_bn) {
   auto s = std::make_unique<Sequential>("net");
   s->emplace<Conv2d>(ctx, "conv", 2, 4, 3, Conv2dParams::make(1, 1), true);
+  if (sync_bn) s->emplace<BatchNorm2d>(ctx, "bn", 4, true).set_synchronized(true);
   s->emplace<ReLU>("relu");
   s->emplace<GlobalAvgPool>("gap");
   s->emplace<Linear>(ctx, "fc", 4, 3, true);
@@ -141,8 +143,9 @@ float train_steps(Context& ctx, Sequential& net, const Tensor& x, const Tensor& 
   return last;
 }
 
-int steps(Communicator& comm) {
+int steps(Communicator& comm, bool sync_bn) {
   const int n = comm.size(), r = comm.rank();
+  const std::string what = sync_bn ? " (synchronised BatchNorm)" : " (no BatchNorm)";
   const int64_t batch = 4 * n;
   const std::vector<float> xs = draw_uniform(5, 0, batch * 2 * 6 * 6, -1.0f, 1.0f);
   std::vector<int32_t> ys;
@@ -151,7 +154,7 @@ int steps(Communicator& comm) {
   // This rank's share of the batch.
   Context ctx(Device::cpu(), ContextOptions{3});
   ctx.set_communicator(world_communicator());
-  auto net = small_net(ctx);
+  auto net = small_net(ctx, sync_bn);
   const Tensor x = Tensor::from_vector(
       ctx, Shape{per, 2, 6, 6},
       std::vector<float>(xs.begin() + r * per * img, xs.begin() + (r + 1) * per * img));
@@ -160,7 +163,7 @@ int steps(Communicator& comm) {
   train_steps(ctx, *net, x, y, 5, &comm);
   // One process, the whole batch (same seed: the same initial weights).
   Context solo(Device::cpu(), ContextOptions{3});
-  auto ref = small_net(solo);
+  auto ref = small_net(solo, sync_bn);
   train_steps(solo, *ref, Tensor::from_vector(solo, Shape{batch, 2, 6, 6}, xs),
               Tensor::from_vector_i32(solo, Shape{batch}, ys), 5, nullptr);
   double worst = 0;
@@ -170,10 +173,16 @@ int steps(Communicator& comm) {
     for (size_t i = 0; i < va.size(); ++i)
       worst = std::max(worst, double(std::abs(va[i] - vb[i])) / (std::abs(vb[i]) + 1e-3));
   }
+  const auto ba = net->named_buffers(), bb = ref->named_buffers();  // running statistics
+  for (size_t k = 0; k < ba.size() && k < bb.size(); ++k) {
+    const std::vector<float> va = ba[k].second->to_vector(), vb = bb[k].second->to_vector();
+    for (size_t i = 0; i < va.size(); ++i)
+      worst = std::max(worst, double(std::abs(va[i] - vb[i])) / (std::abs(vb[i]) + 1e-3));
+  }
   expect(comm, worst < 1e-5,
          "5 SGD steps (momentum, weight decay, clipping) on " + std::to_string(n) +
              " ranks of batch " + std::to_string(per) + " equal one process on batch " +
-             std::to_string(batch) + " (worst relative difference " + sci(worst) + ")");
+             std::to_string(batch) + what + " (worst relative difference " + sci(worst) + ")");
   return failures;
 }
 
@@ -208,7 +217,7 @@ int main(int argc, char** argv) {
       std::printf("comm_check %s: %d ranks, backend %s\n", mode.c_str(), comm->size(),
                   comm->backend());
     if (mode == "collectives") return collectives(ctx, *comm) ? 1 : 0;
-    if (mode == "steps") return steps(*comm) ? 1 : 0;
+    if (mode == "steps") return steps(*comm, false) || steps(*comm, true) ? 1 : 0;
     if (mode == "stall") return stall(ctx, *comm);
     std::fprintf(stderr, "usage: comm_check collectives|steps|stall\n");
     return 2;

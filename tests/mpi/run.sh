@@ -78,9 +78,9 @@ else
 fi
 echo '{"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], "normal_concat": [2], "reduce": [["max_pool_3x3", 0], ["skip_connect", 1]], "reduce_concat": [2]}' > "$work/g.json"
 if timeout 300 "${mpi[@]}" -np 2 "$train" --out "$work/t" --genotype "$work/g.json" "${tiny[@]}" \
-     "${darts[@]}" --epochs 1 --no-auxiliary \
+     "${darts[@]}" --epochs 1 --no-auxiliary --sync-bn \
    && grep -q '"ranks":2' "$work/t/log.jsonl"; then
-  echo "ok: darts_train on 2 ranks"
+  echo "ok: darts_train on 2 ranks with synchronised BatchNorm"
 else
   echo "FAIL: darts_train on 2 ranks"; failures=$((failures + 1))
 fi
