@@ -371,7 +371,9 @@ class EvalNetwork final : public RetrainNetwork {
 // backward passes and one host read (the norm): not capturable in a StepGraph. Each pass
 // computes only the gradients it uses (the first the weights', the last two the alphas'; the
 // parameters' requires_grad flags are restored on return); skip_unused_gradients = false
-// computes every gradient in every pass (the same result, for checking).
+// computes every gradient in every pass (the same result, for checking). On several ranks
+// (ctx.communicator()) every pass's gradients are averaged over them: the result is the whole
+// batch's second-order gradient on every rank.
 void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD& weights, float xi,
                                     const Tensor& x_train, const Tensor& y_train,
                                     const Tensor& x_val, const Tensor& y_val,

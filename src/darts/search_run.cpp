@@ -570,9 +570,8 @@ RunResult run_search(const SearchOptions& o) {
   Context ctx(pick_device(o.run.device), ContextOptions{o.run.seed});
   join_job(ctx, "darts_search", o.batch);
   const int ranks = ctx.communicator().size();
-  CUDARTS_CONFIG_CHECK(ranks == 1 || (!o.second_order && o.hessian.every == 0),
-                       "darts_search: --second-order and --hessian-every run on one process only "
-                       "(this job has ",
+  CUDARTS_CONFIG_CHECK(ranks == 1 || o.hessian.every == 0,
+                       "darts_search: --hessian-every runs on one process only (this job has ",
                        ranks, " ranks)");
   CUDARTS_CONFIG_CHECK(ranks == 1 || o.cost.weight == 0.0f || !o.cost.table.empty() ||
                            (o.run.resume && fs::exists(path_in(o.run, "cost_table.json"))),

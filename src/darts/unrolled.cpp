@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cudarts/comm.h"
 #include "cudarts/darts.h"
 #include "cudarts/error.h"
 #include "cudarts/ops.h"
@@ -60,6 +61,15 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
   // of group `g` (all of them without skip_unused_gradients).
   const RequiresGradScope restore(model.network().parameters());
   Tensor loss = Tensor::empty(ctx, Shape{1}), hits = Tensor::empty(ctx, Shape{1});
+  // Data parallel: the gradients a pass computed are averaged over the ranks, so the virtual
+  // step, v, its norm and the finite differences are the whole batch's on every rank.
+  Communicator& comm = ctx.communicator();
+  Tensor scratch;
+  auto average = [&](const std::vector<Parameter*>& ps) {
+    std::vector<Tensor*> gs;
+    for (Parameter* p : ps) gs.push_back(&p->grad);
+    comm.all_reduce_many(ctx, gs, ReduceOp::Mean, scratch);
+  };
   auto pass = [&](const Tensor& x, const Tensor& y, Gradients g) {
     model.set_gradients(skip_unused_gradients ? g : Gradients::All);
     for (Parameter* p : w) ops::fill(ctx, p->grad, 0.0f);
@@ -68,6 +78,8 @@ void unrolled_architecture_gradient(Context& ctx, SearchModel& model, const SGD&
     Tensor dlogits = Tensor::empty(ctx, logits.shape());
     ops::softmax_xent(ctx, logits, y, loss, dlogits, hits);
     model.backward(ctx, dlogits);
+    if (g != Gradients::Architecture) average(w);
+    if (g != Gradients::Operational) average(a);
   };
 
   const std::vector<Tensor> w0 = clones(ctx, w, false);
