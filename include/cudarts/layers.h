@@ -71,7 +71,6 @@ class BatchNorm2d final : public Layer {
   Tensor x_, save_mean_, save_invstd_;
   bool grad_gamma_ = false, grad_beta_ = false;  // requires_grad at the last Train forward
   bool synchronized_ = false;
-  double sync_count_ = 0;  // values per channel over all ranks at the last Train forward
 };
 
 class ReLU final : public Layer {

@@ -24,6 +24,11 @@ Tensor* grad_target(Context& ctx, Parameter* p, bool wanted, Tensor& sink) {
   sink = Tensor::zeros(ctx, p->grad.shape());
   return &sink;
 }
+
+// Synchronised BatchNorm: the values per channel over all ranks (each passes as many images).
+double sync_count(const Context& ctx, const Tensor& x) {
+  return double(x.dim(0) * x.dim(2) * x.dim(3)) * double(ctx.communicator().size());
+}
 }  // namespace
 
 // ---------------------------------------------------------------- Conv2d
@@ -132,18 +137,18 @@ Tensor BatchNorm2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   if (synchronized_) {
     // Two passes, each reduced over the ranks: the mean, then the moments about it.
     Communicator& comm = ctx.communicator();
-    sync_count_ = double(x.dim(0) * x.dim(2) * x.dim(3)) * double(comm.size());
+    const double count = sync_count(ctx, x);
     Tensor zero = Tensor::zeros(ctx, Shape{channels_}),
            mean0 = Tensor::empty(ctx, Shape{channels_});
     Tensor var = Tensor::empty(ctx, Shape{channels_});
     Tensor moments = Tensor::empty(ctx, Shape{2, channels_});
     ops::batchnorm_moments(ctx, x, zero, moments);
     comm.all_reduce(ctx, moments, ReduceOp::Sum);
-    ops::batchnorm_moments_finish(ctx, moments, zero, sync_count_, mean0, var, invstd, nullptr,
-                                  nullptr, params_);
+    ops::batchnorm_moments_finish(ctx, moments, zero, count, mean0, var, invstd, nullptr, nullptr,
+                                  params_);
     ops::batchnorm_moments(ctx, x, mean0, moments);
     comm.all_reduce(ctx, moments, ReduceOp::Sum);
-    ops::batchnorm_moments_finish(ctx, moments, mean0, sync_count_, mean, var, invstd,
+    ops::batchnorm_moments_finish(ctx, moments, mean0, count, mean, var, invstd,
                                   update ? &running_mean_ : nullptr,
                                   update ? &running_var_ : nullptr, params_);
     ops::batchnorm_fwd_infer(ctx, x, g, b, mean, var, y, params_.eps);
@@ -174,7 +179,7 @@ Tensor BatchNorm2d::backward_impl(Context& ctx, const Tensor& dy) {
     if (grad_beta_) ops::axpy(ctx, 1.0f, sums.slice(0, 1).reshape(Shape{channels_}), beta_->grad);
     ctx.communicator().all_reduce(ctx, sums, ReduceOp::Sum);
     ops::batchnorm_bwd_apply(ctx, dy, x_, gamma_ ? &gamma_->value : nullptr, save_mean_,
-                             save_invstd_, sums, sync_count_, dx);
+                             save_invstd_, sums, sync_count(ctx, x_), dx);
     return dx;
   }
   ops::batchnorm_bwd(ctx, dy, x_, gamma_ ? &gamma_->value : nullptr, save_mean_, save_invstd_, dx,

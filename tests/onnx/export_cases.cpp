@@ -60,7 +60,7 @@ struct Writer {
     const std::vector<float> x = draw_uniform(1234, 0, shape.numel(), -1.0f, 1.0f);
     const Tensor in = Tensor::from_vector(ctx, shape, x);
     const Tensor logits = net.forward(ctx, in, Mode::Eval);
-    add_files(name, x, shape, logits);
+    add_files(name, x, logits);
     onnx::ExportOptions fold, keep;
     keep.fold_batchnorm = false;
     onnx::export_model_file(net, shape, dir + "/" + name + ".onnx", fold);
@@ -70,8 +70,7 @@ struct Writer {
                       ", \"logits\": " + shape_json(logits.shape()) + "}");
   }
 
-  void add_files(const std::string& name, const std::vector<float>& x, const Shape&,
-                 const Tensor& logits) {
+  void add_files(const std::string& name, const std::vector<float>& x, const Tensor& logits) {
     write_floats(dir + "/" + name + ".input.bin", x);
     write_floats(dir + "/" + name + ".logits.bin", logits.to_vector());
   }
@@ -138,7 +137,7 @@ int main(int argc, char** argv) {
       const Shape shape{3, 1, side, side};
       const std::vector<float> x = draw_uniform(99, 0, shape.numel(), -1.0f, 1.0f);
       const Tensor logits = c.logits(ctx, Tensor::from_vector(ctx, shape, x));
-      w.add_files("run", x, shape, logits);
+      w.add_files("run", x, logits);
       w.entries.push_back("{\"name\": \"run\", \"models\": [\"" + model + "\"], \"input\": " +
                           shape_json(shape) + ", \"logits\": " + shape_json(logits.shape()) + "}");
       w.finish();
