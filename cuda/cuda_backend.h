@@ -90,6 +90,7 @@ class CudaBackend final : public Backend {
   void add(const Tensor& a, const Tensor& b, Tensor& y) override;
   void scale(const Tensor& x, float alpha, Tensor& y) override;
   void axpy(float alpha, const Tensor& x, Tensor& y) override;
+  void add_n(const std::vector<const Tensor*>& xs, Tensor& y) override;
 
   void concat_channels(const std::vector<const Tensor*>& xs, Tensor& y) override;
   void split_channels(const Tensor& y, const std::vector<Tensor*>& xs) override;
@@ -113,6 +114,7 @@ class CudaBackend final : public Backend {
 
   void softmax(const Tensor& logits, Tensor& probs) override;
   void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) override;
+  void mix_bwd(const Tensor& weights, const Tensor& dy, const std::vector<Tensor*>& dxs) override;
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
   void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking, int restrict_k,
                  Tensor& dalpha) override;

@@ -30,18 +30,26 @@ int grid_for(int64_t n) {
   return static_cast<int>(std::clamp<int64_t>(blocks, 1, 65535 * 8));
 }
 
-// The candidate tensors of one MixedOp, passed by value in the kernel parameters.
+// The candidate tensors of one MixedOp, passed by value in the kernel parameters; a null
+// entry is an exact zero (not read).
 struct MixInputs {
   const float* x[kMaxMixInputs];
 };
+struct MixOutputs {
+  float* x[kMaxMixInputs];
+};
 
-MixInputs mix_inputs(const std::vector<const Tensor*>& xs, const char* op) {
+template <class List, class T>
+List mix_list(const std::vector<T*>& xs, const char* op) {
   if (xs.size() > size_t(kMaxMixInputs))
     throw NotSupported(detail::cat("cuda backend: ", op, " takes at most ", kMaxMixInputs,
                                    " candidates, got ", xs.size()));
-  MixInputs in{};
-  for (size_t k = 0; k < xs.size(); ++k) in.x[k] = xs[k]->data();
+  List in{};
+  for (size_t k = 0; k < xs.size(); ++k) in.x[k] = xs[k] ? xs[k]->data() : nullptr;
   return in;
+}
+MixInputs mix_inputs(const std::vector<const Tensor*>& xs, const char* op) {
+  return mix_list<MixInputs>(xs, op);
 }
 
 // True when ranking[0 .. count) all lie in [0, k).
@@ -60,7 +68,8 @@ __global__ void softmax_kernel(const float* logits, int64_t k, float* probs) {
   for (int64_t i = 0; i < k; ++i) probs[i] = static_cast<float>(exp(double(logits[i]) - mx) / s);
 }
 
-// y[i] = sum_k w[k] xs[k][i], float accumulation in candidate order (CPU: mix_fwd).
+// y[i] = sum_k w[k] xs[k][i] over the non-null xs, float accumulation in candidate order
+// (CPU: mix_fwd).
 __global__ void mix_fwd_kernel(const float* weights, const __grid_constant__ MixInputs xs, int k,
                                int64_t n, float* y) {
   __shared__ float w[kMaxMixInputs];
@@ -69,7 +78,33 @@ __global__ void mix_fwd_kernel(const float* weights, const __grid_constant__ Mix
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     float acc = 0.0f;
-    for (int j = 0; j < k; ++j) acc += w[j] * xs.x[j][i];
+    for (int j = 0; j < k; ++j)
+      if (xs.x[j]) acc += w[j] * xs.x[j][i];
+    y[i] = acc;
+  }
+}
+
+// dxs[k][i] = w[k] dy[i] for the non-null dxs: dy read once (CPU: mix_bwd).
+__global__ void mix_bwd_kernel(const float* weights, const float* dy,
+                               const __grid_constant__ MixOutputs dxs, int k, int64_t n) {
+  __shared__ float w[kMaxMixInputs];
+  if (int(threadIdx.x) < k) w[threadIdx.x] = weights[threadIdx.x];
+  __syncthreads();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = dy[i];
+    for (int j = 0; j < k; ++j)
+      if (dxs.x[j]) dxs.x[j][i] = w[j] * g;
+  }
+}
+
+// y[i] = ((xs[0][i] + xs[1][i]) + xs[2][i]) + ..., left to right (CPU: add_n). y may be xs[0]
+// (the continuation of a sum of more than kMaxMixInputs terms).
+__global__ void add_n_kernel(const __grid_constant__ MixInputs xs, int k, int64_t n, float* y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float acc = xs.x[0][i];
+    for (int j = 1; j < k; ++j) acc += xs.x[j][i];
     y[i] = acc;
   }
 }
@@ -79,9 +114,10 @@ __global__ void mix_scores_partials_kernel(const float* dy, const __grid_constan
                                            int64_t n, double* partials) {
   const float* x = xs.x[blockIdx.y];
   double acc = 0.0;
-  for (int64_t i = blockIdx.x * int64_t(kReduceBlock) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * kReduceBlock)
-    acc += double(dy[i]) * x[i];
+  if (x)  // a null candidate (an exact zero) scores 0
+    for (int64_t i = blockIdx.x * int64_t(kReduceBlock) + threadIdx.x; i < n;
+         i += int64_t(gridDim.x) * kReduceBlock)
+      acc += double(dy[i]) * x[i];
   const double total = block_sum(acc);
   if (threadIdx.x == 0) partials[blockIdx.y * int64_t(gridDim.x) + blockIdx.x] = total;
 }
@@ -326,6 +362,32 @@ void CudaBackend::mix_fwd(const Tensor& weights, const std::vector<const Tensor*
   mix_fwd_kernel<<<grid_for(n), kBlock, 0, stream_>>>(weights.data(), in, int(xs.size()), n,
                                                       y.data());
   CUDARTS_LAUNCH_CHECK("mix_fwd_kernel", "(", xs.size(), " x ", y.shape(), ")");
+}
+
+void CudaBackend::mix_bwd(const Tensor& weights, const Tensor& dy,
+                          const std::vector<Tensor*>& dxs) {
+  const MixOutputs out = mix_list<MixOutputs>(dxs, "mix_bwd");
+  const int64_t n = dy.numel();
+  if (n == 0) return;
+  mix_bwd_kernel<<<grid_for(n), kBlock, 0, stream_>>>(weights.data(), dy.data(), out,
+                                                      int(dxs.size()), n);
+  CUDARTS_LAUNCH_CHECK("mix_bwd_kernel", "(", dxs.size(), " x ", dy.shape(), ")");
+}
+
+// More than kMaxMixInputs terms: the first kMaxMixInputs, then y plus the next
+// kMaxMixInputs - 1, and so on; the same left-to-right order.
+void CudaBackend::add_n(const std::vector<const Tensor*>& xs, Tensor& y) {
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  size_t done = 0;
+  while (done < xs.size()) {
+    std::vector<const Tensor*> part;
+    if (done > 0) part.push_back(&y);
+    while (part.size() < size_t(kMaxMixInputs) && done < xs.size()) part.push_back(xs[done++]);
+    const MixInputs in = mix_inputs(part, "add_n");
+    add_n_kernel<<<grid_for(n), kBlock, 0, stream_>>>(in, int(part.size()), n, y.data());
+    CUDARTS_LAUNCH_CHECK("add_n_kernel", "(", part.size(), " x ", y.shape(), ")");
+  }
 }
 
 void CudaBackend::mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {

@@ -81,6 +81,7 @@ class Backend {
   virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
   virtual void scale(const Tensor& x, float alpha, Tensor& y) = 0;
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;
+  virtual void add_n(const std::vector<const Tensor*>& xs, Tensor& y) = 0;
 
   virtual void concat_channels(const std::vector<const Tensor*>& xs, Tensor& y) = 0;
   virtual void split_channels(const Tensor& y, const std::vector<Tensor*>& xs) = 0;
@@ -104,6 +105,8 @@ class Backend {
 
   virtual void softmax(const Tensor& logits, Tensor& probs) = 0;
   virtual void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) = 0;
+  virtual void mix_bwd(const Tensor& weights, const Tensor& dy,
+                       const std::vector<Tensor*>& dxs) = 0;
   virtual void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) = 0;
   virtual void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                          int restrict_k, Tensor& dalpha) = 0;

@@ -59,14 +59,18 @@ template <class T>
 struct HoldList {
   std::vector<Tensor> ts;
   std::vector<T*> ptrs;
+  std::vector<bool> present;  // a list entry may be null (the mix ops' zero candidates)
   template <class V>
   explicit HoldList(const V& xs) {
     ts.reserve(xs.size());
-    for (const Tensor* x : xs) ts.push_back(x->borrow());
+    for (const Tensor* x : xs) {
+      ts.push_back(x ? x->borrow() : Tensor());
+      present.push_back(x != nullptr);
+    }
   }
   const std::vector<T*>& get() {
     ptrs.clear();
-    for (Tensor& t : ts) ptrs.push_back(&t);
+    for (size_t i = 0; i < ts.size(); ++i) ptrs.push_back(present[i] ? &ts[i] : nullptr);
     return ptrs;
   }
 };
@@ -132,13 +136,15 @@ struct Traffic<Tensor*> {
 template <>
 struct Traffic<const std::vector<const Tensor*>&> {
   static void add(const std::vector<const Tensor*>& ts, OpCost& c) {
-    for (const Tensor* t : ts) c.bytes_read += double(t->nbytes());
+    for (const Tensor* t : ts)
+      if (t) c.bytes_read += double(t->nbytes());
   }
 };
 template <>
 struct Traffic<const std::vector<Tensor*>&> {
   static void add(const std::vector<Tensor*>& ts, OpCost& c) {
-    for (const Tensor* t : ts) c.bytes_written += double(t->nbytes());
+    for (const Tensor* t : ts)
+      if (t) c.bytes_written += double(t->nbytes());
   }
 };
 template <>

@@ -30,6 +30,7 @@
   X(add)                      \
   X(scale)                    \
   X(axpy)                     \
+  X(add_n)                    \
   X(concat_channels)          \
   X(split_channels)           \
   X(channel_shuffle)          \
@@ -44,6 +45,7 @@
   X(gather)                   \
   X(softmax)                  \
   X(mix_fwd)                  \
+  X(mix_bwd)                  \
   X(mix_scores)               \
   X(arch_grad)                \
   X(gumbel_rank)              \

@@ -783,10 +783,12 @@ void check_vector(Context& ctx, const char* op, const char* name, const Tensor& 
   check_shape(op, name, t, Shape{k});
 }
 
+// Every entry of xs a tensor of `shape`; with nulls_allowed an entry may be null (a zero).
 void check_list(Context& ctx, const char* op, const std::vector<const Tensor*>& xs,
-                const Shape& shape) {
+                const Shape& shape, bool nulls_allowed = false) {
   CUDARTS_CHECK(!xs.empty(), op, ": the tensor list is empty");
   for (size_t i = 0; i < xs.size(); ++i) {
+    if (nulls_allowed && xs[i] == nullptr) continue;
     CUDARTS_CHECK(xs[i] != nullptr, op, ": tensor ", i, " of the list is null");
     check_tensor(ctx, op, "xs[i]", *xs[i]);
     CUDARTS_CHECK(xs[i]->shape() == shape, op, ": tensor ", i, " of the list has shape ",
@@ -908,23 +910,47 @@ void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
 void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
   OpRange op_range(ctx, "mix_fwd");
   check_tensor(ctx, "mix_fwd", "y", y);
-  check_list(ctx, "mix_fwd", xs, y.shape());
+  check_list(ctx, "mix_fwd", xs, y.shape(), true);
   check_vector(ctx, "mix_fwd", "weights", weights, int64_t(xs.size()));
   detail::dispatch(ctx, &Backend::mix_fwd, weights, xs, y);
+}
+
+void mix_bwd(Context& ctx, const Tensor& weights, const Tensor& dy,
+             const std::vector<Tensor*>& dxs) {
+  OpRange op_range(ctx, "mix_bwd");
+  check_tensor(ctx, "mix_bwd", "dy", dy);
+  check_list(ctx, "mix_bwd", std::vector<const Tensor*>(dxs.begin(), dxs.end()), dy.shape(), true);
+  check_vector(ctx, "mix_bwd", "weights", weights, int64_t(dxs.size()));
+  detail::dispatch(ctx, &Backend::mix_bwd, weights, dy, dxs);
+}
+
+void add_n(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y) {
+  OpRange op_range(ctx, "add_n");
+  check_tensor(ctx, "add_n", "y", y);
+  check_list(ctx, "add_n", xs, y.shape());
+  op_range.set_cost([&] {  // one pass (CUDA: one launch per 64 terms, each later one re-reads y)
+    OpCost c;
+    const int64_t k = int64_t(xs.size()), chunks = k <= 64 ? 1 : 1 + (k - 64 + 62) / 63;
+    c.launches = chunks;
+    c.bytes_read = bytes(y) * double(k + chunks - 1);
+    c.bytes_written = bytes(y) * double(chunks);
+    c.flops = double(y.numel()) * double(k - 1);
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::add_n, xs, y);
 }
 
 void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {
   OpRange op_range(ctx, "mix_scores");
   check_tensor(ctx, "mix_scores", "dy", dy);
-  check_list(ctx, "mix_scores", xs, dy.shape());
+  check_list(ctx, "mix_scores", xs, dy.shape(), true);
   check_vector(ctx, "mix_scores", "g", g, int64_t(xs.size()));
   op_range.set_cost([&] {  // per-block partials, then their fixed-order sum
     OpCost c;
     c.launches = 2;
-    c.bytes_read = bytes(dy) * double(xs.size());  // one pass per candidate (grid y)
-    for (const Tensor* x : xs) c.bytes_read += bytes(x);
+    for (const Tensor* x : xs)  // one pass over dy per candidate read (grid y)
+      if (x) c.bytes_read += bytes(dy) + bytes(x), c.flops += 2.0 * double(dy.numel());
     c.bytes_written = bytes(g);
-    c.flops = 2.0 * double(dy.numel()) * double(xs.size());
     return c;
   });
   detail::dispatch(ctx, &Backend::mix_scores, dy, xs, g);

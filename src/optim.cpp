@@ -31,6 +31,26 @@ Optimizer::Optimizer(Context& ctx, std::vector<Parameter*> params, float lr)
   }
   set_lr(lr);
   masks_.assign(params_.size(), nullptr);
+  int64_t total = 0;
+  in_flat_.assign(params_.size(), false);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i]->grad.sole_handle()) {
+      in_flat_[i] = true;
+      total += params_[i]->grad.numel();
+    }
+  if (total > 0) {
+    flat_grads_ = Tensor::empty(ctx, Shape{total});
+    int64_t off = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!in_flat_[i]) continue;
+      Parameter* p = params_[i];
+      Tensor home = flat_grads_.slice(off, off + p->grad.numel()).reshape(p->grad.shape());
+      ops::copy(ctx, p->grad, home);
+      p->grad = std::move(home);
+      off += p->grad.numel();
+    }
+  }
+  for (Parameter* p : params_) homes_.push_back(p->grad.raw());
   grad_norm_ = Tensor::zeros(ctx, Shape{1});
   clip_coef_ = Tensor::full(ctx, Shape{1}, 1.0f);
   step_values_ = Tensor::zeros(ctx, Shape{3});
@@ -85,10 +105,13 @@ void Optimizer::step(Context& ctx) {
   });
   // Data parallel: the group's gradients averaged over the ranks in one flat buffer, before
   // the hooks, clipping and the update see them (every rank then takes the same step).
+  follow_replaced_gradients();
   if (ctx.communicator().distributed()) {
-    std::vector<Tensor*> grads;
-    for (Parameter* p : params_) grads.push_back(&p->grad);
-    ctx.communicator().all_reduce_many(ctx, grads, ReduceOp::Mean, comm_buffer_);
+    if (flat_grads_.defined()) ctx.communicator().all_reduce(ctx, flat_grads_, ReduceOp::Mean);
+    std::vector<Tensor*> rest;
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (!in_flat_[i]) rest.push_back(&params_[i]->grad);
+    ctx.communicator().all_reduce_many(ctx, rest, ReduceOp::Mean, comm_buffer_);
   }
   for (StepHook* h : hooks_) h->before_step(ctx);
   const Tensor* scale = nullptr;
@@ -105,7 +128,20 @@ void Optimizer::step(Context& ctx) {
 }
 
 void Optimizer::zero_grad(Context& ctx) {
-  for (Parameter* p : params_) ops::fill(ctx, p->grad, 0.0f);
+  follow_replaced_gradients();
+  if (flat_grads_.defined()) ops::fill(ctx, flat_grads_, 0.0f);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!in_flat_[i]) ops::fill(ctx, params_[i]->grad, 0.0f);
+}
+
+// A gradient tensor replaced since the last look (a user's assignment to Parameter::grad)
+// leaves the flat buffer: from then on it is zeroed and reduced where it now lives.
+void Optimizer::follow_replaced_gradients() {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i]->grad.raw() != homes_[i]) {
+      in_flat_[i] = false;
+      homes_[i] = params_[i]->grad.raw();
+    }
 }
 
 SGD::SGD(Context& ctx, std::vector<Parameter*> params, SgdParams hyper)

@@ -353,6 +353,77 @@ TEST(CpuElementwise, AddScaleAxpyReluGlobalPool) {
   EXPECT_EQ(dx.to_vector(), (std::vector<float>{7.5f, 7.5f, 17.5f, 17.5f}));
 }
 
+// add_n is the left-to-right float sum that add + axpy give term by term (GradSum relies on
+// it to keep searches bit-identical); sizes past one 4096-element chunk and a single term.
+TEST(CpuElementwise, AddNEqualsTheTermByTermSum) {
+  Context ctx;
+  for (int terms : {1, 2, 5}) {
+    const int64_t n = 9000;
+    std::vector<std::vector<float>> v;
+    std::vector<Tensor> xs;
+    std::vector<const Tensor*> ps;
+    for (int t = 0; t < terms; ++t) {
+      v.push_back(random_vector(n, 40 + t));
+      xs.push_back(Tensor::from_vector(ctx, Shape{n}, v.back()));
+    }
+    for (auto& x : xs) ps.push_back(&x);
+    Tensor y = Tensor::empty(ctx, Shape{n});
+    ops::add_n(ctx, ps, y);
+    const std::vector<float> got = y.to_vector();
+    for (int64_t i = 0; i < n; ++i) {
+      volatile float acc = v[0][size_t(i)];  // float rounding after every term
+      for (int t = 1; t < terms; ++t) acc = acc + v[size_t(t)][size_t(i)];
+      ASSERT_EQ(got[size_t(i)], acc) << terms << " terms, element " << i;
+    }
+  }
+  Tensor a = Tensor::from_vector(ctx, Shape{3}, {1e8f, 1.0f, 1e8f});
+  Tensor b = Tensor::from_vector(ctx, Shape{3}, {1.0f, 1e8f, -1e8f});
+  Tensor c = Tensor::from_vector(ctx, Shape{3}, {-1e8f, -1e8f, 1.0f});
+  Tensor y = Tensor::empty(ctx, Shape{3});
+  // (1e8 + 1) - 1e8 = 0 in float but (1e8 - 1e8) + 1 = 1: the order shows.
+  ops::add_n(ctx, {&a, &b, &c}, y);
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{0.0f, 0.0f, 1.0f}));
+}
+
+// The mix ops with null entries (Zero candidates), by hand; mix_fwd in place on a later
+// candidate; mix_bwd writes only its non-null outputs.
+TEST(CpuMixOps, NullEntriesAreExactZerosAndMixFwdRunsInPlace) {
+  Context ctx;
+  Tensor w = Tensor::from_vector(ctx, Shape{3}, {0.5f, 0.25f, 2.0f});
+  Tensor x1 = Tensor::from_vector(ctx, Shape{2}, {4.0f, -8.0f});
+  Tensor x2 = Tensor::from_vector(ctx, Shape{2}, {1.0f, 3.0f});
+  Tensor y = Tensor::empty(ctx, Shape{2});
+  ops::mix_fwd(ctx, w, {nullptr, &x1, &x2}, y);
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{3.0f, 4.0f}));  // 0.25 x1 + 2 x2
+  ops::mix_fwd(ctx, w, {nullptr, nullptr, nullptr}, y);
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{0.0f, 0.0f}));
+  Tensor g = Tensor::from_vector(ctx, Shape{3}, {7.0f, 7.0f, 7.0f});
+  Tensor dy = Tensor::from_vector(ctx, Shape{2}, {1.0f, -1.0f});
+  ops::mix_scores(ctx, dy, {&x1, nullptr, &x2}, g);
+  EXPECT_EQ(g.to_vector(), (std::vector<float>{12.0f, 0.0f, -2.0f}));
+  // In place on the last candidate: y = x2 (a chunked sum must not overwrite it early).
+  const int64_t n = 5000;
+  const std::vector<float> va = random_vector(n, 3), vb = random_vector(n, 4);
+  Tensor a = Tensor::from_vector(ctx, Shape{n}, va), b = Tensor::from_vector(ctx, Shape{n}, vb);
+  Tensor w2 = Tensor::from_vector(ctx, Shape{2}, {0.5f, 2.0f});
+  ops::mix_fwd(ctx, w2, {&a, &b}, b);
+  const std::vector<float> got = b.to_vector();
+  for (int64_t i = 0; i < n; ++i) {
+    volatile float want = 0.5f * va[size_t(i)];
+    want = want + 2.0f * vb[size_t(i)];
+    ASSERT_EQ(got[size_t(i)], want) << "element " << i;
+  }
+  Tensor d0 = Tensor::full(ctx, Shape{2}, 9.0f), d1 = Tensor::full(ctx, Shape{2}, 9.0f),
+         d2 = Tensor::full(ctx, Shape{2}, 9.0f);
+  ops::mix_bwd(ctx, w, dy, {&d0, nullptr, &d2});
+  EXPECT_EQ(d0.to_vector(), (std::vector<float>{0.5f, -0.5f}));
+  EXPECT_EQ(d1.to_vector(), (std::vector<float>{9.0f, 9.0f}));
+  EXPECT_EQ(d2.to_vector(), (std::vector<float>{2.0f, -2.0f}));
+  EXPECT_THROW(ops::mix_bwd(ctx, w, dy, {&d0, &d1}), Error);           // 2 outputs, 3 weights
+  EXPECT_THROW(ops::add_n(ctx, {&x1, nullptr}, y), Error);             // add_n takes no nulls
+  EXPECT_THROW(ops::mix_bwd(ctx, w, dy, {&d0, &d0, nullptr}), Error);  // outputs overlap
+}
+
 TEST(CpuConcat, ConcatThenSplitRoundTrips) {
   Context ctx;
   Tensor a = test::random_tensor(ctx, Shape{2, 1, 2, 2}, 1),

@@ -227,6 +227,72 @@ TEST(MixedOpContinuous, GradientsMatchFiniteDifferences) {
   test::check_layer(ctx, op, x, o);  // input, every weight and alpha
 }
 
+// A Zero candidate keeps its share of the softmax but costs nothing: no forward, no fill, no
+// score pass, no backward. y = p1 x, dx = p1 dy and dalpha = p (g - <p, g>) with g = (0, <dy, x>)
+// by hand; every candidate scaled by one mix_bwd; gradients by finite differences with Zero
+// first, as "none" is in the DARTS space.
+TEST(MixedOpContinuous, ZeroCandidatesKeepTheirShareAndCostNothing) {
+  Context ctx(Device::cpu(), ContextOptions{37});
+  std::vector<std::unique_ptr<Layer>> cands;
+  cands.push_back(std::make_unique<Zero>("none"));
+  cands.push_back(std::make_unique<Identity>("skip"));
+  ContinuousMixedOp op(ctx, "edge", std::move(cands));
+  ops::copy(ctx, Tensor::from_vector(ctx, Shape{2}, {0.3f, -0.4f}), op.alpha().value);
+  const std::vector<double> p = softmax_d({0.3f, -0.4f}, {0, 1});
+  const Shape s{2, 3, 2, 2};
+  const std::vector<float> xv = test::random_vector(size_t(s.numel()), 8),
+                           dyv = test::random_vector(size_t(s.numel()), 9);
+  Tensor x = Tensor::from_vector(ctx, s, xv), dy = Tensor::from_vector(ctx, s, dyv);
+  OpProfiler prof(ctx);
+  Tensor y = op.forward(ctx, x, Mode::Train);
+  Tensor dx = op.backward(ctx, dy);
+  std::map<std::string, int64_t> calls;
+  for (const auto& row : prof.report_by_op()) calls[row.op] = row.calls;
+  const std::vector<float> yg = y.to_vector(), dxg = dx.to_vector();
+  double g1 = 0.0;
+  for (size_t i = 0; i < xv.size(); ++i) {
+    EXPECT_NEAR(yg[i], p[1] * xv[i], 1e-6);
+    EXPECT_NEAR(dxg[i], p[1] * dyv[i], 1e-6);
+    g1 += double(dyv[i]) * xv[i];
+  }
+  const double pg = p[1] * g1;
+  const std::vector<float> da = op.alpha().grad.to_vector();
+  EXPECT_NEAR(da[0], p[0] * (0.0 - pg), 1e-5);
+  EXPECT_NEAR(da[1], p[1] * (g1 - pg), 1e-5);
+  EXPECT_EQ(calls.count("fill"), 0u);  // Zero made no tensor of zeros
+  EXPECT_EQ(calls.at("mix_fwd"), 1);
+  EXPECT_EQ(calls.at("mix_bwd"), 1);
+  EXPECT_EQ(calls.at("mix_scores"), 1);
+
+  // Only Zero candidates: y = 0, dx = 0, the alpha gradient 0.
+  std::vector<std::unique_ptr<Layer>> zeros;
+  zeros.push_back(std::make_unique<Zero>("none"));
+  zeros.push_back(std::make_unique<Zero>("none2", 2));  // output sizes must agree: stride 1 and 2
+  EXPECT_THROW(ContinuousMixedOp(ctx, "bad", std::move(zeros)).output_shape(s), Error);
+  std::vector<std::unique_ptr<Layer>> one;
+  one.push_back(std::make_unique<Zero>("none", 2));
+  ContinuousMixedOp z(ctx, "zero_edge", std::move(one));
+  Tensor yz = z.forward(ctx, x, Mode::Train);
+  EXPECT_EQ(yz.shape(), (Shape{2, 3, 1, 1}));
+  for (float v : yz.to_vector()) EXPECT_EQ(v, 0.0f);
+  Tensor dz = z.backward(ctx, Tensor::full(ctx, yz.shape(), 1.0f));
+  EXPECT_EQ(dz.shape(), s);
+  for (float v : dz.to_vector()) EXPECT_EQ(v, 0.0f);
+  for (float v : z.alpha().grad.to_vector()) EXPECT_EQ(v, 0.0f);
+
+  std::vector<std::unique_ptr<Layer>> mixed;
+  mixed.push_back(std::make_unique<Zero>("none"));
+  mixed.push_back(std::make_unique<Conv2d>(ctx, "conv3", 3, 3, 3, Conv2dParams::make(1, 1), false));
+  mixed.push_back(std::make_unique<AvgPool2d>("avg", 3, 1, 1));
+  mixed.push_back(std::make_unique<Identity>("skip"));
+  ContinuousMixedOp m(ctx, "edge", std::move(mixed));
+  init_normal(ctx, m.alpha().value, 0.0f, 0.5f);
+  test::GradCheckOptions o;
+  o.eps = 3e-3;
+  Tensor xm = test::random_tensor(ctx, Shape{3, 3, 4, 4}, 5);
+  test::check_layer(ctx, m, xm, o);
+}
+
 TEST(MixedOpDeterministic, SumsTopKWithoutWeights) {
   Context ctx(Device::cpu(), ContextOptions{3});
   ContinuousMixedOp op(ctx, "edge", pointwise_candidates(ctx, kK), 2);
@@ -903,6 +969,41 @@ TEST(Optimizers, GlobalNormClippingScalesEveryGradient) {
   opt.set_grad_clip(10.0f);  // below the limit: unchanged gradients
   opt.step(ctx);
   EXPECT_TRUE(test::all_close(a.value.to_vector(), {-3.6, 0.0}, 1e-5, 1e-6));
+}
+
+// The group's gradients move into one buffer, values kept, so zero_grad is one fill; a
+// gradient someone else holds stays (and is still zeroed); one replaced later is followed.
+TEST(Optimizers, GradientsMoveIntoOneBufferAndZeroInOneFill) {
+  Context ctx;
+  Parameter a, b, c;
+  a.value = Tensor::zeros(ctx, Shape{2});
+  a.grad = Tensor::from_vector(ctx, Shape{2}, {1.0f, 2.0f});
+  b.value = Tensor::zeros(ctx, Shape{3, 1});
+  b.grad = Tensor::from_vector(ctx, Shape{3, 1}, {3.0f, 4.0f, 5.0f});
+  c.value = Tensor::zeros(ctx, Shape{1});
+  c.grad = Tensor::from_vector(ctx, Shape{1}, {6.0f});
+  const Tensor held = c.grad.share();  // someone else's handle: c's gradient must not move
+  SGD opt(ctx, {&a, &b, &c}, SgdParams{1.0f, 0.0f, 0.0f, false});
+  EXPECT_EQ(a.grad.to_vector(), (std::vector<float>{1.0f, 2.0f}));
+  EXPECT_EQ(b.grad.to_vector(), (std::vector<float>{3.0f, 4.0f, 5.0f}));
+  EXPECT_EQ(b.grad.shape(), (Shape{3, 1}));
+  EXPECT_EQ(static_cast<char*>(b.grad.raw()), static_cast<char*>(a.grad.raw()) + 2 * sizeof(float));
+  EXPECT_EQ(c.grad.raw(), held.raw());
+  {
+    OpProfiler prof(ctx);
+    opt.zero_grad(ctx);
+    std::map<std::string, int64_t> calls;
+    for (const auto& row : prof.report_by_op()) calls[row.op] = row.calls;
+    EXPECT_EQ(calls.at("fill"), 2);  // the buffer of a and b, then c
+  }
+  for (const Tensor* t : std::vector<const Tensor*>{&a.grad, &b.grad, &held})
+    for (float v : t->to_vector()) EXPECT_EQ(v, 0.0f);
+  // A gradient replaced after construction is followed: stepped on and zeroed where it is.
+  a.grad = Tensor::from_vector(ctx, Shape{2}, {0.5f, -0.5f});
+  opt.step(ctx);
+  EXPECT_EQ(a.value.to_vector(), (std::vector<float>{-0.5f, 0.5f}));
+  opt.zero_grad(ctx);
+  EXPECT_EQ(a.grad.to_vector(), (std::vector<float>{0.0f, 0.0f}));
 }
 
 TEST(Optimizers, CosineScheduleWithWarmup) {

@@ -344,6 +344,17 @@ std::vector<OpCase> all_cases() {
          {spec(x)},
          {spec(x)},
          [](Context& ctx, auto& in, auto& out) { ops::axpy(ctx, 1.5f, in[0], out[0]); }});
+    for (int terms : {1, 3, 70}) {  // 70: past the CUDA kernel's 64 pointers, a second launch
+      cases.push_back({detail::cat("add_n[", terms, "]", tag),
+                       kElementwiseTol,
+                       std::vector<TensorSpec>(size_t(terms), spec(x)),
+                       {poison(x)},
+                       [](Context& ctx, auto& in, auto& out) {
+                         std::vector<const Tensor*> ps;
+                         for (auto& t : in) ps.push_back(&t);
+                         ops::add_n(ctx, ps, out[0]);
+                       }});
+    }
     cases.push_back({"fill" + tag, 0.0, {}, {poison(x)}, [](Context& ctx, auto&, auto& out) {
                        ops::fill(ctx, out[0], 0.375f);
                      }});
@@ -557,6 +568,40 @@ std::vector<OpCase> all_cases() {
            for (size_t i = 1; i < in.size(); ++i) ps.push_back(&in[i]);
            ops::mix_scores(ctx, in[0], ps, out[0]);
          }});
+    // Null entries (Zero candidates): every other one, the first included.
+    cases.push_back({"mix_fwd[zeros]" + tag,
+                     kElementwiseTol,
+                     mix_in,
+                     {poison(shape)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> ps;
+                       for (size_t i = 1; i < in.size(); ++i)
+                         ps.push_back(i % 2 == 1 ? nullptr : &in[i]);
+                       ops::mix_fwd(ctx, in[0], ps, out[0]);
+                     }});
+    cases.push_back({"mix_scores[zeros]" + tag,
+                     kGemmTol,
+                     sc_in,
+                     {poison({k})},
+                     [](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> ps;
+                       for (size_t i = 1; i < in.size(); ++i)
+                         ps.push_back(i % 2 == 1 ? nullptr : &in[i]);
+                       ops::mix_scores(ctx, in[0], ps, out[0]);
+                     }});
+    // mix_bwd: K outputs; with K > 1 the second is null: it starts random and must stay so.
+    std::vector<TensorSpec> bwd_out(size_t(k), poison(shape));
+    if (k > 1) bwd_out[1] = spec(shape);
+    cases.push_back({"mix_bwd" + tag,
+                     kElementwiseTol,
+                     {spec({k}), spec(shape)},
+                     bwd_out,
+                     [](Context& ctx, auto& in, auto& out) {
+                       std::vector<Tensor*> ps;
+                       for (size_t i = 0; i < out.size(); ++i)
+                         ps.push_back(i == 1 ? nullptr : &out[i]);
+                       ops::mix_bwd(ctx, in[0], in[1], ps);
+                     }});
   }
   for (Shape x : {Shape{4, 3, 5, 5}, Shape{64, 16, 8, 8}, Shape{1, 7}}) {
     Shape one = x;

@@ -65,6 +65,9 @@ class Layer {
   virtual Shape output_shape(const Shape& x) const = 0;
 
   virtual std::vector<Layer*> children() const { return {}; }
+  // True when the output is exactly zero whatever the input (Zero): a ContinuousMixedOp leaves
+  // such a candidate out of its sum, its scores and its backward (no work is spent on it).
+  virtual bool output_is_zero() const { return false; }
   // This layer's and all descendants' parameters and buffers, with dotted paths.
   std::vector<NamedParameter> named_parameters();
   std::vector<Parameter*> parameters();
@@ -92,6 +95,8 @@ class Layer {
   void add_buffer(const std::string& name, Tensor* buffer);
   // "Conv2d 'stem.conv'" for messages.
   std::string label() const;
+  // The input shape of the last forward.
+  const Shape& last_input_shape() const { return input_shape_; }
 
  private:
   void collect(const std::string& prefix, std::vector<NamedParameter>* params,

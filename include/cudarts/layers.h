@@ -161,6 +161,7 @@ class Zero final : public Layer {
  public:
   Zero(std::string name, int stride = 1);
   const char* type() const override { return "Zero"; }
+  bool output_is_zero() const override { return true; }
   Shape output_shape(const Shape& x) const override;
 
  protected:

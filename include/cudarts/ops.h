@@ -151,6 +151,9 @@ void linear_bwd_weight(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
 void add(Context& ctx, const Tensor& a, const Tensor& b, Tensor& y);  // y = a + b
 void scale(Context& ctx, const Tensor& x, float alpha, Tensor& y);    // y = alpha x
 void axpy(Context& ctx, float alpha, const Tensor& x, Tensor& y);     // y += alpha x
+// y = ((xs[0] + xs[1]) + xs[2]) + ... in float, left to right (=): the sum add + axpy would
+// give, in one pass. Every entry non-null, all of y's shape.
+void add_n(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y);
 
 // ---- channel concat / split (NCHW, along C) ----
 void concat_channels(Context& ctx, const std::vector<const Tensor*>& xs, Tensor& y);
@@ -192,9 +195,16 @@ void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst);
 // ---- MixedOp kernels (K candidates; small vectors live on the device) ----
 // probs (K) = softmax(logits (K)).
 void softmax(Context& ctx, const Tensor& logits, Tensor& probs);
-// Softmax-gated mixing: y = sum_i weights[i] * xs[i] (weights (K) on the device).
+// In the three mix ops a null entry of a candidate list stands for an exact zero tensor (a
+// Zero candidate): it is neither read nor written.
+// Softmax-gated mixing: y = sum_i weights[i] * xs[i] (weights (K) on the device), float
+// accumulation in candidate order; y = 0 when every entry is null.
 void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y);
-// Scores: g[i] = <dy, xs[i]> for every i, in one pass over dy and the xs (g (K), =).
+// The mix's backward to every candidate in one pass over dy: dxs[i] = weights[i] * dy (=).
+void mix_bwd(Context& ctx, const Tensor& weights, const Tensor& dy,
+             const std::vector<Tensor*>& dxs);
+// Scores: g[i] = <dy, xs[i]> for every i, in one pass over dy and the xs (g (K), =; 0 for a
+// null entry).
 void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g);
 // Architecture gradient through the softmax: dalpha += p * (g - <p, g>) with p = softmax(alpha).
 // With a ranking (K, i32) and restrict_k > 0, the softmax is restricted to the set

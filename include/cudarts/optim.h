@@ -21,6 +21,10 @@ class StepHook {
 
 class Optimizer {
  public:
+  // The group's gradients move into one flat buffer (in group order): zero_grad is then one
+  // fill and a data-parallel step one collective with no packing. Only gradients that nothing
+  // else refers to move (sole_handle()); views such as a SearchModel's shared alpha gradients
+  // stay where they are. A Parameter::grad replaced later is used where it then lives.
   Optimizer(Context& ctx, std::vector<Parameter*> params, float lr);
   virtual ~Optimizer();
   Optimizer(const Optimizer&) = delete;
@@ -72,7 +76,11 @@ class Optimizer {
   std::vector<StepHook*> hooks_;
   int64_t step_count_ = 0;
   Tensor grad_norm_, clip_coef_;
-  Tensor comm_buffer_;         // the flat gradient buffer of data-parallel steps
+  Tensor comm_buffer_;              // packing buffer of data-parallel steps (unmoved gradients)
+  Tensor flat_grads_;               // the moved gradients, one after the other
+  std::vector<bool> in_flat_;       // per parameter: its gradient is a view of flat_grads_
+  std::vector<const void*> homes_;  // per parameter: where its gradient lives (checked)
+  void follow_replaced_gradients();
   uint64_t last_capture_ = 0;  // the capture that holds this optimizer's step (its id)
 };
 

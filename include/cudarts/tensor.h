@@ -103,6 +103,12 @@ class Tensor {
 
   // True when both handles view exactly the same elements of the same storage.
   bool same_storage(const Tensor& o) const { return buffer_ == o.buffer_; }
+  // True when this is the only handle on its storage and covers all of it (nothing else sees
+  // the memory: it may be moved).
+  bool sole_handle() const {
+    return buffer_ && buffer_.use_count() == 1 && offset_bytes_ == 0 &&
+           nbytes() == buffer_->bytes();
+  }
 
  private:
   std::shared_ptr<Buffer> buffer_;

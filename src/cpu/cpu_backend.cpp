@@ -94,6 +94,27 @@ void CpuBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
   for (int64_t i = 0; i < n; ++i) py[i] += alpha * px[i];
 }
 
+// Chunk by chunk (cache-sized), each chunk summed left to right: add, then axpy per term.
+void CpuBackend::add_n(const std::vector<const Tensor*>& xs, Tensor& y) {
+  float* out = y.data();
+  const int64_t n = y.numel(), chunk = 4096;
+#pragma omp parallel for if (n > 65536)
+  for (int64_t b = 0; b < n; b += chunk) {
+    const int64_t e = std::min(n, b + chunk);
+    const float* x0 = xs[0]->data();
+    if (xs.size() == 1) {
+      for (int64_t i = b; i < e; ++i) out[i] = x0[i];
+      continue;
+    }
+    const float* x1 = xs[1]->data();
+    for (int64_t i = b; i < e; ++i) out[i] = x0[i] + x1[i];
+    for (size_t k = 2; k < xs.size(); ++k) {
+      const float* x = xs[k]->data();
+      for (int64_t i = b; i < e; ++i) out[i] += x[i];
+    }
+  }
+}
+
 void CpuBackend::global_avgpool_fwd(const Tensor& x, Tensor& y) {
   const int64_t nc = x.dim(0) * x.dim(1), hw = x.dim(2) * x.dim(3);
   const float* px = x.data();

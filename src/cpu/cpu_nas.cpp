@@ -50,27 +50,53 @@ void CpuBackend::softmax(const Tensor& logits, Tensor& probs) {
   for (size_t i = 0; i < p.size(); ++i) probs.data()[i] = static_cast<float>(p[i]);
 }
 
+// Null entries (exact zeros) are left out of the sum; y = 0 when all are null.
 void CpuBackend::mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
   std::vector<const float*> src;
-  for (const Tensor* t : xs) src.push_back(t->data());
-  const float* w = weights.data();
+  std::vector<float> w;
+  for (size_t k = 0; k < xs.size(); ++k)
+    if (xs[k]) {
+      src.push_back(xs[k]->data());
+      w.push_back(weights.data()[k]);
+    }
   float* out = y.data();
-  const int64_t n = y.numel(), chunk = 4096;
+  constexpr int64_t chunk = 4096;
+  const int64_t n = y.numel();
+  if (src.empty()) {
+    std::fill(out, out + n, 0.0f);
+    return;
+  }
+  // Each chunk is summed in a local buffer and written at the end, so y may be any one of the
+  // xs (in place: the op front door allows it).
 #pragma omp parallel for if (n > 65536)
   for (int64_t b = 0; b < n; b += chunk) {
-    const int64_t e = std::min(n, b + chunk);
-    for (int64_t i = b; i < e; ++i) out[i] = w[0] * src[0][i];
+    const int64_t m = std::min(n, b + chunk) - b;
+    float acc[chunk];
+    for (int64_t i = 0; i < m; ++i) acc[i] = w[0] * src[0][b + i];
     for (size_t k = 1; k < src.size(); ++k) {
       const float wk = w[k];
-      const float* x = src[k];
-      for (int64_t i = b; i < e; ++i) out[i] += wk * x[i];
+      const float* x = src[k] + b;
+      for (int64_t i = 0; i < m; ++i) acc[i] += wk * x[i];
     }
+    std::copy(acc, acc + m, out + b);
+  }
+}
+
+void CpuBackend::mix_bwd(const Tensor& weights, const Tensor& dy, const std::vector<Tensor*>& dxs) {
+  const float* g = dy.data();
+  const int64_t n = dy.numel();
+  for (size_t k = 0; k < dxs.size(); ++k) {
+    if (!dxs[k]) continue;
+    const float wk = weights.data()[k];
+    float* d = dxs[k]->data();
+#pragma omp parallel for simd if (parallel : n > 65536)
+    for (int64_t i = 0; i < n; ++i) d[i] = wk * g[i];
   }
 }
 
 void CpuBackend::mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) {
   for (size_t k = 0; k < xs.size(); ++k)
-    g.data()[k] = static_cast<float>(dot(dy.data(), xs[k]->data(), dy.numel()));
+    g.data()[k] = xs[k] ? static_cast<float>(dot(dy.data(), xs[k]->data(), dy.numel())) : 0.0f;
 }
 
 void CpuBackend::arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,

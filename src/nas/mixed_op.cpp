@@ -142,7 +142,7 @@ Tensor MixedOp::forward_sum(Context& ctx, const Tensor& x, Mode mode,
 Tensor MixedOp::backward_active(Context& ctx, const Tensor& dy) {
   GradSum dx;
   for (int i : active_) dx.add(ctx, candidates_[size_t(i)]->backward(ctx, dy));
-  return std::move(dx.sum);
+  return dx.take();
 }
 
 Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {

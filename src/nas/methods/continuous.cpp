@@ -1,7 +1,8 @@
 // ContinuousMixedOp (DARTS): y = sum_i softmax(alpha)_i op_i(x) over all K candidates; the
-// backward gives every op p_i dy, and (when alpha wants a gradient) the scores
-// g_i = <dy, op_i(x)> feed dalpha += softmax-backward(g). The K outputs are kept only for the
-// scores.
+// backward gives every op p_i dy (all K in one pass, ops::mix_bwd), and (when alpha wants a
+// gradient) the scores g_i = <dy, op_i(x)> feed dalpha += softmax-backward(g). The K outputs
+// are kept only for the scores. Candidates whose output is an exact zero (Zero) are left out:
+// the mix ops take them as null entries (score 0), and they get no backward.
 #include "cudarts/error.h"
 #include "cudarts/mixed_op.h"
 #include "cudarts/ops.h"
@@ -31,11 +32,17 @@ Tensor ContinuousMixedOp::search_forward(Context& ctx, const Tensor& x, Mode mod
   const int k = num_candidates();
   Tensor probs = Tensor::empty(ctx, Shape{k});
   ops::softmax(ctx, alpha_->value, probs);
-  std::vector<Tensor> outs;
-  std::vector<const Tensor*> ptrs;
-  for (int i = 0; i < k; ++i) outs.push_back(candidates_[size_t(i)]->forward(ctx, x, mode));
-  for (auto& o : outs) ptrs.push_back(&o);
-  Tensor y = Tensor::empty(ctx, outs[0].shape());
+  std::vector<Tensor> outs(static_cast<size_t>(k));
+  std::vector<const Tensor*> ptrs(size_t(k), nullptr);
+  Shape shape;
+  for (int i = 0; i < k; ++i) {
+    Layer& c = *candidates_[size_t(i)];
+    if (c.output_is_zero()) continue;
+    outs[size_t(i)] = c.forward(ctx, x, mode);
+    ptrs[size_t(i)] = &outs[size_t(i)];
+    shape = outs[size_t(i)].shape();
+  }
+  Tensor y = Tensor::empty(ctx, shape.ndim() > 0 ? shape : output_shape(x.shape()));
   ops::mix_fwd(ctx, probs, ptrs, y);
   if (mode == Mode::Train) {
     if (scores_wanted()) outputs_ = std::move(outs);  // kept only for the scores
@@ -52,21 +59,29 @@ Tensor ContinuousMixedOp::search_backward(Context& ctx, const Tensor& dy) {
   if (grad_alpha()) {
     Tensor g = Tensor::empty(ctx, Shape{k});
     std::vector<const Tensor*> ptrs;
-    for (auto& o : outputs_) ptrs.push_back(&o);
+    for (auto& o : outputs_) ptrs.push_back(o.defined() ? &o : nullptr);
     ops::mix_scores(ctx, dy, ptrs, g);
     outputs_.clear();  // the outputs were kept only for the scores
     ops::arch_grad(ctx, alpha_->value, g, nullptr, 0, alpha_->grad);
     g_ = std::move(g);
   }
+  // A fresh buffer per candidate: a candidate may return a view of its gradient.
+  std::vector<Tensor> scaled(static_cast<size_t>(k));
+  std::vector<Tensor*> ptrs(size_t(k), nullptr);
+  for (int i = 0; i < k; ++i)
+    if (!candidates_[size_t(i)]->output_is_zero()) {
+      scaled[size_t(i)] = Tensor::empty(ctx, dy.shape());
+      ptrs[size_t(i)] = &scaled[size_t(i)];
+    }
+  ops::mix_bwd(ctx, probs_, dy, ptrs);  // scaled_i = p_i dy
   GradSum dx;
-  for (int i = 0; i < k; ++i) {
-    // A fresh buffer per candidate: a candidate may return a view of its gradient.
-    Tensor scaled = Tensor::empty(ctx, dy.shape());
-    const Tensor pi = probs_.slice(i, i + 1);
-    ops::mix_fwd(ctx, pi, {&dy}, scaled);  // scaled = p_i dy
-    dx.add(ctx, candidates_[size_t(i)]->backward(ctx, scaled));
-  }
-  return std::move(dx.sum);
+  for (int i = 0; i < k; ++i)
+    if (ptrs[size_t(i)]) {
+      dx.add(ctx, candidates_[size_t(i)]->backward(ctx, scaled[size_t(i)]));
+      scaled[size_t(i)] = Tensor();  // dropped as soon as its candidate is done
+    }
+  if (!dx.defined()) return Tensor::zeros(ctx, last_input_shape());  // every candidate is Zero
+  return dx.take();
 }
 
 }  // namespace cudarts
