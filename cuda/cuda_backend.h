@@ -50,8 +50,8 @@ class CudaBackend final : public Backend {
 
   void conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                   const Conv2dParams& p) override;
-  void conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
-                       const Conv2dParams& p) override;
+  void conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dParams& p,
+                       const Tensor* x) override;
   void conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                          const Conv2dParams& p) override;
 
@@ -157,6 +157,8 @@ class CudaBackend final : public Backend {
   using ConvKey = std::array<int64_t, 17>;
 
  private:
+  void conv2d_bwd_data_cudnn(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dParams& p);
+  Tensor conv_input(const Tensor& x, const Conv2dParams& p, std::optional<Buffer>& scratch);
   // cuDNN descriptors, made on first use of a shape and kept (cudnn_ops.cu).
   const ConvDescs& conv_descs(const Shape& xs, const Shape& ws, const Shape& ys,
                               const Conv2dParams& p);

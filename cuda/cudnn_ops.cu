@@ -354,16 +354,29 @@ const float* CudaBackend::bn_ones_zeros(int64_t channels) {
 
 // ------------------------------------------------------------------ convolution ops
 
+// What cuDNN reads for a convolution: x, or with a fused ReLU (relu_input) relu(x) written into
+// `scratch` first (cuDNN cannot apply it as it loads; the own depthwise kernels do).
+Tensor CudaBackend::conv_input(const Tensor& x, const Conv2dParams& p,
+                               std::optional<Buffer>& scratch) {
+  if (!p.relu_input) return x.share();
+  scratch.emplace(allocator_, x.nbytes());
+  Tensor r = Tensor::wrap(scratch->data(), x.shape(), DType::F32, x.device());
+  relu_fwd(x, r);
+  return r;
+}
+
 // y = conv(x, w) (+ bias): the own depthwise kernel (bias in its epilogue) where it covers the
 // shapes, else cudnnConvolutionForward with beta 0, then cudnnAddTensor.
-void CudaBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+void CudaBackend::conv2d_fwd(const Tensor& x_in, const Tensor& w, const Tensor* bias, Tensor& y,
                              const Conv2dParams& p) {
-  if (nothing_to_do("conv2d_fwd", y, {&x, &w})) return;
+  if (nothing_to_do("conv2d_fwd", y, {&x_in, &w})) return;
   if (own_depthwise_ &&
-      depthwise::covers(depthwise::Direction::Forward, x.shape(), w.shape(), y.shape(), p)) {
-    depthwise::forward(x, w, bias, y, p, stream_);
+      depthwise::covers(depthwise::Direction::Forward, x_in.shape(), w.shape(), y.shape(), p)) {
+    depthwise::forward(x_in, w, bias, y, p, stream_);
     return;
   }
+  std::optional<Buffer> relu;
+  const Tensor x = conv_input(x_in, p, relu);
   const ConvDescs& d = conv_descs(x.shape(), w.shape(), y.shape(), p);
   const ConvPlan& plan =
       conv_plan(conv_plans_, cudnn_, kConvFwd, d, allow_tf32_, x.shape(), w.shape(), y.shape(), p);
@@ -384,13 +397,19 @@ void CudaBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bia
 // dx = conv_transpose(dy, w): the own depthwise gather kernel where it covers the shapes, else
 // cudnnConvolutionBackwardData with beta 0.
 void CudaBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
-                                  const Conv2dParams& p) {
+                                  const Conv2dParams& p, const Tensor* x) {
   if (nothing_to_do("conv2d_bwd_data", dx, {&dy, &w})) return;
   if (own_depthwise_ &&
       depthwise::covers(depthwise::Direction::BackwardData, dx.shape(), w.shape(), dy.shape(), p)) {
-    depthwise::backward_data(dy, w, dx, p, stream_);
+    depthwise::backward_data(dy, w, dx, p, x, stream_);
     return;
   }
+  conv2d_bwd_data_cudnn(dy, w, dx, p);
+  if (x) relu_bwd(dx, *x, dx);  // the fused ReLU's backward, in place: x > 0 ? dx : 0
+}
+
+void CudaBackend::conv2d_bwd_data_cudnn(const Tensor& dy, const Tensor& w, Tensor& dx,
+                                        const Conv2dParams& p) {
   const ConvDescs& d = conv_descs(dx.shape(), w.shape(), dy.shape(), p);
   const ConvPlan& plan = conv_plan(conv_plans_, cudnn_, kConvBwdData, d, allow_tf32_, dx.shape(),
                                    w.shape(), dy.shape(), p);
@@ -406,18 +425,21 @@ void CudaBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
 // dw += corr(x, dy) and dbias += sum(dy): the own two-pass depthwise kernels (dbias fused, both
 // in a fixed order) where they cover the shapes, else backward filter and backward bias with
 // beta 1.
-void CudaBackend::conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
+void CudaBackend::conv2d_bwd_filter(const Tensor& x_in, const Tensor& dy, Tensor& dw, Tensor* dbias,
                                     const Conv2dParams& p) {
   // An empty batch adds nothing to dw or dbias.
-  if (dw.numel() == 0 || x.numel() == 0 || dy.numel() == 0) return;
-  if (own_depthwise_ && depthwise::covers(depthwise::Direction::BackwardFilter, x.shape(),
+  if (dw.numel() == 0 || x_in.numel() == 0 || dy.numel() == 0) return;
+  if (own_depthwise_ && depthwise::covers(depthwise::Direction::BackwardFilter, x_in.shape(),
                                           dw.shape(), dy.shape(), p)) {
-    const size_t bytes = depthwise::filter_scratch_bytes(x.shape(), dw.shape(), dy.shape(), p);
+    const size_t bytes = depthwise::filter_scratch_bytes(x_in.shape(), dw.shape(), dy.shape(), p);
     std::optional<Buffer> partials;
     if (bytes > 0) partials.emplace(allocator_, bytes);
-    depthwise::backward_filter(x, dy, dw, dbias, p, partials ? partials->data() : nullptr, stream_);
+    depthwise::backward_filter(x_in, dy, dw, dbias, p, partials ? partials->data() : nullptr,
+                               stream_);
     return;
   }
+  std::optional<Buffer> relu;
+  const Tensor x = conv_input(x_in, p, relu);
   const ConvDescs& d = conv_descs(x.shape(), dw.shape(), dy.shape(), p);
   const ConvPlan& plan = conv_plan(conv_plans_, cudnn_, kConvBwdFilter, d, allow_tf32_, x.shape(),
                                    dw.shape(), dy.shape(), p);

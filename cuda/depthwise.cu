@@ -60,12 +60,15 @@ void forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, co
 }
 
 void backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dParams& p,
-                   cudaStream_t stream) {
+                   const Tensor* x, cudaStream_t stream) {
   const Planned pl = plan_or_throw("conv2d_bwd_data", Direction::BackwardData, dx.shape(),
                                    w.shape(), dy.shape(), p);
+  CUDARTS_CHECK(p.relu_input == (x != nullptr),
+                "conv2d_bwd_data: a fused ReLU needs the forward input as its mask");
+  const float* mask = x ? x->data() : nullptr;
   if (!with_kernel_size(pl.problem.r, pl.problem.s, [&](auto r, auto s) {
         launch_backward_data<float, decltype(r)::value, decltype(s)::value, kOutputsInFlight>(
-            dy.data(), w.data(), dx.data(), pl.problem, pl.tiling, stream);
+            dy.data(), w.data(), mask, dx.data(), pl.problem, pl.tiling, stream);
       }))
     unsupported_size("conv2d_bwd_data", pl.problem);
 }

@@ -38,6 +38,7 @@ struct Problem {
   int p, q;
   int r, s;
   int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  bool relu_input;  // Conv2dParams::relu_input: x is read as max(x, 0); dx masked where x <= 0
   __host__ __device__ int64_t in_plane() const { return int64_t(h) * w; }
   __host__ __device__ int64_t out_plane() const { return int64_t(p) * q; }
 };
@@ -101,9 +102,9 @@ inline std::optional<Problem> make_problem(const Shape& x, const Shape& w, const
   for (int64_t e : extents)
     if (e >= kMaxExtent) return std::nullopt;
   if (x[2] * x[3] > kMaxGridX || y[2] * y[3] > kMaxGridX) return std::nullopt;  // int offsets
-  return Problem{x[0],      c,         int(x[2]),      int(x[3]),     int(y[2]),
-                 int(y[3]), int(w[2]), int(w[3]),      prm.stride_h,  prm.stride_w,
-                 prm.pad_h, prm.pad_w, prm.dilation_h, prm.dilation_w};
+  return Problem{x[0],      c,         int(x[2]),      int(x[3]),      int(y[2]),
+                 int(y[3]), int(w[2]), int(w[3]),      prm.stride_h,   prm.stride_w,
+                 prm.pad_h, prm.pad_w, prm.dilation_h, prm.dilation_w, prm.relu_input};
 }
 
 inline int64_t pow2_floor(int64_t v) {
@@ -213,8 +214,9 @@ size_t filter_scratch_bytes(const Shape& x, const Shape& dw, const Shape& dy,
 // shapes are not covered) and launches; nothing else is checked here (ops.cpp validated).
 void forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, const Conv2dParams& p,
              cudaStream_t stream);
+// x: the forward input when p.relu_input (the mask), else nullptr.
 void backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dParams& p,
-                   cudaStream_t stream);
+                   const Tensor* x, cudaStream_t stream);
 // scratch: filter_scratch_bytes(...) bytes of device memory (nullptr when that is 0).
 void backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                      const Conv2dParams& p, void* scratch, cudaStream_t stream);

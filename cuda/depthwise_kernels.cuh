@@ -33,11 +33,13 @@ __device__ __forceinline__ int ceil_div_signed(int a, int b) {
 // Stages `planes` tiles of in_h x in_w elements into `tile` (row-major, tile after tile): the
 // window starting at (row0, col0) of source planes first_plane + i, i < planes (plane stride
 // src_h * src_w elements). Elements outside the source plane, and whole tiles i >= valid, are 0.
-// Every thread of the block takes part; the caller synchronises.
+// With `relu` each element is staged as max(v, 0) (v > 0 ? v : 0, relu_fwd's rule): a fused
+// ReLU. Every thread of the block takes part; the caller synchronises.
 template <class T>
 __device__ __forceinline__ void stage_tiles(const T* __restrict__ src, int64_t first_plane,
                                             int valid, int planes, int src_h, int src_w, int row0,
-                                            int col0, int in_h, int in_w, T* __restrict__ tile) {
+                                            int col0, int in_h, int in_w, bool relu,
+                                            T* __restrict__ tile) {
   const int per_tile = in_h * in_w, total = planes * per_tile;
   const int64_t plane_size = int64_t(src_h) * src_w;
   for (int i = threadIdx.x; i < total; i += kThreads) {
@@ -47,6 +49,7 @@ __device__ __forceinline__ void stage_tiles(const T* __restrict__ src, int64_t f
     T v = T(0.0f);
     if (pl < valid && gh >= 0 && gh < src_h && gw >= 0 && gw < src_w)
       v = src[(first_plane + pl) * plane_size + int64_t(gh) * src_w + gw];
+    if (relu && !(to_float(v) > 0.0f)) v = T(0.0f);
     tile[i] = v;
   }
 }
@@ -71,7 +74,7 @@ __global__ void __launch_bounds__(kThreads)
   const int tile_row = int(blockIdx.y) / t.tiles_w, tile_col = int(blockIdx.y) % t.tiles_w;
   const int oh0 = tile_row * t.tile_h, ow0 = tile_col * t.tile_w;
   stage_tiles(x, plane0, valid, t.planes, pr.h, pr.w, oh0 * pr.stride_h - pr.pad_h,
-              ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, tiles);
+              ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, pr.relu_input, tiles);
   __syncthreads();
 
   const int per_plane = kThreads / t.planes;
@@ -119,12 +122,14 @@ __global__ void __launch_bounds__(kThreads)
 // 0 <= q < Q, of w[c,r,s] dy[n,c,p,q]: a gather, each dx element written once, taps in order r,
 // then s. The block stages the dy rows p_lo .. p_lo + in_h - 1 (and columns likewise) that can
 // reach its dx tile; p_lo = ceil((h0 + ph - (R-1) dh) / sh) is the first. Row and column
-// divisibility are tested apart (R + S tests per output instead of R * S).
+// divisibility are tested apart (R + S tests per output instead of R * S). With a fused ReLU
+// (mask = the forward input x) an element is written as 0 where x <= 0 (relu_bwd's rule).
 template <class T, int R, int S, int V>
 __global__ void __launch_bounds__(kThreads)
-    depthwise_bwd_data_kernel(const T* __restrict__ dy,  // (N, C, P, Q)
-                              const T* __restrict__ w,   // (C, 1, R, S)
-                              T* __restrict__ dx,        // (N, C, H, W)
+    depthwise_bwd_data_kernel(const T* __restrict__ dy,    // (N, C, P, Q)
+                              const T* __restrict__ w,     // (C, 1, R, S)
+                              const T* __restrict__ mask,  // (N, C, H, W) or nullptr
+                              T* __restrict__ dx,          // (N, C, H, W)
                               Problem pr, Tiling t) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* tiles = reinterpret_cast<T*>(smem);
@@ -134,7 +139,7 @@ __global__ void __launch_bounds__(kThreads)
   const int h0 = tile_row * t.tile_h, w0 = tile_col * t.tile_w;
   const int p_lo = ceil_div_signed(h0 + pr.pad_h - (R - 1) * pr.dil_h, pr.stride_h);
   const int q_lo = ceil_div_signed(w0 + pr.pad_w - (S - 1) * pr.dil_w, pr.stride_w);
-  stage_tiles(dy, plane0, valid, t.planes, pr.p, pr.q, p_lo, q_lo, t.in_h, t.in_w, tiles);
+  stage_tiles(dy, plane0, valid, t.planes, pr.p, pr.q, p_lo, q_lo, t.in_h, t.in_w, false, tiles);
   __syncthreads();
 
   const int per_plane = kThreads / t.planes;
@@ -147,6 +152,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int k = 0; k < R * S; ++k) wr[k] = to_float(w[ch * (R * S) + k]);
   const T* in = tiles + slot * (t.in_h * t.in_w);
   T* out = dx + plane * pr.in_plane();
+  const T* keep = mask ? mask + plane * pr.in_plane() : nullptr;
   const int count = t.tile_h * t.tile_w;
   // Offsets of dx row / column 0 of the tile from the first staged dy row / column, in input
   // positions: row h0 + oh meets staged dy row (oh + row_base - r*dh) / sh through tap r.
@@ -186,7 +192,7 @@ __global__ void __launch_bounds__(kThreads)
     }
 #pragma unroll
     for (int v = 0; v < V; ++v)
-      if (ok[v]) out[dst[v]] = T(acc[v]);
+      if (ok[v]) out[dst[v]] = (keep && !(to_float(keep[dst[v]]) > 0.0f)) ? T(0.0f) : T(acc[v]);
   }
 }
 
@@ -230,7 +236,7 @@ __global__ void __launch_bounds__(kThreads)
     const int oh0 = (tile / t.tiles_w) * t.tile_h, ow0 = (tile % t.tiles_w) * t.tile_w;
     __syncthreads();  // the previous unit's tiles are no longer read
     stage_tiles(x, n * pr.c + c0, valid, t.planes, pr.h, pr.w, oh0 * pr.stride_h - pr.pad_h,
-                ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, tiles);
+                ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, pr.relu_input, tiles);
     __syncthreads();
     if (slot < valid) {
       const T* g = dy + (n * pr.c + c0 + slot) * pr.out_plane();
@@ -339,11 +345,12 @@ void launch_forward(const T* x, const T* w, const T* bias, T* y, const Problem& 
                        t.tile_w, " per block, ", t.smem_bytes(), " bytes of shared memory)");
 }
 
+// mask: the forward input x when pr.relu_input, else nullptr.
 template <class T, int R, int S, int V>
-void launch_backward_data(const T* dy, const T* w, T* dx, const Problem& pr, const Tiling& t,
-                          cudaStream_t stream) {
+void launch_backward_data(const T* dy, const T* w, const T* mask, T* dx, const Problem& pr,
+                          const Tiling& t, cudaStream_t stream) {
   depthwise_bwd_data_kernel<T, R, S, V>
-      <<<tile_grid(pr, t), kThreads, t.smem_bytes(), stream>>>(dy, w, dx, pr, t);
+      <<<tile_grid(pr, t), kThreads, t.smem_bytes(), stream>>>(dy, w, mask, dx, pr, t);
   CUDARTS_LAUNCH_CHECK("depthwise_bwd_data_kernel", "(dx ", pr.n, "x", pr.c, "x", pr.h, "x", pr.w,
                        ", kernel ", R, "x", S, ", ", t.planes, " planes of ", t.tile_h, "x",
                        t.tile_w, " per block, ", t.smem_bytes(), " bytes of shared memory)");

@@ -39,8 +39,8 @@ class Backend {
 
   virtual void conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                           const Conv2dParams& p) = 0;
-  virtual void conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
-                               const Conv2dParams& p) = 0;
+  virtual void conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dParams& p,
+                               const Tensor* x) = 0;
   virtual void conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                                  const Conv2dParams& p) = 0;
 

@@ -105,6 +105,24 @@ OpCost conv_cost(const Shape& y, const Shape& w, const char* cls) {
   return c;
 }
 
+// What a fused ReLU (Conv2dParams::relu_input) adds to a convolution: on the own depthwise
+// kernels nothing in forward and filter gradient (applied as x is loaded) and one read of x in
+// backward data (the mask, in the epilogue); elsewhere a separate pass: relu(x) into a scratch
+// tensor that the convolution then reads (forward, filter gradient), or the mask applied to dx
+// in place (backward data).
+OpCost relu_cost(Context& ctx, const Tensor& x, const Shape& w, const char* cls, bool mask) {
+  OpCost c;
+  const double b = double(x.nbytes());
+  if (own_depthwise(ctx, w, cls)) {
+    if (mask) c.bytes_read = b;
+    return c;
+  }
+  c.launches = 1;
+  c.bytes_read = 2 * b;  // x, then the scratch (forward, filter); dx and x (the mask)
+  c.bytes_written = b;
+  return c;
+}
+
 // The multi-tensor kernels (optimizers, global_norm) take up to 256 tensors per launch.
 int64_t multi_tensor_launches(size_t tensors) {
   return int64_t((tensors + 255) / 256);
@@ -237,6 +255,7 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
     OpCost c = conv_cost(y.shape(), w.shape(), cls);
     c.bytes_read = bytes(x) + bytes(w);
     c.bytes_written = bytes(y);
+    if (p.relu_input) c += relu_cost(ctx, x, w.shape(), cls, false);
     if (bias && own_depthwise(ctx, w.shape(), cls)) {
       c.bytes_read += bytes(bias);
     } else if (bias) {  // a second pass adds the bias (cudnnAddTensor)
@@ -250,22 +269,32 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
 }
 
 void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
-                     const Conv2dParams& p) {
+                     const Conv2dParams& p, const Tensor* x) {
   OpRange op_range(ctx, "conv2d_bwd_data");
   const char* op = "conv2d_bwd_data";
   check_tensor(ctx, op, "dy", dy);
   check_tensor(ctx, op, "w", w);
   check_tensor(ctx, op, "dx", dx);
   check_shape(op, "dy", dy, conv_shape(op, dx.shape(), w.shape(), p));
+  CUDARTS_CHECK(p.relu_input == (x != nullptr), op, ": ",
+                p.relu_input ? "relu_input is set but the forward input x (the ReLU's mask) is "
+                               "missing"
+                             : "x is given but relu_input is not set (x is read only as the "
+                               "mask of a fused ReLU)");
+  if (x) {
+    check_tensor(ctx, op, "x", *x);
+    check_same_shape(op, "x", *x, "dx", dx);
+  }
   const char* cls = conv_class(dx.shape(), w.shape(), p);
   op_range.set_class(cls);
   op_range.set_cost([&] {
     OpCost c = conv_cost(dy.shape(), w.shape(), cls);
     c.bytes_read = bytes(dy) + bytes(w);
     c.bytes_written = bytes(dx);
+    if (x) c += relu_cost(ctx, *x, w.shape(), cls, true);
     return c;
   });
-  detail::dispatch(ctx, &Backend::conv2d_bwd_data, dy, w, dx, p);
+  detail::dispatch(ctx, &Backend::conv2d_bwd_data, dy, w, dx, p, x);
 }
 
 void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
@@ -286,6 +315,7 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
     OpCost c = conv_cost(dy.shape(), dw.shape(), cls);
     c.bytes_read = bytes(x) + bytes(dy) + bytes(dw);  // dw accumulates
     c.bytes_written = bytes(dw);
+    if (p.relu_input) c += relu_cost(ctx, x, dw.shape(), cls, false);
     if (own_depthwise(ctx, dw.shape(), cls)) {
       c.launches = 2;
       if (dbias) c.bytes_read += bytes(dbias), c.bytes_written += bytes(dbias);

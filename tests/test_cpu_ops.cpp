@@ -424,6 +424,50 @@ TEST(CpuMixOps, NullEntriesAreExactZerosAndMixFwdRunsInPlace) {
   EXPECT_THROW(ops::mix_bwd(ctx, w, dy, {&d0, &d0, nullptr}), Error);  // outputs overlap
 }
 
+// A fused ReLU (Conv2dParams::relu_input) gives exactly the bits of ReLU then convolution:
+// forward and filter gradient read max(x, 0), the data gradient is relu_bwd of the unfused one;
+// depthwise (the DARTS case) and dense (im2col). x must come with relu_input, and only with it.
+TEST(CpuConv, FusedReluEqualsReluThenConvolutionBitForBit) {
+  Context ctx;
+  for (bool depthwise : {true, false}) {
+    const int64_t c = 6, k = depthwise ? 6 : 4;
+    Conv2dParams p = Conv2dParams::make(2, 2, 2, depthwise ? int(c) : 1);
+    const Shape xs{3, c, 9, 8}, ws{k, depthwise ? 1 : c, 3, 3};
+    const Shape ys = ops::conv2d_output_shape(xs, ws, p);
+    Tensor x = test::random_tensor(ctx, xs, 1), w = test::random_tensor(ctx, ws, 2);
+    Tensor b = test::random_tensor(ctx, Shape{k}, 3), dy = test::random_tensor(ctx, ys, 4);
+    Tensor r = Tensor::empty(ctx, xs);
+    ops::relu_fwd(ctx, x, r);
+    Tensor y_ref = Tensor::empty(ctx, ys), y = Tensor::empty(ctx, ys);
+    ops::conv2d_fwd(ctx, r, w, &b, y_ref, p);
+    Tensor dr = Tensor::empty(ctx, xs), dx_ref = Tensor::empty(ctx, xs),
+           dx = Tensor::empty(ctx, xs);
+    ops::conv2d_bwd_data(ctx, dy, w, dr, p);
+    ops::relu_bwd(ctx, dr, r, dx_ref);
+    Tensor dw_ref = Tensor::zeros(ctx, ws), dw = Tensor::zeros(ctx, ws);
+    ops::conv2d_bwd_filter(ctx, r, dy, dw_ref, nullptr, p);
+
+    p.relu_input = true;
+    ops::conv2d_fwd(ctx, x, w, &b, y, p);
+    ops::conv2d_bwd_data(ctx, dy, w, dx, p, &x);
+    ops::conv2d_bwd_filter(ctx, x, dy, dw, nullptr, p);
+    EXPECT_EQ(y.to_vector(), y_ref.to_vector()) << "depthwise " << depthwise;
+    EXPECT_EQ(dx.to_vector(), dx_ref.to_vector()) << "depthwise " << depthwise;
+    EXPECT_EQ(dw.to_vector(), dw_ref.to_vector()) << "depthwise " << depthwise;
+    int masked = 0;
+    const std::vector<float> xv = x.to_vector(), dxv = dx.to_vector();
+    for (size_t i = 0; i < xv.size(); ++i)
+      if (xv[i] <= 0.0f) {
+        EXPECT_EQ(dxv[i], 0.0f);
+        ++masked;
+      }
+    EXPECT_GT(masked, 50);                                         // the mask did something
+    EXPECT_THROW(ops::conv2d_bwd_data(ctx, dy, w, dx, p), Error);  // relu_input without x
+    p.relu_input = false;
+    EXPECT_THROW(ops::conv2d_bwd_data(ctx, dy, w, dx, p, &x), Error);  // x without relu_input
+  }
+}
+
 TEST(CpuConcat, ConcatThenSplitRoundTrips) {
   Context ctx;
   Tensor a = test::random_tensor(ctx, Shape{2, 1, 2, 2}, 1),

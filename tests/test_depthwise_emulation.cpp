@@ -225,14 +225,22 @@ std::vector<Case> cases() {
 }
 
 // The three directions of one case against the CPU reference. (Run-to-run bits are a GPU
-// question: the emulation schedules its fibers in one fixed order.)
-void check_case(const Case& c) {
-  SCOPED_TRACE(describe(c));
+// question: the emulation schedules its fibers in one fixed order.) With `relu` the kernels run
+// with a fused ReLU (relu_input) and the reference is the unfused CPU convolution of
+// max(x, 0), its input gradient masked where x <= 0, both formed here.
+void check_case(const Case& unfused, bool relu) {
+  Case c = unfused;
+  c.p.relu_input = relu;
+  SCOPED_TRACE(describe(c) + (relu ? " with a fused ReLU" : ""));
   const Shape ws{c.x[1], 1, c.r, c.s};
   const Shape ys = ops::conv2d_output_shape(c.x, ws, c.p);
   const auto pr = dw::make_problem(c.x, ws, ys, c.p);
   ASSERT_TRUE(pr.has_value());
+  ASSERT_EQ(pr->relu_input, relu);
   const auto x = test::random_vector(size_t(c.x.numel()), 1);
+  std::vector<float> x_ref = x;  // what the reference convolution reads
+  if (relu)
+    for (float& v : x_ref) v = v > 0.0f ? v : 0.0f;
   const auto w = test::random_vector(size_t(ws.numel()), 2);
   const auto b = test::random_vector(size_t(c.x[1]), 3);
   const auto g = test::random_vector(size_t(ys.numel()), 4);
@@ -240,15 +248,19 @@ void check_case(const Case& c) {
   const auto db0 = test::random_vector(size_t(c.x[1]), 6);
 
   Context cpu;
-  Tensor tx = Tensor::from_vector(cpu, c.x, x), tw = Tensor::from_vector(cpu, ws, w);
+  Tensor tx = Tensor::from_vector(cpu, c.x, x_ref), tw = Tensor::from_vector(cpu, ws, w);
   Tensor tb = Tensor::from_vector(cpu, Shape{c.x[1]}, b), tg = Tensor::from_vector(cpu, ys, g);
   Tensor ty = Tensor::empty(cpu, ys), tdx = Tensor::empty(cpu, c.x);
   Tensor tdw = Tensor::from_vector(cpu, ws, dw0),
          tdb = Tensor::from_vector(cpu, Shape{c.x[1]}, db0);
-  ops::conv2d_fwd(cpu, tx, tw, &tb, ty, c.p);
-  ops::conv2d_bwd_data(cpu, tg, tw, tdx, c.p);
-  ops::conv2d_bwd_filter(cpu, tx, tg, tdw, &tdb, c.p);
-  const auto ref_y = ty.to_vector(), ref_dx = tdx.to_vector();
+  ops::conv2d_fwd(cpu, tx, tw, &tb, ty, unfused.p);
+  ops::conv2d_bwd_data(cpu, tg, tw, tdx, unfused.p);
+  ops::conv2d_bwd_filter(cpu, tx, tg, tdw, &tdb, unfused.p);
+  const auto ref_y = ty.to_vector();
+  auto ref_dx = tdx.to_vector();
+  if (relu)
+    for (size_t i = 0; i < ref_dx.size(); ++i)
+      if (!(x[i] > 0.0f)) ref_dx[i] = 0.0f;
   const auto ref_dw = tdw.to_vector(), ref_db = tdb.to_vector();
 
   Framed fx = framed(x, kNaN), fw = framed(w, kNaN), fb = framed(b, kNaN), fg = framed(g, kNaN);
@@ -283,12 +295,13 @@ void check_case(const Case& c) {
         ASSERT_TRUE(t.has_value());
         Framed fdx = framed(std::vector<float>(size_t(c.x.numel()), kNaN), kOutGuard);
         launch(dw::tile_grid(*pr, *t), t->smem_bytes(), [&] {
+          const float* mask = relu ? fx.data() : nullptr;
           if (v4)
-            dw::depthwise_bwd_data_kernel<float, R, S, 4>(fg.data(), fw.data(), fdx.data(), *pr,
-                                                          *t);
+            dw::depthwise_bwd_data_kernel<float, R, S, 4>(fg.data(), fw.data(), mask, fdx.data(),
+                                                          *pr, *t);
           else
-            dw::depthwise_bwd_data_kernel<float, R, S, 1>(fg.data(), fw.data(), fdx.data(), *pr,
-                                                          *t);
+            dw::depthwise_bwd_data_kernel<float, R, S, 1>(fg.data(), fw.data(), mask, fdx.data(),
+                                                          *pr, *t);
         });
         EXPECT_TRUE(fdx.guards_intact()) << "backward data wrote outside dx";
         const auto got = fdx.body();
@@ -329,7 +342,11 @@ void check_case(const Case& c) {
 }
 
 TEST(DepthwiseEmulation, AllDirectionsMatchCpuReference) {
-  for (const Case& c : cases()) check_case(c);
+  for (const Case& c : cases()) check_case(c, false);
+}
+
+TEST(DepthwiseEmulation, FusedReluMatchesTheUnfusedReference) {
+  for (const Case& c : cases()) check_case(c, true);
 }
 
 // The planner's promises: tiles within the shared-memory budget, staged extents large enough

@@ -208,26 +208,32 @@ std::vector<OpCase> all_cases() {
       {"dw3x3_s2_c16_12x20", {2, 16, 12, 20}, 16, 3, dw(16, 2, 1, 1)},
       {"dw5x5_dil2_c16_20x12_nobias", {2, 16, 20, 12}, 16, 5, dw(16, 1, 4, 2), false},
   };
-  for (const Conv& cv : convs) {
+  // The three directions of one convolution; with relu the ReLU is fused (relu_input) and
+  // backward data reads the forward input as its mask.
+  auto add_conv = [&](const Conv& cv, bool relu) {
     const Shape w{cv.k, cv.x[1] / cv.p.groups, cv.r, cv.r};
     const Shape y = ops::conv2d_output_shape(cv.x, w, cv.p);
-    const Conv2dParams p = cv.p;
+    Conv2dParams p = cv.p;
+    p.relu_input = relu;
     const bool bias = cv.bias;
-    cases.push_back({std::string("conv2d_fwd/") + cv.tag,
+    const std::string tag = std::string(cv.tag) + (relu ? "+relu" : "");
+    cases.push_back({"conv2d_fwd/" + tag,
                      kGemmTol,
                      {spec(cv.x), spec(w), spec(Shape{cv.k})},
                      {poison(y)},
                      [p, bias](Context& ctx, auto& in, auto& out) {
                        ops::conv2d_fwd(ctx, in[0], in[1], bias ? &in[2] : nullptr, out[0], p);
                      }});
-    cases.push_back({std::string("conv2d_bwd_data/") + cv.tag,
+    std::vector<TensorSpec> data_in{spec(y), spec(w)};
+    if (relu) data_in.push_back(spec(cv.x));
+    cases.push_back({"conv2d_bwd_data/" + tag,
                      kGemmTol,
-                     {spec(y), spec(w)},
+                     data_in,
                      {poison(cv.x)},
-                     [p](Context& ctx, auto& in, auto& out) {
-                       ops::conv2d_bwd_data(ctx, in[0], in[1], out[0], p);
+                     [p, relu](Context& ctx, auto& in, auto& out) {
+                       ops::conv2d_bwd_data(ctx, in[0], in[1], out[0], p, relu ? &in[2] : nullptr);
                      }});
-    cases.push_back({std::string("conv2d_bwd_filter/") + cv.tag,
+    cases.push_back({"conv2d_bwd_filter/" + tag,
                      kGemmTol,
                      {spec(cv.x), spec(y)},
                      {spec(w), spec(Shape{cv.k})},
@@ -235,7 +241,20 @@ std::vector<OpCase> all_cases() {
                        ops::conv2d_bwd_filter(ctx, in[0], in[1], out[0], bias ? &out[1] : nullptr,
                                               p);
                      }});
-  }
+  };
+  for (const Conv& cv : convs) add_conv(cv, false);
+  // A fused ReLU (relu_input; the DARTS sep/dil convolutions): the own depthwise kernels apply
+  // it while loading and masking, cuDNN (dense, pointwise) through a scratch pass.
+  const std::set<std::string> relu_tags = {"3x3_s1_p1",
+                                           "1x1",
+                                           "dw3x3_c16_32x32",
+                                           "dw5x5_c16_32x32_nobias",
+                                           "dw3x3_dil2_s2_c16_32x32",
+                                           "dw5x5_dil2_c64_8x8",
+                                           "dw3x3_s2_c64_8x8_nobias",
+                                           "dw3x3_c256_4x4"};
+  for (const Conv& cv : convs)
+    if (relu_tags.count(cv.tag)) add_conv(cv, true);
 
   for (Shape x : {Shape{4, 8, 6, 6}, Shape{2, 16, 9, 7}, Shape{64, 3, 1, 1}}) {
     const Shape c{x[1]};

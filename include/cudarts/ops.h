@@ -20,6 +20,10 @@ struct Conv2dParams {
   int pad_h = 0, pad_w = 0;
   int dilation_h = 1, dilation_w = 1;
   int groups = 1;
+  // A ReLU fused in front: the convolution reads max(x, 0) (x > 0 ? x : 0) where it reads x,
+  // and conv2d_bwd_data, given x, writes the ReLU's backward too (dx = 0 where x <= 0). The
+  // ReLU's output is never materialised (the own depthwise kernels apply it as they load).
+  bool relu_input = false;
   static Conv2dParams make(int stride, int pad, int dilation = 1, int groups = 1) {
     return {stride, stride, pad, pad, dilation, dilation, groups};
   }
@@ -92,8 +96,9 @@ void copy(Context& ctx, const Tensor& src, Tensor& dst);  // same device, same n
 Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
 void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                 const Conv2dParams& p);
+// x: the forward input, given exactly when p.relu_input (the ReLU's mask).
 void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
-                     const Conv2dParams& p);
+                     const Conv2dParams& p, const Tensor* x = nullptr);
 void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                        const Conv2dParams& p);
 

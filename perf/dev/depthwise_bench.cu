@@ -446,11 +446,11 @@ int main(int argc, char** argv) {
           CUDARTS_LAUNCH_CHECK("bwd_data_direct_kernel");
         });
         bwd.push_back([&, p, t_b](bool) {
-          dw::launch_backward_data<float, R, S, 1>(gg.data(), gw.data(), gdx.data(), p, t_b,
-                                                   stream);
+          dw::launch_backward_data<float, R, S, 1>(gg.data(), gw.data(), nullptr, gdx.data(), p,
+                                                   t_b, stream);
         });
         bwd.push_back([&, p, t_b](bool) {
-          dw::launch_backward_data<float, R, S, dw::kOutputsInFlight>(gg.data(), gw.data(),
+          dw::launch_backward_data<float, R, S, dw::kOutputsInFlight>(gg.data(), gw.data(), nullptr,
                                                                       gdx.data(), p, t_b, stream);
         });
         fil.push_back([&, p](bool bias) {

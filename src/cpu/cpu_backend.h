@@ -28,8 +28,8 @@ class CpuBackend final : public Backend {
 
   void conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                   const Conv2dParams& p) override;
-  void conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
-                       const Conv2dParams& p) override;
+  void conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dParams& p,
+                       const Tensor* x) override;
   void conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                          const Conv2dParams& p) override;
 
@@ -122,6 +122,8 @@ class CpuBackend final : public Backend {
   void metrics_add(const Tensor& loss, const Tensor& hits, float batch, Tensor& sums) override;
 
  private:
+  void conv2d_bwd_data_unmasked(const Tensor& dy, const Tensor& w, Tensor& dx,
+                                const Conv2dParams& prm);
   std::shared_ptr<Allocator> allocator_;
 };
 

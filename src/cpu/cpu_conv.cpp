@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "cpu/cpu_backend.h"
@@ -182,12 +183,27 @@ struct Scratch {
   float* get() const { return static_cast<float*>(buffer.data()); }
 };
 
+// The input a convolution reads: x, or with a fused ReLU (relu_input) max(x, 0) in `scratch`,
+// the values relu_fwd gives (x > 0 ? x : 0), so the fused and the unfused paths agree bit for bit.
+const float* conv_input(const Tensor& x, const Conv2dParams& prm,
+                        const std::shared_ptr<Allocator>& a, std::optional<Scratch>& scratch) {
+  if (!prm.relu_input) return x.data();
+  const int64_t n = x.numel();
+  scratch.emplace(a, n);
+  const float* in = x.data();
+  float* out = scratch->get();
+#pragma omp parallel for simd if (parallel : n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+  return out;
+}
+
 }  // namespace
 
 void CpuBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                             const Conv2dParams& prm) {
   const ConvGeometry g(x.shape(), w.shape(), y.shape(), prm);
-  const float* px = x.data();
+  std::optional<Scratch> relu;
+  const float* px = conv_input(x, prm, allocator_, relu);
   const float* pw = w.data();
   const float* pb = bias ? bias->data() : nullptr;
   float* py = y.data();
@@ -223,8 +239,16 @@ void CpuBackend::conv2d_fwd(const Tensor& x, const Tensor& w, const Tensor* bias
   }
 }
 
+// With a fused ReLU, dx is then masked where x <= 0: relu_bwd's rule (y > 0 ? dy : 0 with
+// y = relu(x) > 0 exactly when x > 0).
 void CpuBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
-                                 const Conv2dParams& prm) {
+                                 const Conv2dParams& prm, const Tensor* x) {
+  conv2d_bwd_data_unmasked(dy, w, dx, prm);
+  if (x) relu_bwd(dx, *x, dx);  // in place: x > 0 ? dx : 0
+}
+
+void CpuBackend::conv2d_bwd_data_unmasked(const Tensor& dy, const Tensor& w, Tensor& dx,
+                                          const Conv2dParams& prm) {
   const ConvGeometry g(dx.shape(), w.shape(), dy.shape(), prm);
   const float* pg = dy.data();
   const float* pw = w.data();
@@ -267,7 +291,8 @@ void CpuBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
 void CpuBackend::conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                                    const Conv2dParams& prm) {
   const ConvGeometry g(x.shape(), dw.shape(), dy.shape(), prm);
-  const float* px = x.data();
+  std::optional<Scratch> relu;
+  const float* px = conv_input(x, prm, allocator_, relu);
   const float* pg = dy.data();
   float* pdw = dw.data();
   const int64_t in_img = g.c * g.h * g.w, out_img = g.k * g.p * g.q, pq = g.p * g.q;

@@ -31,12 +31,14 @@ std::unique_ptr<Layer> relu_conv_bn(Context& ctx, const std::string& name, int64
 }
 
 namespace {
-// ReLU - depthwise k x k (stride, pad, dilation) - pointwise - BN, appended to `s`.
+// ReLU - depthwise k x k (stride, pad, dilation) - pointwise - BN, appended to `s`. The ReLU is
+// fused into the depthwise convolution (Conv2dParams::relu_input): its output is never
+// materialised, and the own depthwise kernels apply it as they load their input.
 void add_dw_pw_bn(Context& ctx, Sequential& s, const std::string& suffix, int64_t c_in,
                   int64_t c_out, int kernel, int stride, int pad, int dilation, bool affine) {
-  s.emplace<ReLU>("relu" + suffix);
-  s.emplace<Conv2d>(ctx, "dw" + suffix, c_in, c_in, kernel,
-                    Conv2dParams::make(stride, pad, dilation, int(c_in)), false);
+  Conv2dParams dw = Conv2dParams::make(stride, pad, dilation, int(c_in));
+  dw.relu_input = true;
+  s.emplace<Conv2d>(ctx, "dw" + suffix, c_in, c_in, kernel, dw, false);
   s.emplace<Conv2d>(ctx, "pw" + suffix, c_in, c_out, 1, Conv2dParams{}, false);
   s.emplace<BatchNorm2d>(ctx, "bn" + suffix, c_out, affine);
 }

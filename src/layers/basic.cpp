@@ -82,7 +82,8 @@ Tensor Conv2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   if (mode == Mode::Train) {
     grad_weight_ = weight_->requires_grad;
     grad_bias_ = wants_grad(bias_);
-    x_ = grad_weight_ || grad_bias_ ? x.share() : Tensor();
+    // The input: for the filter gradient, and with a fused ReLU for its mask too.
+    x_ = grad_weight_ || grad_bias_ || params_.relu_input ? x.share() : Tensor();
     x_shape_ = x.shape();
   }
   return y;
@@ -90,7 +91,7 @@ Tensor Conv2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
 
 Tensor Conv2d::backward_impl(Context& ctx, const Tensor& dy) {
   Tensor dx = Tensor::empty(ctx, x_shape_);
-  ops::conv2d_bwd_data(ctx, dy, weight_->value, dx, params_);
+  ops::conv2d_bwd_data(ctx, dy, weight_->value, dx, params_, params_.relu_input ? &x_ : nullptr);
   if (grad_weight_ || grad_bias_) {
     Tensor sink;
     ops::conv2d_bwd_filter(ctx, x_, dy, *grad_target(ctx, weight_, grad_weight_, sink),
@@ -370,6 +371,7 @@ std::string Conv2d::to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) {
   const Shape w = weight_->value.shape();
   std::vector<std::string> in{x, g.weight("weight", weight_->value)};
   if (bias_) in.push_back(g.weight("bias", bias_->value));
+  if (params_.relu_input) in[0] = g.node("Relu", {x});  // the fused ReLU
   return g.node(
       "Conv", in,
       {Attribute::of("kernel_shape", {w[2], w[3]}),
