@@ -114,6 +114,9 @@ summary "darts_bench (own depthwise): $(tail -1 "$OUT/darts_bench.json")"
 t 90 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-depthwise false \
   > "$OUT/darts_bench_cudnn.json" 2>&1
 summary "darts_bench (cuDNN depthwise): $(tail -1 "$OUT/darts_bench_cudnn.json")"
+t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --fuse-relu false \
+  > "$OUT/darts_bench_unfused_relu.json" 2>&1
+summary "darts_bench (separate ReLU layers): $(tail -1 "$OUT/darts_bench_unfused_relu.json")"
 t 150 python3 perf/torch_darts.py bench --iters 10 --cuda-graph > "$OUT/torch_bench.json" 2>&1
 summary "torch bench: $(tail -1 "$OUT/torch_bench.json")"
 t 90 build-gpu/perf/depthwise_bench --json "$OUT/depthwise_bench.json" > "$OUT/depthwise_bench.txt" 2>&1

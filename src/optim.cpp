@@ -127,11 +127,36 @@ void Optimizer::step(Context& ctx) {
   for (StepHook* h : hooks_) h->after_step(ctx);
 }
 
+// The moved gradients in one fill; the others (views, such as a SearchModel's alpha
+// gradients) by runs: gradients that lie one after the other in memory, in group order, are
+// zeroed by one fill over the run (a borrowed view: the gradients keep the memory alive).
 void Optimizer::zero_grad(Context& ctx) {
   follow_replaced_gradients();
   if (flat_grads_.defined()) ops::fill(ctx, flat_grads_, 0.0f);
-  for (size_t i = 0; i < params_.size(); ++i)
-    if (!in_flat_[i]) ops::fill(ctx, params_[i]->grad, 0.0f);
+  size_t i = 0;
+  while (i < params_.size()) {
+    if (in_flat_[i] || params_[i]->grad.numel() == 0) {
+      ++i;
+      continue;
+    }
+    const Tensor& first = params_[i]->grad;
+    const char* begin = static_cast<const char*>(first.raw());
+    const char* end = begin + first.nbytes();
+    size_t j = i + 1;
+    for (; j < params_.size() && !in_flat_[j]; ++j) {
+      const Tensor& g = params_[j]->grad;
+      if (g.raw() != end || g.dtype() != first.dtype() || g.device() != first.device()) break;
+      end += g.nbytes();
+    }
+    if (j == i + 1) {
+      ops::fill(ctx, params_[i]->grad, 0.0f);
+    } else {
+      const int64_t n = int64_t(end - begin) / int64_t(dtype_size(first.dtype()));
+      Tensor run = Tensor::wrap(first.raw(), Shape{n}, first.dtype(), first.device());
+      ops::fill(ctx, run, 0.0f);
+    }
+    i = j;
+  }
 }
 
 // A gradient tensor replaced since the last look (a user's assignment to Parameter::grad)

@@ -570,7 +570,7 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
     std::vector<float> weights, alphas;
     size_t peak = 0;
   };
-  auto iterate = [](bool skip) {
+  auto iterate = [](bool skip, bool fuse_relu = true) {
     Context ctx(Device::cpu(), ContextOptions{5});
     SearchConfig cfg;
     cfg.channels = 4;
@@ -578,6 +578,7 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
     cfg.steps = 2;
     cfg.multiplier = 2;
     cfg.in_channels = 1;
+    cfg.fuse_relu = fuse_relu;
     SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
     SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.1f, 0.9f, 3e-4f, false});
     AdamParams ap;
@@ -635,6 +636,25 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
   EXPECT_LT(skip.peak, all.peak);
   std::printf("[ measured ] first-order iteration: peak %zu bytes skipping, %zu computing all\n",
               skip.peak, all.peak);
+
+  // The edge fusions: one mix_fwd per edge and forward, one mix_bwd per edge and backward (no
+  // per-candidate scaling), no fills for Zero candidates or per-parameter gradient zeroing.
+  auto calls = [](const Result& r, const char* op) {
+    auto it = r.calls.find(op);
+    return it == r.calls.end() ? int64_t(0) : it->second;
+  };
+  EXPECT_EQ(calls(skip, "mix_fwd"), 2 * mixed);
+  EXPECT_EQ(calls(skip, "mix_bwd"), 2 * mixed);
+  EXPECT_LE(calls(skip, "fill"), 4);
+  // The fused ReLU against separate ReLU layers: the same numbers bit for bit, no ReLU pass
+  // before a depthwise convolution, less memory.
+  [[maybe_unused]] const auto [unfused, convs3, mixed3] = iterate(true, false);
+  EXPECT_EQ(unfused.weights, skip.weights);
+  EXPECT_EQ(unfused.alphas, skip.alphas);
+  // Per edge 6 depthwise convolutions (2 per sep_conv, 1 per dil_conv), in two forwards.
+  EXPECT_EQ(calls(unfused, "relu_fwd") - calls(skip, "relu_fwd"), 2 * 6 * mixed);
+  EXPECT_EQ(calls(unfused, "relu_bwd") - calls(skip, "relu_bwd"), 2 * 6 * mixed);
+  EXPECT_LT(skip.peak, unfused.peak);
 }
 
 TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {

@@ -22,10 +22,12 @@ namespace cudarts::darts {
 const std::vector<std::string>& primitives();
 
 // One primitive on C channels. `search`: pooling is followed by BatchNorm(affine = false),
-// as in the search network. `affine`: BatchNorm parameters in the convolutions.
+// as in the search network. `affine`: BatchNorm parameters in the convolutions. `fuse_relu`:
+// the ReLU before each depthwise convolution is fused into it (Conv2dParams::relu_input; the
+// same numbers, bit for bit on the CPU); false builds a separate ReLU layer (for comparisons).
 std::unique_ptr<Layer> make_primitive(Context& ctx, const std::string& primitive,
                                       const std::string& name, int64_t channels, int stride,
-                                      bool affine, bool search);
+                                      bool affine, bool search, bool fuse_relu = true);
 
 // ReLU - Conv(k, stride, pad) - BN.
 std::unique_ptr<Layer> relu_conv_bn(Context& ctx, const std::string& name, int64_t c_in,
@@ -224,6 +226,9 @@ struct SearchConfig {
   bool fixed_reduction = false;
   // DARTS-: an AuxiliarySkip around every edge (its weight: set_auxiliary_skip_weight).
   bool auxiliary_skip = false;
+  // Every ReLU before a depthwise convolution fused into it (see make_primitive); false only
+  // to measure the fusion against separate ReLU layers.
+  bool fuse_relu = true;
 };
 
 // The search network: stem (3x3 conv + BN), cells (reductions at 1/3 and 2/3 depth), global

@@ -35,9 +35,11 @@ namespace {
 // fused into the depthwise convolution (Conv2dParams::relu_input): its output is never
 // materialised, and the own depthwise kernels apply it as they load their input.
 void add_dw_pw_bn(Context& ctx, Sequential& s, const std::string& suffix, int64_t c_in,
-                  int64_t c_out, int kernel, int stride, int pad, int dilation, bool affine) {
+                  int64_t c_out, int kernel, int stride, int pad, int dilation, bool affine,
+                  bool fuse_relu) {
   Conv2dParams dw = Conv2dParams::make(stride, pad, dilation, int(c_in));
-  dw.relu_input = true;
+  dw.relu_input = fuse_relu;
+  if (!fuse_relu) s.emplace<ReLU>("relu" + suffix);
   s.emplace<Conv2d>(ctx, "dw" + suffix, c_in, c_in, kernel, dw, false);
   s.emplace<Conv2d>(ctx, "pw" + suffix, c_in, c_out, 1, Conv2dParams{}, false);
   s.emplace<BatchNorm2d>(ctx, "bn" + suffix, c_out, affine);
@@ -60,7 +62,7 @@ std::unique_ptr<Layer> pool_primitive(Context& ctx, const std::string& name, Poo
 
 std::unique_ptr<Layer> make_primitive(Context& ctx, const std::string& primitive,
                                       const std::string& name, int64_t c, int stride, bool affine,
-                                      bool search) {
+                                      bool search, bool fuse_relu) {
   if (primitive == "none") return std::make_unique<Zero>(name, stride);
   if (primitive == "max_pool_3x3")
     return pool_primitive(ctx, name, PoolMode::Max, c, stride, search);
@@ -73,14 +75,14 @@ std::unique_ptr<Layer> make_primitive(Context& ctx, const std::string& primitive
   if (primitive == "sep_conv_3x3" || primitive == "sep_conv_5x5") {
     const int k = primitive == "sep_conv_3x3" ? 3 : 5;
     auto s = std::make_unique<Sequential>(name);
-    add_dw_pw_bn(ctx, *s, "1", c, c, k, stride, k / 2, 1, affine);
-    add_dw_pw_bn(ctx, *s, "2", c, c, k, 1, k / 2, 1, affine);
+    add_dw_pw_bn(ctx, *s, "1", c, c, k, stride, k / 2, 1, affine, fuse_relu);
+    add_dw_pw_bn(ctx, *s, "2", c, c, k, 1, k / 2, 1, affine, fuse_relu);
     return s;
   }
   if (primitive == "dil_conv_3x3" || primitive == "dil_conv_5x5") {
     const int k = primitive == "dil_conv_3x3" ? 3 : 5;
     auto s = std::make_unique<Sequential>(name);
-    add_dw_pw_bn(ctx, *s, "", c, c, k, stride, k - 1, 2, affine);
+    add_dw_pw_bn(ctx, *s, "", c, c, k, stride, k - 1, 2, affine, fuse_relu);
     return s;
   }
   CUDARTS_FAIL("unknown DARTS primitive '", primitive,
@@ -451,7 +453,8 @@ SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig&
         const int stride = reduction && j < 2 ? 2 : 1;
         std::vector<std::unique_ptr<Layer>> cands;
         for (const std::string& p : primitives())
-          cands.push_back(make_primitive(ctx, p, p, c_curr / pc, stride, false, true));
+          cands.push_back(
+              make_primitive(ctx, p, p, c_curr / pc, stride, false, true, config.fuse_relu));
         MixedOpConfig mc = config.mixed;
         mc.alpha_group = std::string(reduction ? "reduce" : "normal") + ".edge" + std::to_string(k);
         const std::string edge = "edge" + std::to_string(k);
