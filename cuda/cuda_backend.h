@@ -116,6 +116,8 @@ class CudaBackend final : public Backend {
   void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) override;
   void mix_bwd(const Tensor& weights, const Tensor& dy, const std::vector<Tensor*>& dxs) override;
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
+  void mix_bwd_scores(const Tensor& weights, const Tensor& dy, const std::vector<const Tensor*>& xs,
+                      const std::vector<Tensor*>& dxs, Tensor& g) override;
   void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking, int restrict_k,
                  Tensor& dalpha) override;
   void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset,

@@ -122,6 +122,39 @@ __global__ void mix_scores_partials_kernel(const float* dy, const __grid_constan
   if (threadIdx.x == 0) partials[blockIdx.y * int64_t(gridDim.x) + blockIdx.x] = total;
 }
 
+// mix_bwd and the first pass of mix_scores in one read of dy: dxs[k][i] = w[k] dy[i], and
+// partials[k, b] = block b's share of <dy, xs[k]> in double. The elements of block b and their
+// order are mix_scores_partials_kernel's (same grid-stride loop over the same number of
+// blocks), so the scores have its bits. k <= kMaxFusedScores (accumulators in registers).
+constexpr int kMaxFusedScores = 8;
+__global__ void mix_bwd_scores_kernel(const float* weights, const float* dy,
+                                      const __grid_constant__ MixInputs xs,
+                                      const __grid_constant__ MixOutputs dxs, int k, int64_t n,
+                                      double* partials) {
+  __shared__ float w[kMaxMixInputs];
+  if (int(threadIdx.x) < k) w[threadIdx.x] = weights[threadIdx.x];
+  __syncthreads();
+  double acc[kMaxFusedScores];
+#pragma unroll
+  for (int j = 0; j < kMaxFusedScores; ++j) acc[j] = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(kReduceBlock) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * kReduceBlock) {
+    const float g = dy[i];
+#pragma unroll
+    for (int j = 0; j < kMaxFusedScores; ++j) {
+      if (j >= k) break;
+      if (dxs.x[j]) dxs.x[j][i] = w[j] * g;
+      if (xs.x[j]) acc[j] += double(g) * xs.x[j][i];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kMaxFusedScores; ++j) {
+    if (j >= k) break;  // k is the same in every thread: every thread calls block_sum
+    const double total = block_sum(acc[j]);
+    if (threadIdx.x == 0) partials[j * int64_t(gridDim.x) + blockIdx.x] = total;
+  }
+}
+
 // dalpha[m] += p_m (g_m - <p, g>) over the members m (ranking[0 .. count) or 0 .. count), with
 // p = softmax of alpha over the members; one thread, in member order (CPU: arch_grad).
 __global__ void arch_grad_kernel(const float* alpha, const float* g, const int32_t* ranking,
@@ -398,6 +431,27 @@ void CudaBackend::mix_scores(const Tensor& dy, const std::vector<const Tensor*>&
   mix_scores_partials_kernel<<<dim3(unsigned(blocks), unsigned(k)), kReduceBlock, 0, stream_>>>(
       dy.data(), in, n, p);
   CUDARTS_LAUNCH_CHECK("mix_scores_partials_kernel", "(", k, " x ", dy.shape(), ")");
+  launch_sum_partials(p, k, blocks, 1.0, false, g.data(), stream_);
+}
+
+// More than kMaxFusedScores candidates: the two ops one after the other (the same results).
+void CudaBackend::mix_bwd_scores(const Tensor& weights, const Tensor& dy,
+                                 const std::vector<const Tensor*>& xs,
+                                 const std::vector<Tensor*>& dxs, Tensor& g) {
+  const int64_t n = dy.numel(), k = int64_t(xs.size());
+  if (k > kMaxFusedScores || n == 0) {
+    mix_bwd(weights, dy, dxs);
+    mix_scores(dy, xs, g);
+    return;
+  }
+  const MixInputs in = mix_inputs(xs, "mix_bwd_scores");
+  const MixOutputs out = mix_list<MixOutputs>(dxs, "mix_bwd_scores");
+  const int64_t blocks = partial_count(n);
+  Buffer partials(allocator_, size_t(k * blocks) * sizeof(double));
+  double* p = static_cast<double*>(partials.data());
+  mix_bwd_scores_kernel<<<unsigned(blocks), kReduceBlock, 0, stream_>>>(weights.data(), dy.data(),
+                                                                        in, out, int(k), n, p);
+  CUDARTS_LAUNCH_CHECK("mix_bwd_scores_kernel", "(", k, " x ", dy.shape(), ")");
   launch_sum_partials(p, k, blocks, 1.0, false, g.data(), stream_);
 }
 

@@ -108,6 +108,9 @@ class Backend {
   virtual void mix_bwd(const Tensor& weights, const Tensor& dy,
                        const std::vector<Tensor*>& dxs) = 0;
   virtual void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) = 0;
+  virtual void mix_bwd_scores(const Tensor& weights, const Tensor& dy,
+                              const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& dxs,
+                              Tensor& g) = 0;
   virtual void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                          int restrict_k, Tensor& dalpha) = 0;
   virtual void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,

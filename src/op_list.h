@@ -47,6 +47,7 @@
   X(mix_fwd)                  \
   X(mix_bwd)                  \
   X(mix_scores)               \
+  X(mix_bwd_scores)           \
   X(arch_grad)                \
   X(gumbel_rank)              \
   X(gumbel_softmax)           \

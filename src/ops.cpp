@@ -986,6 +986,32 @@ void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>
   detail::dispatch(ctx, &Backend::mix_scores, dy, xs, g);
 }
 
+void mix_bwd_scores(Context& ctx, const Tensor& weights, const Tensor& dy,
+                    const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& dxs,
+                    Tensor& g) {
+  OpRange op_range(ctx, "mix_bwd_scores");
+  const char* op = "mix_bwd_scores";
+  check_tensor(ctx, op, "dy", dy);
+  check_list(ctx, op, xs, dy.shape(), true);
+  check_list(ctx, op, std::vector<const Tensor*>(dxs.begin(), dxs.end()), dy.shape(), true);
+  CUDARTS_CHECK(xs.size() == dxs.size(), op, ": ", xs.size(), " candidate outputs but ", dxs.size(),
+                " gradients");
+  check_vector(ctx, op, "weights", weights, int64_t(xs.size()));
+  check_vector(ctx, op, "g", g, int64_t(xs.size()));
+  op_range.set_cost([&] {  // one pass over dy and the xs (per-block partials), then their sum
+    OpCost c;
+    c.launches = 2;
+    c.bytes_read = bytes(dy) + bytes(weights);
+    for (const Tensor* x : xs)
+      if (x) c.bytes_read += bytes(x), c.flops += 2.0 * double(dy.numel());
+    for (const Tensor* d : dxs)
+      if (d) c.bytes_written += bytes(d), c.flops += double(dy.numel());
+    c.bytes_written += bytes(g);
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::mix_bwd_scores, weights, dy, xs, dxs, g);
+}
+
 void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                int restrict_k, Tensor& dalpha) {
   OpRange op_range(ctx, "arch_grad");

@@ -419,6 +419,13 @@ TEST(CpuMixOps, NullEntriesAreExactZerosAndMixFwdRunsInPlace) {
   EXPECT_EQ(d0.to_vector(), (std::vector<float>{0.5f, -0.5f}));
   EXPECT_EQ(d1.to_vector(), (std::vector<float>{9.0f, 9.0f}));
   EXPECT_EQ(d2.to_vector(), (std::vector<float>{2.0f, -2.0f}));
+  // The fused form: mix_bwd's gradients and mix_scores's scores at once.
+  Tensor e0 = Tensor::full(ctx, Shape{2}, 9.0f), e2 = Tensor::full(ctx, Shape{2}, 9.0f);
+  ops::mix_bwd_scores(ctx, w, dy, {&x1, nullptr, &x2}, {&e0, nullptr, &e2}, g);
+  EXPECT_EQ(e0.to_vector(), (std::vector<float>{0.5f, -0.5f}));
+  EXPECT_EQ(e2.to_vector(), (std::vector<float>{2.0f, -2.0f}));
+  EXPECT_EQ(g.to_vector(), (std::vector<float>{12.0f, 0.0f, -2.0f}));
+  EXPECT_THROW(ops::mix_bwd_scores(ctx, w, dy, {&x1, &x2}, {&e0, nullptr, &e2}, g), Error);
   EXPECT_THROW(ops::mix_bwd(ctx, w, dy, {&d0, &d1}), Error);           // 2 outputs, 3 weights
   EXPECT_THROW(ops::add_n(ctx, {&x1, nullptr}, y), Error);             // add_n takes no nulls
   EXPECT_THROW(ops::mix_bwd(ctx, w, dy, {&d0, &d0, nullptr}), Error);  // outputs overlap

@@ -624,8 +624,8 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
   EXPECT_EQ(skip.calls.at("conv2d_bwd_filter"), convs);
   EXPECT_EQ(all.calls.at("conv2d_bwd_data"), 2 * convs);  // activation gradients: both passes
   EXPECT_EQ(skip.calls.at("conv2d_bwd_data"), 2 * convs);
-  EXPECT_EQ(all.calls.at("mix_scores"), 2 * mixed);
-  EXPECT_EQ(skip.calls.at("mix_scores"), mixed);
+  EXPECT_EQ(all.calls.at("mix_bwd_scores"), 2 * mixed);  // scores fused with the scaling
+  EXPECT_EQ(skip.calls.at("mix_bwd_scores"), mixed);
   EXPECT_EQ(all.calls.at("arch_grad"), 2 * mixed);
   EXPECT_EQ(skip.calls.at("arch_grad"), mixed);
   EXPECT_EQ(all.calls.at("linear_bwd_weight"), 2);
@@ -637,14 +637,15 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
   std::printf("[ measured ] first-order iteration: peak %zu bytes skipping, %zu computing all\n",
               skip.peak, all.peak);
 
-  // The edge fusions: one mix_fwd per edge and forward, one mix_bwd per edge and backward (no
-  // per-candidate scaling), no fills for Zero candidates or per-parameter gradient zeroing.
+  // The edge fusions: one mix_fwd per edge and forward, one mix_bwd(_scores) per edge and backward
+  // (no per-candidate scaling), no fills for Zero candidates or per-parameter gradient zeroing.
   auto calls = [](const Result& r, const char* op) {
     auto it = r.calls.find(op);
     return it == r.calls.end() ? int64_t(0) : it->second;
   };
   EXPECT_EQ(calls(skip, "mix_fwd"), 2 * mixed);
-  EXPECT_EQ(calls(skip, "mix_bwd"), 2 * mixed);
+  EXPECT_EQ(calls(skip, "mix_bwd"), mixed);  // the weight pass; the alpha pass fuses the scores
+  EXPECT_EQ(calls(skip, "mix_scores"), 0);
   EXPECT_LE(calls(skip, "fill"), 4);
   // The fused ReLU against separate ReLU layers: the same numbers bit for bit, no ReLU pass
   // before a depthwise convolution, less memory.

@@ -565,7 +565,10 @@ std::vector<OpCase> all_cases() {
                      }});
   }
   for (auto [k, shape] :
-       std::vector<std::pair<int, Shape>>{{1, {7}}, {4, {8, 16, 8, 8}}, {8, {3, 5, 7, 9}}}) {
+       std::vector<std::pair<int, Shape>>{{1, {7}},
+                                          {4, {8, 16, 8, 8}},
+                                          {8, {3, 5, 7, 9}},
+                                          {10, {2, 3, 4, 5}}}) {  // 10: past the fused kernel's 8
     std::vector<TensorSpec> xs(size_t(k), spec(shape));
     const std::string tag = detail::cat("[K=", k, " ", shape.str(), "]");
     std::vector<TensorSpec> mix_in{spec({k})};
@@ -607,6 +610,20 @@ std::vector<OpCase> all_cases() {
                        for (size_t i = 1; i < in.size(); ++i)
                          ps.push_back(i % 2 == 1 ? nullptr : &in[i]);
                        ops::mix_scores(ctx, in[0], ps, out[0]);
+                     }});
+    // mix_bwd_scores: the first candidate output null (a Zero candidate), K gradients and g.
+    std::vector<TensorSpec> fused_in{spec({k}), spec(shape)};
+    fused_in.insert(fused_in.end(), xs.begin(), xs.end());
+    std::vector<TensorSpec> fused_out(size_t(k), poison(shape));
+    fused_out.push_back(poison({k}));
+    cases.push_back({"mix_bwd_scores" + tag, kGemmTol, fused_in, fused_out,
+                     [](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> xs_in;
+                       std::vector<Tensor*> dxs;
+                       for (size_t i = 2; i < in.size(); ++i)
+                         xs_in.push_back(i == 2 && in.size() > 3 ? nullptr : &in[i]);
+                       for (size_t i = 0; i + 1 < out.size(); ++i) dxs.push_back(&out[i]);
+                       ops::mix_bwd_scores(ctx, in[0], in[1], xs_in, dxs, out.back());
                      }});
     // mix_bwd: K outputs; with K > 1 the second is null: it starts random and must stay so.
     std::vector<TensorSpec> bwd_out(size_t(k), poison(shape));

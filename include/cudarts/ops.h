@@ -211,6 +211,12 @@ void mix_bwd(Context& ctx, const Tensor& weights, const Tensor& dy,
 // Scores: g[i] = <dy, xs[i]> for every i, in one pass over dy and the xs (g (K), =; 0 for a
 // null entry).
 void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g);
+// mix_bwd and mix_scores in one pass over dy (the weighted sum's backward fused with the scores
+// the alpha gradient needs): dxs[i] = weights[i] dy (=), g[i] = <dy, xs[i]> (=). xs and dxs
+// have K entries each; a null xs entry scores 0, a null dxs entry is not written.
+void mix_bwd_scores(Context& ctx, const Tensor& weights, const Tensor& dy,
+                    const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& dxs,
+                    Tensor& g);
 // Architecture gradient through the softmax: dalpha += p * (g - <p, g>) with p = softmax(alpha).
 // With a ranking (K, i32) and restrict_k > 0, the softmax is restricted to the set
 // E = ranking[0 .. restrict_k) and dalpha is untouched outside E (ProxylessNAS).

@@ -99,6 +99,14 @@ void CpuBackend::mix_scores(const Tensor& dy, const std::vector<const Tensor*>& 
     g.data()[k] = xs[k] ? static_cast<float>(dot(dy.data(), xs[k]->data(), dy.numel())) : 0.0f;
 }
 
+// The two unfused computations, in the same order: the same bits as mix_bwd then mix_scores.
+void CpuBackend::mix_bwd_scores(const Tensor& weights, const Tensor& dy,
+                                const std::vector<const Tensor*>& xs,
+                                const std::vector<Tensor*>& dxs, Tensor& g) {
+  mix_bwd(weights, dy, dxs);
+  mix_scores(dy, xs, g);
+}
+
 void CpuBackend::arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                            int restrict_k, Tensor& dalpha) {
   const std::vector<int> members =

@@ -56,15 +56,6 @@ Tensor ContinuousMixedOp::search_forward(Context& ctx, const Tensor& x, Mode mod
 
 Tensor ContinuousMixedOp::search_backward(Context& ctx, const Tensor& dy) {
   const int k = num_candidates();
-  if (grad_alpha()) {
-    Tensor g = Tensor::empty(ctx, Shape{k});
-    std::vector<const Tensor*> ptrs;
-    for (auto& o : outputs_) ptrs.push_back(o.defined() ? &o : nullptr);
-    ops::mix_scores(ctx, dy, ptrs, g);
-    outputs_.clear();  // the outputs were kept only for the scores
-    ops::arch_grad(ctx, alpha_->value, g, nullptr, 0, alpha_->grad);
-    g_ = std::move(g);
-  }
   // A fresh buffer per candidate: a candidate may return a view of its gradient.
   std::vector<Tensor> scaled(static_cast<size_t>(k));
   std::vector<Tensor*> ptrs(size_t(k), nullptr);
@@ -73,7 +64,17 @@ Tensor ContinuousMixedOp::search_backward(Context& ctx, const Tensor& dy) {
       scaled[size_t(i)] = Tensor::empty(ctx, dy.shape());
       ptrs[size_t(i)] = &scaled[size_t(i)];
     }
-  ops::mix_bwd(ctx, probs_, dy, ptrs);  // scaled_i = p_i dy
+  if (grad_alpha()) {  // scaled_i = p_i dy and the scores g_i = <dy, op_i(x)> in one pass
+    Tensor g = Tensor::empty(ctx, Shape{k});
+    std::vector<const Tensor*> outs;
+    for (auto& o : outputs_) outs.push_back(o.defined() ? &o : nullptr);
+    ops::mix_bwd_scores(ctx, probs_, dy, outs, ptrs, g);
+    outputs_.clear();  // the outputs were kept only for the scores
+    ops::arch_grad(ctx, alpha_->value, g, nullptr, 0, alpha_->grad);
+    g_ = std::move(g);
+  } else {
+    ops::mix_bwd(ctx, probs_, dy, ptrs);  // scaled_i = p_i dy
+  }
   GradSum dx;
   for (int i = 0; i < k; ++i)
     if (ptrs[size_t(i)]) {
