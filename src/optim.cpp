@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <set>
 
 #include "capture.h"
 #include "cudarts/error.h"
@@ -24,10 +25,13 @@ uint32_t bits_of(float v) {
 
 Optimizer::Optimizer(Context& ctx, std::vector<Parameter*> params, float lr)
     : params_(std::move(params)), lr_(lr) {
+  std::set<const Parameter*> seen;
   for (Parameter* p : params_) {
     CUDARTS_CHECK(p != nullptr, "optimizer: null parameter in the group");
     CUDARTS_CHECK(p->value.device() == ctx.device(), "optimizer: parameter '", p->name, "' is ",
                   p->value.describe(), " but the context is on ", ctx.device().str());
+    CUDARTS_CHECK(seen.insert(p).second, "optimizer: parameter '", p->name,
+                  "' appears twice in the group (it would be stepped twice per step)");
   }
   set_lr(lr);
   masks_.assign(params_.size(), nullptr);

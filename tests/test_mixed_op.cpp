@@ -1004,6 +1004,15 @@ TEST(Optimizers, GradientsMoveIntoOneBufferAndZeroInOneFill) {
   EXPECT_EQ(a.value.to_vector(), (std::vector<float>{-0.5f, 0.5f}));
   opt.zero_grad(ctx);
   EXPECT_EQ(a.grad.to_vector(), (std::vector<float>{0.0f, 0.0f}));
+  // A parameter twice in one group would be stepped twice: refused by name.
+  a.name = "a";
+  try {
+    SGD twice(ctx, {&a, &b, &a}, SgdParams{1.0f, 0.0f, 0.0f, false});
+    ADD_FAILURE() << "a repeated parameter was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("parameter 'a' appears twice"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Optimizers, CosineScheduleWithWarmup) {
