@@ -35,26 +35,22 @@ Optimizer::Optimizer(Context& ctx, std::vector<Parameter*> params, float lr)
   }
   set_lr(lr);
   masks_.assign(params_.size(), nullptr);
+  // Gradients nothing else refers to move into one buffer, one after the other in group order
+  // (their views keep it alive), so they form one run for gradient_runs().
   int64_t total = 0;
-  in_flat_.assign(params_.size(), false);
-  for (size_t i = 0; i < params_.size(); ++i)
-    if (params_[i]->grad.sole_handle()) {
-      in_flat_[i] = true;
-      total += params_[i]->grad.numel();
-    }
+  for (Parameter* p : params_)
+    if (p->grad.sole_handle()) total += p->grad.numel();
   if (total > 0) {
-    flat_grads_ = Tensor::empty(ctx, Shape{total});
+    const Tensor flat = Tensor::empty(ctx, Shape{total});
     int64_t off = 0;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      if (!in_flat_[i]) continue;
-      Parameter* p = params_[i];
-      Tensor home = flat_grads_.slice(off, off + p->grad.numel()).reshape(p->grad.shape());
+    for (Parameter* p : params_) {
+      if (!p->grad.sole_handle()) continue;
+      Tensor home = flat.slice(off, off + p->grad.numel()).reshape(p->grad.shape());
       ops::copy(ctx, p->grad, home);
-      p->grad = std::move(home);
       off += p->grad.numel();
+      p->grad = std::move(home);
     }
   }
-  for (Parameter* p : params_) homes_.push_back(p->grad.raw());
   grad_norm_ = Tensor::zeros(ctx, Shape{1});
   clip_coef_ = Tensor::full(ctx, Shape{1}, 1.0f);
   step_values_ = Tensor::zeros(ctx, Shape{3});
@@ -109,13 +105,15 @@ void Optimizer::step(Context& ctx) {
   });
   // Data parallel: the group's gradients averaged over the ranks in one flat buffer, before
   // the hooks, clipping and the update see them (every rank then takes the same step).
-  follow_replaced_gradients();
   if (ctx.communicator().distributed()) {
-    if (flat_grads_.defined()) ctx.communicator().all_reduce(ctx, flat_grads_, ReduceOp::Mean);
-    std::vector<Tensor*> rest;
-    for (size_t i = 0; i < params_.size(); ++i)
-      if (!in_flat_[i]) rest.push_back(&params_[i]->grad);
-    ctx.communicator().all_reduce_many(ctx, rest, ReduceOp::Mean, comm_buffer_);
+    std::vector<Tensor> runs = gradient_runs();
+    if (runs.size() == 1) {
+      ctx.communicator().all_reduce(ctx, runs[0], ReduceOp::Mean);
+    } else {
+      std::vector<Tensor*> ptrs;
+      for (Tensor& r : runs) ptrs.push_back(&r);
+      ctx.communicator().all_reduce_many(ctx, ptrs, ReduceOp::Mean, comm_buffer_);
+    }
   }
   for (StepHook* h : hooks_) h->before_step(ctx);
   const Tensor* scale = nullptr;
@@ -131,46 +129,35 @@ void Optimizer::step(Context& ctx) {
   for (StepHook* h : hooks_) h->after_step(ctx);
 }
 
-// The moved gradients in one fill; the others (views, such as a SearchModel's alpha
-// gradients) by runs: gradients that lie one after the other in memory, in group order, are
-// zeroed by one fill over the run (a borrowed view: the gradients keep the memory alive).
 void Optimizer::zero_grad(Context& ctx) {
-  follow_replaced_gradients();
-  if (flat_grads_.defined()) ops::fill(ctx, flat_grads_, 0.0f);
+  for (Tensor& run : gradient_runs()) ops::fill(ctx, run, 0.0f);
+}
+
+// The group's gradients as runs of memory, derived from where they live now: gradients that lie
+// one after the other, in group order, form one run (a borrowed flat view; the gradients keep
+// the memory alive). The moved gradients are one run, a SearchModel's alpha views another; a
+// gradient replaced after construction simply ends up in a run of its own.
+std::vector<Tensor> Optimizer::gradient_runs() const {
+  std::vector<Tensor> runs;
   size_t i = 0;
   while (i < params_.size()) {
-    if (in_flat_[i] || params_[i]->grad.numel() == 0) {
-      ++i;
-      continue;
-    }
     const Tensor& first = params_[i]->grad;
-    const char* begin = static_cast<const char*>(first.raw());
-    const char* end = begin + first.nbytes();
+    const char* end = static_cast<const char*>(first.raw()) + first.nbytes();
     size_t j = i + 1;
-    for (; j < params_.size() && !in_flat_[j]; ++j) {
+    for (; j < params_.size(); ++j) {
       const Tensor& g = params_[j]->grad;
       if (g.raw() != end || g.dtype() != first.dtype() || g.device() != first.device()) break;
       end += g.nbytes();
     }
-    if (j == i + 1) {
-      ops::fill(ctx, params_[i]->grad, 0.0f);
-    } else {
-      const int64_t n = int64_t(end - begin) / int64_t(dtype_size(first.dtype()));
-      Tensor run = Tensor::wrap(first.raw(), Shape{n}, first.dtype(), first.device());
-      ops::fill(ctx, run, 0.0f);
-    }
+    const int64_t bytes = end - static_cast<const char*>(first.raw());
+    if (bytes > 0)
+      runs.push_back(j == i + 1 ? first.share()
+                                : Tensor::wrap(first.raw(),
+                                               Shape{bytes / int64_t(dtype_size(first.dtype()))},
+                                               first.dtype(), first.device()));
     i = j;
   }
-}
-
-// A gradient tensor replaced since the last look (a user's assignment to Parameter::grad)
-// leaves the flat buffer: from then on it is zeroed and reduced where it now lives.
-void Optimizer::follow_replaced_gradients() {
-  for (size_t i = 0; i < params_.size(); ++i)
-    if (params_[i]->grad.raw() != homes_[i]) {
-      in_flat_[i] = false;
-      homes_[i] = params_[i]->grad.raw();
-    }
+  return runs;
 }
 
 SGD::SGD(Context& ctx, std::vector<Parameter*> params, SgdParams hyper)

@@ -24,7 +24,8 @@ class Optimizer {
   // The group's gradients move into one flat buffer (in group order): zero_grad is then one
   // fill and a data-parallel step one collective with no packing. Only gradients that nothing
   // else refers to move (sole_handle()); views such as a SearchModel's shared alpha gradients
-  // stay where they are. A Parameter::grad replaced later is used where it then lives.
+  // stay where they are. zero_grad and the reduction work on runs of adjacent gradients, found
+  // where the gradients live at the time, so a Parameter::grad replaced later is followed.
   Optimizer(Context& ctx, std::vector<Parameter*> params, float lr);
   virtual ~Optimizer();
   Optimizer(const Optimizer&) = delete;
@@ -76,11 +77,8 @@ class Optimizer {
   std::vector<StepHook*> hooks_;
   int64_t step_count_ = 0;
   Tensor grad_norm_, clip_coef_;
-  Tensor comm_buffer_;              // packing buffer of data-parallel steps (unmoved gradients)
-  Tensor flat_grads_;               // the moved gradients, one after the other
-  std::vector<bool> in_flat_;       // per parameter: its gradient is a view of flat_grads_
-  std::vector<const void*> homes_;  // per parameter: where its gradient lives (checked)
-  void follow_replaced_gradients();
+  Tensor comm_buffer_;  // packing buffer of data-parallel steps with several gradient runs
+  std::vector<Tensor> gradient_runs() const;
   uint64_t last_capture_ = 0;  // the capture that holds this optimizer's step (its id)
 };
 

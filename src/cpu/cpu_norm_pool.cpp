@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "cpu/cpu_backend.h"
 
@@ -67,6 +68,22 @@ void CpuBackend::batchnorm_fwd_infer(const Tensor& x, const Tensor* gamma, const
     }
 }
 
+namespace {
+// Per channel ci: {sum dy, sum dy (x - mean) invstd} in double, in one fixed order (the sums
+// batchnorm_bwd and batchnorm_bwd_sums share).
+std::pair<double, double> channel_dy_sums(const float* pg, const float* px, int64_t n, int64_t c,
+                                          int64_t hw, int64_t ci, double mean, double invstd) {
+  double s0 = 0.0, s1 = 0.0;
+  for (int64_t ni = 0; ni < n; ++ni)
+    for (int64_t j = 0; j < hw; ++j) {
+      const int64_t i = (ni * c + ci) * hw + j;
+      s0 += pg[i];
+      s1 += double(pg[i]) * (double(px[i]) - mean) * invstd;
+    }
+  return {s0, s1};
+}
+}  // namespace
+
 void CpuBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor* gamma,
                                const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
                                Tensor* dgamma, Tensor* dbeta) {
@@ -77,13 +94,7 @@ void CpuBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor* 
 #pragma omp parallel for
   for (int64_t ci = 0; ci < c; ++ci) {
     const double mean = save_mean.data()[ci], invstd = save_invstd.data()[ci];
-    double sum_dy = 0.0, sum_dy_xhat = 0.0;
-    for (int64_t ni = 0; ni < n; ++ni)
-      for (int64_t j = 0; j < hw; ++j) {
-        const int64_t i = (ni * c + ci) * hw + j;
-        sum_dy += pg[i];
-        sum_dy_xhat += pg[i] * (px[i] - mean) * invstd;
-      }
+    const auto [sum_dy, sum_dy_xhat] = channel_dy_sums(pg, px, n, c, hw, ci, mean, invstd);
     if (dgamma) {
       dgamma->data()[ci] += static_cast<float>(sum_dy_xhat);
       dbeta->data()[ci] += static_cast<float>(sum_dy);
@@ -147,14 +158,7 @@ void CpuBackend::batchnorm_bwd_sums(const Tensor& dy, const Tensor& x, const Ten
   float* ps = sums.data();
 #pragma omp parallel for
   for (int64_t ci = 0; ci < c; ++ci) {
-    const double m = mean.data()[ci], is = invstd.data()[ci];
-    double s0 = 0.0, s1 = 0.0;
-    for (int64_t ni = 0; ni < n; ++ni)
-      for (int64_t j = 0; j < hw; ++j) {
-        const int64_t i = (ni * c + ci) * hw + j;
-        s0 += pg[i];
-        s1 += double(pg[i]) * (double(px[i]) - m) * is;
-      }
+    const auto [s0, s1] = channel_dy_sums(pg, px, n, c, hw, ci, mean.data()[ci], invstd.data()[ci]);
     ps[ci] = static_cast<float>(s0);
     ps[c + ci] = static_cast<float>(s1);
   }
