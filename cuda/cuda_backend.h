@@ -118,6 +118,15 @@ class CudaBackend final : public Backend {
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
   void mix_bwd_scores(const Tensor& weights, const Tensor& dy, const std::vector<const Tensor*>& xs,
                       const std::vector<Tensor*>& dxs, Tensor& g) override;
+  void batchnorm_stats(const std::vector<const Tensor*>& xs, const std::vector<bool>& normed,
+                       Tensor& mean, Tensor& invstd, const std::vector<Tensor*>& running_means,
+                       const std::vector<Tensor*>& running_vars, const BatchNormParams& p) override;
+  void mix_norm_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs,
+                    const std::vector<bool>& normed, const Tensor& mean, const Tensor& invstd,
+                    Tensor& y) override;
+  void mix_norm_bwd(const Tensor& weights, const Tensor& dy, const std::vector<const Tensor*>& xs,
+                    const std::vector<bool>& normed, const Tensor& mean, const Tensor& invstd,
+                    const std::vector<Tensor*>& dxs, Tensor* g) override;
   void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking, int restrict_k,
                  Tensor& dalpha) override;
   void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset,

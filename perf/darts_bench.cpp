@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
   std::string device = "auto", mixed_op = "continuous";
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
-  bool graph = true, all_gradients = false, own_depthwise = true, fuse_relu = true;
+  bool graph = true, all_gradients = false, own_depthwise = true, fuse_relu = true,
+       fuse_norm = true;
   size_t op_times = 0;
   bool model_table = false;
   CLI::App app{"Time a first-order DARTS search iteration"};
@@ -97,6 +98,9 @@ int main(int argc, char** argv) {
   app.add_option("--fuse-relu", fuse_relu,
                  "the ReLU before each depthwise convolution fused into it (false: separate "
                  "ReLU layers, the same numbers)");
+  app.add_option("--fuse-norm", fuse_norm,
+                 "the candidates' trailing affine-free BatchNorms inside each edge's mix (false: "
+                 "each candidate runs its own, the same numbers)");
   app.add_option("--op-times", op_times,
                  "after timing, profile one eager iteration op by op and print the N most "
                  "expensive ops to stderr");
@@ -113,6 +117,7 @@ int main(int argc, char** argv) {
     cfg.mixed.method = mixed_op;
     cfg.mixed.num_eval = 2;
     cfg.fuse_relu = fuse_relu;
+    cfg.mixed.fuse_norm = fuse_norm;
     SearchModel model(ctx, std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));
     SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.025f, 0.9f, 3e-4f, false});
     w_opt.set_grad_clip(5.0f);
@@ -209,11 +214,11 @@ int main(int argc, char** argv) {
         "{\"device\": \"%s\", \"mixed_op\": \"%s\", \"channels\": %lld, \"cells\": %d, "
         "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
         "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
-        "\"loss\": %.5f, \"own_depthwise_kernels\": %s, \"fused_relu\": %s",
+        "\"loss\": %.5f, \"own_depthwise_kernels\": %s, \"fused_relu\": %s, \"fused_norm\": %s",
         ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
         (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
         (unsigned long long)eager_allocs, loss.item(), own_depthwise ? "true" : "false",
-        fuse_relu ? "true" : "false");
+        fuse_relu ? "true" : "false", fuse_norm ? "true" : "false");
     std::printf("%s", model_json.c_str());
     if (graphable)
       std::printf(

@@ -111,6 +111,18 @@ class Backend {
   virtual void mix_bwd_scores(const Tensor& weights, const Tensor& dy,
                               const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& dxs,
                               Tensor& g) = 0;
+  virtual void batchnorm_stats(const std::vector<const Tensor*>& xs,
+                               const std::vector<bool>& normed, Tensor& mean, Tensor& invstd,
+                               const std::vector<Tensor*>& running_means,
+                               const std::vector<Tensor*>& running_vars,
+                               const BatchNormParams& p) = 0;
+  virtual void mix_norm_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs,
+                            const std::vector<bool>& normed, const Tensor& mean,
+                            const Tensor& invstd, Tensor& y) = 0;
+  virtual void mix_norm_bwd(const Tensor& weights, const Tensor& dy,
+                            const std::vector<const Tensor*>& xs, const std::vector<bool>& normed,
+                            const Tensor& mean, const Tensor& invstd,
+                            const std::vector<Tensor*>& dxs, Tensor* g) = 0;
   virtual void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                          int restrict_k, Tensor& dalpha) = 0;
   virtual void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,

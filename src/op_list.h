@@ -48,6 +48,9 @@
   X(mix_bwd)                  \
   X(mix_scores)               \
   X(mix_bwd_scores)           \
+  X(batchnorm_stats)          \
+  X(mix_norm_fwd)             \
+  X(mix_norm_bwd)             \
   X(arch_grad)                \
   X(gumbel_rank)              \
   X(gumbel_softmax)           \

@@ -1012,6 +1012,147 @@ void mix_bwd_scores(Context& ctx, const Tensor& weights, const Tensor& dy,
   detail::dispatch(ctx, &Backend::mix_bwd_scores, weights, dy, xs, dxs, g);
 }
 
+namespace {
+// The candidate list of the normalised mixes: K entries of `shape` (nulls allowed), K flags,
+// every normed entry present; mean and invstd (K, C) for shape (N, C, H, W).
+void check_normed_list(Context& ctx, const char* op, const std::vector<const Tensor*>& xs,
+                       const std::vector<bool>& normed, const Shape& shape, const Tensor& mean,
+                       const Tensor& invstd) {
+  check_list(ctx, op, xs, shape, true);
+  CUDARTS_CHECK(normed.size() == xs.size(), op, ": ", normed.size(), " normed flags for ",
+                xs.size(), " candidates");
+  CUDARTS_CHECK(shape.ndim() == 4, op, ": the candidates have shape ", shape,
+                ", expected (N, C, H, W)");
+  for (size_t i = 0; i < xs.size(); ++i)
+    CUDARTS_CHECK(!normed[i] || xs[i], op, ": candidate ", i,
+                  " is normed but null (a null entry is an exact zero)");
+  const Shape rows{int64_t(xs.size()), shape[1]};
+  check_tensor(ctx, op, "mean", mean);
+  check_shape(op, "mean", mean, rows);
+  check_tensor(ctx, op, "invstd", invstd);
+  check_shape(op, "invstd", invstd, rows);
+}
+
+double normed_count(const std::vector<const Tensor*>& xs, const std::vector<bool>& normed) {
+  double k = 0.0;
+  for (size_t i = 0; i < xs.size(); ++i) k += xs[i] && normed[i] ? 1.0 : 0.0;
+  return k;
+}
+}  // namespace
+
+void batchnorm_stats(Context& ctx, const std::vector<const Tensor*>& xs,
+                     const std::vector<bool>& normed, Tensor& mean, Tensor& invstd,
+                     const std::vector<Tensor*>& running_means,
+                     const std::vector<Tensor*>& running_vars, const BatchNormParams& p) {
+  OpRange op_range(ctx, "batchnorm_stats");
+  const char* op = "batchnorm_stats";
+  CUDARTS_CHECK(!xs.empty(), op, ": the tensor list is empty");
+  const Tensor* first = nullptr;
+  for (const Tensor* x : xs)
+    if (x && !first) first = x;
+  CUDARTS_CHECK(first, op, ": every entry of the list is null");
+  check_tensor(ctx, op, "xs[i]", *first);
+  check_normed_list(ctx, op, xs, normed, first->shape(), mean, invstd);
+  const Shape& s = first->shape();
+  CUDARTS_CHECK(s[0] * s[2] * s[3] > 1, op, ": input ", s,
+                " has one value per channel; batch statistics need more than one");
+  CUDARTS_CHECK(running_means.size() == running_vars.size() &&
+                    (running_means.empty() || running_means.size() == xs.size()),
+                op, ": ", running_means.size(), " running means and ", running_vars.size(),
+                " running variances for ", xs.size(), " candidates (expected ", xs.size(),
+                " of each, or none)");
+  for (size_t i = 0; i < running_means.size(); ++i) {
+    if (!normed[i]) continue;
+    for (auto [name, t] : {std::pair<const char*, Tensor*>{"running_means[i]", running_means[i]},
+                           {"running_vars[i]", running_vars[i]}}) {
+      CUDARTS_CHECK(t, op, ": ", name, " of normed candidate ", i, " is null");
+      check_tensor(ctx, op, name, *t);
+      check_shape(op, name, *t, Shape{s[1]});
+    }
+  }
+  CUDARTS_CHECK(p.eps > 0.0f && p.momentum >= 0.0f && p.momentum <= 1.0f, op, ": eps ", p.eps,
+                " must be > 0 and momentum ", p.momentum, " in [0, 1]");
+  op_range.set_cost([&] {  // per-block partial sums of every normed entry, then their sum
+    OpCost c;
+    const double k = normed_count(xs, normed);
+    c.launches = 2;
+    c.bytes_read = k * bytes(first) + (running_means.empty() ? 0.0 : 2.0 * k * s[1] * 4.0);
+    c.bytes_written =
+        bytes(mean) + bytes(invstd) + (running_means.empty() ? 0.0 : 2.0 * k * s[1] * 4.0);
+    c.flops = 3.0 * k * double(first->numel());
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::batchnorm_stats, xs, normed, mean, invstd, running_means,
+                   running_vars, p);
+}
+
+void mix_norm_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs,
+                  const std::vector<bool>& normed, const Tensor& mean, const Tensor& invstd,
+                  Tensor& y) {
+  OpRange op_range(ctx, "mix_norm_fwd");
+  const char* op = "mix_norm_fwd";
+  check_tensor(ctx, op, "y", y);
+  check_normed_list(ctx, op, xs, normed, y.shape(), mean, invstd);
+  check_vector(ctx, op, "weights", weights, int64_t(xs.size()));
+  op_range.set_cost([&] {  // one pass over the entries, the normalisation on the fly
+    OpCost c;
+    c.launches = 1;
+    c.bytes_read = bytes(weights) + bytes(mean) + bytes(invstd);
+    for (size_t i = 0; i < xs.size(); ++i)
+      if (xs[i])
+        c.bytes_read += bytes(xs[i]), c.flops += (normed[i] ? 4.0 : 2.0) * double(y.numel());
+    c.bytes_written = bytes(y);
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::mix_norm_fwd, weights, xs, normed, mean, invstd, y);
+}
+
+void mix_norm_bwd(Context& ctx, const Tensor& weights, const Tensor& dy,
+                  const std::vector<const Tensor*>& xs, const std::vector<bool>& normed,
+                  const Tensor& mean, const Tensor& invstd, const std::vector<Tensor*>& dxs,
+                  Tensor* g) {
+  OpRange op_range(ctx, "mix_norm_bwd");
+  const char* op = "mix_norm_bwd";
+  check_tensor(ctx, op, "dy", dy);
+  check_normed_list(ctx, op, xs, normed, dy.shape(), mean, invstd);
+  check_vector(ctx, op, "weights", weights, int64_t(xs.size()));
+  check_list(ctx, op, std::vector<const Tensor*>(dxs.begin(), dxs.end()), dy.shape(), true);
+  CUDARTS_CHECK(dxs.size() == xs.size(), op, ": ", xs.size(), " candidates but ", dxs.size(),
+                " gradients");
+  if (g) check_vector(ctx, op, "g", *g, int64_t(xs.size()));
+  for (size_t i = 0; i < dxs.size(); ++i) {
+    if (!dxs[i]) continue;
+    CUDARTS_CHECK(!dxs[i]->same_storage(dy), op, ": gradient ", i, " shares storage with dy");
+    for (size_t j = 0; j < xs.size(); ++j)
+      CUDARTS_CHECK(!xs[j] || !dxs[i]->same_storage(*xs[j]), op, ": gradient ", i,
+                    " shares storage with candidate ", j);
+    for (size_t j = 0; j < i; ++j)
+      CUDARTS_CHECK(!dxs[j] || !dxs[i]->same_storage(*dxs[j]), op, ": gradients ", j, " and ", i,
+                    " share storage");
+  }
+  op_range.set_cost([&] {
+    // Per-block partial sums of dy and dy t_i (one launch per 8 candidates), their sum and
+    // the coefficients, then one pass writing every gradient (and the scores).
+    OpCost c;
+    const int64_t k = int64_t(xs.size());
+    const double groups = double((k + 7) / 8);
+    c.launches = int64_t(groups) + 2;
+    c.bytes_read =
+        (groups + 1.0) * bytes(dy) + bytes(weights) + 2.0 * (bytes(mean) + bytes(invstd));
+    for (size_t i = 0; i < xs.size(); ++i) {
+      if (!xs[i]) continue;
+      if (g || normed[i]) c.bytes_read += bytes(xs[i]), c.flops += 3.0 * double(dy.numel());
+      if (dxs[i] && normed[i]) c.bytes_read += bytes(xs[i]);
+    }
+    for (size_t i = 0; i < dxs.size(); ++i)
+      if (dxs[i])
+        c.bytes_written += bytes(dxs[i]), c.flops += (normed[i] ? 5.0 : 1.0) * double(dy.numel());
+    c.bytes_written += bytes(g);
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::mix_norm_bwd, weights, dy, xs, normed, mean, invstd, dxs, g);
+}
+
 void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                int restrict_k, Tensor& dalpha) {
   OpRange op_range(ctx, "arch_grad");

@@ -431,6 +431,188 @@ TEST(CpuMixOps, NullEntriesAreExactZerosAndMixFwdRunsInPlace) {
   EXPECT_THROW(ops::mix_bwd(ctx, w, dy, {&d0, &d0, nullptr}), Error);  // outputs overlap
 }
 
+// The normalised mixes (an edge's trailing affine-free BatchNorms inside its mix): against
+// naive double loops written here (statistics, normalisation, weighted sum, running statistics,
+// the BatchNorm backward of p_i dy, the scores), the backward also against finite differences of
+// the forward through the statistics, and bit for bit against the unfused ops (each candidate's
+// batchnorm_fwd_train, mix_fwd; mix_bwd_scores, each candidate's batchnorm_bwd).
+TEST(CpuNormMix, MatchesNaiveLoopsAndTheUnfusedOpsBitForBit) {
+  Context ctx;
+  const int64_t n = 3, c = 2, h = 4, w = 5, hw = h * w, m = n * hw;
+  const Shape s{n, c, h, w};
+  const int k = 4;  // normed, null (a Zero), plain, normed
+  const std::vector<bool> normed{true, false, false, true};
+  const std::vector<float> wv{0.1f, 0.2f, 0.3f, 0.4f};
+  const BatchNormParams bp{0.1f, 1e-5f};
+  std::vector<std::vector<float>> xv;
+  std::vector<Tensor> x;
+  for (int i = 0; i < k; ++i) {
+    xv.push_back(random_vector(size_t(s.numel()), 40 + uint32_t(i), 1.0f + float(i)));
+    for (auto& v : xv.back()) v += float(i);  // a non-zero mean
+    x.push_back(Tensor::from_vector(ctx, s, xv.back()));
+  }
+  const std::vector<const Tensor*> xs{&x[0], nullptr, &x[2], &x[3]};
+  Tensor wt = Tensor::from_vector(ctx, Shape{k}, wv);
+  auto running = [&](float v) { return Tensor::full(ctx, Shape{c}, v); };
+  Tensor rm0 = running(0.5f), rv0 = running(2.0f), rm3 = running(0.5f), rv3 = running(2.0f);
+  Tensor mean = Tensor::empty(ctx, Shape{k, c}), invstd = Tensor::empty(ctx, Shape{k, c});
+  ops::batchnorm_stats(ctx, xs, normed, mean, invstd, {&rm0, nullptr, nullptr, &rm3},
+                       {&rv0, nullptr, nullptr, &rv3}, bp);
+  Tensor y = Tensor::empty(ctx, s);
+  ops::mix_norm_fwd(ctx, wt, xs, normed, mean, invstd, y);
+
+  // Naive: statistics and the normalised values t_i in double.
+  std::vector<std::vector<double>> t(size_t(k), std::vector<double>(size_t(s.numel()), 0.0));
+  std::vector<std::vector<double>> mu(size_t(k), std::vector<double>(size_t(c), 0.0)), var = mu;
+  auto at = [&](int64_t ni, int64_t ci, int64_t j) { return size_t((ni * c + ci) * hw + j); };
+  for (int i = 0; i < k; ++i)
+    for (int64_t ci = 0; ci < c; ++ci) {
+      if (!xs[size_t(i)]) continue;
+      double sum = 0.0, sq = 0.0;
+      for (int64_t ni = 0; ni < n; ++ni)
+        for (int64_t j = 0; j < hw; ++j) sum += xv[size_t(i)][at(ni, ci, j)];
+      mu[size_t(i)][size_t(ci)] = sum / double(m);
+      for (int64_t ni = 0; ni < n; ++ni)
+        for (int64_t j = 0; j < hw; ++j)
+          sq += std::pow(xv[size_t(i)][at(ni, ci, j)] - mu[size_t(i)][size_t(ci)], 2);
+      var[size_t(i)][size_t(ci)] = sq / double(m);
+      for (int64_t ni = 0; ni < n; ++ni)
+        for (int64_t j = 0; j < hw; ++j) {
+          const double v = xv[size_t(i)][at(ni, ci, j)];
+          t[size_t(i)][at(ni, ci, j)] =
+              normed[size_t(i)]
+                  ? (v - mu[size_t(i)][size_t(ci)]) / std::sqrt(var[size_t(i)][size_t(ci)] + 1e-5)
+                  : v;
+        }
+    }
+  const std::vector<float> mg = mean.to_vector(), ig = invstd.to_vector(), yg = y.to_vector();
+  for (int i = 0; i < k; ++i)
+    for (int64_t ci = 0; ci < c; ++ci) {
+      const size_t r = size_t(i * c + ci);
+      EXPECT_NEAR(mg[r], normed[size_t(i)] ? mu[size_t(i)][size_t(ci)] : 0.0, 1e-5) << r;
+      EXPECT_NEAR(
+          ig[r], normed[size_t(i)] ? 1.0 / std::sqrt(var[size_t(i)][size_t(ci)] + 1e-5) : 1.0, 1e-5)
+          << r;
+    }
+  for (int64_t e = 0; e < s.numel(); ++e) {
+    double want = 0.0;
+    for (int i = 0; i < k; ++i) want += double(wv[size_t(i)]) * t[size_t(i)][size_t(e)];
+    ASSERT_NEAR(yg[size_t(e)], want, 1e-5) << "element " << e;
+  }
+  for (int64_t ci = 0; ci < c; ++ci) {
+    EXPECT_NEAR(rm0.to_vector()[size_t(ci)], 0.9 * 0.5 + 0.1 * mu[0][size_t(ci)], 1e-6);
+    EXPECT_NEAR(rv3.to_vector()[size_t(ci)],
+                0.9 * 2.0 + 0.1 * var[3][size_t(ci)] * double(m) / double(m - 1), 1e-5);
+  }
+
+  // Backward: dz_i = p_i invstd (dy - mean(dy) - xhat mean(dy xhat)) per channel (normed),
+  // p_i dy (plain); g_i = <dy, t_i>.
+  const std::vector<float> dyv = random_vector(size_t(s.numel()), 50);
+  Tensor dy = Tensor::from_vector(ctx, s, dyv);
+  std::vector<Tensor> dz;
+  for (int i = 0; i < k; ++i) dz.push_back(Tensor::full(ctx, s, 9.0f));
+  Tensor g = Tensor::empty(ctx, Shape{k});
+  ops::mix_norm_bwd(ctx, wt, dy, xs, normed, mean, invstd, {&dz[0], nullptr, &dz[2], &dz[3]}, &g);
+  const std::vector<float> gg = g.to_vector();
+  for (int i = 0; i < k; ++i) {
+    double gi = 0.0;
+    for (int64_t e = 0; e < s.numel(); ++e) gi += double(dyv[size_t(e)]) * t[size_t(i)][size_t(e)];
+    EXPECT_NEAR(gg[size_t(i)], gi, 1e-4) << "score " << i;
+    const std::vector<float> d = dz[size_t(i)].to_vector();
+    for (int64_t ci = 0; ci < c; ++ci) {
+      double sdy = 0.0, sdx = 0.0;
+      for (int64_t ni = 0; ni < n; ++ni)
+        for (int64_t j = 0; j < hw; ++j) {
+          sdy += dyv[at(ni, ci, j)];
+          sdx += dyv[at(ni, ci, j)] * t[size_t(i)][at(ni, ci, j)];
+        }
+      const double is = 1.0 / std::sqrt(var[size_t(i)][size_t(ci)] + 1e-5);
+      for (int64_t ni = 0; ni < n; ++ni)
+        for (int64_t j = 0; j < hw; ++j) {
+          const size_t e = at(ni, ci, j);
+          const double p = wv[size_t(i)];
+          const double want =
+              !xs[size_t(i)] ? 9.0  // not given: untouched
+              : normed[size_t(i)]
+                  ? p * is * (dyv[e] - sdy / double(m) - t[size_t(i)][e] * sdx / double(m))
+                  : p * dyv[e];
+          ASSERT_NEAR(d[e], want, 1e-5) << "candidate " << i << " element " << e;
+        }
+    }
+  }
+  // Finite differences of L = <dy, mix_norm_fwd(z with its statistics)> in z_3 (through them).
+  auto loss = [&](const std::vector<float>& z3) {
+    Tensor x3 = Tensor::from_vector(ctx, s, z3);
+    const std::vector<const Tensor*> l{&x[0], nullptr, &x[2], &x3};
+    Tensor mn = Tensor::empty(ctx, Shape{k, c}), is = Tensor::empty(ctx, Shape{k, c});
+    ops::batchnorm_stats(ctx, l, normed, mn, is, {}, {}, bp);
+    Tensor yy = Tensor::empty(ctx, s);
+    ops::mix_norm_fwd(ctx, wt, l, normed, mn, is, yy);
+    const std::vector<float> v = yy.to_vector();
+    double sum = 0.0;
+    for (size_t e = 0; e < v.size(); ++e) sum += double(dyv[e]) * v[e];
+    return sum;
+  };
+  const std::vector<float> d3 = dz[3].to_vector();
+  for (size_t e : {size_t(0), size_t(17), size_t(61), size_t(s.numel() - 1)}) {
+    std::vector<float> up = xv[3], down = xv[3];
+    up[e] += 1e-2f;
+    down[e] -= 1e-2f;
+    const double fd = (loss(up) - loss(down)) / (double(up[e]) - double(down[e]));
+    EXPECT_NEAR(d3[e], fd, 2e-3 + 2e-2 * std::abs(fd)) << "element " << e;
+  }
+
+  // The unfused ops give the same bits.
+  Tensor um0 = running(0.5f), uv0 = running(2.0f), um3 = running(0.5f), uv3 = running(2.0f);
+  std::vector<Tensor> yn, sm, si;
+  for (int i = 0; i < k; ++i) {
+    yn.push_back(Tensor::empty(ctx, s));
+    sm.push_back(Tensor::empty(ctx, Shape{c}));
+    si.push_back(Tensor::empty(ctx, Shape{c}));
+  }
+  ops::batchnorm_fwd_train(ctx, x[0], nullptr, nullptr, &um0, &uv0, yn[0], sm[0], si[0], bp);
+  ops::batchnorm_fwd_train(ctx, x[3], nullptr, nullptr, &um3, &uv3, yn[3], sm[3], si[3], bp);
+  Tensor yu = Tensor::empty(ctx, s);
+  ops::mix_fwd(ctx, wt, {&yn[0], nullptr, &x[2], &yn[3]}, yu);
+  EXPECT_EQ(yu.to_vector(), yg);
+  EXPECT_EQ(um0.to_vector(), rm0.to_vector());
+  EXPECT_EQ(uv3.to_vector(), rv3.to_vector());
+  for (int i : {0, 3})
+    for (int64_t ci = 0; ci < c; ++ci) {
+      EXPECT_EQ(sm[size_t(i)].to_vector()[size_t(ci)], mg[size_t(i * c + ci)]);
+      EXPECT_EQ(si[size_t(i)].to_vector()[size_t(ci)], ig[size_t(i * c + ci)]);
+    }
+  std::vector<Tensor> sc;
+  for (int i = 0; i < k; ++i) sc.push_back(Tensor::empty(ctx, s));
+  Tensor gu = Tensor::empty(ctx, Shape{k});
+  ops::mix_bwd_scores(ctx, wt, dy, {&yn[0], nullptr, &x[2], &yn[3]},
+                      {&sc[0], nullptr, &sc[2], &sc[3]}, gu);
+  EXPECT_EQ(gu.to_vector(), gg);
+  EXPECT_EQ(sc[2].to_vector(), dz[2].to_vector());
+  for (int i : {0, 3}) {
+    Tensor du = Tensor::empty(ctx, s);
+    ops::batchnorm_bwd(ctx, sc[size_t(i)], x[size_t(i)], nullptr, sm[size_t(i)], si[size_t(i)], du,
+                       nullptr, nullptr);
+    EXPECT_EQ(du.to_vector(), dz[size_t(i)].to_vector()) << "candidate " << i;
+  }
+
+  // Refused: a normed null entry, flags of the wrong length, a gradient on dy's storage, half a
+  // list of running statistics.
+  Tensor yb = Tensor::empty(ctx, s);
+  EXPECT_THROW(ops::mix_norm_fwd(ctx, wt, xs, {true, true, false, true}, mean, invstd, yb), Error);
+  EXPECT_THROW(ops::mix_norm_fwd(ctx, wt, xs, {true, false, false}, mean, invstd, yb), Error);
+  EXPECT_THROW(ops::mix_norm_bwd(ctx, wt, dy, xs, normed, mean, invstd,
+                                 {&dz[0], nullptr, &dy, &dz[3]}, nullptr),
+               Error);
+  EXPECT_THROW(
+      ops::batchnorm_stats(ctx, xs, normed, mean, invstd, {&rm0, nullptr, nullptr, &rm3}, {}, bp),
+      Error);
+  EXPECT_THROW(
+      ops::batchnorm_stats(ctx, xs, normed, mean, invstd, {&rm0, nullptr, nullptr, nullptr},
+                           {&rv0, nullptr, nullptr, nullptr}, bp),
+      Error);  // candidate 3 is normed but has no running mean
+}
+
 // A fused ReLU (Conv2dParams::relu_input) gives exactly the bits of ReLU then convolution:
 // forward and filter gradient read max(x, 0), the data gradient is relu_bwd of the unfused one;
 // depthwise (the DARTS case) and dense (im2col). x must come with relu_input, and only with it.

@@ -293,6 +293,128 @@ TEST(MixedOpContinuous, ZeroCandidatesKeepTheirShareAndCostNothing) {
   test::check_layer(ctx, m, xm, o);
 }
 
+// Candidates ending in an affine-free BatchNorm (a Sequential, a FactorizedReduce, a lone
+// BatchNorm2d) are normalised inside the mix: the same output, input gradient, alpha and weight
+// gradients and running statistics bit for bit as each running its own BatchNorm (fuse_norm
+// off), in Train and Eval; one batchnorm_stats, mix_norm_fwd and mix_norm_bwd per edge instead
+// of a BatchNorm per candidate; an affine or synchronised BatchNorm is no trailing norm; the
+// fused op's gradients by finite differences.
+TEST(MixedOpContinuous, TrailingNormsRunInsideTheMixWithTheSameBits) {
+  auto candidates = [](Context& ctx) {
+    std::vector<std::unique_ptr<Layer>> v;
+    auto conv_bn = std::make_unique<Sequential>("conv_bn");
+    conv_bn->emplace<Conv2d>(ctx, "conv", 4, 4, 3, Conv2dParams::make(1, 1), false);
+    conv_bn->emplace<BatchNorm2d>(ctx, "bn", 4, false);
+    v.push_back(std::move(conv_bn));
+    v.push_back(std::make_unique<Zero>("none"));
+    v.push_back(std::make_unique<BatchNorm2d>(ctx, "bn", 4, false));
+    auto pool_bn = std::make_unique<Sequential>("pool_bn");
+    pool_bn->emplace<AvgPool2d>("pool", 3, 1, 1);
+    pool_bn->emplace<BatchNorm2d>(ctx, "bn", 4, false);
+    v.push_back(std::move(pool_bn));
+    v.push_back(std::make_unique<Identity>("skip"));
+    auto affine = std::make_unique<Sequential>("conv_bn_affine");
+    affine->emplace<Conv2d>(ctx, "conv", 4, 4, 1, Conv2dParams{}, false);
+    affine->emplace<BatchNorm2d>(ctx, "bn", 4, true);
+    v.push_back(std::move(affine));
+    v.push_back(std::make_unique<darts::FactorizedReduce>(ctx, "reduce", 4, 4, false));
+    return v;
+  };
+  struct Run {
+    std::vector<float> y, dx, dalpha, eval;
+    std::vector<std::vector<float>> grads, buffers;
+    std::map<std::string, int64_t> calls;
+  };
+  const Shape s{3, 4, 6, 6};
+  auto run = [&](bool fuse, int stride) {
+    Context ctx(Device::cpu(), ContextOptions{41});
+    MixedOpConfig cfg;
+    cfg.fuse_norm = fuse;
+    auto cands = candidates(ctx);
+    if (stride == 2) {  // a reduction edge: stride-2 candidates only
+      cands.clear();
+      cands.push_back(std::make_unique<darts::FactorizedReduce>(ctx, "reduce", 4, 4, false));
+      cands.push_back(std::make_unique<Zero>("none", 2));
+      auto pool_bn = std::make_unique<Sequential>("pool_bn");
+      pool_bn->emplace<MaxPool2d>("pool", 3, 2, 1);
+      pool_bn->emplace<BatchNorm2d>(ctx, "bn", 4, false);
+      cands.push_back(std::move(pool_bn));
+    } else {
+      cands.pop_back();  // FactorizedReduce halves the map: not on a stride-1 edge
+    }
+    ContinuousMixedOp op(ctx, "edge", std::move(cands), cfg);
+    init_normal(ctx, op.alpha().value, 0.0f, 0.5f);
+    Tensor x = test::random_tensor(ctx, s, 3);
+    Run r;
+    OpProfiler prof(ctx);
+    for (int it = 0; it < 2; ++it) {  // twice: the running statistics move twice
+      op.zero_grad(ctx);
+      Tensor y = op.forward(ctx, x, Mode::Train);
+      Tensor dy = test::random_tensor(ctx, y.shape(), 4 + uint32_t(it));
+      Tensor dx = op.backward(ctx, dy);
+      r.y = y.to_vector();
+      r.dx = dx.to_vector();
+    }
+    for (const auto& row : prof.report_by_op()) r.calls[row.op] = row.calls;
+    r.dalpha = op.alpha().grad.to_vector();
+    for (auto& [name, p] : op.named_parameters()) r.grads.push_back(p->grad.to_vector());
+    for (auto& [name, b] : op.named_buffers()) r.buffers.push_back(b->to_vector());
+    r.eval = op.forward(ctx, x, Mode::Eval).to_vector();
+    if (fuse && stride == 1) {
+      test::GradCheckOptions o;
+      o.eps = 3e-3;
+      test::check_layer(ctx, op, x, o);  // input, weights and alpha through the fused path
+    }
+    return r;
+  };
+  for (int stride : {1, 2}) {
+    SCOPED_TRACE(stride);
+    const Run fused = run(true, stride), own = run(false, stride);
+    EXPECT_EQ(fused.y, own.y);
+    EXPECT_EQ(fused.dx, own.dx);
+    EXPECT_EQ(fused.dalpha, own.dalpha);
+    EXPECT_EQ(fused.grads, own.grads);
+    EXPECT_EQ(fused.buffers, own.buffers);
+    EXPECT_EQ(fused.eval, own.eval);
+    auto calls = [](const Run& r, const char* op) {
+      auto it = r.calls.find(op);
+      return it == r.calls.end() ? int64_t(0) : it->second;
+    };
+    // Trailing norms: stride 1 conv_bn, bn, pool_bn (3; not the affine one); stride 2 reduce,
+    // pool_bn (2).
+    const int64_t normed = stride == 1 ? 3 : 2;
+    EXPECT_EQ(calls(fused, "batchnorm_stats"), 2);
+    EXPECT_EQ(calls(fused, "mix_norm_fwd"), 2);
+    EXPECT_EQ(calls(fused, "mix_norm_bwd"), 2);
+    EXPECT_EQ(calls(fused, "mix_fwd") + calls(fused, "mix_bwd_scores"), 0);
+    EXPECT_EQ(calls(own, "batchnorm_fwd_train") - calls(fused, "batchnorm_fwd_train"), 2 * normed);
+    EXPECT_EQ(calls(own, "batchnorm_bwd") - calls(fused, "batchnorm_bwd"), 2 * normed);
+  }
+
+  // Which layers have a trailing norm, and the halves' contract.
+  Context ctx;
+  BatchNorm2d plain(ctx, "bn", 4, false), affine(ctx, "bn_affine", 4, true),
+      synced(ctx, "bn_sync", 4, false);
+  synced.set_synchronized(true);
+  EXPECT_EQ(plain.trailing_norm(), &plain);
+  EXPECT_EQ(affine.trailing_norm(), nullptr);
+  EXPECT_EQ(synced.trailing_norm(), nullptr);
+  Identity id("skip");
+  EXPECT_EQ(id.trailing_norm(), nullptr);
+  Tensor x = test::random_tensor(ctx, s, 9);
+  EXPECT_THROW(id.forward_to_norm(ctx, x, Mode::Train), Error);
+  Sequential seq("seq");
+  seq.emplace<Conv2d>(ctx, "conv", 4, 4, 1, Conv2dParams{}, false);
+  BatchNorm2d& last = seq.emplace<BatchNorm2d>(ctx, "bn", 4, false);
+  EXPECT_EQ(seq.trailing_norm(), &last);
+  Tensor z = seq.forward_to_norm(ctx, x, Mode::Train);
+  EXPECT_EQ(z.shape(), s);
+  EXPECT_THROW(seq.backward(ctx, z), Error);  // a forward_to_norm takes backward_from_norm
+  EXPECT_EQ(seq.backward_from_norm(ctx, z).shape(), s);
+  seq.forward(ctx, x, Mode::Train);
+  EXPECT_THROW(seq.backward_from_norm(ctx, z), Error);
+}
+
 TEST(MixedOpDeterministic, SumsTopKWithoutWeights) {
   Context ctx(Device::cpu(), ContextOptions{3});
   ContinuousMixedOp op(ctx, "edge", pointwise_candidates(ctx, kK), 2);

@@ -639,6 +639,82 @@ std::vector<OpCase> all_cases() {
                        ops::mix_bwd(ctx, in[0], in[1], ps);
                      }});
   }
+  // The normalised mixes: candidate i is null (a Zero) when i % 4 == 0, plain when i % 4 == 1,
+  // else normed (K = 1: normed); 10 candidates run the backward sums in two groups; 32 x 16 x 16
+  // values per channel split over two blocks.
+  for (auto [k, shape] : std::vector<std::pair<int, Shape>>{
+           {1, {4, 3, 5, 5}}, {4, {8, 16, 8, 8}}, {8, {32, 16, 16, 16}}, {10, {2, 3, 4, 5}}}) {
+    const std::string tag = detail::cat("[K=", k, " ", shape.str(), "]");
+    const Shape rows{k, shape[1]}, c{shape[1]};
+    auto kind = [k](size_t i) { return k == 1 ? 2 : int(i % 4); };  // 0 null, 1 plain, 2 normed
+    auto list = [k, kind](std::vector<Tensor>& in, size_t first) {
+      std::pair<std::vector<const Tensor*>, std::vector<bool>> l;
+      for (size_t i = 0; i < size_t(k); ++i) {
+        l.first.push_back(kind(i) == 0 ? nullptr : &in[first + i]);
+        l.second.push_back(kind(i) == 2);
+      }
+      return l;
+    };
+    const std::vector<TensorSpec> xs(size_t(k), spec(shape));
+    // batchnorm_stats: mean, invstd, then a running mean and variance per candidate (those of
+    // un-normed candidates are not given and must keep their values).
+    std::vector<TensorSpec> st_out{poison(rows), poison(rows)};
+    for (int i = 0; i < k; ++i) {
+      st_out.push_back(spec(c));
+      st_out.push_back(spec(c, Init::Positive));
+    }
+    cases.push_back({"batchnorm_stats" + tag, kElementwiseTol * 10, xs, st_out,
+                     [list, kind](Context& ctx, auto& in, auto& out) {
+                       const auto [ps, normed] = list(in, 0);
+                       std::vector<Tensor*> rm, rv;
+                       for (size_t i = 0; i < ps.size(); ++i) {
+                         rm.push_back(kind(i) == 2 ? &out[2 + 2 * i] : nullptr);
+                         rv.push_back(kind(i) == 2 ? &out[3 + 2 * i] : nullptr);
+                       }
+                       ops::batchnorm_stats(ctx, ps, normed, out[0], out[1], rm, rv,
+                                            BatchNormParams{0.1f, 1e-5f});
+                     }});
+    cases.push_back({"batchnorm_stats/probe" + tag,
+                     kElementwiseTol * 10,
+                     xs,
+                     {poison(rows), poison(rows)},
+                     [list](Context& ctx, auto& in, auto& out) {
+                       const auto [ps, normed] = list(in, 0);
+                       ops::batchnorm_stats(ctx, ps, normed, out[0], out[1], {}, {},
+                                            BatchNormParams{0.1f, 1e-5f});
+                     }});
+    std::vector<TensorSpec> fwd_in{spec({k}), spec(rows), spec(rows, Init::Positive)};
+    fwd_in.insert(fwd_in.end(), xs.begin(), xs.end());
+    cases.push_back({"mix_norm_fwd" + tag,
+                     kElementwiseTol * 10,
+                     fwd_in,
+                     {poison(shape)},
+                     [list](Context& ctx, auto& in, auto& out) {
+                       const auto [ps, normed] = list(in, 3);
+                       ops::mix_norm_fwd(ctx, in[0], ps, normed, in[1], in[2], out[0]);
+                     }});
+    // mix_norm_bwd: weights, dy, mean, invstd, xs; K gradients (a null candidate's is not given
+    // and must keep its values), then g.
+    std::vector<TensorSpec> bwd_in{spec({k}), spec(shape), spec(rows), spec(rows, Init::Positive)};
+    bwd_in.insert(bwd_in.end(), xs.begin(), xs.end());
+    std::vector<TensorSpec> bwd_out;
+    for (int i = 0; i < k; ++i)
+      bwd_out.push_back(kind(size_t(i)) == 0 ? spec(shape) : poison(shape));
+    for (bool scores : {true, false}) {
+      std::vector<TensorSpec> o = bwd_out;
+      if (scores) o.push_back(poison({k}));
+      cases.push_back({std::string(scores ? "mix_norm_bwd" : "mix_norm_bwd/no-scores") + tag,
+                       kGemmTol, bwd_in, o,
+                       [list, kind, k, scores](Context& ctx, auto& in, auto& out) {
+                         const auto [ps, normed] = list(in, 4);
+                         std::vector<Tensor*> dxs;
+                         for (size_t i = 0; i < size_t(k); ++i)
+                           dxs.push_back(kind(i) == 0 ? nullptr : &out[i]);
+                         ops::mix_norm_bwd(ctx, in[0], in[1], ps, normed, in[2], in[3], dxs,
+                                           scores ? &out.back() : nullptr);
+                       }});
+    }
+  }
   for (Shape x : {Shape{4, 3, 5, 5}, Shape{64, 16, 8, 8}, Shape{1, 7}}) {
     Shape one = x;
     one[0] = 1;

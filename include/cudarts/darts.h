@@ -41,14 +41,19 @@ class FactorizedReduce final : public Layer {
   const char* type() const override { return "FactorizedReduce"; }
   Shape output_shape(const Shape& x) const override;
   std::vector<Layer*> children() const override;
+  BatchNorm2d* trailing_norm() override;
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  Tensor forward_to_norm_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_from_norm_impl(Context& ctx, const Tensor& dz) override;
   std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override { relu_x_shape_ = Shape(); }
 
  private:
+  Tensor branches(Context& ctx, const Tensor& x, Mode mode);  // the concatenation before bn_
+  Tensor branches_backward(Context& ctx, const Tensor& dcat);
   int64_t c_in_, c_out_;
   std::unique_ptr<ReLU> relu_;
   std::unique_ptr<Conv2d> conv1_, conv2_;

@@ -31,10 +31,14 @@ class Sequential final : public Layer {
   }
   size_t size() const { return layers_.size(); }
   Layer& operator[](size_t i) { return *layers_.at(i); }
+  // The last layer's trailing norm.
+  BatchNorm2d* trailing_norm() override;
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  Tensor forward_to_norm_impl(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward_from_norm_impl(Context& ctx, const Tensor& dz) override;
   std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override;
 

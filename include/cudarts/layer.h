@@ -17,6 +17,7 @@ namespace cudarts {
 namespace onnx {
 class GraphBuilder;
 }
+class BatchNorm2d;
 
 // Train: batch statistics, running statistics updated, activations kept for backward.
 // Eval:  running statistics, nothing kept.
@@ -68,6 +69,19 @@ class Layer {
   // True when the output is exactly zero whatever the input (Zero): a ContinuousMixedOp leaves
   // such a candidate out of its sum, its scores and its backward (no work is spent on it).
   virtual bool output_is_zero() const { return false; }
+  // The BatchNorm2d this layer's output comes from when it is affine-free and unsynchronised:
+  // the output is then a per-channel normalisation of an inner value z (a Sequential or a
+  // FactorizedReduce ending in one, or the BatchNorm2d itself); nullptr otherwise. A
+  // ContinuousMixedOp runs such candidates up to z (forward_to_norm), normalises and mixes them
+  // all in one pass and gives each its gradient with respect to z (backward_from_norm), so no
+  // normalised output is materialised (ops::mix_norm_fwd, docs/DESIGN.md section 6).
+  virtual BatchNorm2d* trailing_norm() { return nullptr; }
+  // forward without the trailing norm: returns z, the norm's input (the output's shape); in
+  // Train keeps what backward_from_norm needs. The norm's statistics, running or batch, are the
+  // caller's: nothing here reads or updates them.
+  Tensor forward_to_norm(Context& ctx, const Tensor& x, Mode mode);
+  // The backward of forward_to_norm: dz (the gradient with respect to z) -> dx.
+  Tensor backward_from_norm(Context& ctx, const Tensor& dz);
   // This layer's and all descendants' parameters and buffers, with dotted paths.
   std::vector<NamedParameter> named_parameters();
   std::vector<Parameter*> parameters();
@@ -87,6 +101,9 @@ class Layer {
   virtual Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) = 0;
   virtual Tensor backward_impl(Context& ctx, const Tensor& dy) = 0;
   virtual void release_saved_impl() {}
+  // The two halves of a layer with a trailing norm (the default fails: no trailing norm).
+  virtual Tensor forward_to_norm_impl(Context& ctx, const Tensor& x, Mode mode);
+  virtual Tensor backward_from_norm_impl(Context& ctx, const Tensor& dz);
   // The default: no ONNX form (search layers).
   virtual std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x);
 
@@ -99,6 +116,8 @@ class Layer {
   const Shape& last_input_shape() const { return input_shape_; }
 
  private:
+  Tensor run_forward(Context& ctx, const Tensor& x, Mode mode, bool to_norm);
+  Tensor run_backward(Context& ctx, const Tensor& dy, bool from_norm);
   void collect(const std::string& prefix, std::vector<NamedParameter>* params,
                std::vector<NamedBuffer>* buffers);
 
@@ -106,6 +125,7 @@ class Layer {
   std::vector<std::unique_ptr<Parameter>> params_;
   std::vector<NamedBuffer> buffers_;
   bool awaiting_backward_ = false;
+  bool to_norm_ = false;  // the held forward was forward_to_norm
   Shape input_shape_, output_shape_;
   std::string range_forward_, range_backward_;  // NVTX labels, built once
 };

@@ -55,10 +55,15 @@ class BatchNorm2d final : public Layer {
   // reductions in forward, one in backward. One process: the same statistics as unsynchronised.
   void set_synchronized(bool on) { synchronized_ = on; }
   bool synchronized() const { return synchronized_; }
+  const BatchNormParams& params() const { return params_; }
+  // This layer when affine-free and unsynchronised (z = x: forward_to_norm is the identity).
+  BatchNorm2d* trailing_norm() override { return gamma_ || synchronized_ ? nullptr : this; }
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  Tensor forward_to_norm_impl(Context&, const Tensor& x, Mode) override { return x.share(); }
+  Tensor backward_from_norm_impl(Context&, const Tensor& dz) override { return dz.share(); }
   std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override;
 

@@ -45,6 +45,11 @@ struct MixedOpConfig {
   // gdas: the Gumbel-softmax temperature, annealed linearly from tau_max (search start) to
   // tau_min (last epoch) by set_search_progress.
   float tau_max = 10.0f, tau_min = 0.1f;
+  // continuous: candidates that end in an affine-free BatchNorm2d (Layer::trailing_norm) are
+  // normalised inside the mix in Train and Probe passes (ops::mix_norm_fwd / mix_norm_bwd): the
+  // same numbers (bit for bit on the CPU), no normalised output written. false: every candidate
+  // runs its own BatchNorm (the comparison darts_bench --fuse-norm false makes).
+  bool fuse_norm = true;
 };
 
 // Where a ranking's Gumbel noise came from: gumbel_rank's seed and offset and the index of the
@@ -177,6 +182,13 @@ class ContinuousMixedOp final : public MixedOp {
  protected:
   Tensor search_forward(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor search_backward(Context& ctx, const Tensor& dy) override;
+  void release_saved_impl() override;
+
+ private:
+  // Saved by a Train forward that normalised candidates inside the mix: which ones (their
+  // entries of outputs_ are then their pre-norm values z_i) and their statistics (K, C).
+  std::vector<bool> normed_;
+  Tensor mean_, invstd_;
 };
 
 // The sampling methods' common pass: S_on from the ranking runs, the ops of the evaluation set

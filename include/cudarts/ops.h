@@ -217,6 +217,35 @@ void mix_scores(Context& ctx, const Tensor& dy, const std::vector<const Tensor*>
 void mix_bwd_scores(Context& ctx, const Tensor& weights, const Tensor& dy,
                     const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& dxs,
                     Tensor& g);
+// ---- an edge's normalised mix (docs/DESIGN.md section 6, "Fusions as built") ----
+// The candidates of an edge whose outputs are affine-free training-mode BatchNorms: their
+// statistics in one op, the normalisation inside the mix, the BatchNorm backward inside the
+// mix's backward, so no candidate's normalised output is written or read. In the three ops
+// xs[i] is candidate i's output t_i when !normed[i], and its value before the BatchNorm, z_i,
+// when normed[i]: then t_i = z_i * invstd[i, c] - mean[i, c] * invstd[i, c] per channel c,
+// batchnorm_fwd_train's output for the statistics in row i of mean and invstd (K, C). A null
+// entry is an exact zero (never normed); all entries have one shape (N, C, H, W).
+// Statistics of every normed entry at once, as batchnorm_fwd_train computes them: rows i of
+// mean and invstd (=; mean 0 and invstd 1 in the other rows); running_means[i] and
+// running_vars[i] move as batchnorm_fwd_train moves them when the two lists are given (K
+// entries each, non-null where normed; empty lists: Probe, nothing updated).
+void batchnorm_stats(Context& ctx, const std::vector<const Tensor*>& xs,
+                     const std::vector<bool>& normed, Tensor& mean, Tensor& invstd,
+                     const std::vector<Tensor*>& running_means,
+                     const std::vector<Tensor*>& running_vars, const BatchNormParams& p);
+// y = sum_i weights[i] t_i (=), float accumulation in candidate order: mix_fwd of the t_i.
+void mix_norm_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs,
+                  const std::vector<bool>& normed, const Tensor& mean, const Tensor& invstd,
+                  Tensor& y);
+// mix_norm_fwd's backward to every candidate: dxs[i] = weights[i] dy where !normed[i], and
+// batchnorm_bwd (affine-free, the statistics of row i) of weights[i] dy where normed[i] (=; a
+// null entry is not written); with g, the scores g[i] = <dy, t_i> (=, K; 0 for a null xs
+// entry). The same numbers as mix_bwd_scores (or mix_bwd) then each normed candidate's
+// batchnorm_bwd. The dxs must not share storage with dy, the xs or each other.
+void mix_norm_bwd(Context& ctx, const Tensor& weights, const Tensor& dy,
+                  const std::vector<const Tensor*>& xs, const std::vector<bool>& normed,
+                  const Tensor& mean, const Tensor& invstd, const std::vector<Tensor*>& dxs,
+                  Tensor* g);
 // Architecture gradient through the softmax: dalpha += p * (g - <p, g>) with p = softmax(alpha).
 // With a ranking (K, i32) and restrict_k > 0, the softmax is restricted to the set
 // E = ranking[0 .. restrict_k) and dalpha is untouched outside E (ProxylessNAS).

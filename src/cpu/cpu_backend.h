@@ -15,6 +15,14 @@ void sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const f
 // Makes each sgemm call run on the calling thread (OpenMP parallelises over the batch).
 void gemm_single_threaded();
 
+// Cores shared by several ops (src/cpu/cpu_nas.cpp), so a fused op's twin computes what the
+// unfused ops compute, bit for bit: <a, b> in double; y = w x; out = sum_k weights[k] xs[k]
+// over the non-null xs (float, candidate order; mix_fwd).
+double dot(const float* a, const float* b, int64_t n);
+void scale_into(float w, const float* x, int64_t n, float* y);
+void mix_accumulate(const std::vector<const float*>& xs, const float* weights, int64_t n,
+                    float* out);
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(std::shared_ptr<Allocator> allocator);
@@ -96,6 +104,15 @@ class CpuBackend final : public Backend {
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
   void mix_bwd_scores(const Tensor& weights, const Tensor& dy, const std::vector<const Tensor*>& xs,
                       const std::vector<Tensor*>& dxs, Tensor& g) override;
+  void batchnorm_stats(const std::vector<const Tensor*>& xs, const std::vector<bool>& normed,
+                       Tensor& mean, Tensor& invstd, const std::vector<Tensor*>& running_means,
+                       const std::vector<Tensor*>& running_vars, const BatchNormParams& p) override;
+  void mix_norm_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs,
+                    const std::vector<bool>& normed, const Tensor& mean, const Tensor& invstd,
+                    Tensor& y) override;
+  void mix_norm_bwd(const Tensor& weights, const Tensor& dy, const std::vector<const Tensor*>& xs,
+                    const std::vector<bool>& normed, const Tensor& mean, const Tensor& invstd,
+                    const std::vector<Tensor*>& dxs, Tensor* g) override;
   void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking, int restrict_k,
                  Tensor& dalpha) override;
   void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset,

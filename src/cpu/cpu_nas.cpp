@@ -37,13 +37,19 @@ std::vector<int> all_indices(int64_t k) {
   return v;
 }
 
+}  // namespace
+
 double dot(const float* a, const float* b, int64_t n) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < n; ++i) s += double(a[i]) * b[i];
   return s;
 }
-}  // namespace
+
+void scale_into(float w, const float* x, int64_t n, float* y) {
+#pragma omp parallel for simd if (parallel : n > 65536)
+  for (int64_t i = 0; i < n; ++i) y[i] = w * x[i];
+}
 
 void CpuBackend::softmax(const Tensor& logits, Tensor& probs) {
   const std::vector<double> p = softmax_over(logits.data(), all_indices(logits.numel()));
@@ -51,17 +57,16 @@ void CpuBackend::softmax(const Tensor& logits, Tensor& probs) {
 }
 
 // Null entries (exact zeros) are left out of the sum; y = 0 when all are null.
-void CpuBackend::mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
+void mix_accumulate(const std::vector<const float*>& xs, const float* weights, int64_t n,
+                    float* out) {
   std::vector<const float*> src;
   std::vector<float> w;
   for (size_t k = 0; k < xs.size(); ++k)
     if (xs[k]) {
-      src.push_back(xs[k]->data());
-      w.push_back(weights.data()[k]);
+      src.push_back(xs[k]);
+      w.push_back(weights[k]);
     }
-  float* out = y.data();
   constexpr int64_t chunk = 4096;
-  const int64_t n = y.numel();
   if (src.empty()) {
     std::fill(out, out + n, 0.0f);
     return;
@@ -82,15 +87,18 @@ void CpuBackend::mix_fwd(const Tensor& weights, const std::vector<const Tensor*>
   }
 }
 
+void CpuBackend::mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {
+  std::vector<const float*> src;
+  for (const Tensor* x : xs) src.push_back(x ? x->data() : nullptr);
+  mix_accumulate(src, weights.data(), y.numel(), y.data());
+}
+
 void CpuBackend::mix_bwd(const Tensor& weights, const Tensor& dy, const std::vector<Tensor*>& dxs) {
   const float* g = dy.data();
   const int64_t n = dy.numel();
   for (size_t k = 0; k < dxs.size(); ++k) {
     if (!dxs[k]) continue;
-    const float wk = weights.data()[k];
-    float* d = dxs[k]->data();
-#pragma omp parallel for simd if (parallel : n > 65536)
-    for (int64_t i = 0; i < n; ++i) d[i] = wk * g[i];
+    scale_into(weights.data()[k], g, n, dxs[k]->data());
   }
 }
 

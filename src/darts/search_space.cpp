@@ -115,7 +115,7 @@ Shape FactorizedReduce::output_shape(const Shape& x) const {
   return Shape{x[0], c_out_, x[2] / 2, x[3] / 2};
 }
 
-Tensor FactorizedReduce::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+Tensor FactorizedReduce::branches(Context& ctx, const Tensor& x, Mode mode) {
   Tensor r = relu_->forward(ctx, x, mode);
   Tensor a = conv1_->forward(ctx, r, mode);
   Tensor shifted = Tensor::empty(ctx, Shape{x.dim(0), x.dim(1), x.dim(2) - 1, x.dim(3) - 1});
@@ -124,12 +124,31 @@ Tensor FactorizedReduce::forward_impl(Context& ctx, const Tensor& x, Mode mode) 
   Tensor cat = Tensor::empty(ctx, Shape{x.dim(0), c_out_, a.dim(2), a.dim(3)});
   ops::concat_channels(ctx, {&a, &b}, cat);
   if (mode == Mode::Train) relu_x_shape_ = r.shape();
-  return bn_->forward(ctx, cat, mode);
+  return cat;
+}
+
+Tensor FactorizedReduce::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  return bn_->forward(ctx, branches(ctx, x, mode), mode);
+}
+
+Tensor FactorizedReduce::forward_to_norm_impl(Context& ctx, const Tensor& x, Mode mode) {
+  return bn_->forward_to_norm(ctx, branches(ctx, x, mode), mode);
+}
+
+BatchNorm2d* FactorizedReduce::trailing_norm() {
+  return bn_->trailing_norm();
 }
 
 Tensor FactorizedReduce::backward_impl(Context& ctx, const Tensor& dy) {
-  Tensor dcat = bn_->backward(ctx, dy);
-  const Shape half{dy.dim(0), c_out_ / 2, dy.dim(2), dy.dim(3)};
+  return branches_backward(ctx, bn_->backward(ctx, dy));
+}
+
+Tensor FactorizedReduce::backward_from_norm_impl(Context& ctx, const Tensor& dz) {
+  return branches_backward(ctx, bn_->backward_from_norm(ctx, dz));
+}
+
+Tensor FactorizedReduce::branches_backward(Context& ctx, const Tensor& dcat) {
+  const Shape half{dcat.dim(0), c_out_ / 2, dcat.dim(2), dcat.dim(3)};
   Tensor da = Tensor::empty(ctx, half), db = Tensor::empty(ctx, half);
   ops::split_channels(ctx, dcat, {&da, &db});
   Tensor dr = conv1_->backward(ctx, da);

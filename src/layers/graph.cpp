@@ -47,6 +47,22 @@ Tensor Sequential::backward_impl(Context& ctx, const Tensor& dy) {
   return g;
 }
 
+BatchNorm2d* Sequential::trailing_norm() {
+  return layers_.empty() ? nullptr : layers_.back()->trailing_norm();
+}
+
+Tensor Sequential::forward_to_norm_impl(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor h = x.share();
+  for (size_t i = 0; i + 1 < layers_.size(); ++i) h = layers_[i]->forward(ctx, h, mode);
+  return layers_.back()->forward_to_norm(ctx, h, mode);
+}
+
+Tensor Sequential::backward_from_norm_impl(Context& ctx, const Tensor& dz) {
+  Tensor g = layers_.back()->backward_from_norm(ctx, dz);
+  for (size_t i = layers_.size() - 1; i-- > 0;) g = layers_[i]->backward(ctx, g);
+  return g;
+}
+
 void Sequential::release_saved_impl() {}
 
 // ---------------------------------------------------------------- Graph

@@ -36,8 +36,14 @@ std::string Layer::label() const {
   return detail::cat(type(), " '", name_, "'");
 }
 
-Tensor Layer::forward(Context& ctx, const Tensor& x, Mode mode) {
-  CUDARTS_CHECK(x.defined(), label(), ": forward got an undefined input");
+namespace {
+const char* forward_name(bool to_norm) {
+  return to_norm ? "forward_to_norm" : "forward";
+}
+}  // namespace
+
+Tensor Layer::run_forward(Context& ctx, const Tensor& x, Mode mode, bool to_norm) {
+  CUDARTS_CHECK(x.defined(), label(), ": ", forward_name(to_norm), " got an undefined input");
   CUDARTS_CHECK(x.device() == ctx.device(), label(), ": input is ", x.describe(),
                 " but the context is on ", ctx.device().str());
   const Shape out = output_shape(x.shape());
@@ -46,30 +52,61 @@ Tensor Layer::forward(Context& ctx, const Tensor& x, Mode mode) {
     range_backward_ = label() + " backward";
   }
   NvtxRange nvtx(range_forward_.c_str());
-  Tensor y = forward_impl(ctx, x, mode);
+  Tensor y = to_norm ? forward_to_norm_impl(ctx, x, mode) : forward_impl(ctx, x, mode);
   CUDARTS_CHECK(y.shape() == out, label(), ": produced shape ", y.shape(), " but declared ", out);
   if (mode == Mode::Train) {
     awaiting_backward_ = true;
+    to_norm_ = to_norm;
     input_shape_ = x.shape();
     output_shape_ = out;
   }
   return y;
 }
 
-Tensor Layer::backward(Context& ctx, const Tensor& dy) {
+Tensor Layer::run_backward(Context& ctx, const Tensor& dy, bool from_norm) {
   CUDARTS_CHECK(awaiting_backward_, label(),
                 ": backward called without a preceding forward in Train mode");
+  CUDARTS_CHECK(to_norm_ == from_norm, label(), ": ", from_norm ? "backward_from_norm" : "backward",
+                " after ", forward_name(to_norm_), "; the backward must match the forward (",
+                to_norm_ ? "backward_from_norm" : "backward", ")");
   CUDARTS_CHECK(dy.defined() && dy.device() == ctx.device(), label(), ": gradient is ",
                 dy.describe(), " but the context is on ", ctx.device().str());
   CUDARTS_CHECK(dy.shape() == output_shape_, label(), ": gradient dy has shape ", dy.shape(),
                 " but the forward output had shape ", output_shape_);
   NvtxRange nvtx(range_backward_.c_str());
-  Tensor dx = backward_impl(ctx, dy);
+  Tensor dx = from_norm ? backward_from_norm_impl(ctx, dy) : backward_impl(ctx, dy);
   awaiting_backward_ = false;
+  to_norm_ = false;
   release_saved_impl();
   CUDARTS_CHECK(dx.shape() == input_shape_, label(), ": backward produced shape ", dx.shape(),
                 " for an input of shape ", input_shape_);
   return dx;
+}
+
+Tensor Layer::forward(Context& ctx, const Tensor& x, Mode mode) {
+  return run_forward(ctx, x, mode, false);
+}
+
+Tensor Layer::backward(Context& ctx, const Tensor& dy) {
+  return run_backward(ctx, dy, false);
+}
+
+Tensor Layer::forward_to_norm(Context& ctx, const Tensor& x, Mode mode) {
+  CUDARTS_CHECK(trailing_norm() != nullptr, label(),
+                ": forward_to_norm on a layer without a trailing affine-free BatchNorm2d");
+  return run_forward(ctx, x, mode, true);
+}
+
+Tensor Layer::backward_from_norm(Context& ctx, const Tensor& dz) {
+  return run_backward(ctx, dz, true);
+}
+
+Tensor Layer::forward_to_norm_impl(Context&, const Tensor&, Mode) {
+  CUDARTS_FAIL(label(), ": no trailing norm to stop at");
+}
+
+Tensor Layer::backward_from_norm_impl(Context&, const Tensor&) {
+  CUDARTS_FAIL(label(), ": no trailing norm to start from");
 }
 
 std::string Layer::to_onnx(onnx::GraphBuilder& g, const std::string& x) {
@@ -86,6 +123,7 @@ std::string Layer::to_onnx_impl(onnx::GraphBuilder&, const std::string&) {
 
 void Layer::release_saved() {
   awaiting_backward_ = false;
+  to_norm_ = false;
   release_saved_impl();
   for (Layer* c : children()) c->release_saved();
 }
