@@ -1,99 +1,19 @@
-// The depthwise convolution kernels (cuda/depthwise_kernels.cuh) run as host code under a small
-// emulation of the CUDA execution model, against the CPU reference (ops::conv2d_* on a CPU
-// context): blocks one after another, the 256 threads of a block as cooperative fibers
-// (ucontext) that switch only at barriers and shuffles, a block barrier that reports
-// divergence (a live thread that never arrives) as a deadlock, shuffles through a per-warp
-// exchange, shared memory poisoned (NaN) before every block, and inputs / outputs framed by
-// guard values. What this cannot see: the GPU memory model, real timing, register and
-// shared-memory limits of the device. Built with the CUDA backend (it needs the CUDA headers),
-// runs without a GPU.
-#include <cuda_runtime.h>  // dim3, uint3, cudaStream_t; the attribute macros redefined below
-#include <ucontext.h>
-
+// The depthwise convolution kernels (cuda/depthwise_kernels.cuh) run as host code under the
+// emulation of the CUDA execution model in cuda_emulation.h (blocks one after another, the 256
+// threads of a block as cooperative fibers, barriers that report divergence, shuffles through
+// a per-warp exchange), against the CPU reference (ops::conv2d_* on a CPU context), with shared
+// memory poisoned (NaN) before every block and inputs / outputs framed by guard values. Built
+// with the CUDA backend (it needs the CUDA headers), runs without a GPU.
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <limits>
-#include <stdexcept>
 
 #include "check.h"
+#include "cuda_emulation.h"  // first: cuda_runtime.h, whose attribute macros are redefined below
 #include "depthwise.cuh"
 #include "test_util.h"
 
-// ---------------------------------------------------------------- the emulated machine
-namespace emu {
-
-constexpr int kThreads = cudarts::cuda::depthwise::kThreads;
-constexpr int kWarps = kThreads / 32;
-constexpr size_t kStackBytes = size_t(64) << 10;
-
-struct Barrier {
-  int expected = 0, arrived = 0;
-  long generation = 0;
-};
-
-struct Machine {
-  ucontext_t scheduler;
-  ucontext_t fibers[kThreads];
-  std::vector<char> stacks = std::vector<char>(kStackBytes * kThreads);
-  bool done[kThreads] = {};
-  int current = 0;
-  long progress = 0;  // barriers completed + threads finished
-  Barrier block;
-  Barrier warps[kWarps];
-  float exchange[kWarps][32];
-  std::function<void()> body;
-};
-
-Machine& machine() {
-  static Machine m;
-  return m;
-}
-
-void yield() {
-  Machine& m = machine();
-  swapcontext(&m.fibers[m.current], &m.scheduler);
-}
-
-void wait(Barrier& b) {
-  const long gen = b.generation;
-  if (++b.arrived == b.expected) {
-    b.arrived = 0;
-    ++b.generation;
-    ++machine().progress;
-    return;
-  }
-  while (b.generation == gen) yield();
-}
-
-void fiber_main() {
-  Machine& m = machine();
-  m.body();
-  m.done[m.current] = true;
-  ++m.progress;
-  swapcontext(&m.fibers[m.current], &m.scheduler);  // never resumed
-}
-
-}  // namespace emu
-
-// The CUDA built-ins the kernels use (the host compilation of cuda_runtime.h declares none).
-uint3 threadIdx, blockIdx;
-dim3 blockDim, gridDim;
-
-inline void __syncthreads() {
-  emu::wait(emu::machine().block);
-}
-
-inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
-  if (mask != 0xffffffffu) throw std::logic_error("emulation: only full-warp shuffles");
-  emu::Machine& m = emu::machine();
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  m.exchange[warp][lane] = v;
-  emu::wait(m.warps[warp]);
-  const float r = m.exchange[warp][lane ^ lane_mask];
-  emu::wait(m.warps[warp]);
-  return r;
-}
+static_assert(emu::kThreads == cudarts::cuda::depthwise::kThreads);
 
 #undef __global__
 #undef __device__
@@ -122,69 +42,19 @@ namespace dw = cuda::depthwise;
 // threads with `smem_bytes` of shared memory; checks that nothing beyond smem_bytes was written.
 void launch(dim3 grid, size_t smem_bytes, const std::function<void()>& kernel) {
   ASSERT_LE(smem_bytes, dw::kMaxSharedBytes);
-  emu::Machine& m = emu::machine();
-  gridDim = grid;
-  blockDim = dim3(emu::kThreads, 1, 1);
-  m.body = kernel;
-  for (unsigned by = 0; by < grid.y; ++by)
-    for (unsigned bx = 0; bx < grid.x; ++bx) {
-      std::memset(dw::smem, 0xff, sizeof(dw::smem));  // NaN in every float
-      m.block = {emu::kThreads, 0, 0};
-      for (auto& w : m.warps) w = {32, 0, 0};
-      for (int t = 0; t < emu::kThreads; ++t) {
-        m.done[t] = false;
-        getcontext(&m.fibers[t]);
-        m.fibers[t].uc_stack.ss_sp = m.stacks.data() + size_t(t) * emu::kStackBytes;
-        m.fibers[t].uc_stack.ss_size = emu::kStackBytes;
-        m.fibers[t].uc_link = nullptr;
-        makecontext(&m.fibers[t], emu::fiber_main, 0);
-      }
-      for (;;) {
-        const long before = m.progress;
-        bool live = false;
-        for (int t = 0; t < emu::kThreads; ++t) {
-          if (m.done[t]) continue;
-          live = true;
-          m.current = t;
-          threadIdx = {unsigned(t), 0, 0};
-          blockIdx = {bx, by, 0};
-          swapcontext(&m.scheduler, &m.fibers[t]);
-        }
-        if (!live) break;
-        ASSERT_NE(m.progress, before)
-            << "block (" << bx << ", " << by << "): threads wait at a barrier others never reach";
-      }
-      for (size_t i = smem_bytes; i < sizeof(dw::smem); ++i)
-        ASSERT_EQ(dw::smem[i], 0xff)
-            << "shared memory written at byte " << i << " of " << smem_bytes;
-    }
+  emu::run_grid(
+      grid, kernel, [] { std::memset(dw::smem, 0xff, sizeof(dw::smem)); },  // NaN in every float
+      [smem_bytes](dim3 b) {
+        for (size_t i = smem_bytes; i < sizeof(dw::smem); ++i)
+          ASSERT_EQ(dw::smem[i], 0xff)
+              << "block (" << b.x << ", " << b.y << "): shared memory written at byte " << i
+              << " of " << smem_bytes;
+      });
 }
 
-constexpr int64_t kGuard = 37;  // guard elements before and after every buffer
-constexpr float kOutGuard = 4242.0f;
-
-// A host buffer framed by guards: NaN for inputs (a stray read poisons a result), kOutGuard for
-// outputs (a stray write is seen).
-struct Framed {
-  std::vector<float> all;
-  float* data() { return all.data() + kGuard; }
-  int64_t n() const { return int64_t(all.size()) - 2 * kGuard; }
-  std::vector<float> body() const { return {all.begin() + kGuard, all.end() - kGuard}; }
-  bool guards_intact() const {
-    for (int64_t i = 0; i < kGuard; ++i) {
-      const float a = all[size_t(i)], b = all[all.size() - 1 - size_t(i)];
-      if (!((std::isnan(a) && std::isnan(b)) || (a == kOutGuard && b == kOutGuard))) return false;
-    }
-    return true;
-  }
-};
-
-Framed framed(const std::vector<float>& v, float guard) {
-  Framed f;
-  f.all.assign(size_t(v.size() + 2 * kGuard), guard);
-  std::copy(v.begin(), v.end(), f.all.begin() + kGuard);
-  return f;
-}
+using Framed = emu::Framed<float>;
+using emu::framed;
+using emu::kOutGuard;
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 struct Case {
