@@ -6,18 +6,9 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "check.h"
+#include "reduce_sizes.h"
 
 namespace cudarts::cuda {
-
-constexpr int kWarp = 32;
-constexpr int kReduceBlock = 256;      // threads of every block that calls block_sum
-constexpr int64_t kMaxPartials = 256;  // per-row partial sums of a first pass, at most
-
-// How many blocks (= partial sums) a first pass over n elements uses: a function of n only.
-inline int64_t partial_count(int64_t n) {
-  const int64_t blocks = (n + kReduceBlock - 1) / kReduceBlock;
-  return blocks < 1 ? 1 : (blocks < kMaxPartials ? blocks : kMaxPartials);
-}
 
 // Sum over the 32 lanes of a warp; every lane gets the same bits (butterfly of commutative adds).
 // For the warp-per-row kernels, which need the result in every lane.

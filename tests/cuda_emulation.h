@@ -10,11 +10,14 @@
 #include <gtest/gtest.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
 #include <vector>
+
+#include "reduce_sizes.h"
 
 // ---------------------------------------------------------------- the emulated machine
 namespace emu {
@@ -163,5 +166,34 @@ Framed<T> framed(const std::vector<T>& v, T guard) {
   f.all.assign(size_t(v.size() + 2 * kGuard), guard);
   std::copy(v.begin(), v.end(), f.all.begin() + kGuard);
   return f;
+}
+}  // namespace emu
+
+// CUB's block sum (reduce.cuh: every thread of the block calls it and gets the total) for the
+// emulated kernels, which are compiled with CUDARTS_KERNEL_EMULATION instead of reduce.cuh: a
+// fixed-order sum over the block's threads.
+namespace cudarts::cuda {
+static_assert(kReduceBlock == emu::kThreads);
+inline double block_sum(double v) {
+  static double values[kReduceBlock];
+  values[threadIdx.x] = v;
+  __syncthreads();
+  double s = 0.0;
+  for (double x : values) s += x;
+  __syncthreads();
+  return s;
+}
+}  // namespace cudarts::cuda
+
+namespace emu {
+// ||got - want|| / ||want|| in double; infinite when got has a non-finite element.
+inline double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double d = 0.0, r = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    d += std::pow(double(got[i]) - want[i], 2);
+    r += std::pow(double(want[i]), 2);
+  }
+  return std::sqrt(d / std::max(r, 1e-300));
 }
 }  // namespace emu

@@ -3,8 +3,8 @@
 // and geometry of cuda/norm_mix.cu, against the CPU ops (ops::batchnorm_stats, mix_norm_fwd,
 // mix_norm_bwd on a CPU context). Every buffer is framed by guards (NaN before inputs, a marker
 // around outputs), "=" outputs start as NaN, a gradient that is not given must keep its values.
-// CUB's block sum is replaced by a fixed-order sum with the same contract. Built with the CUDA
-// backend (it needs the CUDA headers), runs without a GPU.
+// CUB's block sum is replaced by cuda_emulation.h's fixed-order sum (the same contract). Built with
+// the CUDA backend (it needs the CUDA headers), runs without a GPU.
 #include <cmath>
 #include <limits>
 
@@ -12,30 +12,7 @@
 #include "launch.cuh"
 #include "test_util.h"
 
-#undef __global__
-#undef __device__
-#undef __shared__
-#undef __grid_constant__
-#define __global__
-#define __device__
-#define __shared__ static  // one copy for the block's fibers: the emulated block's shared memory
-#define __grid_constant__
-#define CUDARTS_KERNEL_EMULATION
-
-namespace cudarts::cuda {
-constexpr int kReduceBlock = 256;
-static_assert(kReduceBlock == emu::kThreads);
-// block_sum's contract (reduce.cuh): every thread of the block calls it and gets the total.
-inline double block_sum(double v) {
-  static double values[kReduceBlock];
-  values[threadIdx.x] = v;
-  __syncthreads();
-  double s = 0.0;
-  for (double x : values) s += x;
-  __syncthreads();
-  return s;
-}
-}  // namespace cudarts::cuda
+#include "emulated_attributes.h"
 
 #include "norm_mix_kernels.cuh"
 
@@ -53,16 +30,6 @@ struct Case {
   Shape shape;
   bool scores, running;
 };
-
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double d = 0.0, r = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    d += std::pow(double(got[i]) - want[i], 2);
-    r += std::pow(double(want[i]), 2);
-  }
-  return std::sqrt(d / std::max(r, 1e-300));
-}
 
 void run_case(const Case& cs) {
   const int64_t k = int64_t(cs.kinds.size()), n = cs.shape[0], c = cs.shape[1],
@@ -149,12 +116,12 @@ void run_case(const Case& cs) {
                                         trv, bp.eps, bp.momentum, fmean.data(), finv.data());
   });
   EXPECT_TRUE(partials.guards_intact() && fmean.guards_intact() && finv.guards_intact());
-  EXPECT_LT(rel_error(fmean.body(), mean.to_vector()), 1e-6);
-  EXPECT_LT(rel_error(finv.body(), invstd.to_vector()), 1e-6);
+  EXPECT_LT(emu::rel_error(fmean.body(), mean.to_vector()), 1e-6);
+  EXPECT_LT(emu::rel_error(finv.body(), invstd.to_vector()), 1e-6);
   for (int64_t i = 0; i < k; ++i) {
     EXPECT_TRUE(frm[size_t(i)].guards_intact() && frv[size_t(i)].guards_intact());
-    EXPECT_LT(rel_error(frm[size_t(i)].body(), rm[size_t(i)].to_vector()), 1e-6) << i;
-    EXPECT_LT(rel_error(frv[size_t(i)].body(), rv[size_t(i)].to_vector()), 1e-6) << i;
+    EXPECT_LT(emu::rel_error(frm[size_t(i)].body(), rm[size_t(i)].to_vector()), 1e-6) << i;
+    EXPECT_LT(emu::rel_error(frv[size_t(i)].body(), rv[size_t(i)].to_vector()), 1e-6) << i;
   }
 
   // mix_norm_fwd.
@@ -164,7 +131,7 @@ void run_case(const Case& cs) {
                                    hw, fy.data());
   });
   EXPECT_TRUE(fy.guards_intact());
-  EXPECT_LT(rel_error(fy.body(), y.to_vector()), 1e-5);
+  EXPECT_LT(emu::rel_error(fy.body(), y.to_vector()), 1e-5);
 
   // mix_norm_bwd: the sums per group of candidates, the coefficients, one pass for the gradients.
   D sums =
@@ -201,7 +168,7 @@ void run_case(const Case& cs) {
       EXPECT_EQ(fdz[size_t(i)].body(), std::vector<float>(size_t(total), 7.0f)) << i;
       continue;
     }
-    EXPECT_LT(rel_error(fdz[size_t(i)].body(), dz[size_t(i)].to_vector()), 1e-4)
+    EXPECT_LT(emu::rel_error(fdz[size_t(i)].body(), dz[size_t(i)].to_vector()), 1e-4)
         << "candidate " << i;
   }
   if (cs.scores) {
