@@ -1,9 +1,12 @@
 // The MixedOp mixing kernels (internal; launchers in nas_kernels.cu): the weighted sum, its
 // backward to every candidate, the left-to-right sum of many tensors, the scores' first pass and
-// the backward fused with it. Included by nas_kernels.cu and by tests/test_mix_emulation.cpp,
-// which runs them as host code under an emulation of blocks and barriers
-// (CUDARTS_KERNEL_EMULATION: it supplies block_sum); internal linkage.
+// the backward fused with it, and the softmax and architecture gradient of many MixedOps at once
+// (the serial per-row code that softmax_kernel and arch_grad_kernel share). Included by
+// nas_kernels.cu and by tests/test_mix_emulation.cpp, which runs them as host code under an
+// emulation of blocks and barriers (CUDARTS_KERNEL_EMULATION: it supplies block_sum); internal
+// linkage.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "reduce_sizes.h"
@@ -109,6 +112,74 @@ __global__ void mix_bwd_scores_kernel(const float* weights, const float* dy,
     const double total = block_sum(acc[j]);
     if (threadIdx.x == 0) partials[j * int64_t(gridDim.x) + blockIdx.x] = total;
   }
+}
+
+// True when ranking[0 .. count) all lie in [0, k).
+__device__ bool ranking_valid(const int32_t* ranking, int64_t count, int64_t k) {
+  for (int64_t j = 0; j < count; ++j)
+    if (ranking[j] < 0 || ranking[j] >= k) return false;
+  return true;
+}
+
+// probs = softmax(logits) (k), in double, serially (CPU: softmax / softmax_over).
+__device__ void softmax_row(const float* logits, int64_t k, float* probs) {
+  double mx = -double(INFINITY);
+  for (int64_t i = 0; i < k; ++i) mx = mx < double(logits[i]) ? double(logits[i]) : mx;
+  double s = 0.0;
+  for (int64_t i = 0; i < k; ++i) s += exp(double(logits[i]) - mx);
+  for (int64_t i = 0; i < k; ++i) probs[i] = static_cast<float>(exp(double(logits[i]) - mx) / s);
+}
+
+// dalpha[m] += p_m (g_m - <p, g>) over the members m (ranking[0 .. count), valid, or
+// 0 .. count), p = softmax of alpha over the members; serially, in member order (CPU:
+// arch_grad).
+__device__ void arch_grad_row(const float* alpha, const float* g, const int32_t* ranking,
+                              int64_t count, float* dalpha) {
+  auto member = [&](int64_t j) -> int64_t { return ranking ? ranking[j] : j; };
+  double mx = -double(INFINITY);
+  for (int64_t j = 0; j < count; ++j) {
+    const double a = alpha[member(j)];
+    mx = mx < a ? a : mx;
+  }
+  double s = 0.0;
+  for (int64_t j = 0; j < count; ++j) s += exp(double(alpha[member(j)]) - mx);
+  double pg = 0.0;
+  for (int64_t j = 0; j < count; ++j) pg += exp(double(alpha[member(j)]) - mx) / s * g[member(j)];
+  for (int64_t j = 0; j < count; ++j) {
+    const double p = exp(double(alpha[member(j)]) - mx) / s;
+    dalpha[member(j)] += static_cast<float>(p * (g[member(j)] - pg));
+  }
+}
+
+// Rows of the batched small ops, by value in the kernel parameters.
+constexpr int kMaxRows = 128;
+struct SoftmaxRows {
+  const float* logits[kMaxRows];
+  float* probs[kMaxRows];
+  int k[kMaxRows];
+};
+struct ArchGradRows {
+  const float* alpha[kMaxRows];
+  const float* g[kMaxRows];
+  float* dalpha[kMaxRows];
+  int k[kMaxRows];
+  int lane[kMaxRows];  // rows with the same dalpha have the same lane
+};
+
+// One thread per row (CPU: softmax_many).
+__global__ void softmax_many_kernel(const __grid_constant__ SoftmaxRows rows, int count) {
+  const int r = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (r < count) softmax_row(rows.logits[r], rows.k[r], rows.probs[r]);
+}
+
+// One thread per lane, applying the lane's rows in row order (CPU: arch_grad_many).
+__global__ void arch_grad_many_kernel(const __grid_constant__ ArchGradRows rows, int count,
+                                      int lanes) {
+  const int lane = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (lane >= lanes) return;
+  for (int r = 0; r < count; ++r)
+    if (rows.lane[r] == lane)
+      arch_grad_row(rows.alpha[r], rows.g[r], nullptr, rows.k[r], rows.dalpha[r]);
 }
 
 }  // namespace

@@ -45,20 +45,9 @@ MixInputs mix_inputs(const std::vector<const Tensor*>& xs, const char* op) {
   return mix_list<MixInputs>(xs, op);
 }
 
-// True when ranking[0 .. count) all lie in [0, k).
-__device__ bool ranking_valid(const int32_t* ranking, int64_t count, int64_t k) {
-  for (int64_t j = 0; j < count; ++j)
-    if (ranking[j] < 0 || ranking[j] >= k) return false;
-  return true;
-}
-
 // probs = softmax(logits) in double, one thread (CPU: softmax / softmax_over).
 __global__ void softmax_kernel(const float* logits, int64_t k, float* probs) {
-  double mx = -CUDART_INF;
-  for (int64_t i = 0; i < k; ++i) mx = mx < double(logits[i]) ? double(logits[i]) : mx;
-  double s = 0.0;
-  for (int64_t i = 0; i < k; ++i) s += exp(double(logits[i]) - mx);
-  for (int64_t i = 0; i < k; ++i) probs[i] = static_cast<float>(exp(double(logits[i]) - mx) / s);
+  softmax_row(logits, k, probs);
 }
 
 // dalpha[m] += p_m (g_m - <p, g>) over the members m (ranking[0 .. count) or 0 .. count), with
@@ -69,20 +58,7 @@ __global__ void arch_grad_kernel(const float* alpha, const float* g, const int32
     for (int64_t i = 0; i < k; ++i) dalpha[i] = CUDART_NAN_F;
     return;
   }
-  auto member = [&](int64_t j) -> int64_t { return ranking ? ranking[j] : j; };
-  double mx = -CUDART_INF;
-  for (int64_t j = 0; j < count; ++j) {
-    const double a = alpha[member(j)];
-    mx = mx < a ? a : mx;
-  }
-  double s = 0.0;
-  for (int64_t j = 0; j < count; ++j) s += exp(double(alpha[member(j)]) - mx);
-  double pg = 0.0;
-  for (int64_t j = 0; j < count; ++j) pg += exp(double(alpha[member(j)]) - mx) / s * g[member(j)];
-  for (int64_t j = 0; j < count; ++j) {
-    const double p = exp(double(alpha[member(j)]) - mx) / s;
-    dalpha[member(j)] += static_cast<float>(p * (g[member(j)] - pg));
-  }
+  arch_grad_row(alpha, g, ranking, count, dalpha);
 }
 
 // logit + Gumbel noise for element j, exactly as the CPU (u in double, double logs). A NaN key
@@ -369,6 +345,47 @@ void CudaBackend::arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* 
       alpha.data(), g.data(), ranking ? ranking->data_i32() : nullptr, count, k, dalpha.data());
   CUDARTS_LAUNCH_CHECK("arch_grad_kernel", "(alpha ", alpha.shape(), ", restrict_k ", restrict_k,
                        ")");
+}
+
+// Rows in launches of kMaxRows, one thread per row, in list order.
+void CudaBackend::softmax_many(const std::vector<const Tensor*>& logits,
+                               const std::vector<Tensor*>& probs) {
+  for (size_t first = 0; first < logits.size(); first += size_t(kMaxRows)) {
+    const size_t count = std::min(logits.size() - first, size_t(kMaxRows));
+    SoftmaxRows rows{};
+    for (size_t r = 0; r < count; ++r) {
+      rows.logits[r] = logits[first + r]->data();
+      rows.probs[r] = probs[first + r]->data();
+      rows.k[r] = int(logits[first + r]->numel());
+    }
+    softmax_many_kernel<<<1, kMaxRows, 0, stream_>>>(rows, int(count));
+    CUDARTS_LAUNCH_CHECK("softmax_many_kernel", "(", count, " rows)");
+  }
+}
+
+// Rows in launches of kMaxRows; within a launch one thread per distinct dalpha (a lane) applies
+// its rows in list order, and later launches follow earlier ones on the stream: the list order
+// holds for every shared dalpha.
+void CudaBackend::arch_grad_many(const std::vector<const Tensor*>& alphas,
+                                 const std::vector<const Tensor*>& gs,
+                                 const std::vector<Tensor*>& dalphas) {
+  for (size_t first = 0; first < alphas.size(); first += size_t(kMaxRows)) {
+    const size_t count = std::min(alphas.size() - first, size_t(kMaxRows));
+    ArchGradRows rows{};
+    std::vector<const void*> lanes;
+    for (size_t r = 0; r < count; ++r) {
+      Tensor& d = *dalphas[first + r];
+      const auto it = std::find(lanes.begin(), lanes.end(), d.raw());
+      rows.lane[r] = int(it - lanes.begin());
+      if (it == lanes.end()) lanes.push_back(d.raw());
+      rows.alpha[r] = alphas[first + r]->data();
+      rows.g[r] = gs[first + r]->data();
+      rows.dalpha[r] = d.data();
+      rows.k[r] = int(d.numel());
+    }
+    arch_grad_many_kernel<<<1, kMaxRows, 0, stream_>>>(rows, int(count), int(lanes.size()));
+    CUDARTS_LAUNCH_CHECK("arch_grad_many_kernel", "(", count, " rows)");
+  }
 }
 
 void CudaBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,

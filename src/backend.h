@@ -104,6 +104,8 @@ class Backend {
   virtual void gather(const Tensor& src, const Tensor& index, Tensor& dst) = 0;
 
   virtual void softmax(const Tensor& logits, Tensor& probs) = 0;
+  virtual void softmax_many(const std::vector<const Tensor*>& logits,
+                            const std::vector<Tensor*>& probs) = 0;
   virtual void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) = 0;
   virtual void mix_bwd(const Tensor& weights, const Tensor& dy,
                        const std::vector<Tensor*>& dxs) = 0;
@@ -125,6 +127,9 @@ class Backend {
                             const std::vector<Tensor*>& dxs, Tensor* g) = 0;
   virtual void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                          int restrict_k, Tensor& dalpha) = 0;
+  virtual void arch_grad_many(const std::vector<const Tensor*>& alphas,
+                              const std::vector<const Tensor*>& gs,
+                              const std::vector<Tensor*>& dalphas) = 0;
   virtual void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
                            uint64_t offset, const uint64_t* shift, Tensor& ranking) = 0;
   virtual void gumbel_softmax(const Tensor& logits, uint64_t seed, uint64_t offset,

@@ -44,6 +44,7 @@
   X(augment)                  \
   X(gather)                   \
   X(softmax)                  \
+  X(softmax_many)             \
   X(mix_fwd)                  \
   X(mix_bwd)                  \
   X(mix_scores)               \
@@ -52,6 +53,7 @@
   X(mix_norm_fwd)             \
   X(mix_norm_bwd)             \
   X(arch_grad)                \
+  X(arch_grad_many)           \
   X(gumbel_rank)              \
   X(gumbel_softmax)           \
   X(gumbel_softmax_bwd)       \

@@ -148,6 +148,8 @@ void check_ranges(const char* op, std::vector<Range>& ranges) {
                                          "scale", "axpy",     "scale_samples", "mix_fwd"};
   bool elementwise = false;
   for (const char* name : in_place) elementwise = elementwise || std::strcmp(name, op) == 0;
+  // Batched accumulations whose rows may share an output (the same view, added to in row order).
+  const bool shared_outputs = std::strcmp(op, "arch_grad_many") == 0;
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return a.begin < b.begin; });
   for (size_t i = 0; i < ranges.size(); ++i)
@@ -157,6 +159,7 @@ void check_ranges(const char* op, std::vector<Range>& ranges) {
       if (!a.output && !b.output) continue;  // inputs may share memory
       const bool same = a.begin == b.begin && a.bytes == b.bytes;
       if (same && elementwise && a.output != b.output) continue;
+      if (same && shared_outputs && a.output && b.output) continue;
       CUDARTS_FAIL(op, ": ", a.output && b.output ? "two outputs" : "an output and an input",
                    " share memory (", a.bytes, " bytes at ", static_cast<const void*>(a.begin),
                    " and ", b.bytes, " bytes at ", static_cast<const void*>(b.begin), "); ",
@@ -935,6 +938,92 @@ void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
   CUDARTS_CHECK(logits.numel() >= 1, "softmax: empty logits");
   check_vector(ctx, "softmax", "probs", probs, logits.numel());
   detail::dispatch(ctx, &Backend::softmax, logits, probs);
+}
+
+namespace {
+// True when the two views share bytes.
+bool overlap(const Tensor& a, const Tensor& b) {
+  if (!a.same_storage(b)) return false;
+  const char *pa = static_cast<const char*>(a.raw()), *pb = static_cast<const char*>(b.raw());
+  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
+}
+
+// A list of K-vectors (rows of a batched small op): non-empty, no null, each 1-D and non-empty;
+// with `shapes`, row i has the shape of shapes[i].
+void check_rows(Context& ctx, const char* op, const char* name,
+                const std::vector<const Tensor*>& rows,
+                const std::vector<const Tensor*>* shapes = nullptr) {
+  CUDARTS_CHECK(!rows.empty(), op, ": the list '", name, "' is empty");
+  if (shapes)
+    CUDARTS_CHECK(rows.size() == shapes->size(), op, ": ", rows.size(), " entries in '", name,
+                  "' for ", shapes->size(), " rows");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    CUDARTS_CHECK(rows[i] != nullptr, op, ": entry ", i, " of '", name, "' is null");
+    check_tensor(ctx, op, name, *rows[i]);
+    check_ndim(op, name, *rows[i], 1);
+    CUDARTS_CHECK(rows[i]->numel() >= 1, op, ": entry ", i, " of '", name, "' is empty");
+    if (shapes)
+      CUDARTS_CHECK(rows[i]->shape() == (*shapes)[i]->shape(), op, ": entry ", i, " of '", name,
+                    "' has shape ", rows[i]->shape(), ", expected ", (*shapes)[i]->shape());
+  }
+}
+
+OpCost rows_cost(const std::vector<const Tensor*>& rows, double passes) {
+  OpCost c;  // one thread per row (or per shared output), 128 rows per launch
+  c.launches = int64_t((rows.size() + 127) / 128);
+  for (const Tensor* r : rows)
+    c.bytes_read += passes * bytes(r), c.flops += 8.0 * double(r->numel());
+  return c;
+}
+}  // namespace
+
+void softmax_many(Context& ctx, const std::vector<const Tensor*>& logits,
+                  const std::vector<Tensor*>& probs) {
+  OpRange op_range(ctx, "softmax_many");
+  const char* op = "softmax_many";
+  check_rows(ctx, op, "logits", logits);
+  const std::vector<const Tensor*> out(probs.begin(), probs.end());
+  check_rows(ctx, op, "probs", out, &logits);
+  for (size_t i = 0; i < probs.size(); ++i) {
+    for (size_t j = 0; j < logits.size(); ++j)
+      CUDARTS_CHECK(!overlap(*probs[i], *logits[j]), op, ": probs ", i, " overlaps logits ", j);
+    for (size_t j = 0; j < i; ++j)
+      CUDARTS_CHECK(!overlap(*probs[i], *probs[j]), op, ": probs ", j, " and ", i, " overlap");
+  }
+  op_range.set_cost([&] {
+    OpCost c = rows_cost(logits, 1.0);
+    for (const Tensor* p : out) c.bytes_written += bytes(p);
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::softmax_many, logits, probs);
+}
+
+void arch_grad_many(Context& ctx, const std::vector<const Tensor*>& alphas,
+                    const std::vector<const Tensor*>& gs, const std::vector<Tensor*>& dalphas) {
+  OpRange op_range(ctx, "arch_grad_many");
+  const char* op = "arch_grad_many";
+  check_rows(ctx, op, "alphas", alphas);
+  check_rows(ctx, op, "gs", gs, &alphas);
+  const std::vector<const Tensor*> out(dalphas.begin(), dalphas.end());
+  check_rows(ctx, op, "dalphas", out, &alphas);
+  for (size_t i = 0; i < dalphas.size(); ++i) {
+    for (size_t j = 0; j < alphas.size(); ++j)
+      CUDARTS_CHECK(!overlap(*dalphas[i], *alphas[j]) && !overlap(*dalphas[i], *gs[j]), op,
+                    ": dalphas ", i, " overlaps alphas or gs ", j);
+    for (size_t j = 0; j < i; ++j)
+      CUDARTS_CHECK(
+          !overlap(*dalphas[i], *dalphas[j]) || (dalphas[i]->raw() == dalphas[j]->raw() &&
+                                                 dalphas[i]->numel() == dalphas[j]->numel()),
+          op, ": dalphas ", j, " and ", i,
+          " overlap without being the same view (rows that share a gradient must "
+          "give the same view)");
+  }
+  op_range.set_cost([&] {
+    OpCost c = rows_cost(alphas, 3.0);  // alpha, g and dalpha read
+    for (const Tensor* d : out) c.bytes_written += bytes(d);
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::arch_grad_many, alphas, gs, dalphas);
 }
 
 void mix_fwd(Context& ctx, const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) {

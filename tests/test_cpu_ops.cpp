@@ -431,6 +431,48 @@ TEST(CpuMixOps, NullEntriesAreExactZerosAndMixFwdRunsInPlace) {
   EXPECT_THROW(ops::mix_bwd(ctx, w, dy, {&d0, &d0, nullptr}), Error);  // outputs overlap
 }
 
+// The batched small ops: softmax_many row by row as softmax (and by hand), arch_grad_many as
+// arch_grad applied in row order, two rows adding to one gradient; overlapping outputs refused.
+TEST(CpuMixOps, BatchedSoftmaxAndArchitectureGradientsMatchTheirRows) {
+  Context ctx;
+  Tensor a = Tensor::from_vector(ctx, Shape{3}, {0.0f, std::log(3.0f), 0.0f});
+  Tensor b = Tensor::from_vector(ctx, Shape{2}, {1.5f, -0.5f});
+  Tensor pa = Tensor::empty(ctx, Shape{3}), pb = Tensor::empty(ctx, Shape{2});
+  ops::softmax_many(ctx, {&a, &b}, {&pa, &pb});
+  const std::vector<float> va = pa.to_vector();
+  EXPECT_NEAR(va[0], 0.2f, 1e-7);  // 1 / (1 + 3 + 1)
+  EXPECT_NEAR(va[1], 0.6f, 1e-7);
+  Tensor qb = Tensor::empty(ctx, Shape{2});
+  ops::softmax(ctx, b, qb);
+  EXPECT_EQ(pb.to_vector(), qb.to_vector());
+  // Rows 0 and 2 share gradient d (a's shape), row 1 has its own.
+  Tensor g0 = Tensor::from_vector(ctx, Shape{3}, {1.0f, -2.0f, 0.5f}),
+         g1 = Tensor::from_vector(ctx, Shape{2}, {0.25f, 4.0f}),
+         g2 = Tensor::from_vector(ctx, Shape{3}, {-3.0f, 1.0f, 2.0f});
+  Tensor d = Tensor::full(ctx, Shape{3}, 0.125f), e = Tensor::full(ctx, Shape{2}, -1.0f);
+  Tensor d_view = d.slice(0, 3);  // another handle on the same view
+  ops::arch_grad_many(ctx, {&a, &b, &a}, {&g0, &g1, &g2}, {&d, &e, &d_view});
+  Tensor rd = Tensor::full(ctx, Shape{3}, 0.125f), re = Tensor::full(ctx, Shape{2}, -1.0f);
+  ops::arch_grad(ctx, a, g0, nullptr, 0, rd);
+  ops::arch_grad(ctx, b, g1, nullptr, 0, re);
+  ops::arch_grad(ctx, a, g2, nullptr, 0, rd);
+  EXPECT_EQ(d.to_vector(), rd.to_vector());
+  EXPECT_EQ(e.to_vector(), re.to_vector());
+  // By hand: p = (0.2, 0.6, 0.2); <p, g0> = -0.9, <p, g2> = 0.4.
+  const std::vector<float> vd = d.to_vector();
+  EXPECT_NEAR(vd[0], 0.125 + 0.2 * (1.0 + 0.9) + 0.2 * (-3.0 - 0.4), 1e-6);
+  EXPECT_NEAR(vd[1], 0.125 + 0.6 * (-2.0 + 0.9) + 0.6 * (1.0 - 0.4), 1e-6);
+  // Refused: probs overlapping logits, probs overlapping each other, gradients that overlap
+  // without being the same view, a gradient on an input.
+  Tensor wide = Tensor::empty(ctx, Shape{4});
+  Tensor w0 = wide.slice(0, 3), w1 = wide.slice(1, 4);
+  EXPECT_THROW(ops::softmax_many(ctx, {&a}, {&a}), Error);
+  EXPECT_THROW(ops::softmax_many(ctx, {&a, &a}, {&w0, &w1}), Error);
+  EXPECT_THROW(ops::arch_grad_many(ctx, {&a, &a}, {&g0, &g2}, {&w0, &w1}), Error);
+  EXPECT_THROW(ops::arch_grad_many(ctx, {&a}, {&g0}, {&g0}), Error);
+  EXPECT_THROW(ops::arch_grad_many(ctx, {&a}, {&g1}, {&d}), Error);  // g of b's size for a
+}
+
 // The normalised mixes (an edge's trailing affine-free BatchNorms inside its mix): against
 // naive double loops written here (statistics, normalisation, weighted sum, running statistics,
 // the BatchNorm backward of p_i dy, the scores), the backward also against finite differences of

@@ -1,10 +1,10 @@
 // The MixedOp mixing kernels (cuda/mix_kernels.cuh: mix_fwd, mix_bwd, add_n, the scores' first
-// pass, mix_bwd_scores) run as host code under the emulation of cuda_emulation.h, in the launch
-// geometry of cuda/nas_kernels.cu, against the CPU ops (ops::mix_fwd, mix_bwd, add_n,
-// mix_scores, mix_bwd_scores on a CPU context). The scores' second pass (sum_partials_kernel,
-// run on an H100 with the first version) is a fixed-order sum of each row here. Buffers are
-// framed by guards; a null entry must be neither read (its pointer is null) nor written. Built
-// with the CUDA backend (it needs the CUDA headers), runs without a GPU.
+// pass, mix_bwd_scores, softmax_many, arch_grad_many) run as host code under the emulation of
+// cuda_emulation.h, in the launch geometry of cuda/nas_kernels.cu, against the CPU ops
+// (ops::mix_fwd, mix_bwd, add_n, mix_scores, mix_bwd_scores on a CPU context). The scores' second
+// pass (sum_partials_kernel, run on an H100 with the first version) is a fixed-order sum of each
+// row here. Buffers are framed by guards; a null entry must be neither read (its pointer is null)
+// nor written. Built with the CUDA backend (it needs the CUDA headers), runs without a GPU.
 #include <cmath>
 #include <limits>
 
@@ -147,6 +147,52 @@ void run_add_n(int terms, int64_t n) {
   EXPECT_EQ(fy.body(), y.to_vector());  // left to right in float, as the CPU: the same bits
 }
 
+// softmax_many and arch_grad_many: rows of 8, 3, 8 and 1 entries; rows 0 and 2 add to one
+// gradient (one lane, in row order), as the launcher groups them.
+void run_rows() {
+  Context ctx;
+  const std::vector<int64_t> len{8, 3, 8, 1};
+  const std::vector<int> lane{0, 1, 0, 2};
+  std::vector<F> fa, fg, fp, fd;
+  std::vector<Tensor> ta, tg, td;
+  mx::SoftmaxRows sr{};
+  mx::ArchGradRows ar{};
+  for (size_t r = 0; r < len.size(); ++r) {
+    const std::vector<float> a = test::random_vector(size_t(len[r]), 120 + uint32_t(r), 2.0f),
+                             g = test::random_vector(size_t(len[r]), 130 + uint32_t(r));
+    fa.push_back(emu::framed(a, kNaN));
+    fg.push_back(emu::framed(g, kNaN));
+    fp.push_back(emu::framed(std::vector<float>(size_t(len[r]), kNaN), emu::kOutGuard));
+    fd.push_back(emu::framed(std::vector<float>(size_t(len[r]), 0.5f), emu::kOutGuard));
+    ta.push_back(Tensor::from_vector(ctx, Shape{len[r]}, a));
+    tg.push_back(Tensor::from_vector(ctx, Shape{len[r]}, g));
+    td.push_back(Tensor::full(ctx, Shape{len[r]}, 0.5f));
+  }
+  for (size_t r = 0; r < len.size(); ++r) {
+    sr.logits[r] = fa[r].data();
+    sr.probs[r] = fp[r].data();
+    sr.k[r] = int(len[r]);
+    ar.alpha[r] = fa[r].data();
+    ar.g[r] = fg[r].data();
+    ar.dalpha[r] = fd[size_t(r == 2 ? 0 : r)].data();  // row 2 adds to row 0's gradient
+    ar.k[r] = int(len[r]);
+    ar.lane[r] = lane[r];
+  }
+  emu::run_grid(dim3(1), [&] { mx::softmax_many_kernel(sr, int(len.size())); });
+  emu::run_grid(dim3(1), [&] { mx::arch_grad_many_kernel(ar, int(len.size()), 3); });
+  for (size_t r = 0; r < len.size(); ++r) {
+    Tensor p = Tensor::empty(ctx, Shape{len[r]});
+    ops::softmax(ctx, ta[r], p);
+    EXPECT_TRUE(fp[r].guards_intact() && fd[r].guards_intact()) << r;
+    EXPECT_LT(emu::rel_error(fp[r].body(), p.to_vector()), 1e-7) << "softmax row " << r;
+  }
+  ops::arch_grad_many(ctx, {&ta[0], &ta[1], &ta[2], &ta[3]}, {&tg[0], &tg[1], &tg[2], &tg[3]},
+                      {&td[0], &td[1], &td[0], &td[3]});
+  for (size_t r : {size_t(0), size_t(1), size_t(3)})
+    EXPECT_LT(emu::rel_error(fd[r].body(), td[r].to_vector()), 1e-7) << "gradient " << r;
+  EXPECT_EQ(fd[2].body(), std::vector<float>(8, 0.5f));  // nobody's gradient: untouched
+}
+
 TEST(MixEmulation, KernelsMatchTheCpuOps) {
   run_case(4, 8 * 16 * 8 * 8, {0});  // 32 partial sums per score, a Zero candidate first
   run_case(8, 3 * 5 * 7 * 9, {1, 6});
@@ -154,6 +200,7 @@ TEST(MixEmulation, KernelsMatchTheCpuOps) {
   run_case(1, 7, {});
   run_add_n(3, 1000);
   run_add_n(70, 300);  // two launches, the second continuing from y
+  run_rows();
 }
 
 }  // namespace

@@ -1022,6 +1022,77 @@ TEST(SearchModelTest, SplitsParametersAndSummarises) {
   EXPECT_EQ(model.mixed_ops()[1].second->last_eval(), std::vector<int>(r1.begin(), r1.begin() + 2));
 }
 
+// Through SearchModel every alpha group's softmax is one softmax_many per forward and every
+// MixedOp's architecture gradient one arch_grad_many per backward; the numbers are those of the
+// MixedOps computing their own (the network run directly) bit for bit, shared alphas included
+// (their gradients added in the order the MixedOps ran backward). A forward outside the model
+// afterwards computes its own softmax again.
+TEST(SearchModelTest, OneSoftmaxPerForwardAndOneArchitectureGradientPerBackward) {
+  auto build = [](Context& ctx) {
+    auto net = std::make_unique<Sequential>("net");
+    net->emplace<Conv2d>(ctx, "stem", kC, kC, 3, Conv2dParams::make(1, 1), false);
+    for (const char* group : {"shared", "", "shared", "shared"}) {
+      MixedOpConfig mc;
+      mc.alpha_group = group;
+      net->emplace<ContinuousMixedOp>(ctx, std::string("e") + std::to_string(net->size()),
+                                      pointwise_candidates(ctx, 3), mc);
+    }
+    auto model = std::make_unique<SearchModel>(ctx, std::move(net));
+    for (Parameter* a : model->alpha_parameters()) init_normal(ctx, a->value, 0.0f, 0.7f);
+    return model;
+  };
+  struct Run {
+    std::vector<float> y, dx, grads;
+    std::map<std::string, int64_t> calls;
+  };
+  auto run = [&](bool through_model) {
+    Context ctx(Device::cpu(), ContextOptions{12});
+    auto model = build(ctx);
+    Tensor x = test::random_tensor(ctx, Shape{kN, kC, kH, kW}, 3);
+    Run r;
+    // Gradients that do not start at zero: the order in which the MixedOps sharing an alpha add
+    // to it shows in the bits.
+    for (Parameter* a : model->alpha_parameters()) ops::fill(ctx, a->grad, 0.1f);
+    {
+      OpProfiler prof(ctx);
+      for (int pass = 0; pass < 2;
+           ++pass) {  // the second adds to non-zero gradients: the order shows
+        Tensor y = through_model ? model->forward(ctx, x, Mode::Train)
+                                 : model->network().forward(ctx, x, Mode::Train);
+        Tensor dy = test::random_tensor(ctx, y.shape(), 4 + uint32_t(pass));
+        Tensor dx = through_model ? model->backward(ctx, dy) : model->network().backward(ctx, dy);
+        r.y = y.to_vector();
+        r.dx = dx.to_vector();
+      }
+      for (const auto& row : prof.report_by_op()) r.calls[row.op] = row.calls;
+    }
+    for (Parameter* a : model->alpha_parameters())
+      for (float v : a->grad.to_vector()) r.grads.push_back(v);
+    if (through_model) {  // then the network directly: its own softmax per MixedOp
+      OpProfiler again(ctx);
+      model->network().forward(ctx, x, Mode::Eval);
+      int64_t softmax = 0;
+      for (const auto& row : again.report_by_op()) softmax += row.op == "softmax" ? row.calls : 0;
+      EXPECT_EQ(softmax, 4);
+    }
+    return r;
+  };
+  const Run batched = run(true), own = run(false);
+  EXPECT_EQ(batched.y, own.y);
+  EXPECT_EQ(batched.dx, own.dx);
+  EXPECT_EQ(batched.grads, own.grads);
+  ASSERT_EQ(batched.grads.size(), 6u);  // two groups of 3
+  auto calls = [](const Run& r, const char* op) {
+    auto it = r.calls.find(op);
+    return it == r.calls.end() ? int64_t(0) : it->second;
+  };
+  EXPECT_EQ(calls(batched, "softmax_many"), 2);
+  EXPECT_EQ(calls(batched, "arch_grad_many"), 2);
+  EXPECT_EQ(calls(batched, "softmax") + calls(batched, "arch_grad"), 0);
+  EXPECT_EQ(calls(own, "softmax"), 8);
+  EXPECT_EQ(calls(own, "arch_grad"), 8);
+}
+
 TEST(SearchModelTest, SavesAndLoadsAlphas) {
   Context ctx(Device::cpu(), ContextOptions{4});
   auto make = [&] {

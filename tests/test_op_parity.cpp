@@ -528,6 +528,51 @@ std::vector<OpCase> all_cases() {
   }
   // ---- MixedOp kernels
   const auto perm = [](int64_t k) { return TensorSpec{Shape{k}, Init::Permutation, 0}; };
+  // The batched forms: rows of 1, 5 and 8 entries; arch_grad_many's rows 0 and 2, and 1 and 3,
+  // share a gradient (added to in row order); 130 rows: two launches; 1 row: the plain op.
+  for (int64_t rows : {1, 4, 130}) {
+    const std::string tag = detail::cat("[rows=", rows, "]");
+    auto len = [](int64_t r) { return std::array<int64_t, 3>{1, 5, 8}[size_t(r % 3)]; };
+    std::vector<TensorSpec> sm_in, sm_out, ag_in, ag_out;
+    for (int64_t r = 0; r < rows; ++r) {
+      sm_in.push_back(spec({len(r)}));
+      sm_out.push_back(poison({len(r)}));
+    }
+    cases.push_back({"softmax_many" + tag, kElementwiseTol, sm_in, sm_out,
+                     [](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> l;
+                       std::vector<Tensor*> p;
+                       for (size_t r = 0; r < in.size(); ++r)
+                         l.push_back(&in[r]), p.push_back(&out[r]);
+                       ops::softmax_many(ctx, l, p);
+                     }});
+    // Rows r and r + 2 share gradient r % 2 when r < 4; the others have their own. Row lengths
+    // follow their gradient.
+    auto grad_of = [](int64_t r) { return r < 4 ? r % 2 : r; };
+    for (int64_t r = 0; r < rows; ++r) {
+      ag_in.push_back(spec({len(grad_of(r))}));
+      ag_in.push_back(spec({len(grad_of(r))}));
+      if (grad_of(r) == r) ag_out.push_back(spec({len(r)}));
+    }
+    cases.push_back({"arch_grad_many" + tag, kElementwiseTol, ag_in, ag_out,
+                     [grad_of](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> a, g;
+                       std::vector<Tensor*> d;
+                       std::vector<int64_t> slot;  // output index of each own gradient
+                       int64_t next = 0;
+                       for (size_t r = 0; r < in.size() / 2; ++r) {
+                         a.push_back(&in[2 * r]);
+                         g.push_back(&in[2 * r + 1]);
+                         const int64_t own = grad_of(int64_t(r));
+                         if (own == int64_t(r))
+                           slot.push_back(next++);
+                         else
+                           slot.push_back(slot[size_t(own)]);
+                         d.push_back(&out[size_t(slot.back())]);
+                       }
+                       ops::arch_grad_many(ctx, a, g, d);
+                     }});
+  }
   for (int64_t k : {1, 5, 8}) {
     const std::string tag = detail::cat("[K=", k, "]");
     cases.push_back({"softmax" + tag,

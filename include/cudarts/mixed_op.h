@@ -59,6 +59,22 @@ struct GumbelDraw {
   int64_t first = 0;
 };
 
+// Architecture gradients of several MixedOps' backward passes, applied in one
+// ops::arch_grad_many in the order they were added (SearchModel::backward collects the
+// MixedOps' gradients in one, instead of one arch_grad launch per MixedOp).
+class ArchGradBatch {
+ public:
+  // dalpha += softmax-backward(g) at the next flush; alpha and g are held until then.
+  void add(const Tensor& alpha, const Tensor& g, Tensor& dalpha);
+  void flush(Context& ctx);  // applies the added rows in order and empties the batch
+  void clear();              // drops the rows without applying them
+  bool empty() const { return dalphas_.empty(); }
+
+ private:
+  std::vector<Tensor> alphas_, gs_;
+  std::vector<Tensor*> dalphas_;
+};
+
 class MixedOp : public Layer {
  public:
   ~MixedOp() override;
@@ -120,6 +136,15 @@ class MixedOp : public Layer {
   // none (alpha.requires_grad was false at its forward, and the method needs none then).
   const Tensor& last_scores() const { return g_; }
 
+  // What SearchModel does for all its MixedOps at once. uses_probabilities(): the method's
+  // stochastic forward reads softmax(alpha); set_pass_probabilities gives it the value for the
+  // next forward (computed with every other MixedOp's in one ops::softmax_many; used once, an
+  // undefined tensor clears it). set_arch_grad_batch: while set, the op's backward adds its
+  // architecture gradient to `batch` instead of launching arch_grad (nullptr: launch).
+  virtual bool uses_probabilities() const { return false; }
+  void set_pass_probabilities(Tensor probs);
+  void set_arch_grad_batch(ArchGradBatch* batch) { arch_grad_batch_ = batch; }
+
  protected:
   MixedOp(Context& ctx, std::string name, std::vector<std::unique_ptr<Layer>> candidates,
           MixedOpConfig config, const char* type_name);
@@ -133,6 +158,11 @@ class MixedOp : public Layer {
   void release_saved_impl() override;
 
   // Helpers for the methods.
+  // softmax(alpha) for this forward: the pass's probabilities when set, else computed now.
+  Tensor take_probabilities(Context& ctx);
+  // dalpha += softmax-backward(g) (arch_grad without a ranking): into the batch when one is set,
+  // else at once.
+  void add_arch_grad(Context& ctx, const Tensor& g);
   // y = sum of the ops' outputs (forward in `mode`); keeps them in outputs_ when `keep`.
   Tensor forward_sum(Context& ctx, const Tensor& x, Mode mode, const std::vector<int>& ops,
                      bool keep);
@@ -165,6 +195,8 @@ class MixedOp : public Layer {
   std::vector<int> derived_cache_;  // the ops of deterministic calls (empty: derive again)
   uint64_t derived_version_ = 0;    // alpha's version when derived_cache_ was derived
   bool ranking_ready_ = false;
+  Tensor pass_probs_;                         // set_pass_probabilities, for the next forward
+  ArchGradBatch* arch_grad_batch_ = nullptr;  // set_arch_grad_batch
   bool deterministic_pass_ = false;
   bool grad_alpha_ = true;
   bool scores_wanted_ = true;
@@ -183,6 +215,7 @@ class ContinuousMixedOp final : public MixedOp {
   Tensor search_forward(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor search_backward(Context& ctx, const Tensor& dy) override;
   void release_saved_impl() override;
+  bool uses_probabilities() const override { return true; }
 
  private:
   // Saved by a Train forward that normalised candidates inside the mix: which ones (their

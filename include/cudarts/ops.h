@@ -200,6 +200,11 @@ void gather(Context& ctx, const Tensor& src, const Tensor& index, Tensor& dst);
 // ---- MixedOp kernels (K candidates; small vectors live on the device) ----
 // probs (K) = softmax(logits (K)).
 void softmax(Context& ctx, const Tensor& logits, Tensor& probs);
+// softmax of every pair (logits[i], probs[i]) in one call, each as softmax computes it (a
+// search model's alphas at the start of a pass). The probs must not overlap each other or
+// any logits.
+void softmax_many(Context& ctx, const std::vector<const Tensor*>& logits,
+                  const std::vector<Tensor*>& probs);
 // In the three mix ops a null entry of a candidate list stands for an exact zero tensor (a
 // Zero candidate): it is neither read nor written.
 // Softmax-gated mixing: y = sum_i weights[i] * xs[i] (weights (K) on the device), float
@@ -251,6 +256,11 @@ void mix_norm_bwd(Context& ctx, const Tensor& weights, const Tensor& dy,
 // E = ranking[0 .. restrict_k) and dalpha is untouched outside E (ProxylessNAS).
 void arch_grad(Context& ctx, const Tensor& alpha, const Tensor& g, const Tensor* ranking,
                int restrict_k, Tensor& dalpha);
+// arch_grad (no ranking) of every row (alphas[i], gs[i], dalphas[i]) in one call, each as
+// arch_grad computes it, applied in list order: rows that share a dalpha (MixedOps sharing an
+// alpha) add to it in that order. Two dalphas are the same tensor view or do not overlap.
+void arch_grad_many(Context& ctx, const std::vector<const Tensor*>& alphas,
+                    const std::vector<const Tensor*>& gs, const std::vector<Tensor*>& dalphas);
 // Gumbel top-k for many MixedOps in one call. Segment s holds logits[offsets[s] ..
 // offsets[s+1]); ranking gets, per segment, the local indices sorted by
 // logit + Gumbel noise, descending (the first k are k draws without replacement from the

@@ -94,7 +94,11 @@ class SearchModel {
   std::vector<int64_t> op_offsets_;       // per MixedOp, into the sampled logits
   Tensor alphas_, alpha_grads_;           // distinct alphas and their gradients
   Tensor op_offsets_dev_, gather_index_;  // sampling: per-op logits gathered from alphas_
-  class ProxylessHook;                    // the exact ProxylessNAS update (search_model.cpp)
+  std::vector<size_t> group_of_;          // per MixedOp, its alpha group
+  std::vector<int64_t> group_offsets_;    // per alpha group, into alphas_ (and one past)
+  ArchGradBatch arch_batch_;              // the MixedOps' architecture gradients of a backward
+  void share_probabilities(Context& ctx);
+  class ProxylessHook;  // the exact ProxylessNAS update (search_model.cpp)
   std::vector<std::unique_ptr<ProxylessHook>> proxyless_hooks_;
 };
 

@@ -99,6 +99,8 @@ class CpuBackend final : public Backend {
   void gather(const Tensor& src, const Tensor& index, Tensor& dst) override;
 
   void softmax(const Tensor& logits, Tensor& probs) override;
+  void softmax_many(const std::vector<const Tensor*>& logits,
+                    const std::vector<Tensor*>& probs) override;
   void mix_fwd(const Tensor& weights, const std::vector<const Tensor*>& xs, Tensor& y) override;
   void mix_bwd(const Tensor& weights, const Tensor& dy, const std::vector<Tensor*>& dxs) override;
   void mix_scores(const Tensor& dy, const std::vector<const Tensor*>& xs, Tensor& g) override;
@@ -115,6 +117,9 @@ class CpuBackend final : public Backend {
                     const std::vector<Tensor*>& dxs, Tensor* g) override;
   void arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* ranking, int restrict_k,
                  Tensor& dalpha) override;
+  void arch_grad_many(const std::vector<const Tensor*>& alphas,
+                      const std::vector<const Tensor*>& gs,
+                      const std::vector<Tensor*>& dalphas) override;
   void gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed, uint64_t offset,
                    const uint64_t* shift, Tensor& ranking) override;
   void gumbel_softmax(const Tensor& logits, uint64_t seed, uint64_t offset, const uint64_t* shift,

@@ -126,6 +126,17 @@ void CpuBackend::arch_grad(const Tensor& alpha, const Tensor& g, const Tensor* r
     dalpha.data()[members[j]] += static_cast<float>(p[j] * (g.data()[members[j]] - pg));
 }
 
+void CpuBackend::softmax_many(const std::vector<const Tensor*>& logits,
+                              const std::vector<Tensor*>& probs) {
+  for (size_t i = 0; i < logits.size(); ++i) softmax(*logits[i], *probs[i]);
+}
+
+void CpuBackend::arch_grad_many(const std::vector<const Tensor*>& alphas,
+                                const std::vector<const Tensor*>& gs,
+                                const std::vector<Tensor*>& dalphas) {
+  for (size_t i = 0; i < alphas.size(); ++i) arch_grad(*alphas[i], *gs[i], nullptr, 0, *dalphas[i]);
+}
+
 void CpuBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,
                              uint64_t offset, const uint64_t* shift, Tensor& ranking) {
   offset += shift ? *shift : 0;  // graph replays shift the captured offset

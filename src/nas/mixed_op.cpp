@@ -105,6 +105,51 @@ void MixedOp::set_ranking(std::vector<int> host, Tensor device, GumbelDraw draw)
   ranking_ready_ = true;
 }
 
+void ArchGradBatch::add(const Tensor& alpha, const Tensor& g, Tensor& dalpha) {
+  alphas_.push_back(alpha.share());
+  gs_.push_back(g.share());
+  dalphas_.push_back(&dalpha);
+}
+
+void ArchGradBatch::flush(Context& ctx) {
+  if (!empty()) {
+    std::vector<const Tensor*> a, g;
+    for (size_t i = 0; i < alphas_.size(); ++i) {
+      a.push_back(&alphas_[i]);
+      g.push_back(&gs_[i]);
+    }
+    ops::arch_grad_many(ctx, a, g, dalphas_);
+  }
+  clear();
+}
+
+void ArchGradBatch::clear() {
+  alphas_.clear();
+  gs_.clear();
+  dalphas_.clear();
+}
+
+void MixedOp::set_pass_probabilities(Tensor probs) {
+  CUDARTS_CHECK(!probs.defined() || probs.shape() == alpha_->value.shape(), label(),
+                ": pass probabilities of shape ", probs.shape(), " for an alpha of shape ",
+                alpha_->value.shape());
+  pass_probs_ = std::move(probs);
+}
+
+Tensor MixedOp::take_probabilities(Context& ctx) {
+  if (pass_probs_.defined()) return std::move(pass_probs_);
+  Tensor probs = Tensor::empty(ctx, alpha_->value.shape());
+  ops::softmax(ctx, alpha_->value, probs);
+  return probs;
+}
+
+void MixedOp::add_arch_grad(Context& ctx, const Tensor& g) {
+  if (arch_grad_batch_)
+    arch_grad_batch_->add(alpha_->value, g, alpha_->grad);
+  else
+    ops::arch_grad(ctx, alpha_->value, g, nullptr, 0, alpha_->grad);
+}
+
 void MixedOp::take_ranking(Context& ctx) {
   if (!ranking_ready_) {
     const int k = num_candidates();
@@ -154,7 +199,12 @@ Tensor MixedOp::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
     scores_wanted_ = grad_alpha_ || scores_without_alpha_gradient();
   }
   deterministic_pass_ = sampling_ == Sampling::Deterministic;
-  if (!deterministic_pass_) return search_forward(ctx, x, mode);
+  if (!deterministic_pass_) {
+    Tensor y = search_forward(ctx, x, mode);
+    pass_probs_ = Tensor();  // used once
+    return y;
+  }
+  pass_probs_ = Tensor();
   if (derived_cache_.empty() || derived_version_ != *alpha_->version) {
     derived_cache_ = derived();  // one host read per change of alpha
     derived_version_ = *alpha_->version;

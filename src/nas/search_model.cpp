@@ -73,6 +73,8 @@ SearchModel::SearchModel(Context& ctx, std::unique_ptr<Layer> network) : net_(st
     for (int64_t j = b; j < e; ++j) index.push_back(int32_t(j));
     op_offsets_.push_back(op_offsets_.back() + (e - b));
   }
+  group_of_ = group_of;
+  group_offsets_ = group_offsets;
   std::vector<int32_t> off(op_offsets_.begin(), op_offsets_.end());
   op_offsets_dev_ = Tensor::from_vector_i32(ctx, Shape{int64_t(off.size())}, off);
   if (leaders_.size() < mixed_ops_.size())
@@ -104,17 +106,65 @@ void SearchModel::sample(Context& ctx) {
   }
 }
 
+// softmax(alpha) of every alpha group that a MixedOp of the pass reads, in one launch; each such
+// MixedOp gets its group's row for its next forward.
+void SearchModel::share_probabilities(Context& ctx) {
+  std::vector<bool> used(leaders_.size(), false);
+  bool any = false;
+  for (size_t i = 0; i < mixed_ops_.size(); ++i)
+    if (mixed_ops_[i].second->uses_probabilities()) any = used[group_of_[i]] = true;
+  if (!any) return;
+  Tensor probs = Tensor::empty(ctx, Shape{group_offsets_.back()});
+  std::vector<Tensor> rows;
+  rows.reserve(leaders_.size());
+  std::vector<const Tensor*> logits;
+  std::vector<Tensor*> outs;
+  for (size_t g = 0; g < leaders_.size(); ++g) {
+    if (!used[g]) continue;
+    rows.push_back(probs.slice(group_offsets_[g], group_offsets_[g + 1]));
+    logits.push_back(&leaders_[g]->value);
+    outs.push_back(&rows.back());
+  }
+  ops::softmax_many(ctx, logits, outs);
+  for (size_t i = 0; i < mixed_ops_.size(); ++i)
+    if (mixed_ops_[i].second->uses_probabilities())
+      mixed_ops_[i].second->set_pass_probabilities(
+          probs.slice(group_offsets_[group_of_[i]], group_offsets_[group_of_[i] + 1]));
+}
+
 Tensor SearchModel::forward(Context& ctx, const Tensor& x, Mode mode, Sampling sampling) {
   // Only switches: a Deterministic forward re-derives when alpha changed (its version), not on
   // every call.
   for (auto& [name, m] : mixed_ops_)
     if (m->sampling() != sampling) m->set_sampling(sampling);
-  if (sampling == Sampling::Stochastic) sample(ctx);
+  // Whatever happens, no MixedOp keeps this pass's probabilities for a later forward.
+  struct Clear {
+    SearchModel* model;
+    ~Clear() {
+      for (auto& [name, m] : model->mixed_ops_) m->set_pass_probabilities(Tensor());
+    }
+  } clear{this};
+  if (sampling == Sampling::Stochastic) {
+    sample(ctx);
+    share_probabilities(ctx);
+  }
   return net_->forward(ctx, x, mode);
 }
 
 Tensor SearchModel::backward(Context& ctx, const Tensor& dy) {
-  return net_->backward(ctx, dy);
+  // The MixedOps' architecture gradients go into one batch, applied after the network's
+  // backward in the order the MixedOps ran (one launch instead of one per MixedOp).
+  struct Detach {
+    SearchModel* model;
+    ~Detach() {
+      for (auto& [name, m] : model->mixed_ops_) m->set_arch_grad_batch(nullptr);
+      model->arch_batch_.clear();
+    }
+  } detach{this};
+  for (auto& [name, m] : mixed_ops_) m->set_arch_grad_batch(&arch_batch_);
+  Tensor dx = net_->backward(ctx, dy);
+  arch_batch_.flush(ctx);
+  return dx;
 }
 
 void SearchModel::set_search_progress(double fraction) {

@@ -33,8 +33,7 @@ ContinuousMixedOp::ContinuousMixedOp(Context& ctx, std::string name,
 
 Tensor ContinuousMixedOp::search_forward(Context& ctx, const Tensor& x, Mode mode) {
   const int k = num_candidates();
-  Tensor probs = Tensor::empty(ctx, Shape{k});
-  ops::softmax(ctx, alpha_->value, probs);
+  Tensor probs = take_probabilities(ctx);
   // Candidates ending in an affine-free BatchNorm (with the first one's eps and momentum) stop
   // before it; their statistics and normalisation happen in the mix.
   const bool fuse = config_.fuse_norm && mode != Mode::Eval;
@@ -124,7 +123,7 @@ Tensor ContinuousMixedOp::search_backward(Context& ctx, const Tensor& dy) {
   }
   outputs_.clear();  // kept only for the scores and the normalisation's backward
   if (grad_alpha()) {
-    ops::arch_grad(ctx, alpha_->value, g, nullptr, 0, alpha_->grad);
+    add_arch_grad(ctx, g);
     g_ = std::move(g);
   }
   GradSum dx;

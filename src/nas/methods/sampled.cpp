@@ -64,7 +64,7 @@ void SampledMixedOp::compute_scores(Context& ctx, const Tensor& dy, Tensor& g) {
 }
 
 void SampledMixedOp::alpha_gradient(Context& ctx) {
-  ops::arch_grad(ctx, alpha_->value, g_, nullptr, 0, alpha_->grad);
+  add_arch_grad(ctx, g_);
 }
 
 namespace {
