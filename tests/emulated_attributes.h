@@ -12,3 +12,7 @@
 #define __shared__ static
 #define __grid_constant__
 #define CUDARTS_KERNEL_EMULATION
+
+// The device math functions the kernels call unqualified, as the host library has them.
+#include <cmath>
+using std::isfinite;
