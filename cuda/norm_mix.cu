@@ -39,12 +39,6 @@ List table(const std::vector<P*>& ps) {
   return out;
 }
 
-const Tensor* first_entry(const std::vector<const Tensor*>& xs) {
-  for (const Tensor* x : xs)
-    if (x) return x;
-  return nullptr;
-}
-
 }  // namespace
 
 void CudaBackend::batchnorm_stats(const std::vector<const Tensor*>& xs,
@@ -53,7 +47,7 @@ void CudaBackend::batchnorm_stats(const std::vector<const Tensor*>& xs,
                                   const std::vector<Tensor*>& running_vars,
                                   const BatchNormParams& p) {
   const uint64_t mask = normed_mask(xs, normed, "batchnorm_stats");
-  const Tensor& x0 = *first_entry(xs);
+  const Tensor& x0 = *first_present(xs);
   const int64_t k = int64_t(xs.size()), n = x0.dim(0), c = x0.dim(1), hw = x0.dim(2) * x0.dim(3);
   if (c == 0) return;
   const int64_t splits = norm_splits(n * hw);
@@ -100,10 +94,14 @@ void CudaBackend::mix_norm_bwd(const Tensor& weights, const Tensor& dy,
     return;
   }
   const int64_t splits = norm_splits(n * hw);
-  Buffer partials(allocator_, size_t(c * splits * (1 + k)) * sizeof(double));
-  Buffer totals(allocator_, size_t(k * c) * sizeof(double));
-  Buffer coef(allocator_, size_t(k * c * 3) * sizeof(float));
-  double* pp = static_cast<double*>(partials.data());
+  // One scratch buffer: the per-split partial sums, the per-candidate totals (doubles), then the
+  // per-candidate coefficients (floats).
+  const size_t partial_count = size_t(c * splits * (1 + k)), total_count = size_t(k * c);
+  Buffer scratch(allocator_, (partial_count + total_count) * sizeof(double) +
+                                 size_t(k * c * 3) * sizeof(float));
+  double* pp = static_cast<double*>(scratch.data());
+  double* totals = pp + partial_count;
+  float* coef = reinterpret_cast<float*>(totals + total_count);
   const NormInputs<float> in = table<float, NormInputs<float>>(xs);
   for (int64_t j0 = 0; j0 < k; j0 += kSumsGroup) {
     mix_norm_sums_kernel<float><<<dim3(unsigned(splits), unsigned(c)), kReduceBlock, 0, stream_>>>(
@@ -111,13 +109,11 @@ void CudaBackend::mix_norm_bwd(const Tensor& weights, const Tensor& dy,
     CUDARTS_LAUNCH_CHECK("mix_norm_sums_kernel", "(", k, " x ", dy.shape(), ")");
   }
   mix_norm_coef_kernel<float><<<grid_for(k * c), kBlock, 0, stream_>>>(
-      pp, weights.data(), mask, wanted, k, c, splits, double(n * hw), invstd.data(),
-      static_cast<double*>(totals.data()), static_cast<float*>(coef.data()));
+      pp, weights.data(), mask, wanted, k, c, splits, double(n * hw), invstd.data(), totals, coef);
   CUDARTS_LAUNCH_CHECK("mix_norm_coef_kernel", "(", k, " x ", c, " channels)");
   mix_norm_apply_kernel<float><<<grid_for(total), kBlock, 0, stream_>>>(
       weights.data(), dy.data(), in, table<float, NormOutputs<float>>(dxs), mask, int(k),
-      mean.data(), invstd.data(), static_cast<const float*>(coef.data()),
-      static_cast<const double*>(totals.data()), total, c, hw, g ? g->data() : nullptr);
+      mean.data(), invstd.data(), coef, totals, total, c, hw, g ? g->data() : nullptr);
   CUDARTS_LAUNCH_CHECK("mix_norm_apply_kernel", "(", k, " x ", dy.shape(), ")");
 }
 

@@ -10,6 +10,15 @@
 
 namespace cudarts {
 
+// The first non-null entry of a candidate list (the lists of the mix ops may hold nulls for
+// candidates known to be zero); null when every entry is. The front door refuses a list without
+// one, so a backend may dereference the result.
+inline const Tensor* first_present(const std::vector<const Tensor*>& xs) {
+  for (const Tensor* x : xs)
+    if (x) return x;
+  return nullptr;
+}
+
 // Up to 8 32-bit words passed by value (set_words).
 struct Words8 {
   uint32_t words[8];

@@ -163,8 +163,9 @@ void check_ranges(const char* op, std::vector<Range>& ranges) {
       CUDARTS_FAIL(op, ": ", a.output && b.output ? "two outputs" : "an output and an input",
                    " share memory (", a.bytes, " bytes at ", static_cast<const void*>(a.begin),
                    " and ", b.bytes, " bytes at ", static_cast<const void*>(b.begin), "); ",
-                   elementwise ? "only an exactly equal input and output may alias here"
-                               : "this op does not run in place: give it a separate output");
+                   elementwise      ? "only an exactly equal input and output may alias here"
+                   : shared_outputs ? "rows that share an output must give the same view of it"
+                                    : "this op does not run in place: give it a separate output");
     }
 }
 
@@ -941,13 +942,6 @@ void softmax(Context& ctx, const Tensor& logits, Tensor& probs) {
 }
 
 namespace {
-// True when the two views share bytes.
-bool overlap(const Tensor& a, const Tensor& b) {
-  if (!a.same_storage(b)) return false;
-  const char *pa = static_cast<const char*>(a.raw()), *pb = static_cast<const char*>(b.raw());
-  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
-}
-
 // A list of K-vectors (rows of a batched small op): non-empty, no null, each 1-D and non-empty;
 // with `shapes`, row i has the shape of shapes[i].
 void check_rows(Context& ctx, const char* op, const char* name,
@@ -984,12 +978,7 @@ void softmax_many(Context& ctx, const std::vector<const Tensor*>& logits,
   check_rows(ctx, op, "logits", logits);
   const std::vector<const Tensor*> out(probs.begin(), probs.end());
   check_rows(ctx, op, "probs", out, &logits);
-  for (size_t i = 0; i < probs.size(); ++i) {
-    for (size_t j = 0; j < logits.size(); ++j)
-      CUDARTS_CHECK(!overlap(*probs[i], *logits[j]), op, ": probs ", i, " overlaps logits ", j);
-    for (size_t j = 0; j < i; ++j)
-      CUDARTS_CHECK(!overlap(*probs[i], *probs[j]), op, ": probs ", j, " and ", i, " overlap");
-  }
+  // Overlaps are refused by the dispatch's range check.
   op_range.set_cost([&] {
     OpCost c = rows_cost(logits, 1.0);
     for (const Tensor* p : out) c.bytes_written += bytes(p);
@@ -1006,18 +995,8 @@ void arch_grad_many(Context& ctx, const std::vector<const Tensor*>& alphas,
   check_rows(ctx, op, "gs", gs, &alphas);
   const std::vector<const Tensor*> out(dalphas.begin(), dalphas.end());
   check_rows(ctx, op, "dalphas", out, &alphas);
-  for (size_t i = 0; i < dalphas.size(); ++i) {
-    for (size_t j = 0; j < alphas.size(); ++j)
-      CUDARTS_CHECK(!overlap(*dalphas[i], *alphas[j]) && !overlap(*dalphas[i], *gs[j]), op,
-                    ": dalphas ", i, " overlaps alphas or gs ", j);
-    for (size_t j = 0; j < i; ++j)
-      CUDARTS_CHECK(
-          !overlap(*dalphas[i], *dalphas[j]) || (dalphas[i]->raw() == dalphas[j]->raw() &&
-                                                 dalphas[i]->numel() == dalphas[j]->numel()),
-          op, ": dalphas ", j, " and ", i,
-          " overlap without being the same view (rows that share a gradient must "
-          "give the same view)");
-  }
+  // Overlaps (a gradient on an input, gradients that overlap without being the same view) are
+  // refused by the dispatch's range check, in O(n log n) over the rows.
   op_range.set_cost([&] {
     OpCost c = rows_cost(alphas, 3.0);  // alpha, g and dalpha read
     for (const Tensor* d : out) c.bytes_written += bytes(d);
@@ -1136,9 +1115,7 @@ void batchnorm_stats(Context& ctx, const std::vector<const Tensor*>& xs,
   OpRange op_range(ctx, "batchnorm_stats");
   const char* op = "batchnorm_stats";
   CUDARTS_CHECK(!xs.empty(), op, ": the tensor list is empty");
-  const Tensor* first = nullptr;
-  for (const Tensor* x : xs)
-    if (x && !first) first = x;
+  const Tensor* first = first_present(xs);
   CUDARTS_CHECK(first, op, ": every entry of the list is null");
   check_tensor(ctx, op, "xs[i]", *first);
   check_normed_list(ctx, op, xs, normed, first->shape(), mean, invstd);

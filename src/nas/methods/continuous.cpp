@@ -54,8 +54,10 @@ Tensor ContinuousMixedOp::search_forward(Context& ctx, const Tensor& x, Mode mod
     if (norm) {
       if (!first_norm) {
         first_norm = norm;
-        if (mode == Mode::Train) running_means.assign(size_t(k), nullptr);
-        if (mode == Mode::Train) running_vars.assign(size_t(k), nullptr);
+        if (mode == Mode::Train) {
+          running_means.assign(size_t(k), nullptr);
+          running_vars.assign(size_t(k), nullptr);
+        }
       }
       normed[size_t(i)] = true;
       if (mode == Mode::Train) {
