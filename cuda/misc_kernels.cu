@@ -147,29 +147,6 @@ void CudaBackend::global_avgpool_bwd(const Tensor& dy, Tensor& dx) {
   CUDARTS_LAUNCH_CHECK("spread_mean_kernel", "(dx ", dx.shape(), ")");
 }
 
-namespace {
-// y channel i * groups + j = x channel j * per + i; one thread per element (CPU:
-// channel_shuffle).
-__global__ void channel_shuffle_kernel(const float* x, int64_t n, int64_t c, int64_t hw,
-                                       int64_t groups, float* y) {
-  const int64_t per = c / groups, total = n * c * hw;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t p = e % hw, oc = (e / hw) % c, s = e / (hw * c);
-    const int64_t i = oc / groups, j = oc % groups;
-    y[e] = x[(s * c + j * per + i) * hw + p];
-  }
-}
-}  // namespace
-
-void CudaBackend::channel_shuffle(const Tensor& x, int groups, Tensor& y) {
-  const int64_t total = x.numel();
-  if (total == 0) return;
-  channel_shuffle_kernel<<<grid_for(total), kBlock, 0, stream_>>>(
-      x.data(), x.dim(0), x.dim(1), x.dim(2) * x.dim(3), groups, y.data());
-  CUDARTS_LAUNCH_CHECK("channel_shuffle_kernel", "(x ", x.shape(), ", groups ", groups, ")");
-}
-
 void CudaBackend::concat_channels(const std::vector<const Tensor*>& xs, Tensor& y) {
   move_channels(xs, y.data(), y.dim(0), y.dim(1), y.dim(2) * y.dim(3), true, stream_,
                 "concat_channels");

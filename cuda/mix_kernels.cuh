@@ -1,10 +1,10 @@
 // The MixedOp mixing kernels (internal; launchers in nas_kernels.cu): the weighted sum, its
 // backward to every candidate, the left-to-right sum of many tensors, the scores' first pass and
 // the backward fused with it, and the softmax and architecture gradient of many MixedOps at once
-// (the serial per-row code that softmax_kernel and arch_grad_kernel share). Included by
-// nas_kernels.cu and by tests/test_mix_emulation.cpp, which runs them as host code under an
-// emulation of blocks and barriers (CUDARTS_KERNEL_EMULATION: it supplies block_sum); internal
-// linkage.
+// (the serial per-row code that softmax_kernel and arch_grad_kernel share), and PC-DARTS's
+// channel shuffle. Included by nas_kernels.cu and by tests/test_mix_emulation.cpp, which runs them
+// as host code under an emulation of blocks and barriers (CUDARTS_KERNEL_EMULATION: it supplies
+// block_sum); internal linkage.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -180,6 +180,19 @@ __global__ void arch_grad_many_kernel(const __grid_constant__ ArchGradRows rows,
   for (int r = 0; r < count; ++r)
     if (rows.lane[r] == lane)
       arch_grad_row(rows.alpha[r], rows.g[r], nullptr, rows.k[r], rows.dalpha[r]);
+}
+
+// PC-DARTS's channel shuffle: y channel i * groups + j = x channel j * per + i, per = C / groups;
+// one thread per element (CPU: channel_shuffle).
+__global__ void channel_shuffle_kernel(const float* x, int64_t n, int64_t c, int64_t hw,
+                                       int64_t groups, float* y) {
+  const int64_t per = c / groups, total = n * c * hw;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t p = e % hw, oc = (e / hw) % c, s = e / (hw * c);
+    const int64_t i = oc / groups, j = oc % groups;
+    y[e] = x[(s * c + j * per + i) * hw + p];
+  }
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// MixedOp kernels: softmax, gated mixing, mixing scores, architecture gradient, Gumbel ranking,
-// batch sum, moving-average scores, masked log-sum-exp and the ProxylessNAS rescale.
+// MixedOp launchers: softmax, gated mixing, mixing scores, architecture gradient, channel
+// shuffle (kernels in mix_kernels.cuh), Gumbel ranking and soft sample, batch sum,
+// moving-average scores, masked log-sum-exp and the ProxylessNAS rescale (sample_kernels.cuh).
 // Contract (ops.h): outputs written (=) except dalpha (+=) and the in-place m / alpha.
 // CPU twins in src/cpu/cpu_nas.cpp; reductions are deterministic (double, fixed order).
 // Invalid device-side indices, which the CPU reference rejects with an exception, cannot be
@@ -17,12 +18,14 @@
 #include "cudarts/philox.h"
 #include "mix_kernels.cuh"
 #include "reduce.cuh"
+#include "sample_kernels.cuh"
 
 namespace cudarts::cuda {
 
 namespace {
 
 using namespace mix;
+using namespace sample;
 
 constexpr int kBlock = 256;
 constexpr int kSerialThreads = 1;  // kernels over a few K-vectors run in one thread, in order
@@ -59,208 +62,6 @@ __global__ void arch_grad_kernel(const float* alpha, const float* g, const int32
     return;
   }
   arch_grad_row(alpha, g, ranking, count, dalpha);
-}
-
-// logit + Gumbel noise for element j, exactly as the CPU (u in double, double logs). A NaN key
-// sorts as -inf, so the ranking stays a permutation. Not inlined: every comparison of the
-// ranking must see the very same bits for the same element, whoever computes it.
-__device__ __noinline__ double gumbel_key(const float* logits, int64_t j, uint64_t seed,
-                                          uint64_t offset) {
-  const double u = philox_uniform(philox_word(seed, offset, 0, uint64_t(j)));
-  const double key = double(logits[j]) - log(-log(u));
-  return isnan(key) ? -CUDART_INF : key;
-}
-
-// ranking[b + r] = j - b, where r is the rank of element j in its segment [b, e) by key
-// descending, ties to the lower index: the result of the CPU's stable sort (CPU: gumbel_rank).
-// One thread per element; each counts the segment's elements ranked before it.
-__global__ void gumbel_rank_kernel(const float* logits, const int32_t* offsets, int64_t segments,
-                                   int64_t total, uint64_t seed, uint64_t offset,
-                                   const uint64_t* shift, int32_t* ranking) {
-  offset += shift ? *shift : 0;  // graph replays shift the captured offset
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total;
-       j += int64_t(gridDim.x) * blockDim.x) {
-    int64_t lo = 0, hi = segments;  // the segment of j: the last s with offsets[s] <= j
-    while (hi - lo > 1) {
-      const int64_t mid = (lo + hi) / 2;
-      if (offsets[mid] <= j)
-        lo = mid;
-      else
-        hi = mid;
-    }
-    const int64_t b = offsets[lo], e = offsets[lo + 1];
-    if (b < 0 || b > j || j >= e || e > total) {
-      ranking[j] = -1;
-      continue;
-    }
-    const double kj = gumbel_key(logits, j, seed, offset);
-    int64_t rank = 0;
-    for (int64_t i = b; i < e; ++i) {
-      if (i == j) continue;
-      const double ki = gumbel_key(logits, i, seed, offset);
-      if (ki > kj || (ki == kj && i < j)) ++rank;
-    }
-    ranking[b + rank] = static_cast<int32_t>(j - b);
-  }
-}
-
-// soft = softmax((log_softmax(logits) + G) / tau), G from Philox words first + i; one thread,
-// in double, z recomputed in each pass rather than stored (CPU: gumbel_softmax).
-__device__ double gumbel_z(const float* logits, int64_t i, double lse, uint64_t seed,
-                           uint64_t offset, int64_t first, float tau) {
-  const double u = philox_uniform(philox_word(seed, offset, 0, uint64_t(first + i)));
-  return (double(logits[i]) - lse - log(-log(u))) / double(tau);
-}
-
-__global__ void gumbel_softmax_kernel(const float* logits, int64_t k, uint64_t seed,
-                                      uint64_t offset, const uint64_t* shift, int64_t first,
-                                      float tau, float* soft) {
-  offset += shift ? *shift : 0;  // graph replays shift the captured offset
-  double mx = -CUDART_INF;
-  for (int64_t i = 0; i < k; ++i) mx = mx < double(logits[i]) ? double(logits[i]) : mx;
-  double s = 0.0;
-  for (int64_t i = 0; i < k; ++i) s += exp(double(logits[i]) - mx);
-  const double lse = mx + log(s);
-  double zmax = -CUDART_INF;
-  for (int64_t i = 0; i < k; ++i) {
-    const double z = gumbel_z(logits, i, lse, seed, offset, first, tau);
-    zmax = zmax < z ? z : zmax;
-  }
-  double zs = 0.0;
-  for (int64_t i = 0; i < k; ++i)
-    zs += exp(gumbel_z(logits, i, lse, seed, offset, first, tau) - zmax);
-  for (int64_t i = 0; i < k; ++i)
-    soft[i] =
-        static_cast<float>(exp(gumbel_z(logits, i, lse, seed, offset, first, tau) - zmax) / zs);
-}
-
-// dlogits += the gradient through the soft sample; one thread, in double
-// (CPU: gumbel_softmax_bwd).
-__global__ void gumbel_softmax_bwd_kernel(const float* logits, const float* soft,
-                                          const float* dsoft, int64_t k, float tau,
-                                          float* dlogits) {
-  double sg = 0.0;
-  for (int64_t i = 0; i < k; ++i) sg += double(soft[i]) * dsoft[i];
-  double vsum = 0.0;
-  for (int64_t i = 0; i < k; ++i) vsum += double(soft[i]) * (double(dsoft[i]) - sg) / double(tau);
-  double mx = -CUDART_INF;
-  for (int64_t i = 0; i < k; ++i) mx = mx < double(logits[i]) ? double(logits[i]) : mx;
-  double s = 0.0;
-  for (int64_t i = 0; i < k; ++i) s += exp(double(logits[i]) - mx);
-  for (int64_t i = 0; i < k; ++i) {
-    const double v = double(soft[i]) * (double(dsoft[i]) - sg) / double(tau);
-    const double p = exp(double(logits[i]) - mx) / s;
-    dlogits[i] = static_cast<float>(dlogits[i] + (v - p * vsum));
-  }
-}
-
-// out[j] = scale * sum_i x[i, j] in double, samples in order; one thread per j (CPU: batch_sum).
-__global__ void batch_sum_kernel(const float* x, int64_t n, int64_t s, float scale, float* out) {
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < s;
-       j += int64_t(gridDim.x) * blockDim.x) {
-    double acc = 0.0;
-    for (int64_t i = 0; i < n; ++i) acc += x[i * s + j];
-    out[j] = static_cast<float>(scale * acc);
-  }
-}
-
-// Row k of m (K, S): if k is in E = ranking[0 .. k_eval), m[k] += lr (mu[k] - m[k]) and the
-// estimate is mu[k], else the estimate is m[k]; partials[k, b] = block b's share of
-// <dy_sum, estimate_k> in double. Grid (B, K) (CPU: ma_update_scores).
-__global__ void ma_update_partials_kernel(const float* dy_sum, const float* mu, float* m,
-                                          const int32_t* ranking, int k_eval, int64_t k, int64_t s,
-                                          float lr, double* partials) {
-  const int64_t row = blockIdx.y;
-  const bool valid = ranking_valid(ranking, k_eval, k);
-  bool in_eval = false;
-  for (int j = 0; j < k_eval; ++j) in_eval = in_eval || ranking[j] == row;
-  double acc = 0.0;
-  if (valid) {
-    float* mk = m + row * s;
-    const float* uk = mu + row * s;
-    for (int64_t j = blockIdx.x * int64_t(kReduceBlock) + threadIdx.x; j < s;
-         j += int64_t(gridDim.x) * kReduceBlock) {
-      float estimate;
-      if (in_eval) {
-        estimate = uk[j];
-        mk[j] += lr * (estimate - mk[j]);
-      } else {
-        estimate = mk[j];
-      }
-      acc += double(dy_sum[j]) * estimate;
-    }
-  }
-  const double total = block_sum(acc);
-  if (threadIdx.x == 0)
-    partials[row * int64_t(gridDim.x) + blockIdx.x] = valid ? total : CUDART_NAN;
-}
-
-// log sum_{i in E} exp alpha[i] in double, E = ranking[0 .. count) (CPU: logsumexp_over).
-__device__ double masked_lse(const float* alpha, const int32_t* ranking, int count) {
-  double mx = -CUDART_INF;
-  for (int j = 0; j < count; ++j) {
-    const double a = alpha[ranking[j]];
-    mx = mx < a ? a : mx;
-  }
-  double s = 0.0;
-  for (int j = 0; j < count; ++j) s += exp(double(alpha[ranking[j]]) - mx);
-  return mx + log(s);
-}
-
-// out = masked log-sum-exp; one thread (CPU: masked_logsumexp).
-__global__ void masked_logsumexp_kernel(const float* alpha, const int32_t* ranking, int count,
-                                        int64_t k, float* out) {
-  out[0] = ranking_valid(ranking, count, k) ? static_cast<float>(masked_lse(alpha, ranking, count))
-                                            : CUDART_NAN_F;
-}
-
-// alpha[i] += lse_old - masked_lse(alpha) for i in E; one thread (CPU: proxyless_rescale).
-__global__ void proxyless_rescale_kernel(float* alpha, const int32_t* ranking, int count, int64_t k,
-                                         const float* lse_old) {
-  if (!ranking_valid(ranking, count, k)) {
-    for (int64_t i = 0; i < k; ++i) alpha[i] = CUDART_NAN_F;
-    return;
-  }
-  const double shift = double(lse_old[0]) - masked_lse(alpha, ranking, count);
-  for (int j = 0; j < count; ++j) alpha[ranking[j]] = static_cast<float>(alpha[ranking[j]] + shift);
-}
-
-// mask[ranking[j]] = 1 for j < count; one thread (CPU: mark_ranked). An invalid ranking
-// poisons the whole mask (NaN: in the set, and the rescale then gives NaN).
-__global__ void mark_ranked_kernel(const int32_t* ranking, int count, int64_t k, float* mask) {
-  if (!ranking_valid(ranking, count, k)) {
-    for (int64_t i = 0; i < k; ++i) mask[i] = CUDART_NAN_F;
-    return;
-  }
-  for (int j = 0; j < count; ++j) mask[ranking[j]] = 1.0f;
-}
-
-// log sum_{mask != 0} exp alpha in double, -inf for an empty set (CPU: logsumexp_over).
-__device__ double mask_lse(const float* alpha, const float* mask, int64_t k) {
-  double mx = -CUDART_INF;
-  for (int64_t i = 0; i < k; ++i)
-    if (mask[i] != 0.0f) mx = mx < double(alpha[i]) ? double(alpha[i]) : mx;
-  if (mx == -CUDART_INF) return mx;
-  double s = 0.0;
-  for (int64_t i = 0; i < k; ++i)
-    if (mask[i] != 0.0f) s += exp(double(alpha[i]) - mx);
-  return mx + log(s);
-}
-
-// out = log-sum-exp over the mask; one thread (CPU: mask_logsumexp).
-__global__ void mask_logsumexp_kernel(const float* alpha, const float* mask, int64_t k,
-                                      float* out) {
-  out[0] = static_cast<float>(mask_lse(alpha, mask, k));
-}
-
-// alpha[i] += lse_old - mask_lse(alpha) where mask[i] != 0; one thread (CPU: mask_rescale).
-__global__ void mask_rescale_kernel(float* alpha, const float* mask, int64_t k,
-                                    const float* lse_old) {
-  const double lse = mask_lse(alpha, mask, k);
-  if (lse == -CUDART_INF) return;
-  const double shift = double(lse_old[0]) - lse;
-  for (int64_t i = 0; i < k; ++i)
-    if (mask[i] != 0.0f) alpha[i] = static_cast<float>(alpha[i] + shift);
 }
 
 }  // namespace
@@ -386,6 +187,14 @@ void CudaBackend::arch_grad_many(const std::vector<const Tensor*>& alphas,
     arch_grad_many_kernel<<<1, kMaxRows, 0, stream_>>>(rows, int(count), int(lanes.size()));
     CUDARTS_LAUNCH_CHECK("arch_grad_many_kernel", "(", count, " rows)");
   }
+}
+
+void CudaBackend::channel_shuffle(const Tensor& x, int groups, Tensor& y) {
+  const int64_t total = x.numel();
+  if (total == 0) return;
+  channel_shuffle_kernel<<<grid_for(total), kBlock, 0, stream_>>>(
+      x.data(), x.dim(0), x.dim(1), x.dim(2) * x.dim(3), groups, y.data());
+  CUDARTS_LAUNCH_CHECK("channel_shuffle_kernel", "(x ", x.shape(), ", groups ", groups, ")");
 }
 
 void CudaBackend::gumbel_rank(const Tensor& logits, const Tensor& offsets, uint64_t seed,

@@ -1,8 +1,8 @@
 // An emulation of the CUDA execution model for running kernels as host code (tests only; needs
-// the CUDA headers, not a GPU): the blocks of a grid one after another, the kThreads threads of a
-// block as cooperative fibers (ucontext) that switch only at barriers and shuffles, a block
-// barrier that reports divergence (a live thread that never arrives) as a deadlock, shuffles
-// through a per-warp exchange. What this cannot see: the GPU memory model, real timing,
+// the CUDA headers, not a GPU): the blocks of a grid one after another, the threads (up to
+// kThreads) of a block as cooperative fibers (ucontext) that switch only at barriers and shuffles,
+// a block barrier that reports divergence (a live thread that never arrives) as a deadlock,
+// shuffles through a per-warp exchange. What this cannot see: the GPU memory model, real timing,
 // register and shared-memory limits of the device. The including test defines the attribute
 // macros (__global__, __shared__, ...) as its kernels need them.
 #pragma once
@@ -22,7 +22,7 @@
 // ---------------------------------------------------------------- the emulated machine
 namespace emu {
 
-constexpr int kThreads = 256;  // threads of every emulated block
+constexpr int kThreads = 256;  // the most threads of an emulated block
 constexpr int kWarps = kThreads / 32;
 constexpr size_t kStackBytes = size_t(64) << 10;
 
@@ -96,21 +96,23 @@ inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
 
 namespace emu {
 // Runs `body` (a call of one kernel with its arguments) over the blocks of `grid` (x fastest),
-// kThreads threads each; `before_block` runs before every block, `after_block` after it.
-inline void run_grid(dim3 grid, const std::function<void()>& body,
-                     const std::function<void()>& before_block = {},
-                     const std::function<void(dim3)>& after_block = {}) {
+// `threads` threads each (at most kThreads; block_sum needs all of them); `before_block` runs
+// before every block, `after_block` after it.
+inline void run_blocks(dim3 grid, int threads, const std::function<void()>& body,
+                       const std::function<void()>& before_block = {},
+                       const std::function<void(dim3)>& after_block = {}) {
   Machine& m = machine();
+  if (threads < 1 || threads > kThreads) throw std::logic_error("emulation: bad block size");
   gridDim = grid;
-  blockDim = dim3(kThreads, 1, 1);
+  blockDim = dim3(unsigned(threads), 1, 1);
   m.body = body;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         if (before_block) before_block();
-        m.block = {kThreads, 0, 0};
-        for (auto& w : m.warps) w = {32, 0, 0};
-        for (int t = 0; t < kThreads; ++t) {
+        m.block = {threads, 0, 0};
+        for (int w = 0; w < kWarps; ++w) m.warps[w] = {std::clamp(threads - 32 * w, 0, 32), 0, 0};
+        for (int t = 0; t < threads; ++t) {
           m.done[t] = false;
           getcontext(&m.fibers[t]);
           m.fibers[t].uc_stack.ss_sp = m.stacks.data() + size_t(t) * kStackBytes;
@@ -121,7 +123,7 @@ inline void run_grid(dim3 grid, const std::function<void()>& body,
         for (;;) {
           const long before = m.progress;
           bool live = false;
-          for (int t = 0; t < kThreads; ++t) {
+          for (int t = 0; t < threads; ++t) {
             if (m.done[t]) continue;
             live = true;
             m.current = t;
@@ -135,6 +137,18 @@ inline void run_grid(dim3 grid, const std::function<void()>& body,
         }
         if (after_block) after_block(dim3(bx, by, bz));
       }
+}
+
+// A kernel launched with kThreads threads per block (the reductions' block size).
+inline void run_grid(dim3 grid, const std::function<void()>& body,
+                     const std::function<void()>& before_block = {},
+                     const std::function<void(dim3)>& after_block = {}) {
+  run_blocks(grid, kThreads, body, before_block, after_block);
+}
+
+// A serial kernel (<<<1, 1>>>).
+inline void run_serial(const std::function<void()>& body) {
+  run_blocks(dim3(1), 1, body);
 }
 }  // namespace emu
 

@@ -16,3 +16,4 @@
 // The device math functions the kernels call unqualified, as the host library has them.
 #include <cmath>
 using std::isfinite;
+using std::isnan;

@@ -1,6 +1,6 @@
 // The MixedOp mixing kernels (cuda/mix_kernels.cuh: mix_fwd, mix_bwd, add_n, the scores' first
-// pass, mix_bwd_scores, softmax_many, arch_grad_many) run as host code under the emulation of
-// cuda_emulation.h, in the launch geometry of cuda/nas_kernels.cu, against the CPU ops
+// pass, mix_bwd_scores, softmax_many, arch_grad_many, channel_shuffle) run as host code under the
+// emulation of cuda_emulation.h, in the launch geometry of cuda/nas_kernels.cu, against the CPU ops
 // (ops::mix_fwd, mix_bwd, add_n, mix_scores, mix_bwd_scores on a CPU context). The scores' second
 // pass (sum_partials_kernel, run on an H100 with the first version) is a fixed-order sum of each
 // row here. Buffers are framed by guards; a null entry must be neither read (its pointer is null)
@@ -178,8 +178,9 @@ void run_rows() {
     ar.k[r] = int(len[r]);
     ar.lane[r] = lane[r];
   }
-  emu::run_grid(dim3(1), [&] { mx::softmax_many_kernel(sr, int(len.size())); });
-  emu::run_grid(dim3(1), [&] { mx::arch_grad_many_kernel(ar, int(len.size()), 3); });
+  emu::run_blocks(dim3(1), mx::kMaxRows, [&] { mx::softmax_many_kernel(sr, int(len.size())); });
+  emu::run_blocks(dim3(1), mx::kMaxRows,
+                  [&] { mx::arch_grad_many_kernel(ar, int(len.size()), 3); });
   for (size_t r = 0; r < len.size(); ++r) {
     Tensor p = Tensor::empty(ctx, Shape{len[r]});
     ops::softmax(ctx, ta[r], p);
@@ -193,10 +194,31 @@ void run_rows() {
   EXPECT_EQ(fd[2].body(), std::vector<float>(8, 0.5f));  // nobody's gradient: untouched
 }
 
+// PC-DARTS's channel shuffle of a (3, 12, 5, 7) tensor in 2, 3, 4 and 12 groups (and 1: a copy),
+// 5 blocks of the launcher's geometry, against the CPU op.
+void run_shuffle() {
+  Context ctx;
+  const Shape s{3, 12, 5, 7};
+  const std::vector<float> xv = test::random_vector(size_t(s.numel()), 140);
+  Tensor x = Tensor::from_vector(ctx, s, xv);
+  F fx = emu::framed(xv, kNaN);
+  for (int groups : {1, 2, 3, 4, 12}) {
+    Tensor y = Tensor::empty(ctx, s);
+    ops::channel_shuffle(ctx, x, groups, y);
+    F fy = emu::framed(std::vector<float>(size_t(s.numel()), kNaN), emu::kOutGuard);
+    emu::run_grid(dim3(unsigned(cuda::grid_for(s.numel()))), [&] {
+      mx::channel_shuffle_kernel(fx.data(), s[0], s[1], s[2] * s[3], groups, fy.data());
+    });
+    EXPECT_TRUE(fy.guards_intact()) << groups;
+    EXPECT_EQ(fy.body(), y.to_vector()) << groups << " groups";
+  }
+}
+
 TEST(MixEmulation, KernelsMatchTheCpuOps) {
   run_case(4, 8 * 16 * 8 * 8, {0});  // 32 partial sums per score, a Zero candidate first
   run_case(8, 3 * 5 * 7 * 9, {1, 6});
   run_case(10, 2 * 3 * 4 * 5, {0});  // past the fused kernel's 8: the two kernels
+  run_shuffle();
   run_case(1, 7, {});
   run_add_n(3, 1000);
   run_add_n(70, 300);  // two launches, the second continuing from y
