@@ -408,6 +408,23 @@ void CudaBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
   if (x) relu_bwd(dx, *x, dx);  // the fused ReLU's backward, in place: x > 0 ? dx : 0
 }
 
+// The group ops, one convolution after another (the fused one-kernel path of
+// depthwise_group.cu comes first where it covers the group).
+void CudaBackend::depthwise_group_fwd(const Tensor& x, const std::vector<const Tensor*>& ws,
+                                      const std::vector<Conv2dParams>& ps,
+                                      const std::vector<Tensor*>& ys) {
+  for (size_t j = 0; j < ws.size(); ++j) conv2d_fwd(x, *ws[j], nullptr, *ys[j], ps[j]);
+}
+
+// One by one: each d_j into scratch, then add_n over the priors and the d_j (the order of the
+// op's contract); one term goes straight into dx.
+void CudaBackend::depthwise_group_bwd_data(const std::vector<const Tensor*>& dys,
+                                           const std::vector<const Tensor*>& ws,
+                                           const std::vector<Conv2dParams>& ps, const Tensor* x,
+                                           const std::vector<const Tensor*>& priors, Tensor& dx) {
+  depthwise_group_bwd_data_one_by_one(*this, allocator_, dys, ws, ps, x, priors, dx);
+}
+
 void CudaBackend::conv2d_bwd_data_cudnn(const Tensor& dy, const Tensor& w, Tensor& dx,
                                         const Conv2dParams& p) {
   const ConvDescs& d = conv_descs(dx.shape(), w.shape(), dy.shape(), p);

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
   bool graph = true, all_gradients = false, own_depthwise = true, fuse_relu = true,
-       fuse_norm = true;
+       fuse_norm = true, fuse_lead = true;
   size_t op_times = 0;
   bool model_table = false;
   CLI::App app{"Time a first-order DARTS search iteration"};
@@ -101,6 +101,9 @@ int main(int argc, char** argv) {
   app.add_option("--fuse-norm", fuse_norm,
                  "the candidates' trailing affine-free BatchNorms inside each edge's mix (false: "
                  "each candidate runs its own, the same numbers)");
+  app.add_option("--fuse-lead", fuse_lead,
+                 "each edge's leading depthwise convolutions as one group (input read once, "
+                 "input gradient in one pass; false: one by one, the same numbers)");
   app.add_option("--op-times", op_times,
                  "after timing, profile one eager iteration op by op and print the N most "
                  "expensive ops to stderr");
@@ -118,6 +121,7 @@ int main(int argc, char** argv) {
     cfg.mixed.num_eval = 2;
     cfg.fuse_relu = fuse_relu;
     cfg.mixed.fuse_norm = fuse_norm;
+    cfg.mixed.fuse_lead = fuse_lead;
     SearchModel model(ctx, std::make_unique<darts::SearchNetwork>(ctx, "net", cfg));
     SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.025f, 0.9f, 3e-4f, false});
     w_opt.set_grad_clip(5.0f);
@@ -214,11 +218,12 @@ int main(int argc, char** argv) {
         "{\"device\": \"%s\", \"mixed_op\": \"%s\", \"channels\": %lld, \"cells\": %d, "
         "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
         "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
-        "\"loss\": %.5f, \"own_depthwise_kernels\": %s, \"fused_relu\": %s, \"fused_norm\": %s",
+        "\"loss\": %.5f, \"own_depthwise_kernels\": %s, \"fused_relu\": %s, \"fused_norm\": %s, "
+        "\"fused_lead\": %s",
         ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
         (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
         (unsigned long long)eager_allocs, loss.item(), own_depthwise ? "true" : "false",
-        fuse_relu ? "true" : "false", fuse_norm ? "true" : "false");
+        fuse_relu ? "true" : "false", fuse_norm ? "true" : "false", fuse_lead ? "true" : "false");
     std::printf("%s", model_json.c_str());
     if (graphable)
       std::printf(

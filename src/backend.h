@@ -2,6 +2,7 @@
 // call and then dispatches here; src/cpu holds the reference implementation, cuda/ the GPU
 // one. An op a backend lacks throws NotSupported (never a silent fallback).
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,13 @@ class Backend {
                                const Tensor* x) = 0;
   virtual void conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                                  const Conv2dParams& p) = 0;
+  virtual void depthwise_group_fwd(const Tensor& x, const std::vector<const Tensor*>& ws,
+                                   const std::vector<Conv2dParams>& ps,
+                                   const std::vector<Tensor*>& ys) = 0;
+  virtual void depthwise_group_bwd_data(const std::vector<const Tensor*>& dys,
+                                        const std::vector<const Tensor*>& ws,
+                                        const std::vector<Conv2dParams>& ps, const Tensor* x,
+                                        const std::vector<const Tensor*>& priors, Tensor& dx) = 0;
 
   virtual void batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, const Tensor* beta,
                                    Tensor* running_mean, Tensor* running_var, Tensor& y,
@@ -166,5 +174,28 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<Allocator> allocator);
+
+// ops::depthwise_group_bwd_data as its definition: each d_j into scratch from `allocator`, then
+// add_n over the priors and the d_j; one term goes straight into dx. The CPU backend's
+// implementation, and the CUDA backend's where its group kernel does not apply.
+inline void depthwise_group_bwd_data_one_by_one(
+    Backend& b, const std::shared_ptr<Allocator>& allocator, const std::vector<const Tensor*>& dys,
+    const std::vector<const Tensor*>& ws, const std::vector<Conv2dParams>& ps, const Tensor* x,
+    const std::vector<const Tensor*>& priors, Tensor& dx) {
+  if (priors.empty() && ws.size() == 1) {
+    b.conv2d_bwd_data(*dys[0], *ws[0], dx, ps[0], x);
+    return;
+  }
+  Buffer scratch(allocator, ws.size() * dx.nbytes());
+  std::vector<Tensor> parts;
+  for (size_t j = 0; j < ws.size(); ++j) {
+    parts.push_back(Tensor::wrap(static_cast<char*>(scratch.data()) + j * dx.nbytes(), dx.shape(),
+                                 DType::F32, dx.device()));
+    b.conv2d_bwd_data(*dys[j], *ws[j], parts.back(), ps[j], x);
+  }
+  std::vector<const Tensor*> terms(priors.begin(), priors.end());
+  for (const Tensor& t : parts) terms.push_back(&t);
+  b.add_n(terms, dx);
+}
 
 }  // namespace cudarts

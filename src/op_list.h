@@ -11,6 +11,8 @@
   X(conv2d_fwd)               \
   X(conv2d_bwd_data)          \
   X(conv2d_bwd_filter)        \
+  X(depthwise_group_fwd)      \
+  X(depthwise_group_bwd_data) \
   X(batchnorm_fwd_train)      \
   X(batchnorm_fwd_infer)      \
   X(batchnorm_bwd)            \

@@ -334,6 +334,131 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
 }
 
 namespace {
+// The CUDA backend's one-kernel path for a group of depthwise convolutions (cuda/depthwise.cuh:
+// at most kMaxGroup of them, each on the own kernels); otherwise it runs them one by one.
+constexpr size_t kMaxDepthwiseGroup = 8;
+
+constexpr bool kGroupKernels = false;  // not yet: the CUDA backend runs the group one by one
+
+bool own_group(Context& ctx, const std::vector<const Tensor*>& ws) {
+  if (!kGroupKernels || ws.size() > kMaxDepthwiseGroup) return false;
+  for (const Tensor* w : ws)
+    if (!own_depthwise(ctx, w->shape(), "depthwise")) return false;
+  return true;
+}
+
+// ws / ps / outs of one group: as many entries each, every convolution depthwise on x (dx's
+// shape), the ReLU the same for all; returns each convolution's output shape.
+std::vector<Shape> check_group(Context& ctx, const char* op, const Shape& x,
+                               const std::vector<const Tensor*>& ws,
+                               const std::vector<Conv2dParams>& ps, size_t outs,
+                               const char* outs_name) {
+  CUDARTS_CHECK(!ws.empty(), op, ": the group has no convolution");
+  CUDARTS_CHECK(ps.size() == ws.size() && outs == ws.size(), op, ": ", ws.size(), " weights, ",
+                ps.size(), " parameter sets and ", outs, " ", outs_name,
+                "; expected as many of each");
+  std::vector<Shape> shapes;
+  for (size_t j = 0; j < ws.size(); ++j) {
+    CUDARTS_CHECK(ws[j] != nullptr, op, ": weight ", j, " is null");
+    check_tensor(ctx, op, "ws[j]", *ws[j]);
+    const Shape& w = ws[j]->shape();
+    CUDARTS_CHECK(
+        x.ndim() == 4 && w.ndim() == 4 && ps[j].groups == x[1] && w[0] == x[1] && w[1] == 1, op,
+        ": convolution ", j, " (weight ", w, ", groups ", ps[j].groups,
+        ") is not depthwise on input ", x, "; expected weight (C, 1, R, S) and groups C");
+    CUDARTS_CHECK(ps[j].relu_input == ps[0].relu_input, op, ": convolution ", j, " has relu_input ",
+                  ps[j].relu_input, " but convolution 0 has ", ps[0].relu_input,
+                  "; the group reads one input, with or without the ReLU");
+    shapes.push_back(conv_shape(op, x, w, ps[j]));
+  }
+  return shapes;
+}
+}  // namespace
+
+void depthwise_group_fwd(Context& ctx, const Tensor& x, const std::vector<const Tensor*>& ws,
+                         const std::vector<Conv2dParams>& ps, const std::vector<Tensor*>& ys) {
+  OpRange op_range(ctx, "depthwise_group_fwd");
+  const char* op = "depthwise_group_fwd";
+  check_tensor(ctx, op, "x", x);
+  const std::vector<Shape> shapes = check_group(ctx, op, x.shape(), ws, ps, ys.size(), "outputs");
+  for (size_t j = 0; j < ys.size(); ++j) {
+    CUDARTS_CHECK(ys[j] != nullptr, op, ": output ", j, " is null");
+    check_tensor(ctx, op, "ys[j]", *ys[j]);
+    check_shape(op, "ys[j]", *ys[j], shapes[j]);
+  }
+  op_range.set_class("depthwise");
+  op_range.set_cost([&] {
+    const bool fused = own_group(ctx, ws);
+    OpCost c;
+    for (size_t j = 0; j < ws.size(); ++j) {
+      OpCost one = conv_cost(ys[j]->shape(), ws[j]->shape(), "depthwise");
+      one.bytes_read = (fused && j > 0 ? 0.0 : bytes(x)) + bytes(ws[j]);
+      one.bytes_written = bytes(ys[j]);
+      if (ps[j].relu_input) one += relu_cost(ctx, x, ws[j]->shape(), "depthwise", false);
+      c += one;
+    }
+    if (fused) c.launches = 1;  // x read once for all of them
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::depthwise_group_fwd, x, ws, ps, ys);
+}
+
+void depthwise_group_bwd_data(Context& ctx, const std::vector<const Tensor*>& dys,
+                              const std::vector<const Tensor*>& ws,
+                              const std::vector<Conv2dParams>& ps, const Tensor* x,
+                              const std::vector<const Tensor*>& priors, Tensor& dx) {
+  OpRange op_range(ctx, "depthwise_group_bwd_data");
+  const char* op = "depthwise_group_bwd_data";
+  check_tensor(ctx, op, "dx", dx);
+  const std::vector<Shape> shapes =
+      check_group(ctx, op, dx.shape(), ws, ps, dys.size(), "output gradients");
+  for (size_t j = 0; j < dys.size(); ++j) {
+    CUDARTS_CHECK(dys[j] != nullptr, op, ": output gradient ", j, " is null");
+    check_tensor(ctx, op, "dys[j]", *dys[j]);
+    check_shape(op, "dys[j]", *dys[j], shapes[j]);
+  }
+  CUDARTS_CHECK(ps[0].relu_input == (x != nullptr), op, ": ",
+                ps[0].relu_input ? "relu_input is set but the forward input x (the ReLU's mask) "
+                                   "is missing"
+                                 : "x is given but relu_input is not set (x is read only as the "
+                                   "mask of a fused ReLU)");
+  if (x) {
+    check_tensor(ctx, op, "x", *x);
+    check_same_shape(op, "x", *x, "dx", dx);
+  }
+  for (size_t i = 0; i < priors.size(); ++i) {
+    CUDARTS_CHECK(priors[i] != nullptr, op, ": prior gradient ", i, " is null");
+    check_tensor(ctx, op, "priors[i]", *priors[i]);
+    check_same_shape(op, "priors[i]", *priors[i], "dx", dx);
+  }
+  op_range.set_class("depthwise");
+  op_range.set_cost([&] {
+    const bool fused = own_group(ctx, ws);
+    OpCost c;
+    for (size_t j = 0; j < ws.size(); ++j) {
+      OpCost one = conv_cost(dys[j]->shape(), ws[j]->shape(), "depthwise");
+      one.bytes_read = bytes(dys[j]) + bytes(ws[j]);
+      one.bytes_written = fused ? 0.0 : bytes(dx);  // one by one: each d_j into scratch
+      if (x && !(fused && j > 0)) one += relu_cost(ctx, *x, ws[j]->shape(), "depthwise", true);
+      c += one;
+    }
+    const double terms = double(priors.size() + ws.size());
+    for (const Tensor* pr : priors) c.bytes_read += bytes(pr);
+    c.flops += double(dx.numel()) * (terms - 1.0);
+    if (fused) {  // one kernel: the priors read, dx written once
+      c.launches = 1;
+      c.bytes_written = bytes(dx);
+    } else if (terms > 1) {  // then add_n over the priors and the scratch gradients
+      c.launches += 1;
+      c.bytes_read += double(ws.size()) * bytes(dx);
+      c.bytes_written += bytes(dx);
+    }
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::depthwise_group_bwd_data, dys, ws, ps, x, priors, dx);
+}
+
+namespace {
 void check_bn_vectors(Context& ctx, const char* op, const Tensor& x,
                       std::initializer_list<std::pair<const char*, const Tensor*>> vs) {
   check_tensor(ctx, op, "x", x);

@@ -473,6 +473,100 @@ TEST(CpuMixOps, BatchedSoftmaxAndArchitectureGradientsMatchTheirRows) {
   EXPECT_THROW(ops::arch_grad_many(ctx, {&a}, {&g1}, {&d}), Error);  // g of b's size for a
 }
 
+// The depthwise groups (an edge's leading convolutions): bit for bit the convolutions one by one
+// and add_n over the priors and their input gradients (the contract's order), with and without
+// the fused ReLU, at stride 1 and 2; a naive loop for one output gradient; refused groups.
+TEST(CpuDepthwiseGroup, MatchesTheOpsOneByOneBitForBit) {
+  Context ctx;
+  for (const int stride : {1, 2})
+    for (const bool relu : {true, false}) {
+      SCOPED_TRACE(detail::cat("stride ", stride, relu ? ", relu" : ""));
+      const Shape xs{2, 3, 9, 8};
+      Tensor x = test::random_tensor(ctx, xs, 1);
+      const int rs[] = {3, 5, 3, 5}, pads[] = {1, 2, 2, 4}, dils[] = {1, 1, 2, 2};
+      std::vector<Tensor> w, y, dy;
+      std::vector<Conv2dParams> ps;
+      for (int j = 0; j < 4; ++j) {
+        Conv2dParams p = Conv2dParams::make(stride, pads[j], dils[j], 3);
+        p.relu_input = relu;
+        ps.push_back(p);
+        w.push_back(test::random_tensor(ctx, Shape{3, 1, rs[j], rs[j]}, 10 + uint32_t(j)));
+        const Shape ys = ops::conv2d_output_shape(xs, w.back().shape(), p);
+        y.push_back(Tensor::full(ctx, ys, 7.0f));
+        dy.push_back(test::random_tensor(ctx, ys, 20 + uint32_t(j)));
+      }
+      std::vector<const Tensor*> wp, dyp;
+      std::vector<Tensor*> yp;
+      for (int j = 0; j < 4; ++j)
+        wp.push_back(&w[size_t(j)]), yp.push_back(&y[size_t(j)]), dyp.push_back(&dy[size_t(j)]);
+      ops::depthwise_group_fwd(ctx, x, wp, ps, yp);
+      for (int j = 0; j < 4; ++j) {
+        Tensor one = Tensor::empty(ctx, y[size_t(j)].shape());
+        ops::conv2d_fwd(ctx, x, w[size_t(j)], nullptr, one, ps[size_t(j)]);
+        EXPECT_EQ(y[size_t(j)].to_vector(), one.to_vector()) << "forward " << j;
+      }
+      Tensor p0 = test::random_tensor(ctx, xs, 30), p1 = test::random_tensor(ctx, xs, 31);
+      const Tensor* mask = relu ? &x : nullptr;
+      for (int priors = 0; priors <= 2; ++priors) {
+        std::vector<const Tensor*> pr;
+        if (priors > 0) pr.push_back(&p0);
+        if (priors > 1) pr.push_back(&p1);
+        Tensor dx = Tensor::full(ctx, xs, 9.0f);
+        ops::depthwise_group_bwd_data(ctx, dyp, wp, ps, mask, pr, dx);
+        std::vector<Tensor> parts;
+        for (int j = 0; j < 4; ++j) {
+          parts.push_back(Tensor::empty(ctx, xs));
+          ops::conv2d_bwd_data(ctx, dy[size_t(j)], w[size_t(j)], parts.back(), ps[size_t(j)], mask);
+        }
+        std::vector<const Tensor*> terms = pr;
+        for (const Tensor& t : parts) terms.push_back(&t);
+        Tensor want = Tensor::empty(ctx, xs);
+        ops::add_n(ctx, terms, want);
+        EXPECT_EQ(dx.to_vector(), want.to_vector()) << priors << " priors";
+      }
+      // One convolution without priors: its input gradient, against a naive scatter loop.
+      Tensor dx1 = Tensor::empty(ctx, xs);
+      ops::depthwise_group_bwd_data(ctx, {&dy[3]}, {&w[3]}, {ps[3]}, mask, {}, dx1);
+      std::vector<double> naive(size_t(xs.numel()), 0.0);
+      const std::vector<float> gv = dy[3].to_vector(), wv = w[3].to_vector(), xv = x.to_vector();
+      const Shape& ys = dy[3].shape();
+      for (int64_t n = 0; n < xs[0]; ++n)
+        for (int64_t c = 0; c < 3; ++c)
+          for (int64_t p = 0; p < ys[2]; ++p)
+            for (int64_t q = 0; q < ys[3]; ++q)
+              for (int r = 0; r < 5; ++r)
+                for (int t = 0; t < 5; ++t) {
+                  const int64_t h = p * stride - 4 + r * 2, ww = q * stride - 4 + t * 2;
+                  if (h < 0 || h >= xs[2] || ww < 0 || ww >= xs[3]) continue;
+                  naive[size_t(((n * 3 + c) * xs[2] + h) * xs[3] + ww)] +=
+                      double(wv[size_t((c * 5 + r) * 5 + t)]) *
+                      gv[size_t(((n * 3 + c) * ys[2] + p) * ys[3] + q)];
+                }
+      const std::vector<float> got = dx1.to_vector();
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double want = relu && !(xv[i] > 0.0f) ? 0.0 : naive[i];
+        ASSERT_NEAR(got[i], want, 1e-5) << i;
+      }
+    }
+  // Refused: no convolution, counts that differ, a non-depthwise weight, mixed ReLU rules, the
+  // mask missing, a prior of another shape, a prior that is dx.
+  Tensor x = test::random_tensor(ctx, Shape{1, 2, 5, 5}, 2);
+  Tensor w = test::random_tensor(ctx, Shape{2, 1, 3, 3}, 3),
+         wd = test::random_tensor(ctx, Shape{2, 2, 3, 3}, 4);
+  Tensor y = Tensor::empty(ctx, Shape{1, 2, 5, 5}), y2 = Tensor::empty(ctx, Shape{1, 2, 5, 5});
+  const Conv2dParams p = Conv2dParams::make(1, 1, 1, 2);
+  Conv2dParams pr = p;
+  pr.relu_input = true;
+  EXPECT_THROW(ops::depthwise_group_fwd(ctx, x, {}, {}, {}), Error);
+  EXPECT_THROW(ops::depthwise_group_fwd(ctx, x, {&w, &w}, {p}, {&y, &y2}), Error);
+  EXPECT_THROW(ops::depthwise_group_fwd(ctx, x, {&wd}, {Conv2dParams::make(1, 1)}, {&y}), Error);
+  EXPECT_THROW(ops::depthwise_group_fwd(ctx, x, {&w, &w}, {p, pr}, {&y, &y2}), Error);
+  Tensor dx = Tensor::empty(ctx, x.shape()), small = Tensor::empty(ctx, Shape{1, 2, 4, 4});
+  EXPECT_THROW(ops::depthwise_group_bwd_data(ctx, {&y}, {&w}, {pr}, nullptr, {}, dx), Error);
+  EXPECT_THROW(ops::depthwise_group_bwd_data(ctx, {&y}, {&w}, {p}, nullptr, {&small}, dx), Error);
+  EXPECT_THROW(ops::depthwise_group_bwd_data(ctx, {&y}, {&w}, {p}, nullptr, {&dx}, dx), Error);
+}
+
 // The normalised mixes (an edge's trailing affine-free BatchNorms inside its mix): against
 // naive double loops written here (statistics, normalisation, weighted sum, running statistics,
 // the BatchNorm backward of p_i dy, the scores), the backward also against finite differences of

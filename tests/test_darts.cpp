@@ -572,7 +572,8 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
     size_t peak = 0;
     int normed = 0;  // candidates with a trailing norm, over all MixedOps
   };
-  auto iterate = [](bool skip, bool fuse_relu = true, bool fuse_norm = true) {
+  auto iterate = [](bool skip, bool fuse_relu = true, bool fuse_norm = true,
+                    bool fuse_lead = true) {
     Context ctx(Device::cpu(), ContextOptions{5});
     SearchConfig cfg;
     cfg.channels = 4;
@@ -582,6 +583,7 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
     cfg.in_channels = 1;
     cfg.fuse_relu = fuse_relu;
     cfg.mixed.fuse_norm = fuse_norm;
+    cfg.mixed.fuse_lead = fuse_lead;
     SearchModel model(ctx, std::make_unique<SearchNetwork>(ctx, "net", cfg));
     SGD w_opt(ctx, model.operational_parameters(), SgdParams{0.1f, 0.9f, 3e-4f, false});
     AdamParams ap;
@@ -631,8 +633,12 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
   ASSERT_GT(convs, 50);
   EXPECT_EQ(all.calls.at("conv2d_bwd_filter"), 2 * convs);
   EXPECT_EQ(skip.calls.at("conv2d_bwd_filter"), convs);
-  EXPECT_EQ(all.calls.at("conv2d_bwd_data"), 2 * convs);  // activation gradients: both passes
-  EXPECT_EQ(skip.calls.at("conv2d_bwd_data"), 2 * convs);
+  // Activation gradients in both passes; per edge the 4 convolution candidates' leading
+  // depthwise convolutions as one group (input read once, input gradient in one pass).
+  EXPECT_EQ(all.calls.at("conv2d_bwd_data"), 2 * (convs - 4 * mixed));
+  EXPECT_EQ(skip.calls.at("conv2d_bwd_data"), 2 * (convs - 4 * mixed));
+  EXPECT_EQ(skip.calls.at("depthwise_group_bwd_data"), 2 * mixed);
+  EXPECT_EQ(skip.calls.at("depthwise_group_fwd"), 2 * mixed);
   // The scores (fused with the edge's backward) only in the alpha pass when skipping.
   EXPECT_EQ(all.calls.at("mix_norm_bwd"), 2 * mixed);
   EXPECT_EQ(skip.calls.at("mix_norm_bwd"), 2 * mixed);
@@ -702,6 +708,16 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
   EXPECT_EQ(calls(unfused, "relu_fwd") - calls(skip, "relu_fwd"), 2 * 6 * mixed);
   EXPECT_EQ(calls(unfused, "relu_bwd") - calls(skip, "relu_bwd"), 2 * 6 * mixed);
   EXPECT_LT(skip.peak, unfused.peak);
+  // The leading convolutions one by one: the same numbers bit for bit, no group ops, the edges'
+  // input gradients summed by add_n again.
+  [[maybe_unused]] const auto [single, convs6, mixed6] = iterate(true, true, true, false);
+  EXPECT_EQ(single.weights, skip.weights);
+  EXPECT_EQ(single.alphas, skip.alphas);
+  EXPECT_EQ(calls(single, "depthwise_group_fwd") + calls(single, "depthwise_group_bwd_data"), 0);
+  EXPECT_EQ(calls(single, "conv2d_bwd_data") - calls(skip, "conv2d_bwd_data"), 2 * 4 * mixed);
+  EXPECT_EQ(calls(single, "conv2d_fwd") - calls(skip, "conv2d_fwd"), 2 * 4 * mixed);
+  EXPECT_GE(calls(single, "add_n") - calls(skip, "add_n"), 2 * mixed);
+  EXPECT_LE(skip.peak, single.peak);
 }
 
 TEST(DartsSecondOrder, MatchesFiniteDifferencesOfTheUnrolledLoss) {

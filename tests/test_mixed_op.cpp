@@ -293,6 +293,33 @@ TEST(MixedOpContinuous, ZeroCandidatesKeepTheirShareAndCostNothing) {
   test::check_layer(ctx, m, xm, o);
 }
 
+// What two training steps of one edge give (output, input gradient, alpha and weight
+// gradients, buffers, the op calls) and a forward in Eval afterwards: the bits its fused and
+// unfused passes must share.
+struct EdgeRun {
+  std::vector<float> y, dx, dalpha, eval;
+  std::vector<std::vector<float>> grads, buffers;
+  std::map<std::string, int64_t> calls;
+};
+EdgeRun run_edge(Context& ctx, ContinuousMixedOp& op, const Tensor& x) {
+  EdgeRun r;
+  OpProfiler prof(ctx);
+  for (int it = 0; it < 2; ++it) {  // twice: the running statistics move twice
+    op.zero_grad(ctx);
+    Tensor y = op.forward(ctx, x, Mode::Train);
+    Tensor dy = test::random_tensor(ctx, y.shape(), 4 + uint32_t(it));
+    Tensor dx = op.backward(ctx, dy);
+    r.y = y.to_vector();
+    r.dx = dx.to_vector();
+  }
+  for (const auto& row : prof.report_by_op()) r.calls[row.op] = row.calls;
+  r.dalpha = op.alpha().grad.to_vector();
+  for (auto& [name, p] : op.named_parameters()) r.grads.push_back(p->grad.to_vector());
+  for (auto& [name, b] : op.named_buffers()) r.buffers.push_back(b->to_vector());
+  r.eval = op.forward(ctx, x, Mode::Eval).to_vector();
+  return r;
+}
+
 // Candidates ending in an affine-free BatchNorm (a Sequential, a FactorizedReduce, a lone
 // BatchNorm2d) are normalised inside the mix: the same output, input gradient, alpha and weight
 // gradients and running statistics bit for bit as each running its own BatchNorm (fuse_norm
@@ -320,11 +347,6 @@ TEST(MixedOpContinuous, TrailingNormsRunInsideTheMixWithTheSameBits) {
     v.push_back(std::make_unique<darts::FactorizedReduce>(ctx, "reduce", 4, 4, false));
     return v;
   };
-  struct Run {
-    std::vector<float> y, dx, dalpha, eval;
-    std::vector<std::vector<float>> grads, buffers;
-    std::map<std::string, int64_t> calls;
-  };
   const Shape s{3, 4, 6, 6};
   auto run = [&](bool fuse, int stride) {
     Context ctx(Device::cpu(), ContextOptions{41});
@@ -345,21 +367,7 @@ TEST(MixedOpContinuous, TrailingNormsRunInsideTheMixWithTheSameBits) {
     ContinuousMixedOp op(ctx, "edge", std::move(cands), cfg);
     init_normal(ctx, op.alpha().value, 0.0f, 0.5f);
     Tensor x = test::random_tensor(ctx, s, 3);
-    Run r;
-    OpProfiler prof(ctx);
-    for (int it = 0; it < 2; ++it) {  // twice: the running statistics move twice
-      op.zero_grad(ctx);
-      Tensor y = op.forward(ctx, x, Mode::Train);
-      Tensor dy = test::random_tensor(ctx, y.shape(), 4 + uint32_t(it));
-      Tensor dx = op.backward(ctx, dy);
-      r.y = y.to_vector();
-      r.dx = dx.to_vector();
-    }
-    for (const auto& row : prof.report_by_op()) r.calls[row.op] = row.calls;
-    r.dalpha = op.alpha().grad.to_vector();
-    for (auto& [name, p] : op.named_parameters()) r.grads.push_back(p->grad.to_vector());
-    for (auto& [name, b] : op.named_buffers()) r.buffers.push_back(b->to_vector());
-    r.eval = op.forward(ctx, x, Mode::Eval).to_vector();
+    EdgeRun r = run_edge(ctx, op, x);
     if (fuse && stride == 1) {
       test::GradCheckOptions o;
       o.eps = 3e-3;
@@ -369,14 +377,14 @@ TEST(MixedOpContinuous, TrailingNormsRunInsideTheMixWithTheSameBits) {
   };
   for (int stride : {1, 2}) {
     SCOPED_TRACE(stride);
-    const Run fused = run(true, stride), own = run(false, stride);
+    const EdgeRun fused = run(true, stride), own = run(false, stride);
     EXPECT_EQ(fused.y, own.y);
     EXPECT_EQ(fused.dx, own.dx);
     EXPECT_EQ(fused.dalpha, own.dalpha);
     EXPECT_EQ(fused.grads, own.grads);
     EXPECT_EQ(fused.buffers, own.buffers);
     EXPECT_EQ(fused.eval, own.eval);
-    auto calls = [](const Run& r, const char* op) {
+    auto calls = [](const EdgeRun& r, const char* op) {
       auto it = r.calls.find(op);
       return it == r.calls.end() ? int64_t(0) : it->second;
     };
@@ -413,6 +421,93 @@ TEST(MixedOpContinuous, TrailingNormsRunInsideTheMixWithTheSameBits) {
   EXPECT_EQ(seq.backward_from_norm(ctx, z).shape(), s);
   seq.forward(ctx, x, Mode::Train);
   EXPECT_THROW(seq.backward_from_norm(ctx, z), Error);
+}
+
+// The DARTS edge's four convolution candidates start with a depthwise convolution: their
+// leading convolutions run as one group (ops::depthwise_group_fwd) and their input gradient is
+// summed with the pools' and the skip's in one op (depthwise_group_bwd_data); the same output,
+// input gradient, alpha and weight gradients and running statistics bit for bit as one by one
+// (fuse_lead off), at stride 1 and 2, with the trailing norms fused or not; a convolution
+// candidate placed before a pool stays out of the group (the sum keeps its order); the grouped
+// pass's gradients by finite differences; the partial passes' contract.
+TEST(MixedOpContinuous, LeadingConvolutionsRunAsOneGroupWithTheSameBits) {
+  const Shape s{2, 4, 8, 8};
+  auto run = [&](bool lead, bool norm, int stride, bool conv_first) {
+    Context ctx(Device::cpu(), ContextOptions{43});
+    MixedOpConfig cfg;
+    cfg.fuse_lead = lead;
+    cfg.fuse_norm = norm;
+    std::vector<std::unique_ptr<Layer>> cands;
+    std::vector<std::string> order = darts::primitives();
+    if (conv_first) std::swap(order[1], order[4]);  // sep_conv_3x3 before avg_pool_3x3
+    for (const std::string& prim : order)
+      cands.push_back(darts::make_primitive(ctx, prim, prim, 4, stride, false, true));
+    ContinuousMixedOp op(ctx, "edge", std::move(cands), cfg);
+    init_normal(ctx, op.alpha().value, 0.0f, 0.5f);
+    Tensor x = test::random_tensor(ctx, s, 3);
+    EdgeRun r = run_edge(ctx, op, x);
+    if (lead && norm && stride == 1 && !conv_first) {
+      test::GradCheckOptions o;
+      o.eps = 3e-3;
+      test::check_layer(ctx, op, x, o);  // input, weights and alpha through the grouped path
+    }
+    return r;
+  };
+  auto calls = [](const EdgeRun& r, const char* op) {
+    auto it = r.calls.find(op);
+    return it == r.calls.end() ? int64_t(0) : it->second;
+  };
+  for (int stride : {1, 2})
+    for (bool norm : {true, false})
+      for (bool conv_first : {false, true}) {
+        SCOPED_TRACE(detail::cat("stride ", stride, norm ? ", norms fused" : "",
+                                 conv_first ? ", a convolution before a pool" : ""));
+        const EdgeRun grouped = run(true, norm, stride, conv_first),
+                      own = run(false, norm, stride, conv_first);
+        EXPECT_EQ(grouped.y, own.y);
+        EXPECT_EQ(grouped.dx, own.dx);
+        EXPECT_EQ(grouped.dalpha, own.dalpha);
+        EXPECT_EQ(grouped.grads, own.grads);
+        EXPECT_EQ(grouped.buffers, own.buffers);
+        EXPECT_EQ(grouped.eval, own.eval);
+        // Two Train forwards and two backwards counted. The group: the four convolutions, or the
+        // three after the pools when one of them comes first.
+        const int64_t members = conv_first ? 3 : 4;
+        EXPECT_EQ(calls(grouped, "depthwise_group_fwd"), 2);
+        EXPECT_EQ(calls(grouped, "depthwise_group_bwd_data"), 2);
+        EXPECT_EQ(calls(own, "depthwise_group_fwd") + calls(own, "depthwise_group_bwd_data"), 0);
+        EXPECT_EQ(calls(own, "conv2d_fwd") - calls(grouped, "conv2d_fwd"), 2 * members);
+        EXPECT_EQ(calls(own, "conv2d_bwd_data") - calls(grouped, "conv2d_bwd_data"), 2 * members);
+        EXPECT_EQ(calls(own, "conv2d_bwd_filter"), calls(grouped, "conv2d_bwd_filter"));
+        EXPECT_EQ(calls(grouped, "add_n"), 0);  // the sum is the group op's
+      }
+
+  // Which layers lead with a depthwise convolution, and the partial passes' contract.
+  Context ctx;
+  Conv2d dw(ctx, "dw", 4, 4, 3, Conv2dParams::make(1, 1, 1, 4), false),
+      dense(ctx, "dense", 4, 4, 3, Conv2dParams::make(1, 1), false);
+  EXPECT_EQ(dw.leading_conv(), &dw);
+  EXPECT_EQ(dense.leading_conv(), nullptr);
+  Identity id("skip");
+  EXPECT_EQ(id.leading_conv(), nullptr);
+  std::unique_ptr<Layer> sep = darts::make_primitive(ctx, "sep_conv_3x3", "sep", 4, 1, false, true);
+  Conv2d* lc = sep->leading_conv();
+  ASSERT_NE(lc, nullptr);
+  Tensor x = test::random_tensor(ctx, s, 9);
+  Tensor wrong = Tensor::empty(ctx, Shape{2, 4, 7, 7});
+  PartialPass bad{false, &wrong};
+  EXPECT_THROW(sep->forward_partial(ctx, x, Mode::Train, bad), Error);  // not the lead's shape
+  EXPECT_THROW(id.forward_partial(ctx, x, Mode::Train, PartialPass{false, &x}), Error);
+  Tensor lead = Tensor::empty(ctx, lc->output_shape(s));
+  ops::conv2d_fwd(ctx, x, lc->weight().value, nullptr, lead, lc->params());
+  Tensor full = sep->forward(ctx, x, Mode::Probe);  // batch statistics, as Train
+  Tensor part = sep->forward_partial(ctx, x, Mode::Train, PartialPass{false, &lead});
+  EXPECT_EQ(part.to_vector(), full.to_vector());
+  EXPECT_THROW(sep->backward(ctx, part), Error);  // a partial forward takes backward_partial
+  Tensor dlead = sep->backward_partial(ctx, part);
+  EXPECT_EQ(dlead.shape(), lead.shape());  // the gradient of the leading convolution's output
+  sep->forward(ctx, x, Mode::Train);
+  EXPECT_THROW(sep->backward_partial(ctx, part), Error);  // a full forward takes backward
 }
 
 TEST(MixedOpDeterministic, SumsTopKWithoutWeights) {

@@ -256,6 +256,71 @@ std::vector<OpCase> all_cases() {
   for (const Conv& cv : convs)
     if (relu_tags.count(cv.tag)) add_conv(cv, true);
 
+  // Depthwise groups (an edge's leading convolutions): the DARTS four (3x3 and 5x5, dilation 1
+  // and 2, "same" padding) at stride 1 and 2 with the fused ReLU, two without it; backward data
+  // with 0 to 3 prior gradients summed first.
+  struct Member {
+    int r, pad, dil;
+  };
+  struct Group {
+    const char* tag;
+    Shape x;
+    int stride;
+    bool relu;
+    std::vector<Member> members;
+    int priors;
+  };
+  const std::vector<Member> darts_four{{3, 1, 1}, {5, 2, 1}, {3, 2, 2}, {5, 4, 2}};
+  const std::vector<Group> groups = {
+      {"darts_s1_c16_32x32", {2, 16, 32, 32}, 1, true, darts_four, 3},
+      {"darts_s2_c36_16x16", {2, 36, 16, 16}, 2, true, darts_four, 0},
+      {"darts_s1_c64_8x8", {2, 64, 8, 8}, 1, true, darts_four, 1},
+      {"two_c16_12x20", {2, 16, 12, 20}, 1, false, {{3, 1, 1}, {5, 4, 2}}, 2},
+      {"one_c256_4x4", {2, 256, 4, 4}, 1, false, {{5, 2, 1}}, 1},
+  };
+  for (const Group& gr : groups) {
+    const int64_t c = gr.x[1];
+    std::vector<Shape> ws, ys;
+    std::vector<Conv2dParams> ps;
+    for (const Member& m : gr.members) {
+      Conv2dParams p = Conv2dParams::make(gr.stride, m.pad, m.dil, int(c));
+      p.relu_input = gr.relu;
+      ws.push_back(Shape{c, 1, m.r, m.r});
+      ys.push_back(ops::conv2d_output_shape(gr.x, ws.back(), p));
+      ps.push_back(p);
+    }
+    const std::string tag = std::string(gr.tag) + (gr.relu ? "+relu" : "");
+    const size_t j = ws.size();
+    std::vector<TensorSpec> fwd_in{spec(gr.x)}, fwd_out;
+    for (size_t i = 0; i < j; ++i) fwd_in.push_back(spec(ws[i])), fwd_out.push_back(poison(ys[i]));
+    cases.push_back({"depthwise_group_fwd/" + tag, kGemmTol, fwd_in, fwd_out,
+                     [ps, j](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> w;
+                       std::vector<Tensor*> y;
+                       for (size_t i = 0; i < j; ++i) w.push_back(&in[1 + i]), y.push_back(&out[i]);
+                       ops::depthwise_group_fwd(ctx, in[0], w, ps, y);
+                     }});
+    // Inputs: dys, ws, priors, then x (the mask) with the ReLU.
+    std::vector<TensorSpec> bwd_in;
+    for (size_t i = 0; i < j; ++i) bwd_in.push_back(spec(ys[i]));
+    for (size_t i = 0; i < j; ++i) bwd_in.push_back(spec(ws[i]));
+    for (int i = 0; i < gr.priors; ++i) bwd_in.push_back(spec(gr.x));
+    if (gr.relu) bwd_in.push_back(spec(gr.x));
+    const int priors = gr.priors;
+    const bool relu = gr.relu;
+    cases.push_back({"depthwise_group_bwd_data/" + tag,
+                     kGemmTol,
+                     bwd_in,
+                     {poison(gr.x)},
+                     [ps, j, priors, relu](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> dy, w, pr;
+                       for (size_t i = 0; i < j; ++i) dy.push_back(&in[i]), w.push_back(&in[j + i]);
+                       for (int i = 0; i < priors; ++i) pr.push_back(&in[2 * j + size_t(i)]);
+                       const Tensor* x = relu ? &in[2 * j + size_t(priors)] : nullptr;
+                       ops::depthwise_group_bwd_data(ctx, dy, w, ps, x, pr, out[0]);
+                     }});
+  }
+
   for (Shape x : {Shape{4, 8, 6, 6}, Shape{2, 16, 9, 7}, Shape{64, 3, 1, 1}}) {
     const Shape c{x[1]};
     const std::string tag = x.str();

@@ -33,12 +33,16 @@ class Sequential final : public Layer {
   Layer& operator[](size_t i) { return *layers_.at(i); }
   // The last layer's trailing norm.
   BatchNorm2d* trailing_norm() override;
+  // The first layer's leading convolution.
+  Conv2d* leading_conv() override;
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
-  Tensor forward_to_norm_impl(Context& ctx, const Tensor& x, Mode mode) override;
-  Tensor backward_from_norm_impl(Context& ctx, const Tensor& dz) override;
+  // The first layer after its leading convolution, the last one to its norm.
+  Tensor forward_partial_impl(Context& ctx, const Tensor& x, Mode mode,
+                              const PartialPass& pass) override;
+  Tensor backward_partial_impl(Context& ctx, const Tensor& dz) override;
   std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override;
 

@@ -18,6 +18,7 @@ namespace onnx {
 class GraphBuilder;
 }
 class BatchNorm2d;
+class Conv2d;
 
 // Train: batch statistics, running statistics updated, activations kept for backward.
 // Eval:  running statistics, nothing kept.
@@ -43,6 +44,16 @@ struct Parameter {
   // `value` yourself, call mark_changed().
   std::shared_ptr<uint64_t> version = std::make_shared<uint64_t>(0);
   void mark_changed() { ++*version; }
+};
+
+// A forward that leaves out one or both ends of a layer's computation, which a
+// ContinuousMixedOp then does for all its candidates at once (docs/DESIGN.md section 6):
+// to_norm stops before the trailing norm (Layer::trailing_norm); lead gives the output of the
+// leading convolution (Layer::leading_conv), computed by the caller from this layer's input, so
+// the layer starts after it.
+struct PartialPass {
+  bool to_norm = false;
+  const Tensor* lead = nullptr;
 };
 
 using NamedParameter = std::pair<std::string, Parameter*>;
@@ -82,6 +93,19 @@ class Layer {
   Tensor forward_to_norm(Context& ctx, const Tensor& x, Mode mode);
   // The backward of forward_to_norm: dz (the gradient with respect to z) -> dx.
   Tensor backward_from_norm(Context& ctx, const Tensor& dz);
+  // The depthwise Conv2d this layer's computation starts with (the Conv2d itself, or a
+  // Sequential's first layer's leading_conv), nullptr otherwise. A ContinuousMixedOp computes the
+  // leading convolutions of such candidates in one op (ops::depthwise_group_fwd: the edge's
+  // input read once) and their input gradient together with the other candidates' in another
+  // (ops::depthwise_group_bwd_data).
+  virtual Conv2d* leading_conv() { return nullptr; }
+  // forward with the parts in `pass` left out (pass.lead: the leading convolution's output for
+  // input x; checked against its shape). Train keeps what backward_partial needs.
+  Tensor forward_partial(Context& ctx, const Tensor& x, Mode mode, const PartialPass& pass);
+  // The backward of forward_partial: the gradient with respect to what that forward returned ->
+  // with lead, the gradient with respect to the leading convolution's output (that
+  // convolution's parameter gradients accumulated; its input gradient is the caller's), else dx.
+  Tensor backward_partial(Context& ctx, const Tensor& dz);
   // This layer's and all descendants' parameters and buffers, with dotted paths.
   std::vector<NamedParameter> named_parameters();
   std::vector<Parameter*> parameters();
@@ -104,6 +128,12 @@ class Layer {
   // The two halves of a layer with a trailing norm (the default fails: no trailing norm).
   virtual Tensor forward_to_norm_impl(Context& ctx, const Tensor& x, Mode mode);
   virtual Tensor backward_from_norm_impl(Context& ctx, const Tensor& dz);
+  // The partial passes in general (the default: to_norm alone, through the two above).
+  virtual Tensor forward_partial_impl(Context& ctx, const Tensor& x, Mode mode,
+                                      const PartialPass& pass);
+  virtual Tensor backward_partial_impl(Context& ctx, const Tensor& dz);
+  // The parts the held forward left out (for backward_partial_impl).
+  PartialPass held_pass() const { return {to_norm_, from_lead_ ? &lead_marker_ : nullptr}; }
   // The default: no ONNX form (search layers).
   virtual std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x);
 
@@ -116,8 +146,10 @@ class Layer {
   const Shape& last_input_shape() const { return input_shape_; }
 
  private:
-  Tensor run_forward(Context& ctx, const Tensor& x, Mode mode, bool to_norm);
-  Tensor run_backward(Context& ctx, const Tensor& dy, bool from_norm);
+  Tensor run_forward(Context& ctx, const Tensor& x, Mode mode, const PartialPass& pass);
+  // `strict`: the held forward must be exactly `expected` (backward, backward_from_norm);
+  // otherwise any partial forward (backward_partial).
+  Tensor run_backward(Context& ctx, const Tensor& dy, const PartialPass& expected, bool strict);
   void collect(const std::string& prefix, std::vector<NamedParameter>* params,
                std::vector<NamedBuffer>* buffers);
 
@@ -125,8 +157,10 @@ class Layer {
   std::vector<std::unique_ptr<Parameter>> params_;
   std::vector<NamedBuffer> buffers_;
   bool awaiting_backward_ = false;
-  bool to_norm_ = false;  // the held forward was forward_to_norm
-  Shape input_shape_, output_shape_;
+  bool to_norm_ = false;    // the held forward stopped before the trailing norm
+  bool from_lead_ = false;  // the held forward started after the leading convolution
+  Tensor lead_marker_;      // held_pass()'s non-null lead (never read)
+  Shape input_shape_, output_shape_, lead_shape_;
   std::string range_forward_, range_backward_;  // NVTX labels, built once
 };
 

@@ -22,10 +22,18 @@ class Conv2d final : public Layer {
   Parameter& weight() { return *weight_; }
   Parameter* bias() { return bias_; }
   const Conv2dParams& params() const { return params_; }
+  // True for a depthwise convolution (groups = in = out channels, weight (C, 1, kh, kw)).
+  bool depthwise() const;
+  // This layer when depthwise: a caller may compute its output (forward_partial with lead) and
+  // its input gradient (backward_partial then gives dy back, the parameter gradients done).
+  Conv2d* leading_conv() override { return depthwise() ? this : nullptr; }
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward_impl(Context& ctx, const Tensor& dy) override;
+  Tensor forward_partial_impl(Context& ctx, const Tensor& x, Mode mode,
+                              const PartialPass& pass) override;
+  Tensor backward_partial_impl(Context& ctx, const Tensor& dy) override;
   std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x) override;
   void release_saved_impl() override { x_ = Tensor(); }
 
@@ -37,6 +45,10 @@ class Conv2d final : public Layer {
   Tensor x_;  // kept only when a parameter gradient is wanted
   Shape x_shape_;
   bool grad_weight_ = false, grad_bias_ = false;  // requires_grad at the last Train forward
+  // The bookkeeping of a Train forward (which gradients, what is kept).
+  void keep_for_backward(const Tensor& x, bool mask_needed);
+  // The parameter gradients from the kept input and dy.
+  void parameter_gradients(Context& ctx, const Tensor& dy);
 };
 
 // Batch normalisation over (N, H, W). affine = false: no gamma/beta (DARTS search cells).

@@ -50,6 +50,12 @@ struct MixedOpConfig {
   // same numbers (bit for bit on the CPU), no normalised output written. false: every candidate
   // runs its own BatchNorm (the comparison darts_bench --fuse-norm false makes).
   bool fuse_norm = true;
+  // continuous: the candidates that start with a depthwise Conv2d (Layer::leading_conv) and come
+  // after every other non-Zero candidate have those convolutions computed in one op (the edge's
+  // input read once, ops::depthwise_group_fwd) and their input gradient summed with the other
+  // candidates' in another (ops::depthwise_group_bwd_data): the same numbers, bit for bit.
+  // false: each candidate runs its own (darts_bench --fuse-lead false).
+  bool fuse_lead = true;
 };
 
 // Where a ranking's Gumbel noise came from: gumbel_rank's seed and offset and the index of the
@@ -222,6 +228,14 @@ class ContinuousMixedOp final : public MixedOp {
   // entries of outputs_ are then their pre-norm values z_i) and their statistics (K, C).
   std::vector<bool> normed_;
   Tensor mean_, invstd_;
+  // Saved by a Train forward that ran leading convolutions as a group: which candidates (their
+  // backward_partial gives the gradient of the convolution's output), the edge's input (the
+  // ReLU's mask) and the convolutions.
+  std::vector<bool> led_;
+  Tensor lead_x_;
+  std::vector<Conv2d*> lead_convs_;
+  // The candidates whose leading convolutions run as a group in this pass (fuse_lead).
+  std::vector<bool> lead_group(const Tensor& x);
 };
 
 // The sampling methods' common pass: S_on from the ranking runs, the ops of the evaluation set

@@ -101,6 +101,20 @@ void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
                      const Conv2dParams& p, const Tensor* x = nullptr);
 void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                        const Conv2dParams& p);
+// Several depthwise convolutions of one input (an edge's convolution candidates, each starting
+// with one), x read once: ys[j] = conv2d_fwd(x, ws[j], no bias, ps[j]) for every j. Each is
+// depthwise (groups = C, weight (C, 1, R, S)); relu_input is the same for all of them.
+void depthwise_group_fwd(Context& ctx, const Tensor& x, const std::vector<const Tensor*>& ws,
+                         const std::vector<Conv2dParams>& ps, const std::vector<Tensor*>& ys);
+// Their input gradient summed with the other gradients of that input, in one pass:
+// dx = ((priors[0] + priors[1] + ...) + d_0) + d_1 + ..., left to right, where d_j =
+// conv2d_bwd_data(dys[j], ws[j], ps[j], x) (x given exactly when relu_input: the ReLU's mask).
+// The same bits as the d_j computed one by one and add_n over priors then d_j. priors may be
+// empty; none of them may overlap dx.
+void depthwise_group_bwd_data(Context& ctx, const std::vector<const Tensor*>& dys,
+                              const std::vector<const Tensor*>& ws,
+                              const std::vector<Conv2dParams>& ps, const Tensor* x,
+                              const std::vector<const Tensor*>& priors, Tensor& dx);
 
 // ---- batch normalisation over (N, H, W) per channel ----
 // Training: batch statistics (biased variance for normalising); running statistics are

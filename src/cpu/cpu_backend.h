@@ -40,6 +40,13 @@ class CpuBackend final : public Backend {
                        const Tensor* x) override;
   void conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                          const Conv2dParams& p) override;
+  void depthwise_group_fwd(const Tensor& x, const std::vector<const Tensor*>& ws,
+                           const std::vector<Conv2dParams>& ps,
+                           const std::vector<Tensor*>& ys) override;
+  void depthwise_group_bwd_data(const std::vector<const Tensor*>& dys,
+                                const std::vector<const Tensor*>& ws,
+                                const std::vector<Conv2dParams>& ps, const Tensor* x,
+                                const std::vector<const Tensor*>& priors, Tensor& dx) override;
 
   void batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, const Tensor* beta,
                            Tensor* running_mean, Tensor* running_var, Tensor& y, Tensor& save_mean,

@@ -345,4 +345,19 @@ void CpuBackend::conv2d_bwd_filter(const Tensor& x, const Tensor& dy, Tensor& dw
   }
 }
 
+// The group ops as the convolutions one by one (the reference the fused CUDA kernels are
+// checked against).
+void CpuBackend::depthwise_group_fwd(const Tensor& x, const std::vector<const Tensor*>& ws,
+                                     const std::vector<Conv2dParams>& ps,
+                                     const std::vector<Tensor*>& ys) {
+  for (size_t j = 0; j < ws.size(); ++j) conv2d_fwd(x, *ws[j], nullptr, *ys[j], ps[j]);
+}
+
+void CpuBackend::depthwise_group_bwd_data(const std::vector<const Tensor*>& dys,
+                                          const std::vector<const Tensor*>& ws,
+                                          const std::vector<Conv2dParams>& ps, const Tensor* x,
+                                          const std::vector<const Tensor*>& priors, Tensor& dx) {
+  depthwise_group_bwd_data_one_by_one(*this, allocator_, dys, ws, ps, x, priors, dx);
+}
+
 }  // namespace cudarts::cpu

@@ -76,28 +76,51 @@ Shape Conv2d::output_shape(const Shape& x) const {
   }
 }
 
+bool Conv2d::depthwise() const {
+  const Shape& w = weight_->value.shape();
+  return params_.groups > 1 && params_.groups == in_channels_ && out_channels_ == in_channels_ &&
+         w[1] == 1;
+}
+
+void Conv2d::keep_for_backward(const Tensor& x, bool mask_needed) {
+  grad_weight_ = weight_->requires_grad;
+  grad_bias_ = wants_grad(bias_);
+  x_ = grad_weight_ || grad_bias_ || mask_needed ? x.share() : Tensor();
+  x_shape_ = x.shape();
+}
+
+void Conv2d::parameter_gradients(Context& ctx, const Tensor& dy) {
+  if (!grad_weight_ && !grad_bias_) return;
+  Tensor sink;
+  ops::conv2d_bwd_filter(ctx, x_, dy, *grad_target(ctx, weight_, grad_weight_, sink),
+                         grad_bias_ ? &bias_->grad : nullptr, params_);
+}
+
 Tensor Conv2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
   Tensor y = Tensor::empty(ctx, output_shape(x.shape()));
   ops::conv2d_fwd(ctx, x, weight_->value, bias_ ? &bias_->value : nullptr, y, params_);
-  if (mode == Mode::Train) {
-    grad_weight_ = weight_->requires_grad;
-    grad_bias_ = wants_grad(bias_);
-    // The input: for the filter gradient, and with a fused ReLU for its mask too.
-    x_ = grad_weight_ || grad_bias_ || params_.relu_input ? x.share() : Tensor();
-    x_shape_ = x.shape();
-  }
+  // The input: for the filter gradient, and with a fused ReLU for its mask too.
+  if (mode == Mode::Train) keep_for_backward(x, params_.relu_input);
   return y;
 }
 
 Tensor Conv2d::backward_impl(Context& ctx, const Tensor& dy) {
   Tensor dx = Tensor::empty(ctx, x_shape_);
   ops::conv2d_bwd_data(ctx, dy, weight_->value, dx, params_, params_.relu_input ? &x_ : nullptr);
-  if (grad_weight_ || grad_bias_) {
-    Tensor sink;
-    ops::conv2d_bwd_filter(ctx, x_, dy, *grad_target(ctx, weight_, grad_weight_, sink),
-                           grad_bias_ ? &bias_->grad : nullptr, params_);
-  }
+  parameter_gradients(ctx, dy);
   return dx;
+}
+
+// The output was computed by the caller (pass.lead, shape checked by Layer); the input gradient
+// is the caller's too, so the input is kept only for the parameter gradients.
+Tensor Conv2d::forward_partial_impl(Context&, const Tensor& x, Mode mode, const PartialPass& pass) {
+  if (mode == Mode::Train) keep_for_backward(x, false);
+  return pass.lead->share();
+}
+
+Tensor Conv2d::backward_partial_impl(Context& ctx, const Tensor& dy) {
+  parameter_gradients(ctx, dy);
+  return dy.share();
 }
 
 // ---------------------------------------------------------------- BatchNorm2d

@@ -51,16 +51,29 @@ BatchNorm2d* Sequential::trailing_norm() {
   return layers_.empty() ? nullptr : layers_.back()->trailing_norm();
 }
 
-Tensor Sequential::forward_to_norm_impl(Context& ctx, const Tensor& x, Mode mode) {
-  Tensor h = x.share();
-  for (size_t i = 0; i + 1 < layers_.size(); ++i) h = layers_[i]->forward(ctx, h, mode);
-  return layers_.back()->forward_to_norm(ctx, h, mode);
+Conv2d* Sequential::leading_conv() {
+  return layers_.empty() ? nullptr : layers_.front()->leading_conv();
 }
 
-Tensor Sequential::backward_from_norm_impl(Context& ctx, const Tensor& dz) {
-  Tensor g = layers_.back()->backward_from_norm(ctx, dz);
-  for (size_t i = layers_.size() - 1; i-- > 0;) g = layers_[i]->backward(ctx, g);
-  return g;
+Tensor Sequential::forward_partial_impl(Context& ctx, const Tensor& x, Mode mode,
+                                        const PartialPass& pass) {
+  const size_t n = layers_.size();
+  if (n == 1) return layers_[0]->forward_partial(ctx, x, mode, pass);
+  Tensor h = pass.lead ? layers_[0]->forward_partial(ctx, x, mode, {false, pass.lead})
+                       : layers_[0]->forward(ctx, x, mode);
+  for (size_t i = 1; i + 1 < n; ++i) h = layers_[i]->forward(ctx, h, mode);
+  return pass.to_norm ? layers_.back()->forward_to_norm(ctx, h, mode)
+                      : layers_.back()->forward(ctx, h, mode);
+}
+
+Tensor Sequential::backward_partial_impl(Context& ctx, const Tensor& dz) {
+  const size_t n = layers_.size();
+  if (n == 1) return layers_[0]->backward_partial(ctx, dz);
+  const PartialPass held = held_pass();
+  Tensor g = held.to_norm ? layers_.back()->backward_from_norm(ctx, dz)
+                          : layers_.back()->backward(ctx, dz);
+  for (size_t i = n - 1; i-- > 1;) g = layers_[i]->backward(ctx, g);
+  return held.lead ? layers_[0]->backward_partial(ctx, g) : layers_[0]->backward(ctx, g);
 }
 
 void Sequential::release_saved_impl() {}

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cudarts/error.h"
+#include "cudarts/layers.h"
 #include "cudarts/onnx.h"
 #include "cudarts/ops.h"
 #include "cudarts/philox.h"
@@ -37,68 +38,106 @@ std::string Layer::label() const {
 }
 
 namespace {
-const char* forward_name(bool to_norm) {
-  return to_norm ? "forward_to_norm" : "forward";
+std::string forward_name(const PartialPass& p) {
+  if (p.to_norm && p.lead) return "forward_partial (after the leading convolution, to the norm)";
+  if (p.lead) return "forward_partial (after the leading convolution)";
+  return p.to_norm ? "forward_to_norm" : "forward";
 }
 }  // namespace
 
-Tensor Layer::run_forward(Context& ctx, const Tensor& x, Mode mode, bool to_norm) {
-  CUDARTS_CHECK(x.defined(), label(), ": ", forward_name(to_norm), " got an undefined input");
+Tensor Layer::run_forward(Context& ctx, const Tensor& x, Mode mode, const PartialPass& pass) {
+  CUDARTS_CHECK(x.defined(), label(), ": ", forward_name(pass), " got an undefined input");
   CUDARTS_CHECK(x.device() == ctx.device(), label(), ": input is ", x.describe(),
                 " but the context is on ", ctx.device().str());
   const Shape out = output_shape(x.shape());
+  CUDARTS_CHECK(!pass.to_norm || trailing_norm() != nullptr, label(),
+                ": forward_to_norm on a layer without a trailing affine-free BatchNorm2d");
+  Shape lead_shape;
+  if (pass.lead) {
+    Conv2d* lead = leading_conv();
+    CUDARTS_CHECK(lead != nullptr, label(),
+                  ": forward_partial with a leading convolution's output, but this layer does not "
+                  "start with a depthwise Conv2d");
+    CUDARTS_CHECK(pass.lead->defined() && pass.lead->device() == ctx.device(), label(),
+                  ": the leading convolution's output is ", pass.lead->describe(),
+                  "; expected a tensor on ", ctx.device().str());
+    lead_shape = lead->output_shape(x.shape());
+    CUDARTS_CHECK(pass.lead->shape() == lead_shape, label(),
+                  ": the leading convolution's output has shape ", pass.lead->shape(),
+                  " but that convolution gives ", lead_shape, " for input ", x.shape());
+  }
   if (range_forward_.empty()) {
     range_forward_ = label() + " forward";
     range_backward_ = label() + " backward";
   }
   NvtxRange nvtx(range_forward_.c_str());
-  Tensor y = to_norm ? forward_to_norm_impl(ctx, x, mode) : forward_impl(ctx, x, mode);
+  const bool partial = pass.to_norm || pass.lead;
+  Tensor y = partial ? forward_partial_impl(ctx, x, mode, pass) : forward_impl(ctx, x, mode);
   CUDARTS_CHECK(y.shape() == out, label(), ": produced shape ", y.shape(), " but declared ", out);
   if (mode == Mode::Train) {
     awaiting_backward_ = true;
-    to_norm_ = to_norm;
+    to_norm_ = pass.to_norm;
+    from_lead_ = pass.lead != nullptr;
     input_shape_ = x.shape();
     output_shape_ = out;
+    lead_shape_ = lead_shape;
   }
   return y;
 }
 
-Tensor Layer::run_backward(Context& ctx, const Tensor& dy, bool from_norm) {
+Tensor Layer::run_backward(Context& ctx, const Tensor& dy, const PartialPass& expected,
+                           bool strict) {
   CUDARTS_CHECK(awaiting_backward_, label(),
                 ": backward called without a preceding forward in Train mode");
-  CUDARTS_CHECK(to_norm_ == from_norm, label(), ": ", from_norm ? "backward_from_norm" : "backward",
-                " after ", forward_name(to_norm_), "; the backward must match the forward (",
-                to_norm_ ? "backward_from_norm" : "backward", ")");
+  const PartialPass held = held_pass();
+  const bool partial = to_norm_ || from_lead_;
+  if (strict)
+    CUDARTS_CHECK(held.to_norm == expected.to_norm && !from_lead_ && !expected.lead, label(), ": ",
+                  expected.to_norm ? "backward_from_norm" : "backward", " after ",
+                  forward_name(held), "; the backward must match the forward (",
+                  partial ? (from_lead_ ? "backward_partial" : "backward_from_norm") : "backward",
+                  ")");
+  else
+    CUDARTS_CHECK(partial, label(), ": backward_partial after a full forward (use backward)");
   CUDARTS_CHECK(dy.defined() && dy.device() == ctx.device(), label(), ": gradient is ",
                 dy.describe(), " but the context is on ", ctx.device().str());
   CUDARTS_CHECK(dy.shape() == output_shape_, label(), ": gradient dy has shape ", dy.shape(),
                 " but the forward output had shape ", output_shape_);
   NvtxRange nvtx(range_backward_.c_str());
-  Tensor dx = from_norm ? backward_from_norm_impl(ctx, dy) : backward_impl(ctx, dy);
+  Tensor dx = partial ? backward_partial_impl(ctx, dy) : backward_impl(ctx, dy);
+  const Shape& want = from_lead_ ? lead_shape_ : input_shape_;
+  const bool lead = from_lead_;
   awaiting_backward_ = false;
   to_norm_ = false;
+  from_lead_ = false;
   release_saved_impl();
-  CUDARTS_CHECK(dx.shape() == input_shape_, label(), ": backward produced shape ", dx.shape(),
-                " for an input of shape ", input_shape_);
+  CUDARTS_CHECK(dx.shape() == want, label(), ": backward produced shape ", dx.shape(), " for ",
+                lead ? "the leading convolution's output" : "an input", " of shape ", want);
   return dx;
 }
 
 Tensor Layer::forward(Context& ctx, const Tensor& x, Mode mode) {
-  return run_forward(ctx, x, mode, false);
+  return run_forward(ctx, x, mode, {});
 }
 
 Tensor Layer::backward(Context& ctx, const Tensor& dy) {
-  return run_backward(ctx, dy, false);
+  return run_backward(ctx, dy, {}, true);
 }
 
 Tensor Layer::forward_to_norm(Context& ctx, const Tensor& x, Mode mode) {
-  CUDARTS_CHECK(trailing_norm() != nullptr, label(),
-                ": forward_to_norm on a layer without a trailing affine-free BatchNorm2d");
-  return run_forward(ctx, x, mode, true);
+  return run_forward(ctx, x, mode, {true, nullptr});
 }
 
 Tensor Layer::backward_from_norm(Context& ctx, const Tensor& dz) {
-  return run_backward(ctx, dz, true);
+  return run_backward(ctx, dz, {true, nullptr}, true);
+}
+
+Tensor Layer::forward_partial(Context& ctx, const Tensor& x, Mode mode, const PartialPass& pass) {
+  return run_forward(ctx, x, mode, pass);
+}
+
+Tensor Layer::backward_partial(Context& ctx, const Tensor& dz) {
+  return run_backward(ctx, dz, {}, false);
 }
 
 Tensor Layer::forward_to_norm_impl(Context&, const Tensor&, Mode) {
@@ -107,6 +146,16 @@ Tensor Layer::forward_to_norm_impl(Context&, const Tensor&, Mode) {
 
 Tensor Layer::backward_from_norm_impl(Context&, const Tensor&) {
   CUDARTS_FAIL(label(), ": no trailing norm to start from");
+}
+
+Tensor Layer::forward_partial_impl(Context& ctx, const Tensor& x, Mode mode,
+                                   const PartialPass& pass) {
+  CUDARTS_CHECK(!pass.lead, label(), ": no leading convolution to start after");
+  return forward_to_norm_impl(ctx, x, mode);
+}
+
+Tensor Layer::backward_partial_impl(Context& ctx, const Tensor& dz) {
+  return backward_from_norm_impl(ctx, dz);
 }
 
 std::string Layer::to_onnx(onnx::GraphBuilder& g, const std::string& x) {

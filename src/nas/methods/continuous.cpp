@@ -5,6 +5,8 @@
 // their statistics, normalisation and its backward run inside the mix (ops::mix_norm_fwd,
 // mix_norm_bwd), so no normalised output is written. Candidates whose output is an exact zero
 // (Zero) are left out: the mix ops take them as null entries (score 0), and they get no backward.
+#include <algorithm>
+
 #include "cudarts/error.h"
 #include "cudarts/layers.h"
 #include "cudarts/mixed_op.h"
@@ -31,9 +33,52 @@ ContinuousMixedOp::ContinuousMixedOp(Context& ctx, std::string name,
                                      const MixedOpConfig& config)
     : MixedOp(ctx, std::move(name), std::move(ops), config, "ContinuousMixedOp") {}
 
+std::vector<bool> ContinuousMixedOp::lead_group(const Tensor& x) {
+  const int k = num_candidates();
+  std::vector<bool> led(size_t(k), false);
+  if (!config_.fuse_lead || x.ndim() != 4) return led;
+  // Groupable: a depthwise leading convolution without bias, with the first one's ReLU rule.
+  std::vector<bool> ok(size_t(k), false);
+  int relu = -1;
+  for (int i = 0; i < k; ++i) {
+    Layer& c = *candidates_[size_t(i)];
+    if (c.output_is_zero()) continue;
+    Conv2d* lc = c.leading_conv();
+    if (!lc || lc->bias() || lc->params().groups != x.dim(1)) continue;
+    if (relu < 0) relu = lc->params().relu_input ? 1 : 0;
+    ok[size_t(i)] = (relu == 1) == lc->params().relu_input;
+  }
+  // Only those after every other contributing candidate: the input gradient's sum then keeps
+  // its order (the others' gradients first, ops::depthwise_group_bwd_data).
+  int last_other = -1;
+  for (int i = 0; i < k; ++i)
+    if (!candidates_[size_t(i)]->output_is_zero() && !ok[size_t(i)]) last_other = i;
+  for (int i = last_other + 1; i < k; ++i) led[size_t(i)] = ok[size_t(i)];
+  return led;
+}
+
 Tensor ContinuousMixedOp::search_forward(Context& ctx, const Tensor& x, Mode mode) {
   const int k = num_candidates();
   Tensor probs = take_probabilities(ctx);
+  // The leading depthwise convolutions of the candidates that allow it, in one op.
+  const std::vector<bool> led = lead_group(x);
+  std::vector<Tensor> lead_out(static_cast<size_t>(k));
+  std::vector<Conv2d*> lead_convs(size_t(k), nullptr);
+  {
+    std::vector<const Tensor*> ws;
+    std::vector<Conv2dParams> ps;
+    std::vector<Tensor*> ys;
+    for (int i = 0; i < k; ++i)
+      if (led[size_t(i)]) {
+        Conv2d* lc = candidates_[size_t(i)]->leading_conv();
+        lead_convs[size_t(i)] = lc;
+        lead_out[size_t(i)] = Tensor::empty(ctx, lc->output_shape(x.shape()));
+        ws.push_back(&lc->weight().value);
+        ps.push_back(lc->params());
+        ys.push_back(&lead_out[size_t(i)]);
+      }
+    if (!ws.empty()) ops::depthwise_group_fwd(ctx, x, ws, ps, ys);
+  }
   // Candidates ending in an affine-free BatchNorm (with the first one's eps and momentum) stop
   // before it; their statistics and normalisation happen in the mix.
   const bool fuse = config_.fuse_norm && mode != Mode::Eval;
@@ -64,10 +109,11 @@ Tensor ContinuousMixedOp::search_forward(Context& ctx, const Tensor& x, Mode mod
         running_means[size_t(i)] = &norm->running_mean();
         running_vars[size_t(i)] = &norm->running_var();
       }
-      outs[size_t(i)] = c.forward_to_norm(ctx, x, mode);
-    } else {
-      outs[size_t(i)] = c.forward(ctx, x, mode);
     }
+    const PartialPass pass{norm != nullptr, led[size_t(i)] ? &lead_out[size_t(i)] : nullptr};
+    outs[size_t(i)] =
+        pass.to_norm || pass.lead ? c.forward_partial(ctx, x, mode, pass) : c.forward(ctx, x, mode);
+    lead_out[size_t(i)] = Tensor();  // the candidate holds it where its backward needs it
     ptrs[size_t(i)] = &outs[size_t(i)];
     shape = outs[size_t(i)].shape();
   }
@@ -92,6 +138,10 @@ Tensor ContinuousMixedOp::search_forward(Context& ctx, const Tensor& x, Mode mod
     normed_ = std::move(normed);
     mean_ = std::move(mean);
     invstd_ = std::move(invstd);
+    const bool any_led = std::find(led.begin(), led.end(), true) != led.end();
+    led_ = led;
+    lead_x_ = any_led ? x.share() : Tensor();
+    lead_convs_ = std::move(lead_convs);
     active_.resize(size_t(k));
     for (int i = 0; i < k; ++i) active_[size_t(i)] = i;
     saved_ = true;
@@ -129,14 +179,34 @@ Tensor ContinuousMixedOp::search_backward(Context& ctx, const Tensor& dy) {
     g_ = std::move(g);
   }
   GradSum dx;
+  // The grouped candidates' gradients with respect to their leading convolutions' outputs.
+  std::vector<Tensor> lead_grads;
+  std::vector<const Tensor*> lead_ws;
+  std::vector<Conv2dParams> lead_ps;
   for (int i = 0; i < k; ++i)
     if (ptrs[size_t(i)]) {
       Layer& c = *candidates_[size_t(i)];
       const Tensor& d = scaled[size_t(i)];
-      dx.add(ctx,
-             any_normed && normed_[size_t(i)] ? c.backward_from_norm(ctx, d) : c.backward(ctx, d));
+      const bool normed = any_normed && normed_[size_t(i)];
+      if (!led_.empty() && led_[size_t(i)]) {
+        lead_grads.push_back(c.backward_partial(ctx, d));
+        lead_ws.push_back(&lead_convs_[size_t(i)]->weight().value);
+        lead_ps.push_back(lead_convs_[size_t(i)]->params());
+      } else {
+        dx.add(ctx, normed ? c.backward_from_norm(ctx, d) : c.backward(ctx, d));
+      }
       scaled[size_t(i)] = Tensor();  // dropped as soon as its candidate is done
     }
+  if (!lead_grads.empty()) {
+    // The other candidates' gradients (all before the group's), then the group's, in one op.
+    std::vector<const Tensor*> dys, priors;
+    for (const Tensor& g : lead_grads) dys.push_back(&g);
+    for (const Tensor& p : dx.parts) priors.push_back(&p);
+    Tensor out = Tensor::empty(ctx, last_input_shape());
+    ops::depthwise_group_bwd_data(ctx, dys, lead_ws, lead_ps,
+                                  lead_ps[0].relu_input ? &lead_x_ : nullptr, priors, out);
+    return out;
+  }
   if (!dx.defined()) return Tensor::zeros(ctx, last_input_shape());  // every candidate is Zero
   return dx.take();
 }
@@ -146,6 +216,9 @@ void ContinuousMixedOp::release_saved_impl() {
   normed_.clear();
   mean_ = Tensor();
   invstd_ = Tensor();
+  led_.clear();
+  lead_x_ = Tensor();
+  lead_convs_.clear();
 }
 
 }  // namespace cudarts
