@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "cudarts/ops.h"
 
@@ -200,6 +201,90 @@ inline size_t filter_partials_bytes(const Problem& pr, const FilterSplit& sp) {
   return size_t(sp.chunks * pr.c * (int64_t(pr.r) * pr.s + 1)) * sizeof(float);
 }
 
+// ---------------------------------------------------------------- groups
+// Several depthwise convolutions of one input with one output shape and stride (an edge's
+// leading convolutions, ops::depthwise_group_fwd / depthwise_group_bwd_data) in one kernel:
+// forward stages the input tile once for all of them; backward data stages each member's dy
+// tile in turn and keeps one running sum per dx element (the priors, then each member's masked
+// gradient, in order), written once.
+constexpr int kMaxGroup = 8;   // convolutions of one group
+constexpr int kMaxPriors = 8;  // prior gradients the group backward sums first
+
+// A member: its kernel, padding and dilation (input, output, stride and ReLU are the group's).
+struct GroupMember {
+  int r, s, pad_h, pad_w, dil_h, dil_w;
+};
+
+// `window`: the group's input, output, stride and ReLU, with a kernel (dilation 1) whose staged
+// extent covers every member's (forward: from the largest padding, pad_h / pad_w; backward
+// data: the largest dilated kernel): what the tiling is planned for.
+struct GroupProblem {
+  Problem window;
+  int count;
+  GroupMember m[kMaxGroup];
+};
+
+// Member kernel sizes the group kernels are compiled for (the DARTS space's).
+inline bool group_size_supported(int64_t r, int64_t s) {
+  return r == s && (r == 3 || r == 5);
+}
+
+// The group when the group kernels serve it: 1 to kMaxGroup members, each one make_problem
+// covers with a group_size_supported kernel, all with member 0's output shape, stride and ReLU;
+// nullopt otherwise (the convolutions then run one by one).
+inline std::optional<GroupProblem> make_group(Direction d, const Shape& x,
+                                              const std::vector<Shape>& ws,
+                                              const std::vector<Shape>& ys,
+                                              const std::vector<Conv2dParams>& ps) {
+  if (ws.empty() || ws.size() > size_t(kMaxGroup) || ys.size() != ws.size() ||
+      ps.size() != ws.size())
+    return std::nullopt;
+  GroupProblem g{};
+  g.count = int(ws.size());
+  for (size_t j = 0; j < ws.size(); ++j) {
+    const std::optional<Problem> pr = make_problem(x, ws[j], ys[j], ps[j]);
+    if (!pr || !group_size_supported(pr->r, pr->s)) return std::nullopt;
+    if (j == 0) g.window = *pr;
+    const Problem& f = g.window;
+    if (pr->p != f.p || pr->q != f.q || pr->stride_h != f.stride_h || pr->stride_w != f.stride_w ||
+        pr->relu_input != f.relu_input)
+      return std::nullopt;
+    g.m[j] = {pr->r, pr->s, pr->pad_h, pr->pad_w, pr->dil_h, pr->dil_w};
+  }
+  Problem& w = g.window;
+  w.dil_h = w.dil_w = 1;
+  int pad_h = 0, pad_w = 0, ext_h = 1, ext_w = 1;
+  for (int j = 0; j < g.count; ++j)
+    pad_h = std::max(pad_h, g.m[j].pad_h), pad_w = std::max(pad_w, g.m[j].pad_w);
+  for (int j = 0; j < g.count; ++j) {
+    const GroupMember& m = g.m[j];
+    const int dil_ext_h = (m.r - 1) * m.dil_h + 1, dil_ext_w = (m.s - 1) * m.dil_w + 1;
+    if (d == Direction::Forward) {  // member j's taps start pad_h - m.pad_h rows into the window
+      ext_h = std::max(ext_h, pad_h - m.pad_h + dil_ext_h);
+      ext_w = std::max(ext_w, pad_w - m.pad_w + dil_ext_w);
+    } else {
+      ext_h = std::max(ext_h, dil_ext_h);
+      ext_w = std::max(ext_w, dil_ext_w);
+    }
+  }
+  w.r = ext_h;
+  w.s = ext_w;
+  w.pad_h = d == Direction::Forward ? pad_h : 0;
+  w.pad_w = d == Direction::Forward ? pad_w : 0;
+  return g;
+}
+
+// The group's tiling: plan_tiling of the window, refused (nullopt) when a thread would serve more
+// than kOutputsInFlight outputs of a tile (the group backward keeps each of its running sums in
+// a register for the whole kernel).
+inline std::optional<Tiling> plan_group_tiling(Direction d, const GroupProblem& g,
+                                               size_t elem_bytes) {
+  const std::optional<Tiling> t = plan_tiling(d, g.window, elem_bytes);
+  if (!t || int64_t(t->tile_h) * t->tile_w > int64_t(kOutputsInFlight) * t->threads_per_plane())
+    return std::nullopt;
+  return t;
+}
+
 // ---------------------------------------------------------------- entry points (depthwise.cu)
 
 // True when the own kernels serve this convolution in this direction: make_problem and
@@ -220,5 +305,19 @@ void backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dPa
 // scratch: filter_scratch_bytes(...) bytes of device memory (nullptr when that is 0).
 void backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                      const Conv2dParams& p, void* scratch, cudaStream_t stream);
+
+// The group entry points (ops::depthwise_group_fwd / depthwise_group_bwd_data): true when the
+// group kernels serve the group (make_group and plan_group_tiling succeed; backward data also
+// needs at most kMaxPriors priors).
+bool covers_group(Direction d, const Shape& x, const std::vector<const Tensor*>& ws,
+                  const std::vector<Shape>& ys, const std::vector<Conv2dParams>& ps);
+void group_forward(const Tensor& x, const std::vector<const Tensor*>& ws,
+                   const std::vector<Conv2dParams>& ps, const std::vector<Tensor*>& ys,
+                   cudaStream_t stream);
+// x: the forward input when relu_input (the mask), else nullptr.
+void group_backward_data(const std::vector<const Tensor*>& dys,
+                         const std::vector<const Tensor*>& ws, const std::vector<Conv2dParams>& ps,
+                         const Tensor* x, const std::vector<const Tensor*>& priors, Tensor& dx,
+                         cudaStream_t stream);
 
 }  // namespace cudarts::cuda::depthwise

@@ -54,41 +54,45 @@ __device__ __forceinline__ void stage_tiles(const T* __restrict__ src, int64_t f
   }
 }
 
-// ---------------------------------------------------------------- forward
-// y[n,c,p,q] = sum_{r,s} w[c,r,s] x[n,c, p*sh - ph + r*dh, q*sw - pw + s*dw] (+ bias[c]).
-// Grid (ceil(N*C / planes), tiles); the block stages its planes' x tiles once, each thread keeps
-// its plane's R*S weights in registers and computes its outputs V at a time (V independent
-// accumulators; output i of the slot goes to thread i % threads_per_plane, so neighbouring
-// threads read neighbouring shared-memory words). Taps in order r, then s; bias last.
-template <class T, int R, int S, int V>
-__global__ void __launch_bounds__(kThreads)
-    depthwise_fwd_kernel(const T* __restrict__ x,     // (N, C, H, W)
-                         const T* __restrict__ w,     // (C, 1, R, S)
-                         const T* __restrict__ bias,  // (C) or nullptr
-                         T* __restrict__ y,           // (N, C, P, Q)
-                         Problem pr, Tiling t) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  T* tiles = reinterpret_cast<T*>(smem);
+// The planes and tile of a tile kernel's block (grid: plane groups, then tiles): the first plane,
+// how many of the block's planes exist, and the tile's first output row and column.
+struct BlockTile {
+  int64_t plane0;
+  int valid, row0, col0;
+};
+__device__ __forceinline__ BlockTile block_tile(int64_t planes_total, const Tiling& t) {
   const int64_t plane0 = int64_t(blockIdx.x) * t.planes;
-  const int valid = int(min64(t.planes, pr.n * pr.c - plane0));
   const int tile_row = int(blockIdx.y) / t.tiles_w, tile_col = int(blockIdx.y) % t.tiles_w;
-  const int oh0 = tile_row * t.tile_h, ow0 = tile_col * t.tile_w;
-  stage_tiles(x, plane0, valid, t.planes, pr.h, pr.w, oh0 * pr.stride_h - pr.pad_h,
-              ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, pr.relu_input, tiles);
-  __syncthreads();
+  return {plane0, int(min64(t.planes, planes_total - plane0)), tile_row * t.tile_h,
+          tile_col * t.tile_w};
+}
 
-  const int per_plane = kThreads / t.planes;
-  const int slot = threadIdx.x / per_plane, lane = threadIdx.x % per_plane;
-  if (slot >= valid) return;  // no barrier follows
-  const int64_t plane = plane0 + slot;
-  const int64_t ch = plane % pr.c;
+// The forward kernels' staging: the x window of the block's output tile (the ReLU applied when
+// fused). The caller synchronises.
+template <class T>
+__device__ __forceinline__ void stage_forward_input(const T* __restrict__ x, const Problem& pr,
+                                                    const Tiling& t, const BlockTile& b,
+                                                    T* __restrict__ tiles) {
+  stage_tiles(x, b.plane0, b.valid, t.planes, pr.h, pr.w, b.row0 * pr.stride_h - pr.pad_h,
+              b.col0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, pr.relu_input, tiles);
+}
+
+// ---------------------------------------------------------------- forward
+// One plane's outputs of a tile from its staged input `in` (the tile's window, tap (0, 0) of
+// output (0, 0) at in[0]): out[p, q] = sum over taps r, then s, of w[r, s] in[...] (fmaf, float),
+// plus b last. The thread serves outputs lane, lane + per_plane, ..., V at a time (V independent
+// accumulators; output i of the slot goes to thread i % per_plane, so neighbouring threads read
+// neighbouring shared-memory words). Shared by the single and the group forward kernels, so a
+// convolution gives the same bits in both.
+template <class T, int R, int S, int V>
+__device__ __forceinline__ void plane_forward(const T* __restrict__ in, const T* __restrict__ w,
+                                              float b, T* __restrict__ out, int dil_h, int dil_w,
+                                              const Problem& pr, const Tiling& t, int oh0, int ow0,
+                                              int lane, int per_plane) {
   float wr[R * S];
 #pragma unroll
-  for (int k = 0; k < R * S; ++k) wr[k] = to_float(w[ch * (R * S) + k]);
-  const float b = bias ? to_float(bias[ch]) : 0.0f;
-  const T* in = tiles + slot * (t.in_h * t.in_w);
-  T* out = y + plane * pr.out_plane();
-  const int count = t.tile_h * t.tile_w, row_step = pr.dil_h * t.in_w;
+  for (int k = 0; k < R * S; ++k) wr[k] = to_float(w[k]);
+  const int count = t.tile_h * t.tile_w, row_step = dil_h * t.in_w;
   for (int base = lane; base < count; base += V * per_plane) {
     int off[V], dst[V];
     bool ok[V];
@@ -106,7 +110,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int s = 0; s < S; ++s) {
-        const int tap = r * row_step + s * pr.dil_w;
+        const int tap = r * row_step + s * dil_w;
 #pragma unroll
         for (int v = 0; v < V; ++v)
           acc[v] = fmaf(wr[r * S + s], to_float(in[off[v] + tap]), acc[v]);
@@ -117,7 +121,82 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// y[n,c,p,q] = sum_{r,s} w[c,r,s] x[n,c, p*sh - ph + r*dh, q*sw - pw + s*dw] (+ bias[c]).
+// Grid (ceil(N*C / planes), tiles); the block stages its planes' x tiles once, each thread keeps
+// its plane's R*S weights in registers and computes its outputs V at a time (V independent
+// accumulators; output i of the slot goes to thread i % threads_per_plane, so neighbouring
+// threads read neighbouring shared-memory words). Taps in order r, then s; bias last.
+template <class T, int R, int S, int V>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_fwd_kernel(const T* __restrict__ x,     // (N, C, H, W)
+                         const T* __restrict__ w,     // (C, 1, R, S)
+                         const T* __restrict__ bias,  // (C) or nullptr
+                         T* __restrict__ y,           // (N, C, P, Q)
+                         Problem pr, Tiling t) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* tiles = reinterpret_cast<T*>(smem);
+  const BlockTile b = block_tile(pr.n * pr.c, t);
+  const int64_t plane0 = b.plane0;
+  const int valid = b.valid, oh0 = b.row0, ow0 = b.col0;
+  stage_forward_input(x, pr, t, b, tiles);
+  __syncthreads();
+
+  const int per_plane = kThreads / t.planes;
+  const int slot = threadIdx.x / per_plane, lane = threadIdx.x % per_plane;
+  if (slot >= valid) return;  // no barrier follows
+  const int64_t plane = plane0 + slot;
+  const int64_t ch = plane % pr.c;
+  plane_forward<T, R, S, V>(tiles + slot * (t.in_h * t.in_w), w + ch * (R * S),
+                            bias ? to_float(bias[ch]) : 0.0f, y + plane * pr.out_plane(), pr.dil_h,
+                            pr.dil_w, pr, t, oh0, ow0, lane, per_plane);
+}
+
 // ---------------------------------------------------------------- backward data
+// The dx items base, base + per_plane, ... (V of them) of one plane's tile at (h0, w0), gathered
+// from the staged dy tile `in` (rows from p_lo, columns from q_lo, in_w wide): acc[v] = sum over
+// taps r, then s, of wr[r, s] dy[...] (fmaf, float); ok[v]: the item is inside dx, dst[v] its
+// offset in the plane. Shared by the single and the group kernels (the same bits in both).
+template <class T, int R, int S, int V>
+__device__ __forceinline__ void plane_gather(const T* __restrict__ in, const float (&wr)[R * S],
+                                             int base, int p_lo, int q_lo, int pad_h, int pad_w,
+                                             int dil_h, int dil_w, int in_w, const Problem& pr,
+                                             const Tiling& t, int h0, int w0, int per_plane,
+                                             float (&acc)[V], bool (&ok)[V], int (&dst)[V]) {
+  const int count = t.tile_h * t.tile_w;
+  // Offsets of dx row / column 0 of the tile from the first staged dy row / column, in input
+  // positions: row h0 + oh meets staged dy row (oh + row_base - r*dh) / sh through tap r.
+  const int row_base = h0 + pad_h - p_lo * pr.stride_h;
+  const int col_base = w0 + pad_w - q_lo * pr.stride_w;
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    const int item = base + v * per_plane;
+    const int oh = item / t.tile_w, ow = item % t.tile_w;
+    ok[v] = item < count && h0 + oh < pr.h && w0 + ow < pr.w;
+    dst[v] = ok[v] ? (h0 + oh) * pr.w + w0 + ow : 0;
+    acc[v] = 0.0f;
+    if (!ok[v]) continue;
+    int row[R], col[S];  // staged offsets of the tap's dy element; -1: no dy element
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int a = oh + row_base - r * dil_h;  // <= tile_h - 1 + (R-1) dh: row < in_h
+      row[r] = (a >= 0 && a % pr.stride_h == 0) ? (a / pr.stride_h) * in_w : -1;
+    }
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int a = ow + col_base - s * dil_w;
+      col[s] = (a >= 0 && a % pr.stride_w == 0) ? a / pr.stride_w : -1;
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        const bool hit = row[r] >= 0 && col[s] >= 0;
+        const float g = hit ? to_float(in[row[r] + col[s]]) : 0.0f;
+        acc[v] = fmaf(wr[r * S + s], g, acc[v]);
+      }
+  }
+}
+
 // dx[n,c,h,w] = sum over taps (r, s) with h + ph - r*dh = p*sh, w + pw - s*dw = q*sw, 0 <= p < P,
 // 0 <= q < Q, of w[c,r,s] dy[n,c,p,q]: a gather, each dx element written once, taps in order r,
 // then s. The block stages the dy rows p_lo .. p_lo + in_h - 1 (and columns likewise) that can
@@ -133,10 +212,9 @@ __global__ void __launch_bounds__(kThreads)
                               Problem pr, Tiling t) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* tiles = reinterpret_cast<T*>(smem);
-  const int64_t plane0 = int64_t(blockIdx.x) * t.planes;
-  const int valid = int(min64(t.planes, pr.n * pr.c - plane0));
-  const int tile_row = int(blockIdx.y) / t.tiles_w, tile_col = int(blockIdx.y) % t.tiles_w;
-  const int h0 = tile_row * t.tile_h, w0 = tile_col * t.tile_w;
+  const BlockTile b = block_tile(pr.n * pr.c, t);
+  const int64_t plane0 = b.plane0;
+  const int valid = b.valid, h0 = b.row0, w0 = b.col0;
   const int p_lo = ceil_div_signed(h0 + pr.pad_h - (R - 1) * pr.dil_h, pr.stride_h);
   const int q_lo = ceil_div_signed(w0 + pr.pad_w - (S - 1) * pr.dil_w, pr.stride_w);
   stage_tiles(dy, plane0, valid, t.planes, pr.p, pr.q, p_lo, q_lo, t.in_h, t.in_w, false, tiles);
@@ -154,42 +232,12 @@ __global__ void __launch_bounds__(kThreads)
   T* out = dx + plane * pr.in_plane();
   const T* keep = mask ? mask + plane * pr.in_plane() : nullptr;
   const int count = t.tile_h * t.tile_w;
-  // Offsets of dx row / column 0 of the tile from the first staged dy row / column, in input
-  // positions: row h0 + oh meets staged dy row (oh + row_base - r*dh) / sh through tap r.
-  const int row_base = h0 + pr.pad_h - p_lo * pr.stride_h;
-  const int col_base = w0 + pr.pad_w - q_lo * pr.stride_w;
   for (int base = lane; base < count; base += V * per_plane) {
     float acc[V];
     bool ok[V];
     int dst[V];
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-      const int item = base + v * per_plane;
-      const int oh = item / t.tile_w, ow = item % t.tile_w;
-      ok[v] = item < count && h0 + oh < pr.h && w0 + ow < pr.w;
-      dst[v] = ok[v] ? (h0 + oh) * pr.w + w0 + ow : 0;
-      acc[v] = 0.0f;
-      if (!ok[v]) continue;
-      int row[R], col[S];  // staged offsets of the tap's dy element; -1: no dy element
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int a = oh + row_base - r * pr.dil_h;  // <= tile_h - 1 + (R-1) dh: row < in_h
-        row[r] = (a >= 0 && a % pr.stride_h == 0) ? (a / pr.stride_h) * t.in_w : -1;
-      }
-#pragma unroll
-      for (int s = 0; s < S; ++s) {
-        const int a = ow + col_base - s * pr.dil_w;
-        col[s] = (a >= 0 && a % pr.stride_w == 0) ? a / pr.stride_w : -1;
-      }
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int s = 0; s < S; ++s) {
-          const bool hit = row[r] >= 0 && col[s] >= 0;
-          const float g = hit ? to_float(in[row[r] + col[s]]) : 0.0f;
-          acc[v] = fmaf(wr[r * S + s], g, acc[v]);
-        }
-    }
+    plane_gather<T, R, S, V>(in, wr, base, p_lo, q_lo, pr.pad_h, pr.pad_w, pr.dil_h, pr.dil_w,
+                             t.in_w, pr, t, h0, w0, per_plane, acc, ok, dst);
 #pragma unroll
     for (int v = 0; v < V; ++v)
       if (ok[v]) out[dst[v]] = (keep && !(to_float(keep[dst[v]]) > 0.0f)) ? T(0.0f) : T(acc[v]);
@@ -309,6 +357,146 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---------------------------------------------------------------- groups
+// The members' pointers, passed by value in the kernel parameters.
+template <class T>
+struct GroupInputs {
+  const T* x[kMaxGroup];
+};
+template <class T>
+struct GroupOutputs {
+  T* x[kMaxGroup];
+};
+template <class T>
+struct PriorInputs {
+  const T* x[kMaxPriors];
+};
+
+// Every member's forward from one staged input tile: ys[j] as depthwise_fwd_kernel (no bias)
+// computes it, bit for bit (plane_forward). Grid and tiling of the group's window; the window's
+// padding is the largest, so member j's taps start (pad - pad_j) rows / columns in.
+template <class T, int V>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_group_fwd_kernel(const T* __restrict__ x,   // (N, C, H, W)
+                               const GroupInputs<T> ws,   // (C, 1, R_j, S_j)
+                               const GroupOutputs<T> ys,  // (N, C, P, Q)
+                               GroupProblem g, Tiling t) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* tiles = reinterpret_cast<T*>(smem);
+  const Problem& pr = g.window;
+  const BlockTile b = block_tile(pr.n * pr.c, t);
+  const int64_t plane0 = b.plane0;
+  const int valid = b.valid, oh0 = b.row0, ow0 = b.col0;
+  stage_forward_input(x, pr, t, b, tiles);
+  __syncthreads();
+
+  const int per_plane = kThreads / t.planes;
+  const int slot = threadIdx.x / per_plane, lane = threadIdx.x % per_plane;
+  if (slot >= valid) return;  // no barrier follows
+  const int64_t plane = plane0 + slot;
+  const int64_t ch = plane % pr.c;
+  for (int j = 0; j < g.count; ++j) {
+    const GroupMember m = g.m[j];
+    const T* in =
+        tiles + slot * (t.in_h * t.in_w) + (pr.pad_h - m.pad_h) * t.in_w + (pr.pad_w - m.pad_w);
+    T* out = ys.x[j] + plane * pr.out_plane();
+    if (m.r == 3)
+      plane_forward<T, 3, 3, V>(in, ws.x[j] + ch * 9, 0.0f, out, m.dil_h, m.dil_w, pr, t, oh0, ow0,
+                                lane, per_plane);
+    else
+      plane_forward<T, 5, 5, V>(in, ws.x[j] + ch * 25, 0.0f, out, m.dil_h, m.dil_w, pr, t, oh0, ow0,
+                                lane, per_plane);
+  }
+}
+
+// One member's gradients gathered for the thread's items (plane_gather with the member's kernel).
+template <class T, int R, int V>
+__device__ __forceinline__ void member_gather(const T* in, const T* w, const GroupMember& m,
+                                              int p_lo, int q_lo, int in_w, const Problem& pr,
+                                              const Tiling& t, int h0, int w0, int lane,
+                                              int per_plane, float (&acc)[V]) {
+  float wr[R * R];
+#pragma unroll
+  for (int k = 0; k < R * R; ++k) wr[k] = to_float(w[k]);
+  bool ok[V];
+  int dst[V];
+  plane_gather<T, R, R, V>(in, wr, lane, p_lo, q_lo, m.pad_h, m.pad_w, m.dil_h, m.dil_w, in_w, pr,
+                           t, h0, w0, per_plane, acc, ok, dst);
+}
+
+// dx = ((priors[0] + priors[1] + ...) + d_0) + d_1 + ..., d_j member j's input gradient as
+// depthwise_bwd_data_kernel writes it (masked where mask <= 0): the sum add_n forms over the
+// priors and the d_j, bit for bit, each dx element written once. The thread's items are lane,
+// lane + per_plane, ... (at most V: plan_group_tiling), their running sums in registers while the
+// members' dy tiles are staged in turn (each from its own first row p_lo_j, column q_lo_j).
+template <class T, int V>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_group_bwd_data_kernel(const GroupInputs<T> dys,    // (N, C, P, Q)
+                                    const GroupInputs<T> ws,     // (C, 1, R_j, S_j)
+                                    const T* __restrict__ mask,  // (N, C, H, W) or nullptr
+                                    const PriorInputs<T> priors, int prior_count,
+                                    T* __restrict__ dx,  // (N, C, H, W)
+                                    GroupProblem g, Tiling t) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* tiles = reinterpret_cast<T*>(smem);
+  const Problem& pr = g.window;
+  const BlockTile b = block_tile(pr.n * pr.c, t);
+  const int64_t plane0 = b.plane0;
+  const int valid = b.valid, h0 = b.row0, w0 = b.col0;
+  const int per_plane = kThreads / t.planes;
+  const int slot = threadIdx.x / per_plane, lane = threadIdx.x % per_plane;
+  const bool active = slot < valid;  // every thread stays for the barriers
+  const int64_t plane = plane0 + (active ? slot : 0);
+  const int64_t ch = plane % pr.c;
+  const int64_t at = plane * pr.in_plane();
+  const int count = t.tile_h * t.tile_w;
+  bool ok[V];
+  int dst[V];
+  float total[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    const int item = lane + v * per_plane;
+    const int oh = item / t.tile_w, ow = item % t.tile_w;
+    ok[v] = active && item < count && h0 + oh < pr.h && w0 + ow < pr.w;
+    dst[v] = ok[v] ? (h0 + oh) * pr.w + w0 + ow : 0;
+    float sum = 0.0f;
+    if (ok[v] && prior_count > 0) {
+      sum = to_float(priors.x[0][at + dst[v]]);
+      for (int k = 1; k < prior_count; ++k) sum += to_float(priors.x[k][at + dst[v]]);
+    }
+    total[v] = sum;
+  }
+  for (int j = 0; j < g.count; ++j) {
+    const GroupMember m = g.m[j];
+    const int in_h = (t.tile_h - 1 + (m.r - 1) * m.dil_h) / pr.stride_h + 1;
+    const int in_w = (t.tile_w - 1 + (m.s - 1) * m.dil_w) / pr.stride_w + 1;
+    const int p_lo = ceil_div_signed(h0 + m.pad_h - (m.r - 1) * m.dil_h, pr.stride_h);
+    const int q_lo = ceil_div_signed(w0 + m.pad_w - (m.s - 1) * m.dil_w, pr.stride_w);
+    __syncthreads();  // the previous member's tiles are no longer read
+    stage_tiles(dys.x[j], plane0, valid, t.planes, pr.p, pr.q, p_lo, q_lo, in_h, in_w, false,
+                tiles);
+    __syncthreads();
+    if (!active) continue;
+    const T* in = tiles + slot * (in_h * in_w);
+    float acc[V];
+    if (m.r == 3)
+      member_gather<T, 3, V>(in, ws.x[j] + ch * 9, m, p_lo, q_lo, in_w, pr, t, h0, w0, lane,
+                             per_plane, acc);
+    else
+      member_gather<T, 5, V>(in, ws.x[j] + ch * 25, m, p_lo, q_lo, in_w, pr, t, h0, w0, lane,
+                             per_plane, acc);
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      if (!ok[v]) continue;
+      const float d = (mask && !(to_float(mask[at + dst[v]]) > 0.0f)) ? 0.0f : acc[v];
+      total[v] = (j == 0 && prior_count == 0) ? d : total[v] + d;
+    }
+  }
+#pragma unroll
+  for (int v = 0; v < V; ++v)
+    if (ok[v]) dx[at + dst[v]] = T(total[v]);
+}
+
 // ---------------------------------------------------------------- launchers
 
 // Calls f(std::integral_constant<int, R>, std::integral_constant<int, S>) for a supported kernel
@@ -375,6 +563,30 @@ void launch_backward_filter(const T* x, const T* dy, T* dw, T* dbias, float* par
       <<<unsigned(blocks), kThreads, 0, stream>>>(partials, sp.chunks, pr.c, R * S, dw, dbias);
   CUDARTS_LAUNCH_CHECK("depthwise_bwd_filter_finish_kernel", "(", pr.c, " channels, ", sp.chunks,
                        " chunks)");
+}
+
+template <class T, int V>
+void launch_group_forward(const T* x, const GroupInputs<T>& ws, const GroupOutputs<T>& ys,
+                          const GroupProblem& g, const Tiling& t, cudaStream_t stream) {
+  depthwise_group_fwd_kernel<T, V>
+      <<<tile_grid(g.window, t), kThreads, t.smem_bytes(), stream>>>(x, ws, ys, g, t);
+  CUDARTS_LAUNCH_CHECK("depthwise_group_fwd_kernel", "(x ", g.window.n, "x", g.window.c, "x",
+                       g.window.h, "x", g.window.w, ", ", g.count, " convolutions, ", t.planes,
+                       " planes of ", t.tile_h, "x", t.tile_w, " per block, ", t.smem_bytes(),
+                       " bytes of shared memory)");
+}
+
+template <class T, int V>
+void launch_group_backward_data(const GroupInputs<T>& dys, const GroupInputs<T>& ws, const T* mask,
+                                const PriorInputs<T>& priors, int prior_count, T* dx,
+                                const GroupProblem& g, const Tiling& t, cudaStream_t stream) {
+  depthwise_group_bwd_data_kernel<T, V>
+      <<<tile_grid(g.window, t), kThreads, t.smem_bytes(), stream>>>(dys, ws, mask, priors,
+                                                                     prior_count, dx, g, t);
+  CUDARTS_LAUNCH_CHECK("depthwise_group_bwd_data_kernel", "(dx ", g.window.n, "x", g.window.c, "x",
+                       g.window.h, "x", g.window.w, ", ", g.count, " convolutions, ", prior_count,
+                       " priors, ", t.planes, " planes of ", t.tile_h, "x", t.tile_w,
+                       " per block, ", t.smem_bytes(), " bytes of shared memory)");
 }
 
 #endif  // __CUDACC__

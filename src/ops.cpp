@@ -334,16 +334,19 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
 }
 
 namespace {
-// The CUDA backend's one-kernel path for a group of depthwise convolutions (cuda/depthwise.cuh:
-// at most kMaxGroup of them, each on the own kernels); otherwise it runs them one by one.
-constexpr size_t kMaxDepthwiseGroup = 8;
-
-constexpr bool kGroupKernels = false;  // not yet: the CUDA backend runs the group one by one
-
-bool own_group(Context& ctx, const std::vector<const Tensor*>& ws) {
-  if (!kGroupKernels || ws.size() > kMaxDepthwiseGroup) return false;
-  for (const Tensor* w : ws)
-    if (!own_depthwise(ctx, w->shape(), "depthwise")) return false;
+// True when the CUDA backend runs a group of depthwise convolutions in one kernel (the rule of
+// cuda/depthwise.cuh's make_group, up to its extent and shared-memory limits): own depthwise
+// kernels on, at most 8 members with 3x3 or 5x5 kernels, one output shape and stride, at most 8
+// priors; otherwise it runs them one by one.
+bool own_group(Context& ctx, const std::vector<const Tensor*>& ws,
+               const std::vector<Conv2dParams>& ps, const std::vector<Shape>& outs, size_t priors) {
+  if (!ctx.own_depthwise_kernels() || ws.size() > 8 || priors > 8) return false;
+  for (size_t j = 0; j < ws.size(); ++j) {
+    const Shape& w = ws[j]->shape();
+    if (w[2] != w[3] || (w[2] != 3 && w[2] != 5) || outs[j] != outs[0] ||
+        ps[j].stride_h != ps[0].stride_h || ps[j].stride_w != ps[0].stride_w)
+      return false;
+  }
   return true;
 }
 
@@ -388,7 +391,7 @@ void depthwise_group_fwd(Context& ctx, const Tensor& x, const std::vector<const 
   }
   op_range.set_class("depthwise");
   op_range.set_cost([&] {
-    const bool fused = own_group(ctx, ws);
+    const bool fused = own_group(ctx, ws, ps, shapes, 0);
     OpCost c;
     for (size_t j = 0; j < ws.size(); ++j) {
       OpCost one = conv_cost(ys[j]->shape(), ws[j]->shape(), "depthwise");
@@ -433,7 +436,7 @@ void depthwise_group_bwd_data(Context& ctx, const std::vector<const Tensor*>& dy
   }
   op_range.set_class("depthwise");
   op_range.set_cost([&] {
-    const bool fused = own_group(ctx, ws);
+    const bool fused = own_group(ctx, ws, ps, shapes, priors.size());
     OpCost c;
     for (size_t j = 0; j < ws.size(); ++j) {
       OpCost one = conv_cost(dys[j]->shape(), ws[j]->shape(), "depthwise");

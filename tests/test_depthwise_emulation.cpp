@@ -219,6 +219,143 @@ TEST(DepthwiseEmulation, FusedReluMatchesTheUnfusedReference) {
   for (const Case& c : cases()) check_case(c, true);
 }
 
+// The group kernels (an edge's leading convolutions: the DARTS four, 3x3 and 5x5 at dilation 1
+// and 2 with "same" padding): every output bit for bit what the single kernels give (forward
+// without bias; backward data the priors and each member's masked gradient summed left to right
+// in float, as add_n does), and within 1e-5 of the CPU group ops.
+void check_group(const char* name, const Shape& xs, int stride, bool relu, int prior_count) {
+  SCOPED_TRACE(detail::cat(name, " x ", xs, " stride ", stride, relu ? " relu" : "", ", ",
+                           prior_count, " priors"));
+  const int64_t c = xs[1];
+  const int rs[] = {3, 5, 3, 5}, pads[] = {1, 2, 2, 4}, dils[] = {1, 1, 2, 2};
+  std::vector<Shape> ws, ys;
+  std::vector<Conv2dParams> ps;
+  for (int j = 0; j < 4; ++j) {
+    Conv2dParams p = params(stride, pads[j], dils[j], c);
+    p.relu_input = relu;
+    ps.push_back(p);
+    ws.push_back(Shape{c, 1, rs[j], rs[j]});
+    ys.push_back(ops::conv2d_output_shape(xs, ws.back(), p));
+  }
+  const auto x = test::random_vector(size_t(xs.numel()), 1);
+  std::vector<std::vector<float>> w, g, pr;
+  for (int j = 0; j < 4; ++j) {
+    w.push_back(test::random_vector(size_t(ws[size_t(j)].numel()), 10 + uint32_t(j)));
+    g.push_back(test::random_vector(size_t(ys[size_t(j)].numel()), 20 + uint32_t(j)));
+  }
+  for (int i = 0; i < prior_count; ++i)
+    pr.push_back(test::random_vector(size_t(xs.numel()), 30 + uint32_t(i)));
+  Framed fx = framed(x, kNaN);
+  std::vector<Framed> fw, fg, fp;
+  for (int j = 0; j < 4; ++j)
+    fw.push_back(framed(w[size_t(j)], kNaN)), fg.push_back(framed(g[size_t(j)], kNaN));
+  for (auto& v : pr) fp.push_back(framed(v, kNaN));
+  // The CPU group ops.
+  Context cpu;
+  Tensor tx = Tensor::from_vector(cpu, xs, x);
+  std::vector<Tensor> tw, tg, tp, ty;
+  for (int j = 0; j < 4; ++j) {
+    tw.push_back(Tensor::from_vector(cpu, ws[size_t(j)], w[size_t(j)]));
+    tg.push_back(Tensor::from_vector(cpu, ys[size_t(j)], g[size_t(j)]));
+    ty.push_back(Tensor::empty(cpu, ys[size_t(j)]));
+  }
+  for (auto& v : pr) tp.push_back(Tensor::from_vector(cpu, xs, v));
+  std::vector<const Tensor*> wp, gp, pp;
+  std::vector<Tensor*> yp;
+  for (int j = 0; j < 4; ++j)
+    wp.push_back(&tw[size_t(j)]), gp.push_back(&tg[size_t(j)]), yp.push_back(&ty[size_t(j)]);
+  for (auto& t : tp) pp.push_back(&t);
+  Tensor tdx = Tensor::empty(cpu, xs);
+  ops::depthwise_group_fwd(cpu, tx, wp, ps, yp);
+  ops::depthwise_group_bwd_data(cpu, gp, wp, ps, relu ? &tx : nullptr, pp, tdx);
+
+  // Forward: the group kernel, then each member on the single kernel.
+  const auto gf = dw::make_group(dw::Direction::Forward, xs, ws, ys, ps);
+  ASSERT_TRUE(gf.has_value());
+  const auto tf = dw::plan_group_tiling(dw::Direction::Forward, *gf, sizeof(float));
+  ASSERT_TRUE(tf.has_value());
+  std::vector<Framed> fy;
+  dw::GroupInputs<float> gw{}, gg{};
+  dw::GroupOutputs<float> gy{};
+  for (int j = 0; j < 4; ++j) {
+    fy.push_back(framed(std::vector<float>(size_t(ys[size_t(j)].numel()), kNaN), kOutGuard));
+    gw.x[j] = fw[size_t(j)].data();
+    gg.x[j] = fg[size_t(j)].data();
+    gy.x[j] = fy.back().data();
+  }
+  launch(dw::tile_grid(gf->window, *tf), tf->smem_bytes(), [&] {
+    dw::depthwise_group_fwd_kernel<float, dw::kOutputsInFlight>(fx.data(), gw, gy, *gf, *tf);
+  });
+  std::vector<std::vector<float>> single_dx;
+  for (int j = 0; j < 4; ++j) {
+    const auto pr1 = dw::make_problem(xs, ws[size_t(j)], ys[size_t(j)], ps[size_t(j)]);
+    ASSERT_TRUE(pr1.has_value());
+    const auto t1 = dw::plan_tiling(dw::Direction::Forward, *pr1, sizeof(float));
+    const auto tb = dw::plan_tiling(dw::Direction::BackwardData, *pr1, sizeof(float));
+    ASSERT_TRUE(t1.has_value() && tb.has_value());
+    Framed one = framed(std::vector<float>(size_t(ys[size_t(j)].numel()), kNaN), kOutGuard);
+    Framed d1 = framed(std::vector<float>(size_t(xs.numel()), kNaN), kOutGuard);
+    ASSERT_TRUE(dw::with_kernel_size(rs[j], rs[j], [&](auto rr, auto ss) {
+      constexpr int R = decltype(rr)::value, S = decltype(ss)::value;
+      launch(dw::tile_grid(*pr1, *t1), t1->smem_bytes(), [&] {
+        dw::depthwise_fwd_kernel<float, R, S, dw::kOutputsInFlight>(fx.data(), fw[size_t(j)].data(),
+                                                                    nullptr, one.data(), *pr1, *t1);
+      });
+      launch(dw::tile_grid(*pr1, *tb), tb->smem_bytes(), [&] {
+        dw::depthwise_bwd_data_kernel<float, R, S, dw::kOutputsInFlight>(
+            fg[size_t(j)].data(), fw[size_t(j)].data(), relu ? fx.data() : nullptr, d1.data(), *pr1,
+            *tb);
+      });
+    }));
+    EXPECT_TRUE(fy[size_t(j)].guards_intact()) << "group forward wrote outside y " << j;
+    EXPECT_EQ(fy[size_t(j)].body(), one.body()) << "forward of member " << j;
+    EXPECT_LE(test::normalized_error(fy[size_t(j)].body(), ty[size_t(j)].to_vector()), 1e-5) << j;
+    single_dx.push_back(d1.body());
+  }
+
+  // Backward data: the group kernel against add_n's sum of the priors and the single kernels'.
+  const auto gb = dw::make_group(dw::Direction::BackwardData, xs, ws, ys, ps);
+  ASSERT_TRUE(gb.has_value());
+  const auto tb = dw::plan_group_tiling(dw::Direction::BackwardData, *gb, sizeof(float));
+  ASSERT_TRUE(tb.has_value());
+  dw::PriorInputs<float> gpr{};
+  for (int i = 0; i < prior_count; ++i) gpr.x[i] = fp[size_t(i)].data();
+  Framed fdx = framed(std::vector<float>(size_t(xs.numel()), kNaN), kOutGuard);
+  launch(dw::tile_grid(gb->window, *tb), tb->smem_bytes(), [&] {
+    dw::depthwise_group_bwd_data_kernel<float, dw::kOutputsInFlight>(
+        gg, gw, relu ? fx.data() : nullptr, gpr, prior_count, fdx.data(), *gb, *tb);
+  });
+  EXPECT_TRUE(fdx.guards_intact()) << "group backward wrote outside dx";
+  std::vector<const std::vector<float>*> terms;
+  for (auto& v : pr) terms.push_back(&v);
+  for (auto& v : single_dx) terms.push_back(&v);
+  std::vector<float> want(size_t(xs.numel()));
+  for (size_t i = 0; i < want.size(); ++i) {
+    float acc = (*terms[0])[i];
+    for (size_t k = 1; k < terms.size(); ++k) acc += (*terms[k])[i];
+    want[i] = acc;
+  }
+  EXPECT_EQ(fdx.body(), want);
+  EXPECT_LE(test::normalized_error(fdx.body(), tdx.to_vector()), 1e-5);
+}
+
+TEST(DepthwiseEmulation, GroupKernelsRepeatTheSingleKernelsBits) {
+  check_group("one plane per block", {2, 3, 32, 32}, 1, true, 3);
+  check_group("stride 2, odd sizes", {2, 3, 13, 11}, 2, true, 0);
+  check_group("several planes per block", {3, 7, 8, 8}, 1, false, 1);
+  check_group("ragged column tiles", {1, 2, 20, 70}, 1, true, 2);
+  check_group("stride 2, several planes", {2, 5, 16, 16}, 2, false, 1);
+  // Not a group the kernels take: mixed strides, an unsupported size, too many members.
+  const Shape x{2, 4, 8, 8};
+  const Conv2dParams p1 = params(1, 1, 1, 4), p2 = params(2, 1, 1, 4), p7 = params(1, 3, 1, 4);
+  const Shape w3{4, 1, 3, 3}, w7{4, 1, 7, 7}, y1{2, 4, 8, 8}, y2{2, 4, 4, 4};
+  EXPECT_FALSE(dw::make_group(dw::Direction::Forward, x, {w3, w3}, {y1, y2}, {p1, p2}));
+  EXPECT_FALSE(dw::make_group(dw::Direction::Forward, x, {w3, w7}, {y1, y1}, {p1, p7}));
+  EXPECT_FALSE(dw::make_group(dw::Direction::Forward, x, std::vector<Shape>(9, w3),
+                              std::vector<Shape>(9, y1), std::vector<Conv2dParams>(9, p1)));
+  EXPECT_TRUE(dw::make_group(dw::Direction::Forward, x, {w3}, {y1}, {p1}));
+}
+
 // The planner's promises: tiles within the shared-memory budget, staged extents large enough
 // for every tap, chunks covering every unit once.
 TEST(DepthwiseEmulation, PlansAreConsistent) {
