@@ -132,8 +132,10 @@ class Layer {
   virtual Tensor forward_partial_impl(Context& ctx, const Tensor& x, Mode mode,
                                       const PartialPass& pass);
   virtual Tensor backward_partial_impl(Context& ctx, const Tensor& dz);
-  // The parts the held forward left out (for backward_partial_impl).
-  PartialPass held_pass() const { return {to_norm_, from_lead_ ? &lead_marker_ : nullptr}; }
+  // The parts the held forward left out (for backward_partial_impl): it stopped before the
+  // trailing norm / it started after the leading convolution.
+  bool held_to_norm() const { return to_norm_; }
+  bool held_lead() const { return from_lead_; }
   // The default: no ONNX form (search layers).
   virtual std::string to_onnx_impl(onnx::GraphBuilder& g, const std::string& x);
 
@@ -159,7 +161,6 @@ class Layer {
   bool awaiting_backward_ = false;
   bool to_norm_ = false;    // the held forward stopped before the trailing norm
   bool from_lead_ = false;  // the held forward started after the leading convolution
-  Tensor lead_marker_;      // held_pass()'s non-null lead (never read)
   Shape input_shape_, output_shape_, lead_shape_;
   std::string range_forward_, range_backward_;  // NVTX labels, built once
 };

@@ -69,11 +69,10 @@ Tensor Sequential::forward_partial_impl(Context& ctx, const Tensor& x, Mode mode
 Tensor Sequential::backward_partial_impl(Context& ctx, const Tensor& dz) {
   const size_t n = layers_.size();
   if (n == 1) return layers_[0]->backward_partial(ctx, dz);
-  const PartialPass held = held_pass();
-  Tensor g = held.to_norm ? layers_.back()->backward_from_norm(ctx, dz)
-                          : layers_.back()->backward(ctx, dz);
+  Tensor g = held_to_norm() ? layers_.back()->backward_from_norm(ctx, dz)
+                            : layers_.back()->backward(ctx, dz);
   for (size_t i = n - 1; i-- > 1;) g = layers_[i]->backward(ctx, g);
-  return held.lead ? layers_[0]->backward_partial(ctx, g) : layers_[0]->backward(ctx, g);
+  return held_lead() ? layers_[0]->backward_partial(ctx, g) : layers_[0]->backward(ctx, g);
 }
 
 void Sequential::release_saved_impl() {}

@@ -38,15 +38,16 @@ std::string Layer::label() const {
 }
 
 namespace {
-std::string forward_name(const PartialPass& p) {
-  if (p.to_norm && p.lead) return "forward_partial (after the leading convolution, to the norm)";
-  if (p.lead) return "forward_partial (after the leading convolution)";
-  return p.to_norm ? "forward_to_norm" : "forward";
+std::string forward_name(bool to_norm, bool lead) {
+  if (to_norm && lead) return "forward_partial (after the leading convolution, to the norm)";
+  if (lead) return "forward_partial (after the leading convolution)";
+  return to_norm ? "forward_to_norm" : "forward";
 }
 }  // namespace
 
 Tensor Layer::run_forward(Context& ctx, const Tensor& x, Mode mode, const PartialPass& pass) {
-  CUDARTS_CHECK(x.defined(), label(), ": ", forward_name(pass), " got an undefined input");
+  CUDARTS_CHECK(x.defined(), label(), ": ", forward_name(pass.to_norm, pass.lead != nullptr),
+                " got an undefined input");
   CUDARTS_CHECK(x.device() == ctx.device(), label(), ": input is ", x.describe(),
                 " but the context is on ", ctx.device().str());
   const Shape out = output_shape(x.shape());
@@ -89,12 +90,11 @@ Tensor Layer::run_backward(Context& ctx, const Tensor& dy, const PartialPass& ex
                            bool strict) {
   CUDARTS_CHECK(awaiting_backward_, label(),
                 ": backward called without a preceding forward in Train mode");
-  const PartialPass held = held_pass();
   const bool partial = to_norm_ || from_lead_;
   if (strict)
-    CUDARTS_CHECK(held.to_norm == expected.to_norm && !from_lead_ && !expected.lead, label(), ": ",
+    CUDARTS_CHECK(to_norm_ == expected.to_norm && !from_lead_ && !expected.lead, label(), ": ",
                   expected.to_norm ? "backward_from_norm" : "backward", " after ",
-                  forward_name(held), "; the backward must match the forward (",
+                  forward_name(to_norm_, from_lead_), "; the backward must match the forward (",
                   partial ? (from_lead_ ? "backward_partial" : "backward_from_norm") : "backward",
                   ")");
   else
