@@ -408,29 +408,12 @@ void CudaBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
   if (x) relu_bwd(dx, *x, dx);  // the fused ReLU's backward, in place: x > 0 ? dx : 0
 }
 
-namespace {
-std::vector<Shape> shapes(const std::vector<Tensor*>& ts) {
-  std::vector<Shape> out;
-  for (const Tensor* t : ts) out.push_back(t->shape());
-  return out;
-}
-std::vector<Shape> shapes(const std::vector<const Tensor*>& ts) {
-  std::vector<Shape> out;
-  for (const Tensor* t : ts) out.push_back(t->shape());
-  return out;
-}
-}  // namespace
-
-// The group ops: one kernel where the group kernels of depthwise.cu cover the group (own
+// The group ops: one kernel where the group kernels of depthwise.cu serve the group (own
 // depthwise kernels on), else one convolution after another.
 void CudaBackend::depthwise_group_fwd(const Tensor& x, const std::vector<const Tensor*>& ws,
                                       const std::vector<Conv2dParams>& ps,
                                       const std::vector<Tensor*>& ys) {
-  if (own_depthwise_ && x.numel() > 0 &&
-      depthwise::covers_group(depthwise::Direction::Forward, x.shape(), ws, shapes(ys), ps)) {
-    depthwise::group_forward(x, ws, ps, ys, stream_);
-    return;
-  }
+  if (own_depthwise_ && x.numel() > 0 && depthwise::group_forward(x, ws, ps, ys, stream_)) return;
   for (size_t j = 0; j < ws.size(); ++j) conv2d_fwd(x, *ws[j], nullptr, *ys[j], ps[j]);
 }
 
@@ -440,12 +423,9 @@ void CudaBackend::depthwise_group_bwd_data(const std::vector<const Tensor*>& dys
                                            const std::vector<const Tensor*>& ws,
                                            const std::vector<Conv2dParams>& ps, const Tensor* x,
                                            const std::vector<const Tensor*>& priors, Tensor& dx) {
-  if (own_depthwise_ && dx.numel() > 0 && priors.size() <= size_t(depthwise::kMaxPriors) &&
-      depthwise::covers_group(depthwise::Direction::BackwardData, dx.shape(), ws, shapes(dys),
-                              ps)) {
-    depthwise::group_backward_data(dys, ws, ps, x, priors, dx, stream_);
+  if (own_depthwise_ && dx.numel() > 0 &&
+      depthwise::group_backward_data(dys, ws, ps, x, priors, dx, stream_))
     return;
-  }
   depthwise_group_bwd_data_one_by_one(*this, allocator_, dys, ws, ps, x, priors, dx);
 }
 

@@ -115,52 +115,40 @@ std::optional<PlannedGroup> plan_group(Direction d, const Shape& x,
   return PlannedGroup{*g, *t};
 }
 
-PlannedGroup plan_group_or_throw(const char* op, Direction d, const Shape& x,
-                                 const std::vector<const Tensor*>& ws, const std::vector<Shape>& ys,
-                                 const std::vector<Conv2dParams>& ps) {
-  const std::optional<PlannedGroup> pl = plan_group(d, x, ws, ys, ps);
-  if (!pl)
-    throw NotSupported(detail::cat("cuda backend: ", op, ": the group kernels do not cover ",
-                                   ws.size(), " convolutions of x ", x));
-  return *pl;
-}
-
 }  // namespace
 
-bool covers_group(Direction d, const Shape& x, const std::vector<const Tensor*>& ws,
-                  const std::vector<Shape>& ys, const std::vector<Conv2dParams>& ps) {
-  return plan_group(d, x, ws, ys, ps).has_value();
-}
-
-void group_forward(const Tensor& x, const std::vector<const Tensor*>& ws,
+bool group_forward(const Tensor& x, const std::vector<const Tensor*>& ws,
                    const std::vector<Conv2dParams>& ps, const std::vector<Tensor*>& ys,
                    cudaStream_t stream) {
   std::vector<Shape> yshapes;
   for (const Tensor* y : ys) yshapes.push_back(y->shape());
-  const PlannedGroup pl =
-      plan_group_or_throw("depthwise_group_fwd", Direction::Forward, x.shape(), ws, yshapes, ps);
+  const std::optional<PlannedGroup> pl = plan_group(Direction::Forward, x.shape(), ws, yshapes, ps);
+  if (!pl) return false;
   GroupInputs<float> w{};
   GroupOutputs<float> y{};
   for (size_t j = 0; j < ws.size(); ++j) w.x[j] = ws[j]->data(), y.x[j] = ys[j]->data();
-  launch_group_forward<float, kOutputsInFlight>(x.data(), w, y, pl.group, pl.tiling, stream);
+  launch_group_forward<float, kOutputsInFlight>(x.data(), w, y, pl->group, pl->tiling, stream);
+  return true;
 }
 
-void group_backward_data(const std::vector<const Tensor*>& dys,
+bool group_backward_data(const std::vector<const Tensor*>& dys,
                          const std::vector<const Tensor*>& ws, const std::vector<Conv2dParams>& ps,
                          const Tensor* x, const std::vector<const Tensor*>& priors, Tensor& dx,
                          cudaStream_t stream) {
-  const PlannedGroup pl = plan_group_or_throw("depthwise_group_bwd_data", Direction::BackwardData,
-                                              dx.shape(), ws, shapes_of(dys), ps);
-  CUDARTS_CHECK(priors.size() <= size_t(kMaxPriors), "depthwise_group_bwd_data: ", priors.size(),
-                " priors, the group kernel sums at most ", kMaxPriors);
-  CUDARTS_CHECK(pl.group.window.relu_input == (x != nullptr),
+  if (priors.size() > size_t(kMaxPriors)) return false;
+  const std::optional<PlannedGroup> pl =
+      plan_group(Direction::BackwardData, dx.shape(), ws, shapes_of(dys), ps);
+  if (!pl) return false;
+  CUDARTS_CHECK(pl->group.window.relu_input == (x != nullptr),
                 "depthwise_group_bwd_data: a fused ReLU needs the forward input as its mask");
   GroupInputs<float> d{}, w{};
   PriorInputs<float> p{};
   for (size_t j = 0; j < ws.size(); ++j) d.x[j] = dys[j]->data(), w.x[j] = ws[j]->data();
   for (size_t i = 0; i < priors.size(); ++i) p.x[i] = priors[i]->data();
-  launch_group_backward_data<float, kOutputsInFlight>(
-      d, w, x ? x->data() : nullptr, p, int(priors.size()), dx.data(), pl.group, pl.tiling, stream);
+  launch_group_backward_data<float, kOutputsInFlight>(d, w, x ? x->data() : nullptr, p,
+                                                      int(priors.size()), dx.data(), pl->group,
+                                                      pl->tiling, stream);
+  return true;
 }
 
 }  // namespace cudarts::cuda::depthwise

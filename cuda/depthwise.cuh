@@ -306,16 +306,15 @@ void backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dPa
 void backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* dbias,
                      const Conv2dParams& p, void* scratch, cudaStream_t stream);
 
-// The group entry points (ops::depthwise_group_fwd / depthwise_group_bwd_data): true when the
-// group kernels serve the group (make_group and plan_group_tiling succeed; backward data also
-// needs at most kMaxPriors priors).
-bool covers_group(Direction d, const Shape& x, const std::vector<const Tensor*>& ws,
-                  const std::vector<Shape>& ys, const std::vector<Conv2dParams>& ps);
-void group_forward(const Tensor& x, const std::vector<const Tensor*>& ws,
+// The group entry points (ops::depthwise_group_fwd / depthwise_group_bwd_data): queue the group
+// kernel and return true when it serves the group (make_group and plan_group_tiling succeed;
+// backward data also needs at most kMaxPriors priors), else launch nothing and return false
+// (the caller then runs the convolutions one by one). The group is planned once per call.
+bool group_forward(const Tensor& x, const std::vector<const Tensor*>& ws,
                    const std::vector<Conv2dParams>& ps, const std::vector<Tensor*>& ys,
                    cudaStream_t stream);
 // x: the forward input when relu_input (the mask), else nullptr.
-void group_backward_data(const std::vector<const Tensor*>& dys,
+bool group_backward_data(const std::vector<const Tensor*>& dys,
                          const std::vector<const Tensor*>& ws, const std::vector<Conv2dParams>& ps,
                          const Tensor* x, const std::vector<const Tensor*>& priors, Tensor& dx,
                          cudaStream_t stream);

@@ -272,6 +272,23 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
   detail::dispatch(ctx, &Backend::conv2d_fwd, x, w, bias, y, p);
 }
 
+namespace {
+// A data gradient's fused-ReLU mask: the forward input x, given exactly when relu_input, of dx's
+// shape.
+void check_relu_mask(Context& ctx, const char* op, bool relu_input, const Tensor* x,
+                     const Tensor& dx) {
+  CUDARTS_CHECK(relu_input == (x != nullptr), op, ": ",
+                relu_input ? "relu_input is set but the forward input x (the ReLU's mask) is "
+                             "missing"
+                           : "x is given but relu_input is not set (x is read only as the "
+                             "mask of a fused ReLU)");
+  if (x) {
+    check_tensor(ctx, op, "x", *x);
+    check_same_shape(op, "x", *x, "dx", dx);
+  }
+}
+}  // namespace
+
 void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
                      const Conv2dParams& p, const Tensor* x) {
   OpRange op_range(ctx, "conv2d_bwd_data");
@@ -280,15 +297,7 @@ void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
   check_tensor(ctx, op, "w", w);
   check_tensor(ctx, op, "dx", dx);
   check_shape(op, "dy", dy, conv_shape(op, dx.shape(), w.shape(), p));
-  CUDARTS_CHECK(p.relu_input == (x != nullptr), op, ": ",
-                p.relu_input ? "relu_input is set but the forward input x (the ReLU's mask) is "
-                               "missing"
-                             : "x is given but relu_input is not set (x is read only as the "
-                               "mask of a fused ReLU)");
-  if (x) {
-    check_tensor(ctx, op, "x", *x);
-    check_same_shape(op, "x", *x, "dx", dx);
-  }
+  check_relu_mask(ctx, op, p.relu_input, x, dx);
   const char* cls = conv_class(dx.shape(), w.shape(), p);
   op_range.set_class(cls);
   op_range.set_cost([&] {
@@ -420,15 +429,7 @@ void depthwise_group_bwd_data(Context& ctx, const std::vector<const Tensor*>& dy
     check_tensor(ctx, op, "dys[j]", *dys[j]);
     check_shape(op, "dys[j]", *dys[j], shapes[j]);
   }
-  CUDARTS_CHECK(ps[0].relu_input == (x != nullptr), op, ": ",
-                ps[0].relu_input ? "relu_input is set but the forward input x (the ReLU's mask) "
-                                   "is missing"
-                                 : "x is given but relu_input is not set (x is read only as the "
-                                   "mask of a fused ReLU)");
-  if (x) {
-    check_tensor(ctx, op, "x", *x);
-    check_same_shape(op, "x", *x, "dx", dx);
-  }
+  check_relu_mask(ctx, op, ps[0].relu_input, x, dx);
   for (size_t i = 0; i < priors.size(); ++i) {
     CUDARTS_CHECK(priors[i] != nullptr, op, ": prior gradient ", i, " is null");
     check_tensor(ctx, op, "priors[i]", *priors[i]);

@@ -319,6 +319,11 @@ EdgeRun run_edge(Context& ctx, ContinuousMixedOp& op, const Tensor& x) {
   r.eval = op.forward(ctx, x, Mode::Eval).to_vector();
   return r;
 }
+// How often a run called `op` (0 when never).
+int64_t calls(const EdgeRun& r, const char* op) {
+  auto it = r.calls.find(op);
+  return it == r.calls.end() ? int64_t(0) : it->second;
+}
 
 // Candidates ending in an affine-free BatchNorm (a Sequential, a FactorizedReduce, a lone
 // BatchNorm2d) are normalised inside the mix: the same output, input gradient, alpha and weight
@@ -384,10 +389,6 @@ TEST(MixedOpContinuous, TrailingNormsRunInsideTheMixWithTheSameBits) {
     EXPECT_EQ(fused.grads, own.grads);
     EXPECT_EQ(fused.buffers, own.buffers);
     EXPECT_EQ(fused.eval, own.eval);
-    auto calls = [](const EdgeRun& r, const char* op) {
-      auto it = r.calls.find(op);
-      return it == r.calls.end() ? int64_t(0) : it->second;
-    };
     // Trailing norms: stride 1 conv_bn, bn, pool_bn (3; not the affine one); stride 2 reduce,
     // pool_bn (2).
     const int64_t normed = stride == 1 ? 3 : 2;
@@ -452,10 +453,6 @@ TEST(MixedOpContinuous, LeadingConvolutionsRunAsOneGroupWithTheSameBits) {
       test::check_layer(ctx, op, x, o);  // input, weights and alpha through the grouped path
     }
     return r;
-  };
-  auto calls = [](const EdgeRun& r, const char* op) {
-    auto it = r.calls.find(op);
-    return it == r.calls.end() ? int64_t(0) : it->second;
   };
   for (int stride : {1, 2})
     for (bool norm : {true, false})
