@@ -429,6 +429,28 @@ void CudaBackend::depthwise_group_bwd_data(const std::vector<const Tensor*>& dys
   depthwise_group_bwd_data_one_by_one(*this, allocator_, dys, ws, ps, x, priors, dx);
 }
 
+// The group kernels where make_group_filter takes the group (own depthwise kernels on), else
+// conv2d_bwd_filter one by one.
+void CudaBackend::depthwise_group_bwd_filter(const Tensor& x, const std::vector<const Tensor*>& dys,
+                                             const std::vector<Conv2dParams>& ps,
+                                             const std::vector<Tensor*>& dws) {
+  if (x.numel() == 0) return;  // an empty batch adds nothing
+  if (own_depthwise_) {
+    std::vector<Shape> ws, ys;
+    for (size_t j = 0; j < dws.size(); ++j)
+      ws.push_back(dws[j]->shape()), ys.push_back(dys[j]->shape());
+    if (const auto g = depthwise::make_group_filter(x.shape(), ws, ys, ps)) {
+      std::optional<Buffer> partials;
+      if (g->partial_floats > 0)
+        partials.emplace(allocator_, depthwise::group_filter_scratch_bytes(*g));
+      depthwise::group_backward_filter(*g, x, dys, dws, partials ? partials->data() : nullptr,
+                                       stream_);
+      return;
+    }
+  }
+  for (size_t j = 0; j < dys.size(); ++j) conv2d_bwd_filter(x, *dys[j], *dws[j], nullptr, ps[j]);
+}
+
 void CudaBackend::conv2d_bwd_data_cudnn(const Tensor& dy, const Tensor& w, Tensor& dx,
                                         const Conv2dParams& p) {
   const ConvDescs& d = conv_descs(dx.shape(), w.shape(), dy.shape(), p);

@@ -151,4 +151,20 @@ bool group_backward_data(const std::vector<const Tensor*>& dys,
   return true;
 }
 
+void group_backward_filter(const GroupFilter& g, const Tensor& x,
+                           const std::vector<const Tensor*>& dys, const std::vector<Tensor*>& dws,
+                           void* scratch, cudaStream_t stream) {
+  CUDARTS_CHECK(dys.size() == size_t(g.count) && dws.size() == size_t(g.count),
+                "depthwise_group_bwd_filter: ", dys.size(), " output gradients and ", dws.size(),
+                " filter gradients for a group of ", g.count);
+  CUDARTS_CHECK(g.partial_floats == 0 || scratch != nullptr,
+                "depthwise_group_bwd_filter: the group needs ", group_filter_scratch_bytes(g),
+                " bytes of scratch, none given");
+  GroupInputs<float> d{};
+  GroupOutputs<float> w{};
+  for (int j = 0; j < g.count; ++j)
+    d.x[j] = dys[size_t(j)]->data(), w.x[j] = dws[size_t(j)]->data();
+  launch_group_backward_filter<float>(x.data(), d, w, static_cast<float*>(scratch), g, stream);
+}
+
 }  // namespace cudarts::cuda::depthwise

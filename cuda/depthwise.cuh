@@ -71,7 +71,7 @@ struct FilterSplit {
   int64_t chunks;
 };
 
-inline int64_t ceil_div(int64_t a, int64_t b) {
+__host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
@@ -285,6 +285,63 @@ inline std::optional<Tiling> plan_group_tiling(Direction d, const GroupProblem& 
   return t;
 }
 
+// The filter gradients of a group (ops::depthwise_group_bwd_filter): each member keeps the
+// problem, tiling and split of its single filter gradient, so its per-block partial sums and
+// their fixed-order finish are the single kernels' (the same bits). One launch runs every
+// member's stage-1 blocks (blockIdx.z: the member; blocks beyond a member's grid exit), one more
+// adds the partials of the members with several chunks into their dw.
+struct FilterMember {
+  Problem problem;
+  Tiling tiling;
+  FilterSplit split;
+  int64_t partials_at;  // first float of the member's partials in the group's scratch
+  int64_t finish_at;    // first (channel, tap) entry of the member in the finish kernel's range
+};
+struct GroupFilter {
+  int count;
+  FilterMember m[kMaxGroup];
+  int64_t blocks_x, blocks_y;  // stage-1 grid: the largest channel-group and chunk counts
+  int64_t partial_floats;      // scratch floats (0: every member adds into dw directly)
+  int64_t finish_entries;      // (channel, tap) entries the finish kernel sums (0: no finish)
+};
+
+// The group when the group kernels serve its filter gradients: 1 to kMaxGroup members over one
+// input x, each one make_problem covers with a group_size_supported kernel and plan_tiling plans
+// (as conv2d_bwd_filter's own kernel would), a non-empty batch; nullopt otherwise (then the
+// filter gradients run one by one).
+inline std::optional<GroupFilter> make_group_filter(const Shape& x, const std::vector<Shape>& dws,
+                                                    const std::vector<Shape>& dys,
+                                                    const std::vector<Conv2dParams>& ps) {
+  if (dws.empty() || dws.size() > size_t(kMaxGroup) || dys.size() != dws.size() ||
+      ps.size() != dws.size())
+    return std::nullopt;
+  GroupFilter g{};
+  g.count = int(dws.size());
+  for (size_t j = 0; j < dws.size(); ++j) {
+    const std::optional<Problem> pr = make_problem(x, dws[j], dys[j], ps[j]);
+    if (!pr || pr->n == 0 || !group_size_supported(pr->r, pr->s)) return std::nullopt;
+    const std::optional<Tiling> t = plan_tiling(Direction::BackwardFilter, *pr, sizeof(float));
+    if (!t) return std::nullopt;
+    FilterMember& m = g.m[j];
+    m.problem = *pr;
+    m.tiling = *t;
+    m.split = plan_filter_split(*pr, *t);
+    m.partials_at = g.partial_floats;
+    m.finish_at = g.finish_entries;
+    if (m.split.chunks > 1) {
+      g.partial_floats += m.split.chunks * pr->c * (int64_t(pr->r) * pr->s + 1);
+      g.finish_entries += pr->c * int64_t(pr->r) * pr->s;
+    }
+    g.blocks_x = std::max(g.blocks_x, ceil_div(pr->c, t->planes));
+    g.blocks_y = std::max(g.blocks_y, m.split.chunks);
+  }
+  return g;
+}
+
+inline size_t group_filter_scratch_bytes(const GroupFilter& g) {
+  return size_t(g.partial_floats) * sizeof(float);
+}
+
 // ---------------------------------------------------------------- entry points (depthwise.cu)
 
 // True when the own kernels serve this convolution in this direction: make_problem and
@@ -318,5 +375,10 @@ bool group_backward_data(const std::vector<const Tensor*>& dys,
                          const std::vector<const Tensor*>& ws, const std::vector<Conv2dParams>& ps,
                          const Tensor* x, const std::vector<const Tensor*>& priors, Tensor& dx,
                          cudaStream_t stream);
+// The group's filter gradients (dws[j] += ..., no bias) as make_group_filter planned them;
+// scratch: group_filter_scratch_bytes(g) bytes of device memory (nullptr when that is 0).
+void group_backward_filter(const GroupFilter& g, const Tensor& x,
+                           const std::vector<const Tensor*>& dys, const std::vector<Tensor*>& dws,
+                           void* scratch, cudaStream_t stream);
 
 }  // namespace cudarts::cuda::depthwise

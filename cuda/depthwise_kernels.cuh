@@ -252,23 +252,22 @@ __global__ void __launch_bounds__(kThreads)
 // registers. Then per channel: an xor-shuffle tree over groups of min(threads per channel, 32)
 // lanes, the group leaders' sums through shared memory, summed in leader order. With one chunk
 // the result is added into dw / dbias, else written to partials (chunks, C, R*S+1).
+// The block of channel group `cgroup` and chunk `chunk` (the single kernel's blockIdx.x and .y),
+// its shared memory at smem; shared by the single and the group kernels, so a convolution's
+// partial sums are the same bits in both.
 template <class T, int R, int S>
-__global__ void __launch_bounds__(kThreads)
-    depthwise_bwd_filter_kernel(const T* __restrict__ x,       // (N, C, H, W)
-                                const T* __restrict__ dy,      // (N, C, P, Q)
-                                float* __restrict__ partials,  // (chunks, C, R*S+1) or unused
-                                T* __restrict__ dw,            // (C, 1, R, S), +=
-                                T* __restrict__ dbias,         // (C) or nullptr, +=
-                                Problem pr, Tiling t, FilterSplit sp) {
+__device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* __restrict__ dy,
+                                             float* __restrict__ partials, T* __restrict__ dw,
+                                             T* __restrict__ dbias, const Problem& pr,
+                                             const Tiling& t, const FilterSplit& sp, int64_t cgroup,
+                                             int64_t chunk, unsigned char* smem) {
   constexpr int K = R * S, KT = K + 1;
-  extern __shared__ __align__(16) unsigned char smem[];
   T* tiles = reinterpret_cast<T*>(smem);
   float* leader_sums = reinterpret_cast<float*>(smem + t.tile_bytes);
-  const int64_t c0 = int64_t(blockIdx.x) * t.planes;
+  const int64_t c0 = cgroup * t.planes;
   const int valid = int(min64(t.planes, pr.c - c0));
   const int per_plane = kThreads / t.planes;
   const int slot = threadIdx.x / per_plane, lane = threadIdx.x % per_plane;
-  const int64_t chunk = blockIdx.y;
   const int64_t u_begin = chunk * sp.units_per_chunk;
   const int64_t u_end = min64(sp.units, u_begin + sp.units_per_chunk);
   const int64_t tiles_per_plane = t.tiles();
@@ -331,6 +330,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <class T, int R, int S>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_bwd_filter_kernel(const T* __restrict__ x,       // (N, C, H, W)
+                                const T* __restrict__ dy,      // (N, C, P, Q)
+                                float* __restrict__ partials,  // (chunks, C, R*S+1) or unused
+                                T* __restrict__ dw,            // (C, 1, R, S), +=
+                                T* __restrict__ dbias,         // (C) or nullptr, +=
+                                Problem pr, Tiling t, FilterSplit sp) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  filter_block<T, R, S>(x, dy, partials, dw, dbias, pr, t, sp, blockIdx.x, blockIdx.y, smem);
+}
+
 // Stage 2: dw[c, tap] += sum over chunks j = 0, 1, ... of partials[j, c, tap] (tap < taps), and
 // dbias[c] += the same sum of the bias slot (tap == taps) when dbias is given. One thread per
 // (channel, tap), grid-stride.
@@ -377,9 +388,9 @@ struct PriorInputs {
 // padding is the largest, so member j's taps start (pad - pad_j) rows / columns in.
 template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
-    depthwise_group_fwd_kernel(const T* __restrict__ x,   // (N, C, H, W)
-                               const GroupInputs<T> ws,   // (C, 1, R_j, S_j)
-                               const GroupOutputs<T> ys,  // (N, C, P, Q)
+    depthwise_group_fwd_kernel(const T* __restrict__ x,                     // (N, C, H, W)
+                               const __grid_constant__ GroupInputs<T> ws,   // (C, 1, R_j, S_j)
+                               const __grid_constant__ GroupOutputs<T> ys,  // (N, C, P, Q)
                                GroupProblem g, Tiling t) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* tiles = reinterpret_cast<T*>(smem);
@@ -431,10 +442,10 @@ __device__ __forceinline__ void member_gather(const T* in, const T* w, const Gro
 // members' dy tiles are staged in turn (each from its own first row p_lo_j, column q_lo_j).
 template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
-    depthwise_group_bwd_data_kernel(const GroupInputs<T> dys,    // (N, C, P, Q)
-                                    const GroupInputs<T> ws,     // (C, 1, R_j, S_j)
+    depthwise_group_bwd_data_kernel(const __grid_constant__ GroupInputs<T> dys,  // (N, C, P, Q)
+                                    const __grid_constant__ GroupInputs<T> ws,   // (C, 1, R_j, S_j)
                                     const T* __restrict__ mask,  // (N, C, H, W) or nullptr
-                                    const PriorInputs<T> priors, int prior_count,
+                                    const __grid_constant__ PriorInputs<T> priors, int prior_count,
                                     T* __restrict__ dx,  // (N, C, H, W)
                                     GroupProblem g, Tiling t) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -495,6 +506,59 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int v = 0; v < V; ++v)
     if (ok[v]) dx[at + dst[v]] = T(total[v]);
+}
+
+// Every member's stage-1 blocks of the filter gradient (blockIdx.z: the member, blockIdx.x / .y
+// its channel group and chunk as in depthwise_bwd_filter_kernel; the blocks beyond a member's
+// grid exit at once, before any barrier): member j's partials at partials + partials_at_j, or
+// added into dws[j] when it has one chunk. No bias. At least 4 blocks per SM: without the bound
+// the two inlined kernel sizes take 117 registers (2 blocks); with it 64, no spills (ptxas -v,
+// sm_90), the single 5x5 kernel's occupancy.
+template <class T>
+__global__ void __launch_bounds__(kThreads, 4) depthwise_group_bwd_filter_kernel(
+    const T* __restrict__ x,                      // (N, C, H, W)
+    const __grid_constant__ GroupInputs<T> dys,   // (N, C, P_j, Q_j)
+    float* __restrict__ partials,                 // the members' partials
+    const __grid_constant__ GroupOutputs<T> dws,  // (C, 1, R_j, S_j), +=
+    const __grid_constant__ GroupFilter g) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int j = int(blockIdx.z);
+  const FilterMember& m = g.m[j];
+  if (int64_t(blockIdx.x) >= ceil_div(m.problem.c, m.tiling.planes) ||
+      int64_t(blockIdx.y) >= m.split.chunks)
+    return;
+  float* part = m.split.chunks > 1 ? partials + m.partials_at : nullptr;
+  if (m.problem.r == 3)
+    filter_block<T, 3, 3>(x, dys.x[j], part, dws.x[j], nullptr, m.problem, m.tiling, m.split,
+                          blockIdx.x, blockIdx.y, smem);
+  else
+    filter_block<T, 5, 5>(x, dys.x[j], part, dws.x[j], nullptr, m.problem, m.tiling, m.split,
+                          blockIdx.x, blockIdx.y, smem);
+}
+
+// Stage 2 for every member with several chunks: entry e of member j (its finish_at_j .. +C*R*S)
+// is dws[j][e] += the sum over chunks 0, 1, ... of its partials, as
+// depthwise_bwd_filter_finish_kernel adds them. One thread per entry, grid-stride.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_group_bwd_filter_finish_kernel(const float* __restrict__ partials,
+                                             const __grid_constant__ GroupOutputs<T> dws,
+                                             const __grid_constant__ GroupFilter g) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < g.finish_entries;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int j = 0;  // the last member starting at or before i (one without chunks has no entries)
+    for (int k = 1; k < g.count; ++k)
+      if (g.m[k].finish_at <= i) j = k;
+    const FilterMember& m = g.m[j];
+    const int taps = m.problem.r * m.problem.s, kt = taps + 1;
+    const int64_t e = i - m.finish_at, ch = e / taps;
+    const int k = int(e - ch * taps);
+    const float* src = partials + m.partials_at;
+    float sum = 0.0f;
+    for (int64_t c = 0; c < m.split.chunks; ++c) sum += src[(c * m.problem.c + ch) * kt + k];
+    T* dw = dws.x[j];
+    dw[e] = T(to_float(dw[e]) + sum);
+  }
 }
 
 // ---------------------------------------------------------------- launchers
@@ -587,6 +651,26 @@ void launch_group_backward_data(const GroupInputs<T>& dys, const GroupInputs<T>&
                        g.window.h, "x", g.window.w, ", ", g.count, " convolutions, ", prior_count,
                        " priors, ", t.planes, " planes of ", t.tile_h, "x", t.tile_w,
                        " per block, ", t.smem_bytes(), " bytes of shared memory)");
+}
+
+// scratch: group_filter_scratch_bytes(g) bytes (unused when g.partial_floats == 0).
+template <class T>
+void launch_group_backward_filter(const T* x, const GroupInputs<T>& dys, const GroupOutputs<T>& dws,
+                                  float* partials, const GroupFilter& g, cudaStream_t stream) {
+  size_t smem = 0;
+  for (int j = 0; j < g.count; ++j) smem = std::max(smem, g.m[j].tiling.smem_bytes());
+  const dim3 grid(unsigned(g.blocks_x), unsigned(g.blocks_y), unsigned(g.count));
+  depthwise_group_bwd_filter_kernel<T><<<grid, kThreads, smem, stream>>>(x, dys, partials, dws, g);
+  CUDARTS_LAUNCH_CHECK("depthwise_group_bwd_filter_kernel", "(x ", g.m[0].problem.n, "x",
+                       g.m[0].problem.c, "x", g.m[0].problem.h, "x", g.m[0].problem.w, ", ",
+                       g.count, " convolutions, grid ", g.blocks_x, "x", g.blocks_y, "x", g.count,
+                       ", ", smem, " bytes of shared memory)");
+  if (g.finish_entries == 0) return;
+  const int64_t blocks = std::min<int64_t>(ceil_div(g.finish_entries, kThreads), kMaxGridY);
+  depthwise_group_bwd_filter_finish_kernel<T>
+      <<<unsigned(blocks), kThreads, 0, stream>>>(partials, dws, g);
+  CUDARTS_LAUNCH_CHECK("depthwise_group_bwd_filter_finish_kernel", "(", g.count, " convolutions, ",
+                       g.finish_entries, " entries)");
 }
 
 #endif  // __CUDACC__

@@ -462,6 +462,44 @@ void depthwise_group_bwd_data(Context& ctx, const std::vector<const Tensor*>& dy
   detail::dispatch(ctx, &Backend::depthwise_group_bwd_data, dys, ws, ps, x, priors, dx);
 }
 
+void depthwise_group_bwd_filter(Context& ctx, const Tensor& x,
+                                const std::vector<const Tensor*>& dys,
+                                const std::vector<Conv2dParams>& ps,
+                                const std::vector<Tensor*>& dws) {
+  OpRange op_range(ctx, "depthwise_group_bwd_filter");
+  const char* op = "depthwise_group_bwd_filter";
+  check_tensor(ctx, op, "x", x);
+  const std::vector<const Tensor*> ws(dws.begin(), dws.end());
+  const std::vector<Shape> shapes =
+      check_group(ctx, op, x.shape(), ws, ps, dys.size(), "output gradients");
+  for (size_t j = 0; j < dys.size(); ++j) {
+    CUDARTS_CHECK(dys[j] != nullptr, op, ": output gradient ", j, " is null");
+    check_tensor(ctx, op, "dys[j]", *dys[j]);
+    check_shape(op, "dys[j]", *dys[j], shapes[j]);
+  }
+  op_range.set_class("depthwise");
+  op_range.set_cost([&] {
+    // The CUDA group kernel (cuda/depthwise.cuh make_group_filter): own depthwise kernels, at
+    // most 8 members, each 3x3 or 5x5; every member's blocks read x (one launch for all of them,
+    // then one for the fixed-order sums of their partials).
+    bool fused = ctx.own_depthwise_kernels() && ws.size() <= 8;
+    OpCost c;
+    for (size_t j = 0; j < ws.size(); ++j) {
+      const Shape& w = ws[j]->shape();
+      fused = fused && w[2] == w[3] && (w[2] == 3 || w[2] == 5);
+      OpCost one = conv_cost(dys[j]->shape(), w, "depthwise");
+      one.bytes_read = bytes(x) + bytes(dys[j]) + bytes(ws[j]);  // dw accumulates
+      one.bytes_written = bytes(ws[j]);
+      if (ps[j].relu_input) one += relu_cost(ctx, x, w, "depthwise", false);
+      if (own_depthwise(ctx, w, "depthwise")) one.launches = 2;
+      c += one;
+    }
+    if (fused) c.launches = 2;
+    return c;
+  });
+  detail::dispatch(ctx, &Backend::depthwise_group_bwd_filter, x, dys, ps, dws);
+}
+
 namespace {
 void check_bn_vectors(Context& ctx, const char* op, const Tensor& x,
                       std::initializer_list<std::pair<const char*, const Tensor*>> vs) {

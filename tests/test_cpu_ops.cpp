@@ -547,6 +547,37 @@ TEST(CpuDepthwiseGroup, MatchesTheOpsOneByOneBitForBit) {
         const double want = relu && !(xv[i] > 0.0f) ? 0.0 : naive[i];
         ASSERT_NEAR(got[i], want, 1e-5) << i;
       }
+      // The filter gradients: added (+=) to what dws hold, bit for bit conv2d_bwd_filter one by
+      // one; member 3 (5x5, dilation 2) against a naive loop over max(x, 0) with the ReLU.
+      std::vector<Tensor> dws, want_dws;
+      std::vector<Tensor*> dwp;
+      for (int j = 0; j < 4; ++j) {
+        dws.push_back(test::random_tensor(ctx, w[size_t(j)].shape(), 40 + uint32_t(j)));
+        want_dws.push_back(Tensor::empty(ctx, w[size_t(j)].shape()));
+        ops::copy(ctx, dws.back(), want_dws.back());
+        ops::conv2d_bwd_filter(ctx, x, dy[size_t(j)], want_dws.back(), nullptr, ps[size_t(j)]);
+      }
+      for (Tensor& t : dws) dwp.push_back(&t);
+      const std::vector<float> dw3_before = dws[3].to_vector();
+      ops::depthwise_group_bwd_filter(ctx, x, dyp, ps, dwp);
+      for (int j = 0; j < 4; ++j)
+        EXPECT_EQ(dws[size_t(j)].to_vector(), want_dws[size_t(j)].to_vector()) << "filter " << j;
+      const std::vector<float> dw3 = dws[3].to_vector();
+      for (int64_t c = 0; c < 3; ++c)
+        for (int r = 0; r < 5; ++r)
+          for (int t = 0; t < 5; ++t) {
+            double sum = dw3_before[size_t((c * 5 + r) * 5 + t)];
+            for (int64_t n = 0; n < xs[0]; ++n)
+              for (int64_t p = 0; p < ys[2]; ++p)
+                for (int64_t q = 0; q < ys[3]; ++q) {
+                  const int64_t h = p * stride - 4 + r * 2, ww = q * stride - 4 + t * 2;
+                  if (h < 0 || h >= xs[2] || ww < 0 || ww >= xs[3]) continue;
+                  const float xe = xv[size_t(((n * 3 + c) * xs[2] + h) * xs[3] + ww)];
+                  sum += double(relu && !(xe > 0.0f) ? 0.0f : xe) *
+                         gv[size_t(((n * 3 + c) * ys[2] + p) * ys[3] + q)];
+                }
+            ASSERT_NEAR(dw3[size_t((c * 5 + r) * 5 + t)], sum, 1e-4) << c << " " << r << " " << t;
+          }
     }
   // Refused: no convolution, counts that differ, a non-depthwise weight, mixed ReLU rules, the
   // mask missing, a prior of another shape, a prior that is dx.
@@ -565,6 +596,16 @@ TEST(CpuDepthwiseGroup, MatchesTheOpsOneByOneBitForBit) {
   EXPECT_THROW(ops::depthwise_group_bwd_data(ctx, {&y}, {&w}, {pr}, nullptr, {}, dx), Error);
   EXPECT_THROW(ops::depthwise_group_bwd_data(ctx, {&y}, {&w}, {p}, nullptr, {&small}, dx), Error);
   EXPECT_THROW(ops::depthwise_group_bwd_data(ctx, {&y}, {&w}, {p}, nullptr, {&dx}, dx), Error);
+  // The filter gradients: no convolution, counts that differ, a non-depthwise gradient, mixed
+  // ReLU rules, an output gradient of another shape, one filter gradient given twice.
+  Tensor dw = Tensor::zeros(ctx, w.shape()), dw2 = Tensor::zeros(ctx, w.shape());
+  EXPECT_THROW(ops::depthwise_group_bwd_filter(ctx, x, {}, {}, {}), Error);
+  EXPECT_THROW(ops::depthwise_group_bwd_filter(ctx, x, {&y, &y2}, {p}, {&dw, &dw2}), Error);
+  EXPECT_THROW(ops::depthwise_group_bwd_filter(ctx, x, {&y}, {Conv2dParams::make(1, 1)}, {&wd}),
+               Error);
+  EXPECT_THROW(ops::depthwise_group_bwd_filter(ctx, x, {&y, &y2}, {p, pr}, {&dw, &dw2}), Error);
+  EXPECT_THROW(ops::depthwise_group_bwd_filter(ctx, x, {&small}, {p}, {&dw}), Error);
+  EXPECT_THROW(ops::depthwise_group_bwd_filter(ctx, x, {&y, &y2}, {p, p}, {&dw, &dw}), Error);
 }
 
 // The normalised mixes (an edge's trailing affine-free BatchNorms inside its mix): against

@@ -631,8 +631,12 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
   const auto [all, convs, mixed] = iterate(false);
   const auto [skip, convs2, mixed2] = iterate(true);
   ASSERT_GT(convs, 50);
-  EXPECT_EQ(all.calls.at("conv2d_bwd_filter"), 2 * convs);
-  EXPECT_EQ(skip.calls.at("conv2d_bwd_filter"), convs);
+  // The filter gradients: per edge the 4 leading convolutions' in one group op.
+  EXPECT_EQ(all.calls.at("conv2d_bwd_filter"), 2 * (convs - 4 * mixed));
+  EXPECT_EQ(skip.calls.at("conv2d_bwd_filter"), convs - 4 * mixed);
+  EXPECT_EQ(all.calls.at("depthwise_group_bwd_filter"), 2 * mixed);
+  EXPECT_EQ(skip.calls.at("depthwise_group_bwd_filter"),
+            mixed);  // weights frozen in the alpha pass
   // Activation gradients in both passes; per edge the 4 convolution candidates' leading
   // depthwise convolutions as one group (input read once, input gradient in one pass).
   EXPECT_EQ(all.calls.at("conv2d_bwd_data"), 2 * (convs - 4 * mixed));
@@ -713,7 +717,10 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
   [[maybe_unused]] const auto [single, convs6, mixed6] = iterate(true, true, true, false);
   EXPECT_EQ(single.weights, skip.weights);
   EXPECT_EQ(single.alphas, skip.alphas);
-  EXPECT_EQ(calls(single, "depthwise_group_fwd") + calls(single, "depthwise_group_bwd_data"), 0);
+  EXPECT_EQ(calls(single, "depthwise_group_fwd") + calls(single, "depthwise_group_bwd_data") +
+                calls(single, "depthwise_group_bwd_filter"),
+            0);
+  EXPECT_EQ(calls(single, "conv2d_bwd_filter") - calls(skip, "conv2d_bwd_filter"), 4 * mixed);
   EXPECT_EQ(calls(single, "conv2d_bwd_data") - calls(skip, "conv2d_bwd_data"), 2 * 4 * mixed);
   EXPECT_EQ(calls(single, "conv2d_fwd") - calls(skip, "conv2d_fwd"), 2 * 4 * mixed);
   EXPECT_GE(calls(single, "add_n") - calls(skip, "add_n"), 2 * mixed);

@@ -356,6 +356,122 @@ TEST(DepthwiseEmulation, GroupKernelsRepeatTheSingleKernelsBits) {
   EXPECT_TRUE(dw::make_group(dw::Direction::Forward, x, {w3}, {y1}, {p1}));
 }
 
+// The group filter gradients: every member's dw, added to its initial values, bit for bit what
+// its single kernels (stage 1 with the member's own plan, then the finish when it has several
+// chunks) give, and within 1e-5 of the CPU group op. Members: {kernel, padding, dilation, stride}.
+struct FilterMemberCase {
+  int r, pad, dil, stride;
+};
+void check_group_filter(const char* name, const Shape& xs, const std::vector<FilterMemberCase>& ms,
+                        bool relu) {
+  SCOPED_TRACE(detail::cat(name, " x ", xs, relu ? " relu" : ""));
+  const int64_t c = xs[1];
+  const size_t k = ms.size();
+  std::vector<Shape> ws, ys;
+  std::vector<Conv2dParams> ps;
+  for (const FilterMemberCase& m : ms) {
+    Conv2dParams p = params(m.stride, m.pad, m.dil, c);
+    p.relu_input = relu;
+    ps.push_back(p);
+    ws.push_back(Shape{c, 1, m.r, m.r});
+    ys.push_back(ops::conv2d_output_shape(xs, ws.back(), p));
+  }
+  const auto x = test::random_vector(size_t(xs.numel()), 1);
+  std::vector<std::vector<float>> g, dw0;
+  for (size_t j = 0; j < k; ++j) {
+    g.push_back(test::random_vector(size_t(ys[j].numel()), 20 + uint32_t(j)));
+    dw0.push_back(test::random_vector(size_t(ws[j].numel()), 50 + uint32_t(j)));
+  }
+  Framed fx = framed(x, kNaN);
+  std::vector<Framed> fg, gdw;
+  dw::GroupInputs<float> gg{};
+  dw::GroupOutputs<float> gdwp{};
+  for (size_t j = 0; j < k; ++j) {
+    fg.push_back(framed(g[j], kNaN));
+    gdw.push_back(framed(dw0[j], kOutGuard));
+  }
+  for (size_t j = 0; j < k; ++j) gg.x[j] = fg[j].data(), gdwp.x[j] = gdw[j].data();
+
+  const auto gf = dw::make_group_filter(xs, ws, ys, ps);
+  ASSERT_TRUE(gf.has_value());
+  Framed part = framed(std::vector<float>(size_t(gf->partial_floats), kNaN), kOutGuard);
+  size_t smem = 0;
+  for (int j = 0; j < gf->count; ++j) smem = std::max(smem, gf->m[j].tiling.smem_bytes());
+  launch(dim3(unsigned(gf->blocks_x), unsigned(gf->blocks_y), unsigned(gf->count)), smem, [&] {
+    dw::depthwise_group_bwd_filter_kernel<float>(fx.data(), gg, part.data(), gdwp, *gf);
+  });
+  if (gf->finish_entries > 0)
+    launch(dim3(unsigned(dw::ceil_div(gf->finish_entries, dw::kThreads))), 0,
+           [&] { dw::depthwise_group_bwd_filter_finish_kernel<float>(part.data(), gdwp, *gf); });
+  EXPECT_TRUE(part.guards_intact()) << "group filter gradient wrote outside its partials";
+
+  // The CPU group op.
+  Context cpu;
+  Tensor tx = Tensor::from_vector(cpu, xs, x);
+  std::vector<Tensor> tg, tdw;
+  for (size_t j = 0; j < k; ++j) {
+    tg.push_back(Tensor::from_vector(cpu, ys[j], g[j]));
+    tdw.push_back(Tensor::from_vector(cpu, ws[j], dw0[j]));
+  }
+  std::vector<const Tensor*> gp;
+  std::vector<Tensor*> dwp;
+  for (size_t j = 0; j < k; ++j) gp.push_back(&tg[j]), dwp.push_back(&tdw[j]);
+  ops::depthwise_group_bwd_filter(cpu, tx, gp, ps, dwp);
+
+  int64_t chunked = 0;
+  for (size_t j = 0; j < k; ++j) {
+    const auto pr = dw::make_problem(xs, ws[j], ys[j], ps[j]);
+    ASSERT_TRUE(pr.has_value());
+    const auto t = dw::plan_tiling(dw::Direction::BackwardFilter, *pr, sizeof(float));
+    ASSERT_TRUE(t.has_value());
+    const dw::FilterSplit sp = dw::plan_filter_split(*pr, *t);
+    EXPECT_EQ(gf->m[j].split.chunks, sp.chunks) << j;
+    chunked += sp.chunks > 1 ? 1 : 0;
+    Framed one = framed(dw0[j], kOutGuard);
+    Framed p1 = framed(std::vector<float>(dw::filter_partials_bytes(*pr, sp) / sizeof(float), kNaN),
+                       kOutGuard);
+    ASSERT_TRUE(dw::with_kernel_size(ms[j].r, ms[j].r, [&](auto rr, auto ss) {
+      constexpr int R = decltype(rr)::value, S = decltype(ss)::value;
+      launch(dim3(unsigned(dw::ceil_div(pr->c, t->planes)), unsigned(sp.chunks)), t->smem_bytes(),
+             [&] {
+               dw::depthwise_bwd_filter_kernel<float, R, S>(fx.data(), fg[j].data(), p1.data(),
+                                                            one.data(), nullptr, *pr, *t, sp);
+             });
+      if (sp.chunks > 1)
+        launch(dim3(unsigned(dw::ceil_div(pr->c * (R * S + 1), dw::kThreads))), 0, [&] {
+          dw::depthwise_bwd_filter_finish_kernel<float>(p1.data(), sp.chunks, pr->c, R * S,
+                                                        one.data(), nullptr);
+        });
+    }));
+    EXPECT_TRUE(gdw[j].guards_intact()) << "group filter gradient wrote outside dw " << j;
+    EXPECT_EQ(gdw[j].body(), one.body()) << "filter gradient of member " << j;
+    EXPECT_LE(test::normalized_error(gdw[j].body(), tdw[j].to_vector()), 1e-5) << j;
+  }
+  EXPECT_EQ(gf->finish_entries > 0, chunked > 0);
+}
+
+TEST(DepthwiseEmulation, GroupFilterGradientsRepeatTheSingleKernelsBits) {
+  const std::vector<FilterMemberCase> darts_s1{
+      {3, 1, 1, 1}, {5, 2, 1, 1}, {3, 2, 2, 1}, {5, 4, 2, 1}},
+      darts_s2{{3, 1, 1, 2}, {5, 2, 1, 2}, {3, 2, 2, 2}, {5, 4, 2, 2}};
+  check_group_filter("the DARTS four", {2, 3, 32, 32}, darts_s1, true);
+  check_group_filter("the DARTS four, stride 2, odd sizes", {2, 3, 13, 11}, darts_s2, true);
+  check_group_filter("several channels per block", {3, 7, 8, 8}, darts_s1, false);
+  // Stride 1 members in 4 chunks, the stride-2 one in 1 (added into dw directly): the finish
+  // covers only the chunked members' entries.
+  check_group_filter("chunked and direct members", {1, 2, 64, 64},
+                     {{3, 1, 1, 1}, {5, 2, 1, 2}, {3, 2, 2, 1}}, true);
+  check_group_filter("one chunk each", {1, 2, 4, 4}, {{3, 1, 1, 1}, {5, 2, 1, 1}}, false);
+  // Refused: an unsupported kernel size, too many members, an empty batch.
+  const Shape x{2, 4, 8, 8}, w3{4, 1, 3, 3}, w7{4, 1, 7, 7}, y1{2, 4, 8, 8};
+  const Conv2dParams p1 = params(1, 1, 1, 4), p7 = params(1, 3, 1, 4);
+  EXPECT_FALSE(dw::make_group_filter(x, {w3, w7}, {y1, y1}, {p1, p7}));
+  EXPECT_FALSE(dw::make_group_filter(x, std::vector<Shape>(9, w3), std::vector<Shape>(9, y1),
+                                     std::vector<Conv2dParams>(9, p1)));
+  EXPECT_FALSE(dw::make_group_filter(Shape{0, 4, 8, 8}, {w3}, {Shape{0, 4, 8, 8}}, {p1}));
+  EXPECT_TRUE(dw::make_group_filter(x, {w3}, {y1}, {p1}));
+}
+
 // The planner's promises: tiles within the shared-memory budget, staged extents large enough
 // for every tap, chunks covering every unit once.
 TEST(DepthwiseEmulation, PlansAreConsistent) {

@@ -425,8 +425,9 @@ TEST(MixedOpContinuous, TrailingNormsRunInsideTheMixWithTheSameBits) {
 }
 
 // The DARTS edge's four convolution candidates start with a depthwise convolution: their
-// leading convolutions run as one group (ops::depthwise_group_fwd) and their input gradient is
-// summed with the pools' and the skip's in one op (depthwise_group_bwd_data); the same output,
+// leading convolutions run as one group (ops::depthwise_group_fwd), their filter gradients in
+// one op (depthwise_group_bwd_filter) and their input gradient is summed with the pools' and
+// the skip's in one op (depthwise_group_bwd_data); the same output,
 // input gradient, alpha and weight gradients and running statistics bit for bit as one by one
 // (fuse_lead off), at stride 1 and 2, with the trailing norms fused or not; a convolution
 // candidate placed before a pool stays out of the group (the sum keeps its order); the grouped
@@ -472,10 +473,14 @@ TEST(MixedOpContinuous, LeadingConvolutionsRunAsOneGroupWithTheSameBits) {
         const int64_t members = conv_first ? 3 : 4;
         EXPECT_EQ(calls(grouped, "depthwise_group_fwd"), 2);
         EXPECT_EQ(calls(grouped, "depthwise_group_bwd_data"), 2);
-        EXPECT_EQ(calls(own, "depthwise_group_fwd") + calls(own, "depthwise_group_bwd_data"), 0);
+        EXPECT_EQ(calls(grouped, "depthwise_group_bwd_filter"), 2);
+        EXPECT_EQ(calls(own, "depthwise_group_fwd") + calls(own, "depthwise_group_bwd_data") +
+                      calls(own, "depthwise_group_bwd_filter"),
+                  0);
         EXPECT_EQ(calls(own, "conv2d_fwd") - calls(grouped, "conv2d_fwd"), 2 * members);
         EXPECT_EQ(calls(own, "conv2d_bwd_data") - calls(grouped, "conv2d_bwd_data"), 2 * members);
-        EXPECT_EQ(calls(own, "conv2d_bwd_filter"), calls(grouped, "conv2d_bwd_filter"));
+        EXPECT_EQ(calls(own, "conv2d_bwd_filter") - calls(grouped, "conv2d_bwd_filter"),
+                  2 * members);
         EXPECT_EQ(calls(grouped, "add_n"), 0);  // the sum is the group op's
       }
 
@@ -505,6 +510,38 @@ TEST(MixedOpContinuous, LeadingConvolutionsRunAsOneGroupWithTheSameBits) {
   EXPECT_EQ(dlead.shape(), lead.shape());  // the gradient of the leading convolution's output
   sep->forward(ctx, x, Mode::Train);
   EXPECT_THROW(sep->backward_partial(ctx, part), Error);  // a full forward takes backward
+  sep->release_saved();
+
+  // lead_grads: backward_partial leaves the leading convolution's filter gradient to
+  // Conv2d::lead_parameter_gradients, which adds conv2d_bwd_filter's bits once.
+  EXPECT_THROW(sep->forward_partial(ctx, x, Mode::Train, PartialPass{false, nullptr, true}), Error);
+  Tensor dy = test::random_tensor(ctx, full.shape(), 10);
+  auto weight_grads = [&](bool defer) {
+    sep->zero_grad(ctx);
+    sep->forward_partial(ctx, x, Mode::Train, PartialPass{false, &lead, defer});
+    Tensor g = sep->backward_partial(ctx, dy);
+    const std::vector<float> before = lc->weight().grad.to_vector();
+    if (defer) {
+      EXPECT_EQ(before, std::vector<float>(before.size(), 0.0f));  // left to the caller
+      EXPECT_THROW(sep->forward(ctx, x, Mode::Train), Error);      // still owed
+      EXPECT_THROW(Conv2d::lead_parameter_gradients(ctx, wrong, {lc}, {&g}), Error);  // not x
+      Conv2d::lead_parameter_gradients(ctx, x, {lc}, {&g});
+      EXPECT_THROW(Conv2d::lead_parameter_gradients(ctx, x, {lc}, {&g}), Error);  // added once
+    }
+    Tensor want = Tensor::zeros(ctx, lc->weight().value.shape());
+    ops::conv2d_bwd_filter(ctx, x, g, want, nullptr, lc->params());
+    EXPECT_EQ(lc->weight().grad.to_vector(), want.to_vector());
+    return lc->weight().grad.to_vector();
+  };
+  EXPECT_EQ(weight_grads(true), weight_grads(false));
+  // Frozen at the forward: nothing owed is added.
+  lc->weight().requires_grad = false;
+  sep->zero_grad(ctx);
+  sep->forward_partial(ctx, x, Mode::Train, PartialPass{false, &lead, true});
+  Tensor g = sep->backward_partial(ctx, dy);
+  Conv2d::lead_parameter_gradients(ctx, x, {lc}, {&g});
+  const std::vector<float> frozen = lc->weight().grad.to_vector();
+  EXPECT_EQ(frozen, std::vector<float>(frozen.size(), 0.0f));
 }
 
 TEST(MixedOpDeterministic, SumsTopKWithoutWeights) {

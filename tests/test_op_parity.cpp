@@ -319,6 +319,17 @@ std::vector<OpCase> all_cases() {
                        const Tensor* x = relu ? &in[2 * j + size_t(priors)] : nullptr;
                        ops::depthwise_group_bwd_data(ctx, dy, w, ps, x, pr, out[0]);
                      }});
+    // Inputs: x, then the dys; the filter gradients accumulate into their initial values.
+    std::vector<TensorSpec> filt_in{spec(gr.x)}, filt_out;
+    for (size_t i = 0; i < j; ++i) filt_in.push_back(spec(ys[i])), filt_out.push_back(spec(ws[i]));
+    cases.push_back({"depthwise_group_bwd_filter/" + tag, kGemmTol, filt_in, filt_out,
+                     [ps, j](Context& ctx, auto& in, auto& out) {
+                       std::vector<const Tensor*> dy;
+                       std::vector<Tensor*> dw;
+                       for (size_t i = 0; i < j; ++i)
+                         dy.push_back(&in[1 + i]), dw.push_back(&out[i]);
+                       ops::depthwise_group_bwd_filter(ctx, in[0], dy, ps, dw);
+                     }});
   }
 
   for (Shape x : {Shape{4, 8, 6, 6}, Shape{2, 16, 9, 7}, Shape{64, 3, 1, 1}}) {

@@ -50,10 +50,13 @@ struct Parameter {
 // ContinuousMixedOp then does for all its candidates at once (docs/DESIGN.md section 6):
 // to_norm stops before the trailing norm (Layer::trailing_norm); lead gives the output of the
 // leading convolution (Layer::leading_conv), computed by the caller from this layer's input, so
-// the layer starts after it.
+// the layer starts after it; with lead_grads the caller also computes that convolution's
+// parameter gradients (Conv2d::lead_parameter_gradients, for several convolutions of one input
+// at once), so backward_partial leaves them out.
 struct PartialPass {
   bool to_norm = false;
   const Tensor* lead = nullptr;
+  bool lead_grads = false;
 };
 
 using NamedParameter = std::pair<std::string, Parameter*>;
@@ -104,7 +107,8 @@ class Layer {
   Tensor forward_partial(Context& ctx, const Tensor& x, Mode mode, const PartialPass& pass);
   // The backward of forward_partial: the gradient with respect to what that forward returned ->
   // with lead, the gradient with respect to the leading convolution's output (that
-  // convolution's parameter gradients accumulated; its input gradient is the caller's), else dx.
+  // convolution's parameter gradients accumulated unless lead_grads left them to the caller;
+  // its input gradient is the caller's), else dx.
   Tensor backward_partial(Context& ctx, const Tensor& dz);
   // This layer's and all descendants' parameters and buffers, with dotted paths.
   std::vector<NamedParameter> named_parameters();

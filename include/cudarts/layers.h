@@ -25,8 +25,19 @@ class Conv2d final : public Layer {
   // True for a depthwise convolution (groups = in = out channels, weight (C, 1, kh, kw)).
   bool depthwise() const;
   // This layer when depthwise: a caller may compute its output (forward_partial with lead) and
-  // its input gradient (backward_partial then gives dy back, the parameter gradients done).
+  // its input gradient (backward_partial then gives dy back, the parameter gradients done, or
+  // with lead_grads left to the caller).
   Conv2d* leading_conv() override { return depthwise() ? this : nullptr; }
+  // The parameter gradients that backward_partial left to the caller (forward_partial with
+  // lead_grads) for convolutions of one input x (what their forward_partial got); dys[j] is
+  // convs[j]'s output gradient (what its backward_partial returned). The depthwise ones without
+  // bias (with the first one's ReLU rule) in one ops::depthwise_group_bwd_filter (the bits of
+  // one by one), the others one by one;
+  // a convolution whose parameters were frozen at its forward has none. Every convolution must
+  // have had such a backward_partial since its last forward, and each gradient is added once.
+  static void lead_parameter_gradients(Context& ctx, const Tensor& x,
+                                       const std::vector<Conv2d*>& convs,
+                                       const std::vector<const Tensor*>& dys);
 
  protected:
   Tensor forward_impl(Context& ctx, const Tensor& x, Mode mode) override;
@@ -45,10 +56,14 @@ class Conv2d final : public Layer {
   Tensor x_;  // kept only when a parameter gradient is wanted
   Shape x_shape_;
   bool grad_weight_ = false, grad_bias_ = false;  // requires_grad at the last Train forward
+  bool defer_grads_ = false;  // the last forward_partial left the parameter gradients to the caller
+  bool grads_pending_ =
+      false;  // ... and its backward_partial ran: lead_parameter_gradients owes them
   // The bookkeeping of a Train forward (which gradients, what is kept).
   void keep_for_backward(const Tensor& x, bool mask_needed);
   // The parameter gradients from the kept input and dy.
   void parameter_gradients(Context& ctx, const Tensor& dy);
+  void check_no_pending_gradients() const;
 };
 
 // Batch normalisation over (N, H, W). affine = false: no gamma/beta (DARTS search cells).

@@ -52,8 +52,9 @@ struct MixedOpConfig {
   bool fuse_norm = true;
   // continuous: the candidates that start with a depthwise Conv2d (Layer::leading_conv) and come
   // after every other non-Zero candidate have those convolutions computed in one op (the edge's
-  // input read once, ops::depthwise_group_fwd) and their input gradient summed with the other
-  // candidates' in another (ops::depthwise_group_bwd_data): the same numbers, bit for bit.
+  // input read once, ops::depthwise_group_fwd), their filter gradients in another
+  // (ops::depthwise_group_bwd_filter) and their input gradient summed with the other
+  // candidates' in a third (ops::depthwise_group_bwd_data): the same numbers, bit for bit.
   // false: each candidate runs its own (darts_bench --fuse-lead false).
   bool fuse_lead = true;
 };

@@ -115,6 +115,12 @@ void depthwise_group_bwd_data(Context& ctx, const std::vector<const Tensor*>& dy
                               const std::vector<const Tensor*>& ws,
                               const std::vector<Conv2dParams>& ps, const Tensor* x,
                               const std::vector<const Tensor*>& priors, Tensor& dx);
+// Their filter gradients: dws[j] += conv2d_bwd_filter(x, dys[j], ps[j]) for every j (no bias),
+// the same bits as one by one; x is read as max(x, 0) with relu_input (the same for all).
+void depthwise_group_bwd_filter(Context& ctx, const Tensor& x,
+                                const std::vector<const Tensor*>& dys,
+                                const std::vector<Conv2dParams>& ps,
+                                const std::vector<Tensor*>& dws);
 
 // ---- batch normalisation over (N, H, W) per channel ----
 // Training: batch statistics (biased variance for normalising); running statistics are

@@ -47,6 +47,9 @@ class CpuBackend final : public Backend {
                                 const std::vector<const Tensor*>& ws,
                                 const std::vector<Conv2dParams>& ps, const Tensor* x,
                                 const std::vector<const Tensor*>& priors, Tensor& dx) override;
+  void depthwise_group_bwd_filter(const Tensor& x, const std::vector<const Tensor*>& dys,
+                                  const std::vector<Conv2dParams>& ps,
+                                  const std::vector<Tensor*>& dws) override;
 
   void batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, const Tensor* beta,
                            Tensor* running_mean, Tensor* running_var, Tensor& y, Tensor& save_mean,

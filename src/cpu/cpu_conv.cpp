@@ -360,4 +360,10 @@ void CpuBackend::depthwise_group_bwd_data(const std::vector<const Tensor*>& dys,
   depthwise_group_bwd_data_one_by_one(*this, allocator_, dys, ws, ps, x, priors, dx);
 }
 
+void CpuBackend::depthwise_group_bwd_filter(const Tensor& x, const std::vector<const Tensor*>& dys,
+                                            const std::vector<Conv2dParams>& ps,
+                                            const std::vector<Tensor*>& dws) {
+  for (size_t j = 0; j < dys.size(); ++j) conv2d_bwd_filter(x, *dys[j], *dws[j], nullptr, ps[j]);
+}
+
 }  // namespace cudarts::cpu

@@ -97,6 +97,7 @@ void Conv2d::parameter_gradients(Context& ctx, const Tensor& dy) {
 }
 
 Tensor Conv2d::forward_impl(Context& ctx, const Tensor& x, Mode mode) {
+  check_no_pending_gradients();
   Tensor y = Tensor::empty(ctx, output_shape(x.shape()));
   ops::conv2d_fwd(ctx, x, weight_->value, bias_ ? &bias_->value : nullptr, y, params_);
   // The input: for the filter gradient, and with a fused ReLU for its mask too.
@@ -112,15 +113,67 @@ Tensor Conv2d::backward_impl(Context& ctx, const Tensor& dy) {
 }
 
 // The output was computed by the caller (pass.lead, shape checked by Layer); the input gradient
-// is the caller's too, so the input is kept only for the parameter gradients.
+// is the caller's too, so the input is kept only for the parameter gradients, and not at all
+// when those are the caller's as well (lead_grads).
 Tensor Conv2d::forward_partial_impl(Context&, const Tensor& x, Mode mode, const PartialPass& pass) {
-  if (mode == Mode::Train) keep_for_backward(x, false);
+  check_no_pending_gradients();
+  if (mode == Mode::Train) {
+    keep_for_backward(x, false);
+    defer_grads_ = pass.lead_grads;
+    if (defer_grads_) x_ = Tensor();
+  }
   return pass.lead->share();
 }
 
 Tensor Conv2d::backward_partial_impl(Context& ctx, const Tensor& dy) {
-  parameter_gradients(ctx, dy);
+  if (defer_grads_)
+    grads_pending_ = true;
+  else
+    parameter_gradients(ctx, dy);
+  defer_grads_ = false;
   return dy.share();
+}
+
+void Conv2d::check_no_pending_gradients() const {
+  CUDARTS_CHECK(!grads_pending_, label(),
+                ": forward before the parameter gradients its last backward_partial left to the "
+                "caller were computed (Conv2d::lead_parameter_gradients)");
+}
+
+void Conv2d::lead_parameter_gradients(Context& ctx, const Tensor& x,
+                                      const std::vector<Conv2d*>& convs,
+                                      const std::vector<const Tensor*>& dys) {
+  CUDARTS_CHECK(dys.size() == convs.size(), "Conv2d::lead_parameter_gradients: ", convs.size(),
+                " convolutions but ", dys.size(),
+                " output gradients; expected one per convolution");
+  std::vector<const Tensor*> group_dys;
+  std::vector<Conv2dParams> group_ps;
+  std::vector<Tensor*> group_dws;
+  for (size_t j = 0; j < convs.size(); ++j) {
+    CUDARTS_CHECK(convs[j] != nullptr && dys[j] != nullptr,
+                  "Conv2d::lead_parameter_gradients: ", "convolution or output gradient ", j,
+                  " is null");
+    Conv2d& c = *convs[j];
+    CUDARTS_CHECK(c.grads_pending_, c.label(),
+                  ": lead_parameter_gradients without a backward_partial that left them to the "
+                  "caller (forward_partial with lead_grads) since the last forward");
+    CUDARTS_CHECK(x.shape() == c.last_input_shape(), c.label(), ": lead_parameter_gradients got x ",
+                  x.shape(), " but the forward's input had shape ", c.last_input_shape());
+    c.grads_pending_ = false;
+    if (!c.grad_weight_ && !c.grad_bias_) continue;
+    // The group reads x with one ReLU rule: the first grouped convolution's.
+    if (c.depthwise() && !c.bias_ && c.grad_weight_ &&
+        (group_ps.empty() || group_ps[0].relu_input == c.params_.relu_input)) {
+      group_dys.push_back(dys[j]);
+      group_ps.push_back(c.params_);
+      group_dws.push_back(&c.weight_->grad);
+      continue;
+    }
+    Tensor sink;
+    ops::conv2d_bwd_filter(ctx, x, *dys[j], *grad_target(ctx, c.weight_, c.grad_weight_, sink),
+                           c.grad_bias_ ? &c.bias_->grad : nullptr, c.params_);
+  }
+  if (!group_dws.empty()) ops::depthwise_group_bwd_filter(ctx, x, group_dys, group_ps, group_dws);
 }
 
 // ---------------------------------------------------------------- BatchNorm2d

@@ -59,8 +59,9 @@ Tensor Sequential::forward_partial_impl(Context& ctx, const Tensor& x, Mode mode
                                         const PartialPass& pass) {
   const size_t n = layers_.size();
   if (n == 1) return layers_[0]->forward_partial(ctx, x, mode, pass);
-  Tensor h = pass.lead ? layers_[0]->forward_partial(ctx, x, mode, {false, pass.lead})
-                       : layers_[0]->forward(ctx, x, mode);
+  Tensor h = pass.lead
+                 ? layers_[0]->forward_partial(ctx, x, mode, {false, pass.lead, pass.lead_grads})
+                 : layers_[0]->forward(ctx, x, mode);
   for (size_t i = 1; i + 1 < n; ++i) h = layers_[i]->forward(ctx, h, mode);
   return pass.to_norm ? layers_.back()->forward_to_norm(ctx, h, mode)
                       : layers_.back()->forward(ctx, h, mode);

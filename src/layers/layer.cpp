@@ -53,6 +53,8 @@ Tensor Layer::run_forward(Context& ctx, const Tensor& x, Mode mode, const Partia
   const Shape out = output_shape(x.shape());
   CUDARTS_CHECK(!pass.to_norm || trailing_norm() != nullptr, label(),
                 ": forward_to_norm on a layer without a trailing affine-free BatchNorm2d");
+  CUDARTS_CHECK(!pass.lead_grads || pass.lead, label(),
+                ": forward_partial with lead_grads but without the leading convolution's output");
   Shape lead_shape;
   if (pass.lead) {
     Conv2d* lead = leading_conv();

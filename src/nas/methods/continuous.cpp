@@ -110,7 +110,9 @@ Tensor ContinuousMixedOp::search_forward(Context& ctx, const Tensor& x, Mode mod
         running_vars[size_t(i)] = &norm->running_var();
       }
     }
-    const PartialPass pass{norm != nullptr, led[size_t(i)] ? &lead_out[size_t(i)] : nullptr};
+    // A grouped candidate leaves its convolution's filter gradient to the group too.
+    const PartialPass pass{norm != nullptr, led[size_t(i)] ? &lead_out[size_t(i)] : nullptr,
+                           led[size_t(i)]};
     outs[size_t(i)] =
         pass.to_norm || pass.lead ? c.forward_partial(ctx, x, mode, pass) : c.forward(ctx, x, mode);
     lead_out[size_t(i)] = Tensor();  // the candidate holds it where its backward needs it
@@ -183,6 +185,7 @@ Tensor ContinuousMixedOp::search_backward(Context& ctx, const Tensor& dy) {
   std::vector<Tensor> lead_grads;
   std::vector<const Tensor*> lead_ws;
   std::vector<Conv2dParams> lead_ps;
+  std::vector<Conv2d*> lead_convs;
   for (int i = 0; i < k; ++i)
     if (ptrs[size_t(i)]) {
       Layer& c = *candidates_[size_t(i)];
@@ -192,15 +195,18 @@ Tensor ContinuousMixedOp::search_backward(Context& ctx, const Tensor& dy) {
         lead_grads.push_back(c.backward_partial(ctx, d));
         lead_ws.push_back(&lead_convs_[size_t(i)]->weight().value);
         lead_ps.push_back(lead_convs_[size_t(i)]->params());
+        lead_convs.push_back(lead_convs_[size_t(i)]);
       } else {
         dx.add(ctx, normed ? c.backward_from_norm(ctx, d) : c.backward(ctx, d));
       }
       scaled[size_t(i)] = Tensor();  // dropped as soon as its candidate is done
     }
   if (!lead_grads.empty()) {
-    // The other candidates' gradients (all before the group's), then the group's, in one op.
     std::vector<const Tensor*> dys, priors;
     for (const Tensor& g : lead_grads) dys.push_back(&g);
+    // The group's filter gradients in one op (none when its weights are frozen).
+    Conv2d::lead_parameter_gradients(ctx, lead_x_, lead_convs, dys);
+    // The other candidates' gradients (all before the group's), then the group's, in one op.
     for (const Tensor& p : dx.parts) priors.push_back(&p);
     Tensor out = Tensor::empty(ctx, last_input_shape());
     ops::depthwise_group_bwd_data(ctx, dys, lead_ws, lead_ps,
