@@ -195,7 +195,7 @@ struct Values8 {
 
 // state = {calls, first bad call, bad calls, first bad value}; one thread, in order
 // (CPU: count_nonfinite).
-__global__ void count_nonfinite_kernel(Values8 v, int32_t* state) {
+__global__ void count_nonfinite_kernel(const __grid_constant__ Values8 v, int32_t* state) {
   const int32_t call = state[0]++;
   for (int i = 0; i < v.n; ++i) {
     if (isfinite(v.p[i][0])) continue;
