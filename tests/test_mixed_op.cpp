@@ -524,7 +524,9 @@ TEST(MixedOpContinuous, LeadingConvolutionsRunAsOneGroupWithTheSameBits) {
     if (defer) {
       EXPECT_EQ(before, std::vector<float>(before.size(), 0.0f));  // left to the caller
       EXPECT_THROW(sep->forward(ctx, x, Mode::Train), Error);      // still owed
-      EXPECT_THROW(Conv2d::lead_parameter_gradients(ctx, wrong, {lc}, {&g}), Error);  // not x
+      EXPECT_THROW(Conv2d::lead_parameter_gradients(ctx, wrong, {lc}, {&g}), Error);      // not x
+      EXPECT_THROW(Conv2d::lead_parameter_gradients(ctx, x, {lc, lc}, {&g, &g}), Error);  // twice
+      EXPECT_THROW(Conv2d::lead_parameter_gradients(ctx, x, {lc}, {&wrong}), Error);  // dy's shape
       Conv2d::lead_parameter_gradients(ctx, x, {lc}, {&g});
       EXPECT_THROW(Conv2d::lead_parameter_gradients(ctx, x, {lc}, {&g}), Error);  // added once
     }

@@ -1,4 +1,5 @@
 // The built-in layers: forward keeps (in Mode::Train) exactly what backward needs.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -146,19 +147,29 @@ void Conv2d::lead_parameter_gradients(Context& ctx, const Tensor& x,
   CUDARTS_CHECK(dys.size() == convs.size(), "Conv2d::lead_parameter_gradients: ", convs.size(),
                 " convolutions but ", dys.size(),
                 " output gradients; expected one per convolution");
-  std::vector<const Tensor*> group_dys;
-  std::vector<Conv2dParams> group_ps;
-  std::vector<Tensor*> group_dws;
+  // Every check before anything is added or marked done.
   for (size_t j = 0; j < convs.size(); ++j) {
     CUDARTS_CHECK(convs[j] != nullptr && dys[j] != nullptr,
                   "Conv2d::lead_parameter_gradients: ", "convolution or output gradient ", j,
                   " is null");
-    Conv2d& c = *convs[j];
+    const Conv2d& c = *convs[j];
+    CUDARTS_CHECK(std::find(convs.begin(), convs.begin() + ptrdiff_t(j), convs[j]) ==
+                      convs.begin() + ptrdiff_t(j),
+                  c.label(), ": given twice to lead_parameter_gradients");
     CUDARTS_CHECK(c.grads_pending_, c.label(),
                   ": lead_parameter_gradients without a backward_partial that left them to the "
                   "caller (forward_partial with lead_grads) since the last forward");
     CUDARTS_CHECK(x.shape() == c.last_input_shape(), c.label(), ": lead_parameter_gradients got x ",
                   x.shape(), " but the forward's input had shape ", c.last_input_shape());
+    CUDARTS_CHECK(dys[j]->shape() == c.output_shape(x.shape()), c.label(),
+                  ": lead_parameter_gradients got an output gradient of shape ", dys[j]->shape(),
+                  "; expected ", c.output_shape(x.shape()));
+  }
+  std::vector<const Tensor*> group_dys;
+  std::vector<Conv2dParams> group_ps;
+  std::vector<Tensor*> group_dws;
+  for (size_t j = 0; j < convs.size(); ++j) {
+    Conv2d& c = *convs[j];
     c.grads_pending_ = false;
     if (!c.grad_weight_ && !c.grad_bias_) continue;
     // The group reads x with one ReLU rule: the first grouped convolution's.
