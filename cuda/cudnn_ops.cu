@@ -3,7 +3,8 @@
 // Contract as in ops.h: y, dx, save_mean, save_invstd are written (=); dw, dbias, dgamma,
 // dbeta accumulate (+=, beta = 1). CPU twins: src/cpu/cpu_conv.cpp, src/cpu/cpu_norm_pool.cpp.
 // Depthwise convolutions that depthwise::covers() go to the own kernels (depthwise.cu) instead,
-// unless the context's own_depthwise_kernels is off.
+// unless the context's own_depthwise_kernels is off; 1x1 ones that pointwise::covers() to
+// pointwise.cu, unless own_pointwise_kernels is off.
 #include <algorithm>
 #include <climits>
 #include <initializer_list>
@@ -12,6 +13,7 @@
 
 #include "cuda_backend.h"
 #include "depthwise.cuh"
+#include "pointwise.cuh"
 
 namespace cudarts::cuda {
 
@@ -365,14 +367,19 @@ Tensor CudaBackend::conv_input(const Tensor& x, const Conv2dParams& p,
   return r;
 }
 
-// y = conv(x, w) (+ bias): the own depthwise kernel (bias in its epilogue) where it covers the
-// shapes, else cudnnConvolutionForward with beta 0, then cudnnAddTensor.
+// y = conv(x, w) (+ bias): the own depthwise or pointwise kernel (bias in its epilogue) where it
+// covers the shapes, else cudnnConvolutionForward with beta 0, then cudnnAddTensor.
 void CudaBackend::conv2d_fwd(const Tensor& x_in, const Tensor& w, const Tensor* bias, Tensor& y,
                              const Conv2dParams& p) {
   if (nothing_to_do("conv2d_fwd", y, {&x_in, &w})) return;
   if (own_depthwise_ &&
       depthwise::covers(depthwise::Direction::Forward, x_in.shape(), w.shape(), y.shape(), p)) {
     depthwise::forward(x_in, w, bias, y, p, stream_);
+    return;
+  }
+  if (own_pointwise_ && pointwise::covers(pointwise::Direction::Forward, x_in.shape(), w.shape(),
+                                          y.shape(), p, bias != nullptr)) {
+    pointwise::forward(x_in, w, bias, y, p, stream_);
     return;
   }
   std::optional<Buffer> relu;
@@ -394,14 +401,19 @@ void CudaBackend::conv2d_fwd(const Tensor& x_in, const Tensor& w, const Tensor* 
   }
 }
 
-// dx = conv_transpose(dy, w): the own depthwise gather kernel where it covers the shapes, else
-// cudnnConvolutionBackwardData with beta 0.
+// dx = conv_transpose(dy, w): the own depthwise gather kernel or the pointwise map kernel where
+// they cover the shapes, else cudnnConvolutionBackwardData with beta 0.
 void CudaBackend::conv2d_bwd_data(const Tensor& dy, const Tensor& w, Tensor& dx,
                                   const Conv2dParams& p, const Tensor* x) {
   if (nothing_to_do("conv2d_bwd_data", dx, {&dy, &w})) return;
   if (own_depthwise_ &&
       depthwise::covers(depthwise::Direction::BackwardData, dx.shape(), w.shape(), dy.shape(), p)) {
     depthwise::backward_data(dy, w, dx, p, x, stream_);
+    return;
+  }
+  if (own_pointwise_ && pointwise::covers(pointwise::Direction::BackwardData, dx.shape(), w.shape(),
+                                          dy.shape(), p, false)) {
+    pointwise::backward_data(dy, w, dx, p, x, stream_);
     return;
   }
   conv2d_bwd_data_cudnn(dy, w, dx, p);
@@ -466,8 +478,8 @@ void CudaBackend::conv2d_bwd_data_cudnn(const Tensor& dy, const Tensor& w, Tenso
 }
 
 // dw += corr(x, dy) and dbias += sum(dy): the own two-pass depthwise kernels (dbias fused, both
-// in a fixed order) where they cover the shapes, else backward filter and backward bias with
-// beta 1.
+// in a fixed order) or the two-pass pointwise ones (no dbias) where they cover the shapes, else
+// backward filter and backward bias with beta 1.
 void CudaBackend::conv2d_bwd_filter(const Tensor& x_in, const Tensor& dy, Tensor& dw, Tensor* dbias,
                                     const Conv2dParams& p) {
   // An empty batch adds nothing to dw or dbias.
@@ -479,6 +491,14 @@ void CudaBackend::conv2d_bwd_filter(const Tensor& x_in, const Tensor& dy, Tensor
     if (bytes > 0) partials.emplace(allocator_, bytes);
     depthwise::backward_filter(x_in, dy, dw, dbias, p, partials ? partials->data() : nullptr,
                                stream_);
+    return;
+  }
+  if (own_pointwise_ && pointwise::covers(pointwise::Direction::BackwardFilter, x_in.shape(),
+                                          dw.shape(), dy.shape(), p, dbias != nullptr)) {
+    const size_t bytes = pointwise::filter_scratch_bytes(x_in.shape(), dw.shape(), dy.shape(), p);
+    std::optional<Buffer> partials;
+    if (bytes > 0) partials.emplace(allocator_, bytes);
+    pointwise::backward_filter(x_in, dy, dw, p, partials ? partials->data() : nullptr, stream_);
     return;
   }
   std::optional<Buffer> relu;

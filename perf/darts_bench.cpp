@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
   std::string device = "auto", mixed_op = "continuous";
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
-  bool graph = true, all_gradients = false, own_depthwise = true, fuse_relu = true,
-       fuse_norm = true, fuse_lead = true;
+  bool graph = true, all_gradients = false, own_depthwise = true, own_pointwise = true,
+       fuse_relu = true, fuse_norm = true, fuse_lead = true;
   size_t op_times = 0;
   bool model_table = false;
   CLI::App app{"Time a first-order DARTS search iteration"};
@@ -95,6 +95,8 @@ int main(int argc, char** argv) {
                "and its totals in the JSON");
   app.add_option("--own-depthwise", own_depthwise,
                  "CUDA: depthwise convolutions on cudarts' own kernels (false: cuDNN)");
+  app.add_option("--own-pointwise", own_pointwise,
+                 "CUDA: 1x1 convolutions on cudarts' own kernels (false: cuDNN)");
   app.add_option("--fuse-relu", fuse_relu,
                  "the ReLU before each depthwise convolution fused into it (false: separate "
                  "ReLU layers, the same numbers)");
@@ -113,6 +115,7 @@ int main(int argc, char** argv) {
     ContextOptions options;
     options.seed = 1;
     options.own_depthwise_kernels = own_depthwise;
+    options.own_pointwise_kernels = own_pointwise;
     Context ctx(cuda ? Device::cuda(0) : Device::cpu(), options);
     darts::SearchConfig cfg;
     cfg.channels = channels;
@@ -218,12 +221,13 @@ int main(int argc, char** argv) {
         "{\"device\": \"%s\", \"mixed_op\": \"%s\", \"channels\": %lld, \"cells\": %d, "
         "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
         "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
-        "\"loss\": %.5f, \"own_depthwise_kernels\": %s, \"fused_relu\": %s, \"fused_norm\": %s, "
-        "\"fused_lead\": %s",
+        "\"loss\": %.5f, \"own_depthwise_kernels\": %s, \"own_pointwise_kernels\": %s, "
+        "\"fused_relu\": %s, \"fused_norm\": %s, \"fused_lead\": %s",
         ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
         (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
         (unsigned long long)eager_allocs, loss.item(), own_depthwise ? "true" : "false",
-        fuse_relu ? "true" : "false", fuse_norm ? "true" : "false", fuse_lead ? "true" : "false");
+        own_pointwise ? "true" : "false", fuse_relu ? "true" : "false",
+        fuse_norm ? "true" : "false", fuse_lead ? "true" : "false");
     std::printf("%s", model_json.c_str());
     if (graphable)
       std::printf(

@@ -67,6 +67,11 @@ void Context::set_own_depthwise_kernels(bool own) {
   backend_->set_own_depthwise_kernels(own);
 }
 
+void Context::set_own_pointwise_kernels(bool own) {
+  options_.own_pointwise_kernels = own;
+  backend_->set_own_pointwise_kernels(own);
+}
+
 void Context::per_step(std::function<void()> fn) {
   if (capture_)
     capture_->per_step.push_back(std::move(fn));

@@ -95,6 +95,16 @@ bool own_depthwise(Context& ctx, const Shape& w, const char* cls) {
          (r == 5 && k == 3);
 }
 
+// True when the CUDA backend runs this convolution on its own pointwise kernels (the rule of
+// cuda/pointwise.cuh, up to its extent limits): a dense 1x1 convolution without padding, at most
+// 65535 images, no bias in the filter gradient. The fused ReLU costs what it costs on the own
+// depthwise kernels; the filter gradient takes two launches (partials, their fixed-order sum).
+bool own_pointwise(Context& ctx, const Shape& x, const char* cls, const Conv2dParams& p,
+                   bool bias_gradient) {
+  return ctx.own_pointwise_kernels() && std::string(cls) == "pointwise" && p.groups == 1 &&
+         p.pad_h == 0 && p.pad_w == 0 && x[0] <= 65535 && !bias_gradient;
+}
+
 // A convolution's multiply-adds are the same in all three directions: per output element of
 // the forward pass, Cin/groups * R * S. Depthwise convolutions do not run on tensor cores.
 OpCost conv_cost(const Shape& y, const Shape& w, const char* cls) {
@@ -106,14 +116,15 @@ OpCost conv_cost(const Shape& y, const Shape& w, const char* cls) {
 }
 
 // What a fused ReLU (Conv2dParams::relu_input) adds to a convolution: on the own depthwise
-// kernels nothing in forward and filter gradient (applied as x is loaded) and one read of x in
-// backward data (the mask, in the epilogue); elsewhere a separate pass: relu(x) into a scratch
-// tensor that the convolution then reads (forward, filter gradient), or the mask applied to dx
-// in place (backward data).
-OpCost relu_cost(Context& ctx, const Tensor& x, const Shape& w, const char* cls, bool mask) {
+// kernels (and the own pointwise ones: own_kernel) nothing in forward and filter gradient (applied
+// as x is loaded) and one read of x in backward data (the mask, in the epilogue); elsewhere a
+// separate pass: relu(x) into a scratch tensor that the convolution then reads (forward, filter
+// gradient), or the mask applied to dx in place (backward data).
+OpCost relu_cost(Context& ctx, const Tensor& x, const Shape& w, const char* cls, bool mask,
+                 bool own_kernel) {
   OpCost c;
   const double b = double(x.nbytes());
-  if (own_depthwise(ctx, w, cls)) {
+  if (own_kernel || own_depthwise(ctx, w, cls)) {
     if (mask) c.bytes_read = b;
     return c;
   }
@@ -259,8 +270,10 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
     OpCost c = conv_cost(y.shape(), w.shape(), cls);
     c.bytes_read = bytes(x) + bytes(w);
     c.bytes_written = bytes(y);
-    if (p.relu_input) c += relu_cost(ctx, x, w.shape(), cls, false);
-    if (bias && own_depthwise(ctx, w.shape(), cls)) {
+    const bool own_pw = own_pointwise(ctx, x.shape(), cls, p, false);
+    if (own_pw) c.tensor_core_flops = 0;  // plain FP32 FMAs
+    if (p.relu_input) c += relu_cost(ctx, x, w.shape(), cls, false, own_pw);
+    if (bias && (own_pw || own_depthwise(ctx, w.shape(), cls))) {
       c.bytes_read += bytes(bias);
     } else if (bias) {  // a second pass adds the bias (cudnnAddTensor)
       c.launches += 1;
@@ -304,7 +317,9 @@ void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
     OpCost c = conv_cost(dy.shape(), w.shape(), cls);
     c.bytes_read = bytes(dy) + bytes(w);
     c.bytes_written = bytes(dx);
-    if (x) c += relu_cost(ctx, *x, w.shape(), cls, true);
+    const bool own_pw = own_pointwise(ctx, dx.shape(), cls, p, false);
+    if (own_pw) c.tensor_core_flops = 0;
+    if (x) c += relu_cost(ctx, *x, w.shape(), cls, true, own_pw);
     return c;
   });
   detail::dispatch(ctx, &Backend::conv2d_bwd_data, dy, w, dx, p, x);
@@ -328,8 +343,12 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
     OpCost c = conv_cost(dy.shape(), dw.shape(), cls);
     c.bytes_read = bytes(x) + bytes(dy) + bytes(dw);  // dw accumulates
     c.bytes_written = bytes(dw);
-    if (p.relu_input) c += relu_cost(ctx, x, dw.shape(), cls, false);
-    if (own_depthwise(ctx, dw.shape(), cls)) {
+    const bool own_pw = own_pointwise(ctx, x.shape(), cls, p, dbias != nullptr);
+    if (own_pw) c.tensor_core_flops = 0;
+    if (p.relu_input) c += relu_cost(ctx, x, dw.shape(), cls, false, own_pw);
+    if (own_pw) {
+      c.launches = 2;
+    } else if (own_depthwise(ctx, dw.shape(), cls)) {
       c.launches = 2;
       if (dbias) c.bytes_read += bytes(dbias), c.bytes_written += bytes(dbias);
     } else if (dbias) {  // a second pass over dy (cudnnConvolutionBackwardBias)
@@ -406,7 +425,7 @@ void depthwise_group_fwd(Context& ctx, const Tensor& x, const std::vector<const 
       OpCost one = conv_cost(ys[j]->shape(), ws[j]->shape(), "depthwise");
       one.bytes_read = (fused && j > 0 ? 0.0 : bytes(x)) + bytes(ws[j]);
       one.bytes_written = bytes(ys[j]);
-      if (ps[j].relu_input) one += relu_cost(ctx, x, ws[j]->shape(), "depthwise", false);
+      if (ps[j].relu_input) one += relu_cost(ctx, x, ws[j]->shape(), "depthwise", false, false);
       c += one;
     }
     if (fused) c.launches = 1;  // x read once for all of them
@@ -443,7 +462,8 @@ void depthwise_group_bwd_data(Context& ctx, const std::vector<const Tensor*>& dy
       OpCost one = conv_cost(dys[j]->shape(), ws[j]->shape(), "depthwise");
       one.bytes_read = bytes(dys[j]) + bytes(ws[j]);
       one.bytes_written = fused ? 0.0 : bytes(dx);  // one by one: each d_j into scratch
-      if (x && !(fused && j > 0)) one += relu_cost(ctx, *x, ws[j]->shape(), "depthwise", true);
+      if (x && !(fused && j > 0))
+        one += relu_cost(ctx, *x, ws[j]->shape(), "depthwise", true, false);
       c += one;
     }
     const double terms = double(priors.size() + ws.size());
@@ -490,7 +510,7 @@ void depthwise_group_bwd_filter(Context& ctx, const Tensor& x,
       OpCost one = conv_cost(dys[j]->shape(), w, "depthwise");
       one.bytes_read = bytes(x) + bytes(dys[j]) + bytes(ws[j]);  // dw accumulates
       one.bytes_written = bytes(ws[j]);
-      if (ps[j].relu_input) one += relu_cost(ctx, x, w, "depthwise", false);
+      if (ps[j].relu_input) one += relu_cost(ctx, x, w, "depthwise", false, false);
       if (own_depthwise(ctx, w, "depthwise")) one.launches = 2;
       c += one;
     }

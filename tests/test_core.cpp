@@ -302,11 +302,54 @@ TEST(OpProfiler, CountsOpsByName) {
 namespace cudarts {
 namespace {
 
+// The own pointwise kernels (the default) against cuDNN's, hand-computed: the fused ReLU costs
+// nothing in the forward and the filter gradient and one read of x (the mask) in backward data,
+// the filter gradient takes two launches (partials, their sum), all plain FP32 (no tensor-core
+// FLOPs); on cuDNN the ReLU is a pass of its own (relu(x) into scratch, or the mask over dx).
+TEST(CostModel, PointwiseConvolutionsOnTheOwnKernelsAndOnCudnn) {
+  ContextOptions cudnn_convolutions;
+  cudnn_convolutions.own_pointwise_kernels = false;
+  Context own, cudnn(Device::cpu(), cudnn_convolutions);
+  for (Context* c : {&own, &cudnn}) {
+    Context& ctx = *c;
+    const bool mine = ctx.own_pointwise_kernels();
+    SCOPED_TRACE(mine ? "own kernels" : "cuDNN");
+    // x (2, 8, 10, 10) -> y (2, 4, 10, 10): 1600 and 800 values, w 32.
+    Tensor x = Tensor::zeros(ctx, Shape{2, 8, 10, 10}), w = Tensor::zeros(ctx, Shape{4, 8, 1, 1});
+    Tensor y = Tensor::zeros(ctx, Shape{2, 4, 10, 10}), dx = Tensor::zeros(ctx, x.shape());
+    Conv2dParams p;
+    p.relu_input = true;
+    OpProfiler prof(ctx);
+    ops::conv2d_fwd(ctx, x, w, nullptr, y, p);
+    ops::conv2d_bwd_data(ctx, y, w, dx, p, &x);
+    ops::conv2d_bwd_filter(ctx, x, y, w, nullptr, p);
+    std::map<std::string, OpProfiler::Row> rows;
+    for (const auto& row : prof.report()) rows[row.label()] = row;
+    const OpCost f = rows.at("conv2d_fwd [pointwise]").cost;
+    const OpCost d = rows.at("conv2d_bwd_data [pointwise]").cost;
+    const OpCost g = rows.at("conv2d_bwd_filter [pointwise]").cost;
+    for (const OpCost* cost : {&f, &d, &g}) {
+      EXPECT_EQ(cost->flops, 2.0 * 800 * 8);
+      EXPECT_EQ(cost->tensor_core_flops, mine ? 0.0 : cost->flops);
+    }
+    EXPECT_EQ(f.launches, mine ? 1 : 2);
+    EXPECT_EQ(f.bytes_read, 4.0 * (mine ? 1600 + 32 : 1600 + 32 + 2 * 1600));
+    EXPECT_EQ(f.bytes_written, 4.0 * (mine ? 800 : 800 + 1600));
+    EXPECT_EQ(d.launches, mine ? 1 : 2);
+    EXPECT_EQ(d.bytes_read, 4.0 * (mine ? 800 + 32 + 1600 : 800 + 32 + 2 * 1600));
+    EXPECT_EQ(d.bytes_written, 4.0 * (mine ? 1600 : 1600 + 1600));
+    EXPECT_EQ(g.launches, mine ? 2 : 2);  // own: partials and their sum; cuDNN: the ReLU pass
+    EXPECT_EQ(g.bytes_read, 4.0 * (mine ? 1600 + 800 + 32 : 1600 + 800 + 32 + 2 * 1600));
+    EXPECT_EQ(g.bytes_written, 4.0 * (mine ? 32 : 32 + 1600));
+  }
+}
+
 // The cost model of single ops against hand-computed values, and the device model's
 // arithmetic.
 TEST(CostModel, HandComputedOpCosts) {
-  ContextOptions cudnn_convolutions;  // the model of cuDNN's depthwise path (a bias pass)
+  ContextOptions cudnn_convolutions;  // the model of cuDNN's convolutions (a bias pass)
   cudnn_convolutions.own_depthwise_kernels = false;
+  cudnn_convolutions.own_pointwise_kernels = false;
   Context ctx(Device::cpu(), cudnn_convolutions);
   // Depthwise 3x3, stride 1, pad 1, with bias: x (2, 8, 10, 10), w (8, 1, 3, 3), y like x.
   Tensor x = Tensor::zeros(ctx, Shape{2, 8, 10, 10}), w = Tensor::zeros(ctx, Shape{8, 1, 3, 3});

@@ -113,7 +113,28 @@ TEST(GpuNetwork, DartsSearchNetworkMatchesCpu) {
   for (int i = 0; i < 8; ++i) labels[size_t(i)] = (3 * i) % 10;
   const StepResult rc = one_step(cpu, mc->network(), xv, labels, xs);
   const StepResult rg = one_step(gpu, mg->network(), xv, labels, xs);
-  expect_close(rg, rc, 1e-3);
+  // The weight gradients deep in this small network (batch 8, 4x4 maps after the second
+  // reduction, BatchNorm without affine parameters) are ill-conditioned in float32: summation
+  // order alone moves some by ~1e-3 (on an H200: 1.3e-3 for a cell-4 dw weight). So each
+  // quantity's tolerance is 1e-3 or twice what a perturbation of the input by one float32
+  // rounding (relative 2^-24, random sign) moves it on the CPU, whichever is larger; a wrong
+  // kernel moves a gradient by O(1).
+  auto xp = xv;
+  for (size_t i = 0; i < xp.size(); ++i)
+    xp[i] *= 1.0f + ((i * 2654435761u) >> 7 & 1 ? 1.0f : -1.0f) * std::ldexp(1.0f, -24);
+  Context cpu2(Device::cpu(), ContextOptions{13});  // the same weights again
+  auto mp = build(cpu2);
+  const StepResult rp = one_step(cpu2, mp->network(), xp, labels, xs);
+  auto tol = [](const std::vector<float>& perturbed, const std::vector<float>& ref) {
+    return std::max(1e-3, 2.0 * test::normalized_error(perturbed, ref));
+  };
+  EXPECT_LE(test::normalized_error(rg.logits, rc.logits), tol(rp.logits, rc.logits)) << "logits";
+  EXPECT_LE(test::normalized_error(rg.loss, rc.loss), tol(rp.loss, rc.loss)) << "loss";
+  EXPECT_LE(test::normalized_error(rg.dx, rc.dx), tol(rp.dx, rc.dx)) << "input gradient";
+  for (auto& [name, g] : rc.grads)
+    EXPECT_LE(test::normalized_error(rg.grads.at(name), g), tol(rp.grads.at(name), g)) << name;
+  for (auto& [name, b] : rc.buffers)
+    EXPECT_LE(test::normalized_error(rg.buffers.at(name), b), tol(rp.buffers.at(name), b)) << name;
   EXPECT_LE(test::normalized_error(mg->alphas().to_vector(), mc->alphas().to_vector()), 0.0);
 }
 

@@ -207,6 +207,19 @@ std::vector<OpCase> all_cases() {
       {"dw5x5_dil2_c256_4x4_nobias", {2, 256, 4, 4}, 256, 5, dw(256, 1, 4, 2), false},
       {"dw3x3_s2_c16_12x20", {2, 16, 12, 20}, 16, 3, dw(16, 2, 1, 1)},
       {"dw5x5_dil2_c16_20x12_nobias", {2, 16, 20, 12}, 16, 5, dw(16, 1, 4, 2), false},
+      // Pointwise (tags with "pw"): on CUDA the own kernels (cuda/pointwise.cu) unless the
+      // context turns them off; with a bias the forward only. The DARTS ones (the cells'
+      // preprocessing 4C -> C, the separable convolutions' C -> C, FactorizedReduce's stride-2
+      // halves), more than one 128-channel weight stage, output channels not a multiple of 16,
+      // planes over one block's 1024 pixels, odd stride-2 maps (dx zero off the grid), filter
+      // gradients with one chunk and with several.
+      {"pw_c64to16_32x32_nobias", {2, 64, 32, 32}, 16, 1, Conv2dParams::make(1, 0), false},
+      {"pw_c16_32x32_nobias", {3, 16, 32, 32}, 16, 1, Conv2dParams::make(1, 0), false},
+      {"pw_s2_c16to8_32x32_nobias", {2, 16, 32, 32}, 8, 1, Conv2dParams::make(2, 0), false},
+      {"pw_s2_c12to20_9x11_nobias", {2, 12, 9, 11}, 20, 1, Conv2dParams::make(2, 0), false},
+      {"pw_c200to20_7x7_nobias", {3, 200, 7, 7}, 20, 1, Conv2dParams::make(1, 0), false},
+      {"pw_c3to40_40x40", {2, 3, 40, 40}, 40, 1, Conv2dParams::make(1, 0)},
+      {"pw_c256_4x4_nobias", {2, 256, 4, 4}, 256, 1, Conv2dParams::make(1, 0), false},
   };
   // The three directions of one convolution; with relu the ReLU is fused (relu_input) and
   // backward data reads the forward input as its mask.
@@ -252,7 +265,11 @@ std::vector<OpCase> all_cases() {
                                            "dw3x3_dil2_s2_c16_32x32",
                                            "dw5x5_dil2_c64_8x8",
                                            "dw3x3_s2_c64_8x8_nobias",
-                                           "dw3x3_c256_4x4"};
+                                           "dw3x3_c256_4x4",
+                                           "pw_c64to16_32x32_nobias",
+                                           "pw_s2_c16to8_32x32_nobias",
+                                           "pw_s2_c12to20_9x11_nobias",
+                                           "pw_c200to20_7x7_nobias"};
   for (const Conv& cv : convs)
     if (relu_tags.count(cv.tag)) add_conv(cv, true);
 
@@ -1237,35 +1254,50 @@ TEST(OpParityTf32, ConvolutionsAndGemmWithinOnePercent) {
   }
 }
 
-// The depthwise cases: the own kernels (the default) give the same bits on every run (no
-// atomics, an order fixed by the shapes), and cuDNN (own_depthwise_kernels off, at
-// construction or switched on a live context) still matches the CPU reference.
-TEST(OpParityDepthwise, OwnKernelsRepeatBitsAndCudnnStillMatches) {
-  CUDARTS_REQUIRE_GPU();
+// The own convolution kernels of one kind (the default) give the same bits on every run (no
+// atomics, an order fixed by the shapes), and cuDNN (the kind's switch off, at construction or
+// on a live context) still matches the CPU reference; over the conv2d cases whose tag holds
+// `tag`. Returns the number of cases checked.
+int check_own_kernels_and_cudnn(const std::string& tag, bool ContextOptions::*own_option,
+                                void (Context::*set_own)(bool)) {
   ContextOptions cudnn_only;
-  cudnn_only.own_depthwise_kernels = false;
+  cudnn_only.*own_option = false;
   Context own(Device::cuda(0)), cudnn(Device::cuda(0), cudnn_only), cpu;
-  EXPECT_TRUE(own.own_depthwise_kernels());
-  EXPECT_FALSE(cudnn.own_depthwise_kernels());
   int checked = 0;
   for (const OpCase& c : registry()) {
-    if (c.name.rfind("conv2d", 0) != 0 || c.name.find("dw") == std::string::npos) continue;
+    if (c.name.rfind("conv2d", 0) != 0 || c.name.find(tag) == std::string::npos) continue;
     SCOPED_TRACE(c.name);
     const RunResult ref = run_case(cpu, c);
     const RunResult first = run_case(own, c), second = run_case(own, c);
-    EXPECT_EQ(first.outputs, second.outputs) << "own depthwise kernels changed bits between runs";
+    EXPECT_EQ(first.outputs, second.outputs) << "own kernels changed bits between runs";
     const RunResult lib = run_case(cudnn, c);
     for (const auto& e : lib.sentinel_errors) ADD_FAILURE() << "cudnn: " << e;
-    ASSERT_EQ(lib.outputs.size(), ref.outputs.size());
-    for (size_t i = 0; i < lib.outputs.size(); ++i)
+    EXPECT_EQ(lib.outputs.size(), ref.outputs.size());
+    for (size_t i = 0; i < lib.outputs.size() && i < ref.outputs.size(); ++i)
       EXPECT_LE(test::normalized_error(lib.outputs[i], ref.outputs[i]), c.tol)
           << "cuDNN output " << i;
-    own.set_own_depthwise_kernels(false);
-    EXPECT_EQ(run_case(own, c).outputs, lib.outputs) << "set_own_depthwise_kernels(false)";
-    own.set_own_depthwise_kernels(true);
+    (own.*set_own)(false);
+    EXPECT_EQ(run_case(own, c).outputs, lib.outputs) << "the switch turned off on a live context";
+    (own.*set_own)(true);
     ++checked;
   }
+  return checked;
+}
+
+TEST(OpParityDepthwise, OwnKernelsRepeatBitsAndCudnnStillMatches) {
+  CUDARTS_REQUIRE_GPU();
+  EXPECT_TRUE(Context(Device::cuda(0)).own_depthwise_kernels());
+  const int checked = check_own_kernels_and_cudnn("dw", &ContextOptions::own_depthwise_kernels,
+                                                  &Context::set_own_depthwise_kernels);
   EXPECT_GE(checked, 3 * 16) << "the registry should hold the depthwise cases";
+}
+
+TEST(OpParityPointwise, OwnKernelsRepeatBitsAndCudnnStillMatches) {
+  CUDARTS_REQUIRE_GPU();
+  EXPECT_TRUE(Context(Device::cuda(0)).own_pointwise_kernels());
+  const int checked = check_own_kernels_and_cudnn("/pw_", &ContextOptions::own_pointwise_kernels,
+                                                  &Context::set_own_pointwise_kernels);
+  EXPECT_GE(checked, 3 * 11) << "the registry should hold the pointwise cases";
 }
 
 // The op name a registry case exercises ("conv2d_fwd/3x3_s1_p1" -> "conv2d_fwd").

@@ -29,6 +29,10 @@ struct ContextOptions {
   // instead of cuDNN (see cuda/README.md for the exact rule). false: cuDNN for every
   // convolution, for A/B comparisons. No effect on the CPU backend.
   bool own_depthwise_kernels = true;
+  // CUDA: serve dense 1x1 convolutions without padding (groups 1, any stride; with a bias the
+  // forward only) with cudarts' own deterministic kernels instead of cuDNN (cuda/pointwise.cuh).
+  // false: cuDNN, for A/B comparisons. No effect on the CPU backend.
+  bool own_pointwise_kernels = true;
   // CUDA: run every op of the context on this cudaStream_t (passed as void*), owned by the
   // caller, who keeps it alive while the context lives; nullptr: the context creates its own
   // non-blocking stream. Lets an application order cudarts work with its own kernels without
@@ -65,6 +69,8 @@ class Context {
   void set_allow_tf32(bool allow);
   bool own_depthwise_kernels() const { return options_.own_depthwise_kernels; }
   void set_own_depthwise_kernels(bool own);
+  bool own_pointwise_kernels() const { return options_.own_pointwise_kernels; }
+  void set_own_pointwise_kernels(bool own);
 
   // The cudaStream_t of a CUDA context (nullptr on CPU), as an opaque pointer.
   void* stream() const;

@@ -29,9 +29,11 @@ std::unique_ptr<Layer> make_primitive(Context& ctx, const std::string& primitive
                                       const std::string& name, int64_t channels, int stride,
                                       bool affine, bool search, bool fuse_relu = true);
 
-// ReLU - Conv(k, stride, pad) - BN.
+// ReLU - Conv(k, stride, pad) - BN. With `fuse_relu` a 1x1 convolution takes the ReLU as it
+// loads its input (Conv2dParams::relu_input; the same numbers, bit for bit on the CPU).
 std::unique_ptr<Layer> relu_conv_bn(Context& ctx, const std::string& name, int64_t c_in,
-                                    int64_t c_out, int kernel, int stride, int pad, bool affine);
+                                    int64_t c_out, int kernel, int stride, int pad, bool affine,
+                                    bool fuse_relu = true);
 
 // ReLU, then two 1x1 stride-2 convolutions (on x and on x shifted by one pixel), each to
 // c_out / 2 channels, concatenated, then BN. Halves H and W (which must be even).

@@ -362,7 +362,8 @@ int main(int argc, char** argv) {
     return 77;
   }
   const auto t0 = std::chrono::steady_clock::now();
-  int failures = 0;
+  int failures = 0;       // our variants or the library path beyond tolerance
+  int cudnn_inexact = 0;  // cuDNN algorithms beyond it (reported, not ours to fix)
   bool host_bound = false;
   std::vector<Row> rows[3];
   try {
@@ -556,15 +557,23 @@ int main(int argc, char** argv) {
         if (bias) e = std::max(e, normalized_error(gdb.to_vector(), ref_db));
         return e;
       };
-      auto measure = [&](int dir, int id, const std::function<void(bool)>& call, bool bias) {
+      // ours: one of our variants (a failure fails the run); else a cuDNN algorithm, whose
+      // error beyond the tolerance is reported (cuDNN's Winograd and FFT algorithms are not
+      // exact to 1e-5: algo 5 of the data gradient was at 4e-4 on an H200) but not counted.
+      auto measure = [&](int dir, int id, const std::function<void(bool)>& call, bool bias,
+                         bool ours) {
         Measured m;
         m.id = id;
         m.error = validate(dir, call, bias);
         m.valid = m.error <= (dir == kBwdFilter ? kTolFilter : kTolData);
-        if (!m.valid) {
+        if (!m.valid && ours) {
           ++failures;
-          std::fprintf(stderr, "VALIDATION FAILED: %s %s variant/algo %d: error %.3g\n",
-                       kDirNames[dir], bs.label().c_str(), id, m.error);
+          std::fprintf(stderr, "VALIDATION FAILED: %s %s variant %d: error %.3g\n", kDirNames[dir],
+                       bs.label().c_str(), id, m.error);
+        } else if (!m.valid) {
+          ++cudnn_inexact;
+          std::fprintf(stderr, "note: cuDNN %s %s algo %d is inexact: error %.3g\n", kDirNames[dir],
+                       bs.label().c_str(), id, m.error);
         }
         m.us = timer.median_us([&] { call(false); }, &host_bound);
         return m;
@@ -576,13 +585,13 @@ int main(int argc, char** argv) {
         row.shape = bs;
         row.chosen = chosen[dir];
         for (size_t v = 0; v < variants[dir]->size(); ++v)
-          row.ours.push_back(measure(dir, int(v) + 1, (*variants[dir])[v], dir != kBwdData));
+          row.ours.push_back(measure(dir, int(v) + 1, (*variants[dir])[v], dir != kBwdData, true));
         if (picks[dir].deterministic >= 0)
           row.cudnn_det = measure(dir, picks[dir].deterministic,
-                                  cudnn_call(dir, picks[dir].deterministic), false);
+                                  cudnn_call(dir, picks[dir].deterministic), false, false);
         if (picks[dir].fastest >= 0)
           row.cudnn_fast =
-              measure(dir, picks[dir].fastest, cudnn_call(dir, picks[dir].fastest), false);
+              measure(dir, picks[dir].fastest, cudnn_call(dir, picks[dir].fastest), false, false);
         rows[dir].push_back(row);
       }
 
@@ -619,6 +628,7 @@ int main(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   json out = {{"repeats", repeats},
               {"failures", failures},
+              {"cudnn_inexact", cudnn_inexact},
               {"seconds", seconds},
               {"timings_may_include_host_waits", host_bound}};
   for (int dir = 0; dir < 3; ++dir) {
@@ -676,7 +686,8 @@ int main(int argc, char** argv) {
     }
     out[kDirNames[dir]] = list;
   }
-  std::printf("\n%d validation failure(s); %.1f s%s\n", failures, seconds,
+  std::printf("\n%d validation failure(s), %d inexact cuDNN algorithm(s); %.1f s%s\n", failures,
+              cudnn_inexact, seconds,
               host_bound ? "; WARNING: some timings may include waits for the host" : "");
   if (!json_path.empty()) {
     std::ofstream f(json_path);

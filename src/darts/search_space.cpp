@@ -22,10 +22,16 @@ const std::vector<std::string>& primitives() {
 }
 
 std::unique_ptr<Layer> relu_conv_bn(Context& ctx, const std::string& name, int64_t c_in,
-                                    int64_t c_out, int kernel, int stride, int pad, bool affine) {
+                                    int64_t c_out, int kernel, int stride, int pad, bool affine,
+                                    bool fuse_relu) {
   auto s = std::make_unique<Sequential>(name);
-  s->emplace<ReLU>("relu");
-  s->emplace<Conv2d>(ctx, "conv", c_in, c_out, kernel, Conv2dParams::make(stride, pad), false);
+  // A 1x1 convolution takes the ReLU as it loads (the own pointwise kernels apply it for free);
+  // other kernel sizes keep a ReLU layer (cuDNN would need a scratch pass in two directions).
+  const bool fused = fuse_relu && kernel == 1;
+  if (!fused) s->emplace<ReLU>("relu");
+  Conv2dParams p = Conv2dParams::make(stride, pad);
+  p.relu_input = fused;
+  s->emplace<Conv2d>(ctx, "conv", c_in, c_out, kernel, p, false);
   s->emplace<BatchNorm2d>(ctx, "bn", c_out, affine);
   return s;
 }
@@ -332,14 +338,14 @@ Shape cells_output_shape(const Sequential& stem, const std::vector<std::unique_p
 // A cell Graph with inputs s0, s1 and its two preprocessing nodes pre0 (FactorizedReduce after
 // a reduction cell, else ReLU-Conv1x1-BN) and pre1.
 std::unique_ptr<Graph> make_cell(Context& ctx, int index, int64_t c_pp, int64_t c_p, int64_t c,
-                                 bool reduction_prev, bool affine) {
+                                 bool reduction_prev, bool affine, bool fuse_relu) {
   auto cell =
       std::make_unique<Graph>("cell" + std::to_string(index), std::vector<std::string>{"s0", "s1"});
   if (reduction_prev)
     cell->add(std::make_unique<FactorizedReduce>(ctx, "pre0", c_pp, c, affine), "s0");
   else
-    cell->add(relu_conv_bn(ctx, "pre0", c_pp, c, 1, 1, 0, affine), "s0");
-  cell->add(relu_conv_bn(ctx, "pre1", c_p, c, 1, 1, 0, affine), "s1");
+    cell->add(relu_conv_bn(ctx, "pre0", c_pp, c, 1, 1, 0, affine, fuse_relu), "s0");
+  cell->add(relu_conv_bn(ctx, "pre1", c_p, c, 1, 1, 0, affine, fuse_relu), "s1");
   return cell;
 }
 
@@ -353,7 +359,7 @@ std::unique_ptr<Graph> make_fixed_reduction_cell(Context& ctx, int index, int64_
                                                  std::vector<DropPath*>* drop_paths) {
   CUDARTS_CHECK(c % 8 == 0, "GDAS's fixed reduction cell ", index, ": ", c,
                 " channels, expected a multiple of 8 (its convolutions have 8 groups)");
-  auto cell = make_cell(ctx, index, c_pp, c_p, c, reduction_prev, affine);
+  auto cell = make_cell(ctx, index, c_pp, c_p, c, reduction_prev, affine, true);
   std::vector<std::string> outs;
   for (int side = 0; side < 2; ++side) {
     const std::string in = side == 0 ? "pre0" : "pre1", k = std::to_string(side);
@@ -463,7 +469,7 @@ SearchNetwork::SearchNetwork(Context& ctx, std::string name, const SearchConfig&
       c_p = 4 * c_curr;
       continue;
     }
-    auto cell = make_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, false);
+    auto cell = make_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, false, config.fuse_relu);
     std::vector<std::string> states{"pre0", "pre1"};
     int k = 0;
     for (int node = 0; node < config.steps; ++node) {
@@ -652,7 +658,7 @@ EvalNetwork::EvalNetwork(Context& ctx, std::string name, const Genotype& genotyp
     }
     const auto& genes = reduction ? genotype.reduce : genotype.normal;
     const auto& concat = reduction ? genotype.reduce_concat : genotype.normal_concat;
-    auto cell = make_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, true);
+    auto cell = make_cell(ctx, i, c_pp, c_p, c_curr, reduction_prev, true, true);
     std::vector<std::string> states{"pre0", "pre1"};
     for (size_t node = 0; node < genes.size() / 2; ++node) {
       std::vector<std::string> inputs;
