@@ -17,6 +17,7 @@ T0=$(date +%s)
 summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
 elapsed() { echo $(( $(date +%s) - T0 )); }
 PARITY=${QUICK_PARITY:-*cuda_conv2d*}
+SANITIZE=${QUICK_SANITIZE:-$PARITY}  # the op-parity cases memcheck and racecheck run
 AB=${QUICK_AB:---own-pointwise false}
 
 DEPS=()
@@ -26,8 +27,9 @@ if [ -d .deps/root ]; then
 fi
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCUDARTS_CUDA=ON \
   "${DEPS[@]}" > "$OUT/configure.log" 2>&1 &&
-  cmake --build build-gpu -j"$(nproc)" --target test_op_parity test_gpu_network darts_bench \
-    pointwise_bench depthwise_bench > "$OUT/build.log" 2>&1
+  cmake --build build-gpu -j"$(nproc)" --target test_op_parity test_gpu_network test_step_graph \
+    darts_bench pointwise_bench $([ "${QUICK_DEPTHWISE:-0}" = 1 ] && echo depthwise_bench) \
+    > "$OUT/build.log" 2>&1
 BUILD=$?
 summary "device_quick $(date -u +%Y-%m-%dT%H:%MZ) on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) ($(git rev-parse --short HEAD 2>/dev/null)): build rc=$BUILD in $(elapsed) s"
 if [ $BUILD -ne 0 ]; then grep -m10 -E "error" "$OUT/build.log"; exit 1; fi
@@ -37,7 +39,10 @@ timeout 90 build-gpu/tests/test_op_parity --gtest_filter="$PARITY:OpParityPointw
 summary "op parity ($PARITY): rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/parity.log" | tr '\n' ' ') at $(elapsed) s"
 timeout 60 build-gpu/tests/test_gpu_network --gtest_brief=1 > "$OUT/gpu_network.log" 2>&1
 summary "GpuNetwork: rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_network.log" | tr '\n' ' ')"
-grep -B2 -A3 "Failure" "$OUT/parity.log" "$OUT/gpu_network.log" | head -40
+timeout 60 build-gpu/tests/test_step_graph --gtest_filter='StepGraph.Gpu*' --gtest_brief=1 \
+  > "$OUT/step_graph.log" 2>&1
+summary "StepGraph.Gpu*: rc=$? $(grep -E '^\[  (PASSED|FAILED)' "$OUT/step_graph.log" | tr '\n' ' ')"
+grep -B2 -A3 "Failure" "$OUT/parity.log" "$OUT/gpu_network.log" "$OUT/step_graph.log" | head -40
 
 timeout 60 build-gpu/perf/pointwise_bench --json "$OUT/pointwise_bench.json" > "$OUT/pointwise_bench.txt" 2>&1
 summary "pointwise_bench: $(tail -1 "$OUT/pointwise_bench.txt") at $(elapsed) s"
@@ -57,9 +62,9 @@ fi
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2> /dev/null | head -1)
 if [ -n "$SAN" ]; then
   timeout 60 "$SAN" --tool memcheck --error-exitcode 9 build-gpu/tests/test_op_parity \
-    --gtest_filter="$PARITY" --gtest_brief=1 > "$OUT/memcheck.log" 2>&1
-  timeout 60 "$SAN" --tool racecheck build-gpu/tests/test_op_parity --gtest_filter="$PARITY" \
+    --gtest_filter="$SANITIZE" --gtest_brief=1 > "$OUT/memcheck.log" 2>&1
+  timeout 60 "$SAN" --tool racecheck build-gpu/tests/test_op_parity --gtest_filter="$SANITIZE" \
     --gtest_brief=1 > "$OUT/racecheck.log" 2>&1
-  summary "compute-sanitizer ($PARITY): $(grep -oE "(ERROR|RACECHECK) SUMMARY: [0-9]+[^\n]*" "$OUT/memcheck.log" "$OUT/racecheck.log" | tr '\n' ' ')"
+  summary "compute-sanitizer ($SANITIZE): $(grep -hE "(ERROR|RACECHECK) SUMMARY" "$OUT/memcheck.log" "$OUT/racecheck.log" | tr '\n' ' ')"
 fi
 summary "total $(elapsed) s"
