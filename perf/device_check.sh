@@ -91,10 +91,11 @@ summary "device_check $(date -u +%Y-%m-%dT%H:%MZ) on ${GPU:-no GPU} ($(git rev-p
 echo "== ctest ($(elapsed) s)"
 export FASHION_MNIST_DIR=$DATA
 # Not here: the nested CPU-only/sanitizer build and the install test configure fresh trees that
-# would not see the carried .deps (CI runs them), and the CPU twin (the GPU twin runs below).
+# would not see the carried .deps (CI runs them), the CPU twin (the GPU twin runs below) and the
+# CPU-backend MPI runs (the NCCL case runs below).
 # Also left to CI: the CPU-only program tests (killed runs, exit statuses) and the fuzzing.
 t 240 ctest --test-dir build-gpu -j"$JOBS" --timeout 120 --output-on-failure \
-  -E "^(cpu_only_build|install_consumer|torch_twin_cpu|fuzz_short|killed_runs|program_exits)$" \
+  -E "^(cpu_only_build|install_consumer|torch_twin_cpu|fuzz_short|killed_runs|program_exits|mpi)$" \
   > "$OUT/ctest.log" 2>&1
 PASSED=$(grep -c " Passed " "$OUT/ctest.log"); FAILED=$(grep -cE "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log")
 SKIPPED=$(grep -c "\*\*\*Skipped" "$OUT/ctest.log")  # (the closing list repeats each name)
@@ -151,7 +152,8 @@ summary "minimal_train --cuda-graph: $(grep -iE 'test accuracy' "$OUT/minimal_tr
 # has no mpirun (the GPU machine may not; Open MPI is not among the carried .deps).
 echo "== data parallel ($(elapsed) s)"
 if command -v mpirun > /dev/null; then
-  dp=(--device cuda --subset 512 --test-subset 128 --batch-size 32 --channels 8 --cells 5 --epochs 1 --quiet)
+  # (not --quiet: the first line names the communicator, "x 1 ranks (nccl)")
+  dp=(--device cuda --subset 512 --test-subset 128 --batch-size 32 --channels 8 --cells 5 --epochs 1)
   t 90 build-gpu/samples/darts_search/darts_search --out "$OUT/dp_plain" "${dp[@]}" > "$OUT/dp.log" 2>&1
   t 90 mpirun --allow-run-as-root -np 1 build-gpu/samples/darts_search/darts_search \
     --out "$OUT/dp_mpi1" "${dp[@]}" >> "$OUT/dp.log" 2>&1
@@ -166,6 +168,16 @@ PY
 else
   summary "data parallel: no mpirun on this machine, NCCL case not run"
 fi
+
+# ---------------------------------------------------------------- hardware-aware search
+# A cost table measured on this GPU (every candidate of every edge of the default search
+# network, CUDA events) and the GPU twin of the latency-prediction test (predicted against
+# measured whole-network latency for random architectures; the issue aims for 15 %).
+echo "== cost table ($(elapsed) s)"
+t 90 build-gpu/samples/darts_search/darts_search --device cuda \
+  --write-cost-table "$OUT/cost_table_gpu.json" > "$OUT/cost_table.log" 2>&1
+t 60 build-gpu/tests/test_darts --gtest_filter='HardwareAware.*OnTheGpu' > "$OUT/latency.log" 2>&1
+summary "cost table: $(ls -s "$OUT/cost_table_gpu.json" 2> /dev/null | cut -d' ' -f1) kB written; latency prediction: $(grep -oE 'mean prediction error [0-9.]+%, worst [0-9.]+%' "$OUT/latency.log" | tail -1)"
 
 # ---------------------------------------------------------------- sanitizers
 echo "== compute-sanitizer ($(elapsed) s)"

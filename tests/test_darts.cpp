@@ -558,6 +558,17 @@ int count_layers(Layer& l) {
   return n;
 }
 
+// The 1x1 convolutions that take their ReLU as they load (Conv2dParams::relu_input).
+int count_fused_pointwise(Layer& l) {
+  auto* c = dynamic_cast<Conv2d*>(&l);
+  int n = c && c->params().relu_input && c->params().groups == 1 && c->weight().value.dim(2) == 1 &&
+                  c->weight().value.dim(3) == 1
+              ? 1
+              : 0;
+  for (Layer* k : l.children()) n += count_fused_pointwise(*k);
+  return n;
+}
+
 // A first-order iteration (alpha step on one batch, weight step on another) with and without
 // computing the gradients each step discards: the op counts show exactly the skipped calls
 // (one backward-filter convolution per Conv2d layer instead of two, one score pass per
@@ -570,7 +581,8 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
     std::map<std::string, double> bytes;  // read and written (the cost model)
     std::vector<float> weights, alphas;
     size_t peak = 0;
-    int normed = 0;  // candidates with a trailing norm, over all MixedOps
+    int normed = 0;           // candidates with a trailing norm, over all MixedOps
+    int fused_pointwise = 0;  // 1x1 convolutions with a fused ReLU
   };
   auto iterate = [](bool skip, bool fuse_relu = true, bool fuse_norm = true,
                     bool fuse_lead = true) {
@@ -624,6 +636,7 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
     for (const auto& [name, m] : model.mixed_ops())
       for (int i = 0; i < m->num_candidates(); ++i)
         r.normed += m->candidate(i).trailing_norm() ? 1 : 0;
+    r.fused_pointwise = count_fused_pointwise(model.network());
     const int convs = count_layers<Conv2d>(model.network());
     const int mixed = int(model.mixed_ops().size());
     return std::make_tuple(r, convs, mixed);
@@ -708,9 +721,14 @@ TEST(DartsSearchSpace, FirstOrderIterationSkipsTheGradientsItDiscards) {
   [[maybe_unused]] const auto [unfused, convs3, mixed3] = iterate(true, false);
   EXPECT_EQ(unfused.weights, skip.weights);
   EXPECT_EQ(unfused.alphas, skip.alphas);
-  // Per edge 6 depthwise convolutions (2 per sep_conv, 1 per dil_conv), in two forwards.
-  EXPECT_EQ(calls(unfused, "relu_fwd") - calls(skip, "relu_fwd"), 2 * 6 * mixed);
-  EXPECT_EQ(calls(unfused, "relu_bwd") - calls(skip, "relu_bwd"), 2 * 6 * mixed);
+  // Per edge 6 depthwise convolutions (2 per sep_conv, 1 per dil_conv), and the cells'
+  // preprocessing 1x1 convolutions (one or two per cell), in two forwards.
+  EXPECT_EQ(unfused.fused_pointwise, 0);
+  EXPECT_GE(skip.fused_pointwise, 4);
+  EXPECT_EQ(calls(unfused, "relu_fwd") - calls(skip, "relu_fwd"),
+            2 * (6 * mixed + skip.fused_pointwise));
+  EXPECT_EQ(calls(unfused, "relu_bwd") - calls(skip, "relu_bwd"),
+            2 * (6 * mixed + skip.fused_pointwise));
   EXPECT_LT(skip.peak, unfused.peak);
   // The leading convolutions one by one: the same numbers bit for bit, no group ops, the edges'
   // input gradients summed by add_n again.
@@ -1304,8 +1322,11 @@ TEST(HardwareAware, ExpectedCostValueGradientAndGenotypeCost) {
 // part (stem, preprocessing, sums, concatenations, pooling, classifier), the latter taken once
 // from a reference genotype. Random genotypes, inference, on the default device; the error is
 // reported (the bound here is loose: other tests share the two cores under ctest -j2).
-TEST(HardwareAware, PredictedLatencyOfRandomArchitectures) {
-  Context ctx;
+// The cost table of a small search network measured on ctx's device, and the whole derived
+// network's latency predicted from it against its measured latency for four random
+// architectures (the table's sums plus one fixed offset, measured on a fifth). Prints each
+// error; the issue aims for 15 % on the GPU, the assertion only catches a broken table.
+void check_latency_prediction(Context& ctx) {
   SearchConfig cfg;
   cfg.channels = 8;
   cfg.cells = 3;
@@ -1362,6 +1383,18 @@ TEST(HardwareAware, PredictedLatencyOfRandomArchitectures) {
   std::printf("[ measured ] %s: mean prediction error %.1f%%, worst %.1f%%\n",
               ctx.device().str().c_str(), 100 * sum / n, 100 * worst);
   EXPECT_LT(sum / n, 0.5);
+}
+
+TEST(HardwareAware, PredictedLatencyOfRandomArchitectures) {
+  Context ctx;
+  check_latency_prediction(ctx);
+}
+
+// The same on the GPU: the table measured with CUDA events (perf/device_check.sh prints it).
+TEST(HardwareAware, PredictedLatencyOfRandomArchitecturesOnTheGpu) {
+  CUDARTS_REQUIRE_GPU();
+  Context ctx(Device::cuda(0));
+  check_latency_prediction(ctx);
 }
 
 }  // namespace

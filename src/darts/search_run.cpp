@@ -329,10 +329,11 @@ class SearchTask final : public TrainingTask {
           "MixedOps, %d epochs on %s%s\n",
           train_.name.c_str(), (long long)half_, (long long)half_, step_->name(),
           mixed_op_type_name(o_.net.mixed.method), o_.epochs, ctx.device().str().c_str(),
-          ctx.communicator().size() > 1 ? detail::cat(" x ", ctx.communicator().size(), " ranks (",
-                                                      ctx.communicator().backend(), ")")
-                                              .c_str()
-                                        : "");
+          ctx.communicator().size() > 1 || launched_by_mpi()
+              ? detail::cat(" x ", ctx.communicator().size(), " ranks (",
+                            ctx.communicator().backend(), ")")
+                    .c_str()
+              : "");
   }
   void begin_epoch(Context&, int epoch) override {
     w_opt_.set_lr(schedule_.lr(epoch));
