@@ -31,9 +31,29 @@ int64_t norm_splits(int64_t count) {
   return s < 1 ? 1 : (s > 32 ? 32 : s);
 }
 
-// Element k of channel ci's values (image k / hw, position k % hw) in an (N, C, H, W) tensor.
-__device__ __forceinline__ int64_t channel_index(int64_t k, int64_t c, int64_t hw, int64_t ci) {
-  return (k / hw * c + ci) * hw + k % hw;
+// A walk over channel ci's values k = first, first + step, ... of an (N, C, H, W) tensor
+// (value k: image k / hw, position k % hw) without a 64-bit division per element (a 64-bit
+// divide is a long software sequence on the GPU): the image and position of k are kept and
+// advanced; index() is the element's offset, (k / hw * c + ci) * hw + k % hw.
+struct ChannelWalk {
+  int64_t img, pos, c, hw, ci;
+  __device__ ChannelWalk(int64_t first, int64_t c_, int64_t hw_, int64_t ci_)
+      : img(first / hw_), pos(first % hw_), c(c_), hw(hw_), ci(ci_) {}
+  __device__ int64_t index() const { return (img * c + ci) * hw + pos; }
+  __device__ void advance(int64_t step) {
+    pos += step;
+    if (pos >= hw) {
+      img += pos / hw;
+      pos %= hw;
+    }
+  }
+};
+
+// The channel of element e of an (N, C, H, W) tensor, in 32-bit arithmetic where it fits.
+__device__ __forceinline__ int64_t channel_of(int64_t e, int64_t hw, int64_t c) {
+  if (e <= 0xffffffffll && hw <= 0xffffffffll && c <= 0xffffffffll)
+    return int64_t((uint32_t(e) / uint32_t(hw)) % uint32_t(c));
+  return (e / hw) % c;
 }
 
 // A normed candidate's training output, as the CPU computes it: z * sc + sh, sc = invstd,
@@ -59,11 +79,23 @@ __global__ void norm_stats_partials_kernel(const __grid_constant__ NormInputs<T>
   const T* x = xs.x[i];
   const int64_t count = n * hw, per = (count + splits - 1) / splits;
   const int64_t end = (s + 1) * per < count ? (s + 1) * per : count;
+  // Four values in flight per thread, added in the order of k.
+  constexpr int kInFlight = 4;
   double s1 = 0.0, s2 = 0.0;
-  for (int64_t k = s * per + threadIdx.x; k < end; k += kReduceBlock) {
-    const double v = double(x[channel_index(k, c, hw, ci)]);
-    s1 += v;
-    s2 += v * v;
+  ChannelWalk walk(s * per + threadIdx.x, c, hw, ci);
+  for (int64_t k = s * per + threadIdx.x; k < end; k += kInFlight * kReduceBlock) {
+    double v[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      v[u] = k + u * kReduceBlock < end ? double(x[walk.index()]) : 0.0;
+      walk.advance(kReduceBlock);
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      if (k + u * kReduceBlock >= end) break;
+      s1 += v[u];
+      s2 += v[u] * v[u];
+    }
   }
   s1 = block_sum(s1);
   s2 = block_sum(s2);
@@ -118,7 +150,7 @@ __global__ void mix_norm_fwd_kernel(const float* weights, const __grid_constant_
   __syncthreads();
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t ci = (e / hw) % c;
+    const int64_t ci = channel_of(e, hw, c);
     float acc = 0.0f;
     for (int j = 0; j < k; ++j) {
       if (!xs.x[j]) continue;
@@ -145,8 +177,9 @@ __global__ void mix_norm_sums_kernel(const T* dy, const __grid_constant__ NormIn
   double sdy = 0.0, acc[kSumsGroup];
 #pragma unroll
   for (int jj = 0; jj < kSumsGroup; ++jj) acc[jj] = 0.0;
-  for (int64_t q = s * per + threadIdx.x; q < end; q += kReduceBlock) {
-    const int64_t e = channel_index(q, c, hw, ci);
+  ChannelWalk walk(s * per + threadIdx.x, c, hw, ci);
+  for (int64_t q = s * per + threadIdx.x; q < end; q += kReduceBlock, walk.advance(kReduceBlock)) {
+    const int64_t e = walk.index();
     const double g = double(dy[e]);
     sdy += g;
 #pragma unroll
@@ -225,17 +258,31 @@ __global__ void mix_norm_apply_kernel(const float* weights, const T* dy,
   }
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t ci = (e / hw) % c;
+    const int64_t ci = channel_of(e, hw, c);
     const float gy = float(dy[e]);
-    for (int j = 0; j < k; ++j) {
-      if (!dxs.x[j]) continue;
-      if (!((normed >> j) & 1u)) {
-        dxs.x[j][e] = T(w[j] * gy);
-        continue;
+    // The normed candidates' inputs of kSumsGroup candidates loaded before any of their
+    // gradients is stored (the compiler cannot know the outputs do not alias them; the op's
+    // front door refuses outputs that alias inputs), so their loads are in flight together.
+    for (int j0 = 0; j0 < k; j0 += kSumsGroup) {
+      T z[kSumsGroup];
+#pragma unroll
+      for (int jj = 0; jj < kSumsGroup; ++jj) {
+        const int j = j0 + jj;
+        z[jj] = j < k && dxs.x[j] && ((normed >> j) & 1u) ? xs.x[j][e] : T(0.0f);
       }
-      const int64_t r = j * c + ci;
-      const float xhat = normalised(xs.x[j][e], mean[r], invstd[r]);
-      dxs.x[j][e] = T(coef[r * 3] * gy + (coef[r * 3 + 1] * xhat + coef[r * 3 + 2]));
+#pragma unroll
+      for (int jj = 0; jj < kSumsGroup; ++jj) {
+        const int j = j0 + jj;
+        if (j >= k) break;
+        if (!dxs.x[j]) continue;
+        if (!((normed >> j) & 1u)) {
+          dxs.x[j][e] = T(w[j] * gy);
+          continue;
+        }
+        const int64_t r = j * c + ci;
+        const float xhat = normalised(z[jj], mean[r], invstd[r]);
+        dxs.x[j][e] = T(coef[r * 3] * gy + (coef[r * 3 + 1] * xhat + coef[r * 3 + 2]));
+      }
     }
   }
 }

@@ -188,6 +188,8 @@ TEST(NormMixEmulation, KernelsMatchTheCpuOps) {
   run_case({ten, Shape{2, 3, 4, 5}, false, true});
   // One normed candidate, odd sizes, Probe statistics (no running statistics).
   run_case({{2}, Shape{3, 2, 5, 7}, false, false});
+  // 4x4 maps: a thread's next value (256 further) is 16 images on; several values per thread.
+  run_case({{2, 1, 2}, Shape{70, 2, 4, 4}, true, true});
 }
 
 }  // namespace
