@@ -30,27 +30,62 @@ __device__ __forceinline__ int ceil_div_signed(int a, int b) {
   return a >= 0 ? (a + b - 1) / b : -((-a) / b);
 }
 
+// The (row, column) of tile item `first` and of the items after it, `step` apart: one division
+// for the first, then one carry per step (no integer division per item).
+struct TileCursor {
+  int oh, ow, step_oh, step_ow, width;
+  __device__ TileCursor(int first, int step, int tile_w)
+      : oh(first / tile_w),
+        ow(first % tile_w),
+        step_oh(step / tile_w),
+        step_ow(step % tile_w),
+        width(tile_w) {}
+  __device__ void advance() {
+    ow += step_ow;
+    oh += step_oh;
+    if (ow >= width) ow -= width, ++oh;
+  }
+};
+
 // Stages `planes` tiles of in_h x in_w elements into `tile` (row-major, tile after tile): the
 // window starting at (row0, col0) of source planes first_plane + i, i < planes (plane stride
 // src_h * src_w elements). Elements outside the source plane, and whole tiles i >= valid, are 0.
 // With `relu` each element is staged as max(v, 0) (v > 0 ? v : 0, relu_fwd's rule): a fused
-// ReLU. Every thread of the block takes part; the caller synchronises.
-template <class T>
+// ReLU. Every thread of the block takes part; the caller synchronises. kCursor: element i's
+// (tile, row, column) is kept and advanced by kThreads with one carry per digit instead of two
+// integer divisions per element; the filter gradients take the divisions (their register cap of
+// __launch_bounds__(kThreads, 4) would spill the cursor). The same elements either way.
+template <class T, bool kCursor = true>
 __device__ __forceinline__ void stage_tiles(const T* __restrict__ src, int64_t first_plane,
                                             int valid, int planes, int src_h, int src_w, int row0,
                                             int col0, int in_h, int in_w, bool relu,
                                             T* __restrict__ tile) {
   const int per_tile = in_h * in_w, total = planes * per_tile;
   const int64_t plane_size = int64_t(src_h) * src_w;
+  // Element i = pl * per_tile + ih * in_w + iw; advanced by kThreads = (d_pl, d_ih, d_iw).
+  int pl = int(threadIdx.x) / per_tile, ih = (int(threadIdx.x) % per_tile) / in_w,
+      iw = int(threadIdx.x) % in_w;
+  const int d_pl = kThreads / per_tile, d_ih = (kThreads % per_tile) / in_w, d_iw = kThreads % in_w;
   for (int i = threadIdx.x; i < total; i += kThreads) {
-    const int pl = i / per_tile, rem = i - pl * per_tile;
-    const int ih = rem / in_w, iw = rem - ih * in_w;
+    if (!kCursor) {
+      pl = i / per_tile;
+      const int rem = i - pl * per_tile;
+      ih = rem / in_w;
+      iw = rem - ih * in_w;
+    }
     const int gh = row0 + ih, gw = col0 + iw;
     T v = T(0.0f);
     if (pl < valid && gh >= 0 && gh < src_h && gw >= 0 && gw < src_w)
       v = src[(first_plane + pl) * plane_size + int64_t(gh) * src_w + gw];
     if (relu && !(to_float(v) > 0.0f)) v = T(0.0f);
     tile[i] = v;
+    if (kCursor) {
+      iw += d_iw;
+      ih += d_ih;
+      pl += d_pl;
+      if (iw >= in_w) iw -= in_w, ++ih;
+      if (ih >= in_h) ih -= in_h, ++pl;
+    }
   }
 }
 
@@ -93,14 +128,15 @@ __device__ __forceinline__ void plane_forward(const T* __restrict__ in, const T*
 #pragma unroll
   for (int k = 0; k < R * S; ++k) wr[k] = to_float(w[k]);
   const int count = t.tile_h * t.tile_w, row_step = dil_h * t.in_w;
+  TileCursor cur(lane, per_plane, t.tile_w);  // items lane, lane + per_plane, ... in order
   for (int base = lane; base < count; base += V * per_plane) {
     int off[V], dst[V];
     bool ok[V];
     float acc[V];
 #pragma unroll
-    for (int v = 0; v < V; ++v) {
+    for (int v = 0; v < V; ++v, cur.advance()) {
       const int item = base + v * per_plane;
-      const int oh = item / t.tile_w, ow = item % t.tile_w;
+      const int oh = cur.oh, ow = cur.ow;
       ok[v] = item < count && oh0 + oh < pr.p && ow0 + ow < pr.q;
       off[v] = ok[v] ? oh * pr.stride_h * t.in_w + ow * pr.stride_w : 0;  // 0: a safe address
       dst[v] = ok[v] ? (oh0 + oh) * pr.q + ow0 + ow : 0;
@@ -156,7 +192,10 @@ __global__ void __launch_bounds__(kThreads)
 // from the staged dy tile `in` (rows from p_lo, columns from q_lo, in_w wide): acc[v] = sum over
 // taps r, then s, of wr[r, s] dy[...] (fmaf, float); ok[v]: the item is inside dx, dst[v] its
 // offset in the plane. Shared by the single and the group kernels (the same bits in both).
-template <class T, int R, int S, int V>
+// kUnitStride: the convolution has stride 1 in both directions, known at compile time, so the
+// taps need no divisibility test and no division (R + S integer divisions per output otherwise,
+// which cost more than the R * S multiply-adds); the same positions, the same bits.
+template <class T, int R, int S, int V, bool kUnitStride = false>
 __device__ __forceinline__ void plane_gather(const T* __restrict__ in, const float (&wr)[R * S],
                                              int base, int p_lo, int q_lo, int pad_h, int pad_w,
                                              int dil_h, int dil_w, int in_w, const Problem& pr,
@@ -167,10 +206,11 @@ __device__ __forceinline__ void plane_gather(const T* __restrict__ in, const flo
   // positions: row h0 + oh meets staged dy row (oh + row_base - r*dh) / sh through tap r.
   const int row_base = h0 + pad_h - p_lo * pr.stride_h;
   const int col_base = w0 + pad_w - q_lo * pr.stride_w;
+  TileCursor cur(base, per_plane, t.tile_w);
 #pragma unroll
-  for (int v = 0; v < V; ++v) {
+  for (int v = 0; v < V; ++v, cur.advance()) {
     const int item = base + v * per_plane;
-    const int oh = item / t.tile_w, ow = item % t.tile_w;
+    const int oh = cur.oh, ow = cur.ow;
     ok[v] = item < count && h0 + oh < pr.h && w0 + ow < pr.w;
     dst[v] = ok[v] ? (h0 + oh) * pr.w + w0 + ow : 0;
     acc[v] = 0.0f;
@@ -179,12 +219,16 @@ __device__ __forceinline__ void plane_gather(const T* __restrict__ in, const flo
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int a = oh + row_base - r * dil_h;  // <= tile_h - 1 + (R-1) dh: row < in_h
-      row[r] = (a >= 0 && a % pr.stride_h == 0) ? (a / pr.stride_h) * in_w : -1;
+      row[r] = (a >= 0 && (kUnitStride || a % pr.stride_h == 0))
+                   ? (kUnitStride ? a : a / pr.stride_h) * in_w
+                   : -1;
     }
 #pragma unroll
     for (int s = 0; s < S; ++s) {
       const int a = ow + col_base - s * dil_w;
-      col[s] = (a >= 0 && a % pr.stride_w == 0) ? a / pr.stride_w : -1;
+      col[s] = (a >= 0 && (kUnitStride || a % pr.stride_w == 0))
+                   ? (kUnitStride ? a : a / pr.stride_w)
+                   : -1;
     }
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -203,7 +247,8 @@ __device__ __forceinline__ void plane_gather(const T* __restrict__ in, const flo
 // reach its dx tile; p_lo = ceil((h0 + ph - (R-1) dh) / sh) is the first. Row and column
 // divisibility are tested apart (R + S tests per output instead of R * S). With a fused ReLU
 // (mask = the forward input x) an element is written as 0 where x <= 0 (relu_bwd's rule).
-template <class T, int R, int S, int V>
+// kUnitStride: plane_gather's (launchers: with_stride_kind).
+template <class T, int R, int S, int V, bool kUnitStride = false>
 __global__ void __launch_bounds__(kThreads)
     depthwise_bwd_data_kernel(const T* __restrict__ dy,    // (N, C, P, Q)
                               const T* __restrict__ w,     // (C, 1, R, S)
@@ -236,8 +281,8 @@ __global__ void __launch_bounds__(kThreads)
     float acc[V];
     bool ok[V];
     int dst[V];
-    plane_gather<T, R, S, V>(in, wr, base, p_lo, q_lo, pr.pad_h, pr.pad_w, pr.dil_h, pr.dil_w,
-                             t.in_w, pr, t, h0, w0, per_plane, acc, ok, dst);
+    plane_gather<T, R, S, V, kUnitStride>(in, wr, base, p_lo, q_lo, pr.pad_h, pr.pad_w, pr.dil_h,
+                                          pr.dil_w, t.in_w, pr, t, h0, w0, per_plane, acc, ok, dst);
 #pragma unroll
     for (int v = 0; v < V; ++v)
       if (ok[v]) out[dst[v]] = (keep && !(to_float(keep[dst[v]]) > 0.0f)) ? T(0.0f) : T(acc[v]);
@@ -282,8 +327,9 @@ __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* _
     const int tile = int(u - n * tiles_per_plane);
     const int oh0 = (tile / t.tiles_w) * t.tile_h, ow0 = (tile % t.tiles_w) * t.tile_w;
     __syncthreads();  // the previous unit's tiles are no longer read
-    stage_tiles(x, n * pr.c + c0, valid, t.planes, pr.h, pr.w, oh0 * pr.stride_h - pr.pad_h,
-                ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, pr.relu_input, tiles);
+    stage_tiles<T, false>(x, n * pr.c + c0, valid, t.planes, pr.h, pr.w,
+                          oh0 * pr.stride_h - pr.pad_h, ow0 * pr.stride_w - pr.pad_w, t.in_h,
+                          t.in_w, pr.relu_input, tiles);
     __syncthreads();
     if (slot < valid) {
       const T* g = dy + (n * pr.c + c0 + slot) * pr.out_plane();
@@ -421,7 +467,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // One member's gradients gathered for the thread's items (plane_gather with the member's kernel).
-template <class T, int R, int V>
+template <class T, int R, int V, bool kUnitStride>
 __device__ __forceinline__ void member_gather(const T* in, const T* w, const GroupMember& m,
                                               int p_lo, int q_lo, int in_w, const Problem& pr,
                                               const Tiling& t, int h0, int w0, int lane,
@@ -431,8 +477,8 @@ __device__ __forceinline__ void member_gather(const T* in, const T* w, const Gro
   for (int k = 0; k < R * R; ++k) wr[k] = to_float(w[k]);
   bool ok[V];
   int dst[V];
-  plane_gather<T, R, R, V>(in, wr, lane, p_lo, q_lo, m.pad_h, m.pad_w, m.dil_h, m.dil_w, in_w, pr,
-                           t, h0, w0, per_plane, acc, ok, dst);
+  plane_gather<T, R, R, V, kUnitStride>(in, wr, lane, p_lo, q_lo, m.pad_h, m.pad_w, m.dil_h,
+                                        m.dil_w, in_w, pr, t, h0, w0, per_plane, acc, ok, dst);
 }
 
 // dx = ((priors[0] + priors[1] + ...) + d_0) + d_1 + ..., d_j member j's input gradient as
@@ -440,7 +486,7 @@ __device__ __forceinline__ void member_gather(const T* in, const T* w, const Gro
 // priors and the d_j, bit for bit, each dx element written once. The thread's items are lane,
 // lane + per_plane, ... (at most V: plan_group_tiling), their running sums in registers while the
 // members' dy tiles are staged in turn (each from its own first row p_lo_j, column q_lo_j).
-template <class T, int V>
+template <class T, int V, bool kUnitStride = false>
 __global__ void __launch_bounds__(kThreads)
     depthwise_group_bwd_data_kernel(const __grid_constant__ GroupInputs<T> dys,  // (N, C, P, Q)
                                     const __grid_constant__ GroupInputs<T> ws,   // (C, 1, R_j, S_j)
@@ -464,10 +510,11 @@ __global__ void __launch_bounds__(kThreads)
   bool ok[V];
   int dst[V];
   float total[V];
+  TileCursor cur(lane, per_plane, t.tile_w);
 #pragma unroll
-  for (int v = 0; v < V; ++v) {
+  for (int v = 0; v < V; ++v, cur.advance()) {
     const int item = lane + v * per_plane;
-    const int oh = item / t.tile_w, ow = item % t.tile_w;
+    const int oh = cur.oh, ow = cur.ow;
     ok[v] = active && item < count && h0 + oh < pr.h && w0 + ow < pr.w;
     dst[v] = ok[v] ? (h0 + oh) * pr.w + w0 + ow : 0;
     float sum = 0.0f;
@@ -491,11 +538,11 @@ __global__ void __launch_bounds__(kThreads)
     const T* in = tiles + slot * (in_h * in_w);
     float acc[V];
     if (m.r == 3)
-      member_gather<T, 3, V>(in, ws.x[j] + ch * 9, m, p_lo, q_lo, in_w, pr, t, h0, w0, lane,
-                             per_plane, acc);
+      member_gather<T, 3, V, kUnitStride>(in, ws.x[j] + ch * 9, m, p_lo, q_lo, in_w, pr, t, h0, w0,
+                                          lane, per_plane, acc);
     else
-      member_gather<T, 5, V>(in, ws.x[j] + ch * 25, m, p_lo, q_lo, in_w, pr, t, h0, w0, lane,
-                             per_plane, acc);
+      member_gather<T, 5, V, kUnitStride>(in, ws.x[j] + ch * 25, m, p_lo, q_lo, in_w, pr, t, h0, w0,
+                                          lane, per_plane, acc);
 #pragma unroll
     for (int v = 0; v < V; ++v) {
       if (!ok[v]) continue;
@@ -580,6 +627,16 @@ bool with_kernel_size(int r, int s, F&& f) {
   return false;
 }
 
+// Calls f(std::true_type) when the convolution has stride 1 in both directions (the gather
+// kernels' kUnitStride instance), else f(std::false_type).
+template <class F>
+void with_stride_kind(const Problem& pr, F&& f) {
+  if (pr.stride_h == 1 && pr.stride_w == 1)
+    f(std::true_type{});
+  else
+    f(std::false_type{});
+}
+
 inline dim3 tile_grid(const Problem& pr, const Tiling& t) {
   return dim3(unsigned(ceil_div(pr.n * pr.c, t.planes)), unsigned(t.tiles()));
 }
@@ -601,8 +658,10 @@ void launch_forward(const T* x, const T* w, const T* bias, T* y, const Problem& 
 template <class T, int R, int S, int V>
 void launch_backward_data(const T* dy, const T* w, const T* mask, T* dx, const Problem& pr,
                           const Tiling& t, cudaStream_t stream) {
-  depthwise_bwd_data_kernel<T, R, S, V>
-      <<<tile_grid(pr, t), kThreads, t.smem_bytes(), stream>>>(dy, w, mask, dx, pr, t);
+  with_stride_kind(pr, [&](auto unit) {
+    depthwise_bwd_data_kernel<T, R, S, V, decltype(unit)::value>
+        <<<tile_grid(pr, t), kThreads, t.smem_bytes(), stream>>>(dy, w, mask, dx, pr, t);
+  });
   CUDARTS_LAUNCH_CHECK("depthwise_bwd_data_kernel", "(dx ", pr.n, "x", pr.c, "x", pr.h, "x", pr.w,
                        ", kernel ", R, "x", S, ", ", t.planes, " planes of ", t.tile_h, "x",
                        t.tile_w, " per block, ", t.smem_bytes(), " bytes of shared memory)");
@@ -644,9 +703,11 @@ template <class T, int V>
 void launch_group_backward_data(const GroupInputs<T>& dys, const GroupInputs<T>& ws, const T* mask,
                                 const PriorInputs<T>& priors, int prior_count, T* dx,
                                 const GroupProblem& g, const Tiling& t, cudaStream_t stream) {
-  depthwise_group_bwd_data_kernel<T, V>
-      <<<tile_grid(g.window, t), kThreads, t.smem_bytes(), stream>>>(dys, ws, mask, priors,
-                                                                     prior_count, dx, g, t);
+  with_stride_kind(g.window, [&](auto unit) {
+    depthwise_group_bwd_data_kernel<T, V, decltype(unit)::value>
+        <<<tile_grid(g.window, t), kThreads, t.smem_bytes(), stream>>>(dys, ws, mask, priors,
+                                                                       prior_count, dx, g, t);
+  });
   CUDARTS_LAUNCH_CHECK("depthwise_group_bwd_data_kernel", "(dx ", g.window.n, "x", g.window.c, "x",
                        g.window.h, "x", g.window.w, ", ", g.count, " convolutions, ", prior_count,
                        " priors, ", t.planes, " planes of ", t.tile_h, "x", t.tile_w,

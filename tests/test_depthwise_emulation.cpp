@@ -159,25 +159,35 @@ void check_case(const Case& unfused, bool relu) {
         for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "forward: unwritten or NaN output";
         EXPECT_LE(test::normalized_error(got, want), 1e-5) << "forward, bias " << with_bias;
       }
-      // backward data (V = 4 and V = 1)
-      for (int v4 = 0; v4 < 2; ++v4) {
+      // backward data: V = 4 with the launchers' stride instance, V = 1 and V = 4 with the
+      // general one (at stride 1 the unit-stride instance must give the general one's bits)
+      std::vector<std::vector<float>> bwd;
+      for (int variant = 0; variant < 3; ++variant) {
         const auto t = dw::plan_tiling(dw::Direction::BackwardData, *pr, sizeof(float));
         ASSERT_TRUE(t.has_value());
         Framed fdx = framed(std::vector<float>(size_t(c.x.numel()), kNaN), kOutGuard);
         launch(dw::tile_grid(*pr, *t), t->smem_bytes(), [&] {
           const float* mask = relu ? fx.data() : nullptr;
-          if (v4)
-            dw::depthwise_bwd_data_kernel<float, R, S, 4>(fg.data(), fw.data(), mask, fdx.data(),
-                                                          *pr, *t);
+          if (variant == 0)
+            dw::with_stride_kind(*pr, [&](auto unit) {
+              dw::depthwise_bwd_data_kernel<float, R, S, 4, decltype(unit)::value>(
+                  fg.data(), fw.data(), mask, fdx.data(), *pr, *t);
+            });
+          else if (variant == 1)
+            dw::depthwise_bwd_data_kernel<float, R, S, 1, false>(fg.data(), fw.data(), mask,
+                                                                 fdx.data(), *pr, *t);
           else
-            dw::depthwise_bwd_data_kernel<float, R, S, 1>(fg.data(), fw.data(), mask, fdx.data(),
-                                                          *pr, *t);
+            dw::depthwise_bwd_data_kernel<float, R, S, 4, false>(fg.data(), fw.data(), mask,
+                                                                 fdx.data(), *pr, *t);
         });
         EXPECT_TRUE(fdx.guards_intact()) << "backward data wrote outside dx";
         const auto got = fdx.body();
         for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "backward data: unwritten or NaN";
-        EXPECT_LE(test::normalized_error(got, ref_dx), 1e-5) << "backward data, V4 " << v4;
+        EXPECT_LE(test::normalized_error(got, ref_dx), 1e-5)
+            << "backward data, variant " << variant;
+        bwd.push_back(got);
       }
+      EXPECT_EQ(bwd[0], bwd[2]) << "the launchers' stride instance changed bits";
       // backward filter: the library's split, and one that forces a single chunk / many chunks
       const auto t = dw::plan_tiling(dw::Direction::BackwardFilter, *pr, sizeof(float));
       ASSERT_TRUE(t.has_value());
@@ -302,9 +312,11 @@ void check_group(const char* name, const Shape& xs, int stride, bool relu, int p
                                                                     nullptr, one.data(), *pr1, *t1);
       });
       launch(dw::tile_grid(*pr1, *tb), tb->smem_bytes(), [&] {
-        dw::depthwise_bwd_data_kernel<float, R, S, dw::kOutputsInFlight>(
-            fg[size_t(j)].data(), fw[size_t(j)].data(), relu ? fx.data() : nullptr, d1.data(), *pr1,
-            *tb);
+        dw::with_stride_kind(*pr1, [&](auto unit) {
+          dw::depthwise_bwd_data_kernel<float, R, S, dw::kOutputsInFlight, decltype(unit)::value>(
+              fg[size_t(j)].data(), fw[size_t(j)].data(), relu ? fx.data() : nullptr, d1.data(),
+              *pr1, *tb);
+        });
       });
     }));
     EXPECT_TRUE(fy[size_t(j)].guards_intact()) << "group forward wrote outside y " << j;
@@ -322,8 +334,10 @@ void check_group(const char* name, const Shape& xs, int stride, bool relu, int p
   for (int i = 0; i < prior_count; ++i) gpr.x[i] = fp[size_t(i)].data();
   Framed fdx = framed(std::vector<float>(size_t(xs.numel()), kNaN), kOutGuard);
   launch(dw::tile_grid(gb->window, *tb), tb->smem_bytes(), [&] {
-    dw::depthwise_group_bwd_data_kernel<float, dw::kOutputsInFlight>(
-        gg, gw, relu ? fx.data() : nullptr, gpr, prior_count, fdx.data(), *gb, *tb);
+    dw::with_stride_kind(gb->window, [&](auto unit) {
+      dw::depthwise_group_bwd_data_kernel<float, dw::kOutputsInFlight, decltype(unit)::value>(
+          gg, gw, relu ? fx.data() : nullptr, gpr, prior_count, fdx.data(), *gb, *tb);
+    });
   });
   EXPECT_TRUE(fdx.guards_intact()) << "group backward wrote outside dx";
   std::vector<const std::vector<float>*> terms;
