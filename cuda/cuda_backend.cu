@@ -34,12 +34,13 @@ void CudaAllocator::raw_free(void* ptr) noexcept {
 }
 
 CudaBackend::CudaBackend(int device, bool allow_tf32, bool own_depthwise_kernels,
-                         bool own_pointwise_kernels, std::shared_ptr<Allocator> allocator,
-                         void* external_stream)
+                         bool own_pointwise_kernels, bool own_pool_kernels,
+                         std::shared_ptr<Allocator> allocator, void* external_stream)
     : device_(device),
       allow_tf32_(allow_tf32),
       own_depthwise_(own_depthwise_kernels),
       own_pointwise_(own_pointwise_kernels),
+      own_pool_(own_pool_kernels),
       allocator_(std::move(allocator)) {
   CUDARTS_CUDA_CHECK(cudaSetDevice(device_));
   if (external_stream) {
@@ -123,7 +124,7 @@ std::unique_ptr<Backend> make_backend(int device, const ContextOptions& options,
                                       std::shared_ptr<Allocator> allocator) {
   return std::make_unique<cuda::CudaBackend>(
       device, options.allow_tf32, options.own_depthwise_kernels, options.own_pointwise_kernels,
-      std::move(allocator), options.stream);
+      options.own_pool_kernels, std::move(allocator), options.stream);
 }
 
 void copy_to_host(void* dst, const void* src, size_t bytes, int device) {

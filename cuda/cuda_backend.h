@@ -30,9 +30,10 @@ class CudaAllocator final : public Allocator {
 class CudaBackend final : public Backend {
  public:
   // external_stream: the caller's cudaStream_t (not owned), or nullptr for an own stream.
-  // own_depthwise_kernels, own_pointwise_kernels: ContextOptions' switches of the same names.
+  // own_depthwise_kernels, own_pointwise_kernels, own_pool_kernels: ContextOptions' switches
+  // of the same names.
   CudaBackend(int device, bool allow_tf32, bool own_depthwise_kernels, bool own_pointwise_kernels,
-              std::shared_ptr<Allocator> allocator, void* external_stream);
+              bool own_pool_kernels, std::shared_ptr<Allocator> allocator, void* external_stream);
   ~CudaBackend() override;
   const char* name() const override { return "cuda"; }
 
@@ -44,6 +45,7 @@ class CudaBackend final : public Backend {
   void set_allow_tf32(bool allow) override;
   void set_own_depthwise_kernels(bool own) override { own_depthwise_ = own; }
   void set_own_pointwise_kernels(bool own) override { own_pointwise_ = own; }
+  void set_own_pool_kernels(bool own) override { own_pool_ = own; }
 
   void fill(Tensor& t, float value) override;
   void fill_i32(Tensor& t, int32_t value) override;
@@ -201,6 +203,7 @@ class CudaBackend final : public Backend {
   bool allow_tf32_;
   bool own_depthwise_;  // depthwise convolutions on depthwise.cu's kernels where they cover them
   bool own_pointwise_;  // 1x1 convolutions on pointwise.cu's kernels where they cover them
+  bool own_pool_;       // pooling on pool.cu's kernels where they cover it
   std::shared_ptr<Allocator> allocator_;
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = true;

@@ -14,6 +14,7 @@
 #include "cuda_backend.h"
 #include "depthwise.cuh"
 #include "pointwise.cuh"
+#include "pool.cuh"
 
 namespace cudarts::cuda {
 
@@ -602,8 +603,14 @@ void CudaBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor*
 
 // ------------------------------------------------------------------ pooling
 
+// The own pooling kernels where pool::make_problem covers the pooling (own_pool_kernels on),
+// else cuDNN.
 void CudaBackend::pool2d_fwd(const Tensor& x, Tensor& y, const Pool2dParams& p) {
   if (nothing_to_do("pool2d_fwd", y, {&x})) return;
+  if (own_pool_ && pool::make_problem(x.shape(), y.shape(), p)) {
+    pool::forward(x, y, p, stream_);
+    return;
+  }
   const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x"), yd = nchw_desc(y.shape(), "y");
   const cudnnPoolingDescriptor_t pd = pool_desc(p);
   CUDARTS_CUDNN_CHECK(cudnnPoolingForward(cudnn_, pd, &kOne, xd, x.data(), &kZero, yd, y.data()),
@@ -615,6 +622,13 @@ void CudaBackend::pool2d_fwd(const Tensor& x, Tensor& y, const Pool2dParams& p) 
 void CudaBackend::pool2d_bwd(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
                              const Pool2dParams& p) {
   if (nothing_to_do("pool2d_bwd", dx, {&x, &y, &dy})) return;
+  if (own_pool_ && pool::make_problem(x.shape(), dy.shape(), p)) {
+    std::optional<Buffer> arg;
+    if (const size_t bytes = pool::backward_scratch_bytes(dy.shape(), p))
+      arg.emplace(allocator_, bytes);
+    pool::backward(x, dy, dx, p, arg ? arg->data() : nullptr, stream_);
+    return;
+  }
   const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x"), yd = nchw_desc(y.shape(), "y");
   const cudnnPoolingDescriptor_t pd = pool_desc(p);
   CUDARTS_CUDNN_CHECK(cudnnPoolingBackward(cudnn_, pd, &kOne, yd, y.data(), yd, dy.data(), xd,

@@ -32,6 +32,7 @@ constexpr int kFinishLanes = kThreads / 32;   // filter stage 2: chunk lanes per
 constexpr int64_t kMaxGridYZ = 65535;         // gridDim.y and gridDim.z limits
 constexpr int64_t kMaxGridX = 0x7fffffff;     // gridDim.x limit
 constexpr int64_t kMaxExtent = int64_t(1) << 30;  // any extent or channel count
+constexpr int64_t kMaxPlane = int64_t(1) << 31;   // pixels of an input plane (int offsets)
 
 static_assert(kTileChannels * kTileChannels == kThreads, "one dw entry per filter thread");
 static_assert(kTileChannels % 4 == 0, "weights are read as float4");
@@ -76,6 +77,7 @@ inline std::optional<Problem> make_problem(const Shape& x, const Shape& w, const
   for (int64_t e : extents)
     if (e < 1 || e >= kMaxExtent) return std::nullopt;
   if (x[0] < 1 || x[0] > kMaxGridYZ) return std::nullopt;  // the map kernels' gridDim.z
+  if (x[2] * x[3] >= kMaxPlane) return std::nullopt;       // 32-bit offsets within a plane
   if (ceil_div(x[2] * x[3], kBlockPixels) > kMaxGridX) return std::nullopt;
   if (ceil_div(std::max(x[1], w[0]), kTileChannels) > kMaxGridYZ) return std::nullopt;
   return Problem{x[0],      int(x[1]), int(w[0]),    int(x[2]),    int(x[3]),

@@ -39,17 +39,23 @@ __global__ void __launch_bounds__(kThreads)
   const int src_w = kBackwardData ? pr.q : pr.w;
 
   // Where each of the thread's pixels reads src (-1: off the image, or off the stride grid).
+  // Stride 1: the same offset; else (row, column) in 32-bit arithmetic (planes < 2^31).
+  const bool unit = pr.stride_h == 1 && pr.stride_w == 1;
   int64_t at[kPix];
 #pragma unroll
   for (int k = 0; k < kPix; ++k) {
     const int64_t o = base + t + int64_t(k) * kThreads;
     at[k] = -1;
     if (o < m.dst_plane) {
-      const int64_t a = o / dst_w, b = o % dst_w;
+      if (unit) {
+        at[k] = o;
+        continue;
+      }
+      const int a = int(o) / dst_w, b = int(o) % dst_w;
       if (!kBackwardData) {
-        at[k] = a * pr.stride_h * src_w + b * pr.stride_w;
+        at[k] = int64_t(a) * pr.stride_h * src_w + int64_t(b) * pr.stride_w;
       } else if (a % pr.stride_h == 0 && b % pr.stride_w == 0) {
-        at[k] = (a / pr.stride_h) * src_w + b / pr.stride_w;
+        at[k] = int64_t(a / pr.stride_h) * src_w + b / pr.stride_w;
       }
     }
   }
@@ -154,9 +160,12 @@ __global__ void __launch_bounds__(kThreads)
       if (o < plane_out) {
         if (co0 + row < pr.cout) g = load_f(dy + (n * pr.cout + co0 + row) * plane_out + o);
         if (ci0 + row < pr.cin) {
-          const int64_t a = o / pr.q, b = o % pr.q;
-          v = load_f(x + (n * pr.cin + ci0 + row) * plane_in + a * pr.stride_h * pr.w +
-                     b * pr.stride_w);
+          int64_t at = o;  // stride 1: the same offset; else (row, column), 32-bit
+          if (pr.stride_h != 1 || pr.stride_w != 1) {
+            const int a = int(o) / pr.q, b = int(o) % pr.q;
+            at = int64_t(a) * pr.stride_h * pr.w + int64_t(b) * pr.stride_w;
+          }
+          v = load_f(x + (n * pr.cin + ci0 + row) * plane_in + at);
           if (pr.relu_input) v = v > 0.0f ? v : 0.0f;
         }
       }

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
   bool graph = true, all_gradients = false, own_depthwise = true, own_pointwise = true,
-       fuse_relu = true, fuse_norm = true, fuse_lead = true;
+       own_pool = true, fuse_relu = true, fuse_norm = true, fuse_lead = true;
   size_t op_times = 0;
   bool model_table = false;
   CLI::App app{"Time a first-order DARTS search iteration"};
@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
                  "CUDA: depthwise convolutions on cudarts' own kernels (false: cuDNN)");
   app.add_option("--own-pointwise", own_pointwise,
                  "CUDA: 1x1 convolutions on cudarts' own kernels (false: cuDNN)");
+  app.add_option("--own-pool", own_pool, "CUDA: pooling on cudarts' own kernels (false: cuDNN)");
   app.add_option("--fuse-relu", fuse_relu,
                  "the ReLU before each depthwise convolution fused into it (false: separate "
                  "ReLU layers, the same numbers)");
@@ -116,6 +117,7 @@ int main(int argc, char** argv) {
     options.seed = 1;
     options.own_depthwise_kernels = own_depthwise;
     options.own_pointwise_kernels = own_pointwise;
+    options.own_pool_kernels = own_pool;
     Context ctx(cuda ? Device::cuda(0) : Device::cpu(), options);
     darts::SearchConfig cfg;
     cfg.channels = channels;
@@ -222,11 +224,11 @@ int main(int argc, char** argv) {
         "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
         "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
         "\"loss\": %.5f, \"own_depthwise_kernels\": %s, \"own_pointwise_kernels\": %s, "
-        "\"fused_relu\": %s, \"fused_norm\": %s, \"fused_lead\": %s",
+        "\"own_pool_kernels\": %s, \"fused_relu\": %s, \"fused_norm\": %s, \"fused_lead\": %s",
         ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
         (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
         (unsigned long long)eager_allocs, loss.item(), own_depthwise ? "true" : "false",
-        own_pointwise ? "true" : "false", fuse_relu ? "true" : "false",
+        own_pointwise ? "true" : "false", own_pool ? "true" : "false", fuse_relu ? "true" : "false",
         fuse_norm ? "true" : "false", fuse_lead ? "true" : "false");
     std::printf("%s", model_json.c_str());
     if (graphable)

@@ -118,6 +118,9 @@ summary "darts_bench (cuDNN depthwise): $(tail -1 "$OUT/darts_bench_cudnn.json")
 t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-pointwise false \
   > "$OUT/darts_bench_cudnn_pointwise.json" 2>&1
 summary "darts_bench (cuDNN 1x1 convolutions): $(tail -1 "$OUT/darts_bench_cudnn_pointwise.json")"
+t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-pool false \
+  > "$OUT/darts_bench_cudnn_pool.json" 2>&1
+summary "darts_bench (cuDNN pooling): $(tail -1 "$OUT/darts_bench_cudnn_pool.json")"
 t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --fuse-relu false \
   > "$OUT/darts_bench_unfused_relu.json" 2>&1
 summary "darts_bench (separate ReLU layers): $(tail -1 "$OUT/darts_bench_unfused_relu.json")"
@@ -198,7 +201,7 @@ if [ -n "$SAN" ]; then
     --channels 4 --cells 3 --batch-size 4 --size 16 --iters 1 --warmup 1 --graph 0 \
     > "$OUT/memcheck_step.log" 2>&1
   t 90 "$SAN" --tool racecheck build-gpu/tests/test_op_parity \
-    --gtest_filter='*cuda_mix_scores*:*cuda_mix_norm*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*:*cuda_conv2d*dw*:*cuda_conv2d*pw_*:*cuda_depthwise_group*' \
+    --gtest_filter='*cuda_mix_scores*:*cuda_mix_norm*:*cuda_global_norm*:*cuda_softmax_xent*:*cuda_ma_update*:*cuda_batchnorm*:*cuda_conv2d*dw*:*cuda_conv2d*pw_*:*cuda_depthwise_group*:*cuda_pool2d*' \
     --gtest_brief=1 > "$OUT/racecheck.log" 2>&1
   summary "compute-sanitizer: memcheck errors $(errors "$OUT/memcheck.log") (op parity), $(errors "$OUT/memcheck_graph.log") (StepGraph), $(errors "$OUT/memcheck_step.log") (a whole DARTS step), racecheck hazards $(errors "$OUT/racecheck.log") (empty: not run or cut short)"
 else

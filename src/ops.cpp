@@ -768,6 +768,25 @@ void pool2d_bwd(Context& ctx, const Tensor& x, const Tensor& y, const Tensor& dy
   check_shape(op, "y", y, pool2d_output_shape(x.shape(), p));
   check_same_shape(op, "y", y, "dy", dy);
   check_same_shape(op, "x", x, "dx", dx);
+  // The own kernels (own_pool_kernels; the CUDA backend's rule in cuda/pool.cuh: windows of at
+  // most 255 elements): max reads x for each window's argmax (a byte each) and gathers dy by
+  // it, two launches; average gathers dy alone. cuDNN reads x, y and dy.
+  op_range.set_cost([&] {
+    OpCost c;
+    c.launches = 1;
+    c.bytes_written = bytes(dx);
+    if (ctx.own_pool_kernels() && p.kernel_h * p.kernel_w <= 255) {
+      c.bytes_read = bytes(dy);
+      if (p.mode == PoolMode::Max) {
+        c.launches = 2;
+        c.bytes_read += bytes(x) + double(dy.numel());
+        c.bytes_written += double(dy.numel());
+      }
+    } else {
+      c.bytes_read = bytes(x) + bytes(y) + bytes(dy);
+    }
+    return c;
+  });
   detail::dispatch(ctx, &Backend::pool2d_bwd, x, y, dy, dx, p);
 }
 

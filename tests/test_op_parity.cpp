@@ -498,6 +498,12 @@ std::vector<OpCase> all_cases() {
       {"avg3_s1_p1", {2, 4, 8, 8}, Pool2dParams::make(PoolMode::Average, 3, 1, 1)},
       {"avg3_s2_p1", {2, 3, 9, 7}, Pool2dParams::make(PoolMode::Average, 3, 2, 1)},
       {"avg2_s2", {3, 5, 8, 6}, Pool2dParams::make(PoolMode::Average, 2, 2, 0)},
+      // The search network's (own kernels on CUDA: cuda/pool.cu): C = 16 at 32x32, stride 2
+      // into 16x16, odd maps.
+      {"max3_s1_p1_c16_32x32", {2, 16, 32, 32}, Pool2dParams::make(PoolMode::Max, 3, 1, 1)},
+      {"avg3_s1_p1_c16_32x32", {2, 16, 32, 32}, Pool2dParams::make(PoolMode::Average, 3, 1, 1)},
+      {"max3_s2_p1_c32_32x32", {2, 32, 32, 32}, Pool2dParams::make(PoolMode::Max, 3, 2, 1)},
+      {"avg3_s2_p1_c32_15x17", {2, 32, 15, 17}, Pool2dParams::make(PoolMode::Average, 3, 2, 1)},
   };
   for (const Pool& pl : pools) {
     const Shape y = ops::pool2d_output_shape(pl.x, pl.p);

@@ -33,6 +33,10 @@ struct ContextOptions {
   // forward only) with cudarts' own deterministic kernels instead of cuDNN (cuda/pointwise.cuh).
   // false: cuDNN, for A/B comparisons. No effect on the CPU backend.
   bool own_pointwise_kernels = true;
+  // CUDA: serve 2-D max and average pooling (windows of at most 255 elements) with cudarts'
+  // own kernels (the CPU's arithmetic and order: the same bits; cuda/pool.cuh) instead of
+  // cuDNN's. false: cuDNN, for A/B comparisons. No effect on the CPU backend.
+  bool own_pool_kernels = true;
   // CUDA: run every op of the context on this cudaStream_t (passed as void*), owned by the
   // caller, who keeps it alive while the context lives; nullptr: the context creates its own
   // non-blocking stream. Lets an application order cudarts work with its own kernels without
@@ -71,6 +75,8 @@ class Context {
   void set_own_depthwise_kernels(bool own);
   bool own_pointwise_kernels() const { return options_.own_pointwise_kernels; }
   void set_own_pointwise_kernels(bool own);
+  bool own_pool_kernels() const { return options_.own_pool_kernels; }
+  void set_own_pool_kernels(bool own);
 
   // The cudaStream_t of a CUDA context (nullptr on CPU), as an opaque pointer.
   void* stream() const;
