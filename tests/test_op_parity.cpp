@@ -1265,17 +1265,19 @@ TEST(OpParityTf32, ConvolutionsAndGemmWithinOnePercent) {
 // on a live context) still matches the CPU reference; over the conv2d cases whose tag holds
 // `tag`. Returns the number of cases checked.
 int check_own_kernels_and_cudnn(const std::string& tag, bool ContextOptions::*own_option,
-                                void (Context::*set_own)(bool)) {
+                                void (Context::*set_own)(bool), const std::string& op = "conv2d",
+                                bool cpu_bits = false) {
   ContextOptions cudnn_only;
   cudnn_only.*own_option = false;
   Context own(Device::cuda(0)), cudnn(Device::cuda(0), cudnn_only), cpu;
   int checked = 0;
   for (const OpCase& c : registry()) {
-    if (c.name.rfind("conv2d", 0) != 0 || c.name.find(tag) == std::string::npos) continue;
+    if (c.name.rfind(op, 0) != 0 || c.name.find(tag) == std::string::npos) continue;
     SCOPED_TRACE(c.name);
     const RunResult ref = run_case(cpu, c);
     const RunResult first = run_case(own, c), second = run_case(own, c);
     EXPECT_EQ(first.outputs, second.outputs) << "own kernels changed bits between runs";
+    if (cpu_bits) EXPECT_EQ(first.outputs, ref.outputs) << "own kernels left the CPU's bits";
     const RunResult lib = run_case(cudnn, c);
     for (const auto& e : lib.sentinel_errors) ADD_FAILURE() << "cudnn: " << e;
     EXPECT_EQ(lib.outputs.size(), ref.outputs.size());
@@ -1304,6 +1306,16 @@ TEST(OpParityPointwise, OwnKernelsRepeatBitsAndCudnnStillMatches) {
   const int checked = check_own_kernels_and_cudnn("/pw_", &ContextOptions::own_pointwise_kernels,
                                                   &Context::set_own_pointwise_kernels);
   EXPECT_GE(checked, 3 * 11) << "the registry should hold the pointwise cases";
+}
+
+// The pooling cases: the own kernels repeat the CPU's arithmetic in the CPU's order, so they
+// give the CPU's bits (forward and backward); cuDNN still matches within tolerance.
+TEST(OpParityPool, OwnKernelsGiveTheCpuBitsAndCudnnStillMatches) {
+  CUDARTS_REQUIRE_GPU();
+  EXPECT_TRUE(Context(Device::cuda(0)).own_pool_kernels());
+  const int checked = check_own_kernels_and_cudnn("/", &ContextOptions::own_pool_kernels,
+                                                  &Context::set_own_pool_kernels, "pool2d", true);
+  EXPECT_GE(checked, 2 * 10) << "the registry should hold the pooling cases";
 }
 
 // The op name a registry case exercises ("conv2d_fwd/3x3_s1_p1" -> "conv2d_fwd").
