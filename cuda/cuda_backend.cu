@@ -33,18 +33,18 @@ void CudaAllocator::raw_free(void* ptr) noexcept {
   cudaFree(ptr);
 }
 
-CudaBackend::CudaBackend(int device, bool allow_tf32, bool own_depthwise_kernels,
-                         bool own_pointwise_kernels, bool own_pool_kernels,
-                         std::shared_ptr<Allocator> allocator, void* external_stream)
+CudaBackend::CudaBackend(int device, const ContextOptions& options,
+                         std::shared_ptr<Allocator> allocator)
     : device_(device),
-      allow_tf32_(allow_tf32),
-      own_depthwise_(own_depthwise_kernels),
-      own_pointwise_(own_pointwise_kernels),
-      own_pool_(own_pool_kernels),
+      allow_tf32_(options.allow_tf32),
+      own_depthwise_(options.own_depthwise_kernels),
+      own_pointwise_(options.own_pointwise_kernels),
+      own_pool_(options.own_pool_kernels),
+      own_norm_(options.own_norm_kernels),
       allocator_(std::move(allocator)) {
   CUDARTS_CUDA_CHECK(cudaSetDevice(device_));
-  if (external_stream) {
-    stream_ = static_cast<cudaStream_t>(external_stream);
+  if (options.stream) {
+    stream_ = static_cast<cudaStream_t>(options.stream);
     owns_stream_ = false;
   } else {
     CUDARTS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -59,7 +59,7 @@ CudaBackend::CudaBackend(int device, bool allow_tf32, bool own_depthwise_kernels
   CUDARTS_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_->data(), kCublasWorkspace));
   CUDARTS_CUDNN_CHECK(cudnnCreate(&cudnn_));
   CUDARTS_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
-  set_allow_tf32(allow_tf32);
+  set_allow_tf32(options.allow_tf32);
 }
 
 CudaBackend::~CudaBackend() {
@@ -122,9 +122,7 @@ std::shared_ptr<Allocator> make_allocator(int device) {
 
 std::unique_ptr<Backend> make_backend(int device, const ContextOptions& options,
                                       std::shared_ptr<Allocator> allocator) {
-  return std::make_unique<cuda::CudaBackend>(
-      device, options.allow_tf32, options.own_depthwise_kernels, options.own_pointwise_kernels,
-      options.own_pool_kernels, std::move(allocator), options.stream);
+  return std::make_unique<cuda::CudaBackend>(device, options, std::move(allocator));
 }
 
 void copy_to_host(void* dst, const void* src, size_t bytes, int device) {

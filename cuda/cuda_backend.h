@@ -29,11 +29,9 @@ class CudaAllocator final : public Allocator {
 
 class CudaBackend final : public Backend {
  public:
-  // external_stream: the caller's cudaStream_t (not owned), or nullptr for an own stream.
-  // own_depthwise_kernels, own_pointwise_kernels, own_pool_kernels: ContextOptions' switches
-  // of the same names.
-  CudaBackend(int device, bool allow_tf32, bool own_depthwise_kernels, bool own_pointwise_kernels,
-              bool own_pool_kernels, std::shared_ptr<Allocator> allocator, void* external_stream);
+  // options: ContextOptions' TF32 switch, own-kernel switches and stream (the caller's
+  // cudaStream_t, not owned, or nullptr for an own stream).
+  CudaBackend(int device, const ContextOptions& options, std::shared_ptr<Allocator> allocator);
   ~CudaBackend() override;
   const char* name() const override { return "cuda"; }
 
@@ -46,6 +44,7 @@ class CudaBackend final : public Backend {
   void set_own_depthwise_kernels(bool own) override { own_depthwise_ = own; }
   void set_own_pointwise_kernels(bool own) override { own_pointwise_ = own; }
   void set_own_pool_kernels(bool own) override { own_pool_ = own; }
+  void set_own_norm_kernels(bool own) override { own_norm_ = own; }
 
   void fill(Tensor& t, float value) override;
   void fill_i32(Tensor& t, int32_t value) override;
@@ -198,12 +197,16 @@ class CudaBackend final : public Backend {
   // Device block: C ones at 0, C zeros at the next 256-byte boundary (cudnn_ops.cu,
   // second_half), the scale/bias cuDNN needs when BN has no affine parameters.
   const float* bn_ones_zeros(int64_t channels);
+  // One-candidate views for affine-free BatchNorm on the normalised-mix kernels (cudnn_ops.cu).
+  static Tensor one_row(const Tensor& t);
+  Tensor unit_weight();
 
   int device_;
   bool allow_tf32_;
   bool own_depthwise_;  // depthwise convolutions on depthwise.cu's kernels where they cover them
   bool own_pointwise_;  // 1x1 convolutions on pointwise.cu's kernels where they cover them
   bool own_pool_;       // pooling on pool.cu's kernels where they cover it
+  bool own_norm_;       // affine-free BatchNorm on norm_mix.cu's kernels
   std::shared_ptr<Allocator> allocator_;
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = true;

@@ -530,6 +530,21 @@ void CudaBackend::conv2d_bwd_filter(const Tensor& x_in, const Tensor& dy, Tensor
 // on for its documented semantics and was measured in apache/mxnet#21111. resultSaveInvVariance
 // is 1 / sqrt(var + eps) (the inverse standard deviation) despite its name, see
 // microsoft/onnxruntime#8172. Both are checked by the op-parity test on a GPU.
+// A (C) statistics tensor as the (1, C) rows the normalised-mix kernels take.
+Tensor CudaBackend::one_row(const Tensor& t) {
+  return Tensor::wrap(t.data(), Shape{1, t.numel()}, DType::F32, t.device());
+}
+
+// The weight 1 of a one-candidate mix (bn_ones_zeros' first entry).
+Tensor CudaBackend::unit_weight() {
+  return Tensor::wrap(const_cast<float*>(bn_ones_zeros(1)), Shape{1}, DType::F32,
+                      Device::cuda(device_));
+}
+
+// Affine-free BatchNorm (own_norm_kernels): the statistics and the normalisation of the
+// normalised-mix kernels with one candidate of weight 1 (batchnorm_stats, mix_norm_fwd: the
+// same statistics, running-statistics move and output as batchnorm_fwd_train's contract); with
+// gamma or beta, cuDNN.
 void CudaBackend::batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, const Tensor* beta,
                                       Tensor* running_mean, Tensor* running_var, Tensor& y,
                                       Tensor& save_mean, Tensor& save_invstd,
@@ -537,6 +552,14 @@ void CudaBackend::batchnorm_fwd_train(const Tensor& x, const Tensor* gamma, cons
   check_bn_epsilon("batchnorm_fwd_train", p.eps);
   if (nothing_to_do("batchnorm_fwd_train", y, {&x})) return;
   const int64_t c = x.dim(1);
+  if (own_norm_ && !gamma && !beta) {  // the normalised-mix kernels with one candidate
+    Tensor mean = one_row(save_mean), invstd = one_row(save_invstd);
+    std::vector<Tensor*> rms, rvs;
+    if (running_mean && running_var) rms = {running_mean}, rvs = {running_var};
+    batchnorm_stats({&x}, {true}, mean, invstd, rms, rvs, p);
+    mix_norm_fwd(unit_weight(), {&x}, {true}, mean, invstd, y);
+    return;
+  }
   // Spatial BN: the derived parameter descriptor is (1, C, 1, 1).
   const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x");
   const cudnnTensorDescriptor_t bn = nchw_desc(Shape{1, c, 1, 1}, "BN parameters");
@@ -580,6 +603,11 @@ void CudaBackend::batchnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor*
                                 Tensor* dgamma, Tensor* dbeta) {
   if (nothing_to_do("batchnorm_bwd", dx, {&dy, &x})) return;
   const int64_t c = x.dim(1);
+  if (own_norm_ && !gamma && !dgamma && !dbeta) {  // mix_norm_bwd with one candidate, weight 1
+    mix_norm_bwd(unit_weight(), dy, {&x}, {true}, one_row(save_mean), one_row(save_invstd), {&dx},
+                 nullptr);
+    return;
+  }
   // Spatial BN: the derived parameter descriptor is (1, C, 1, 1).
   const cudnnTensorDescriptor_t xd = nchw_desc(x.shape(), "x");
   const cudnnTensorDescriptor_t bn = nchw_desc(Shape{1, c, 1, 1}, "BN parameters");

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
   bool graph = true, all_gradients = false, own_depthwise = true, own_pointwise = true,
-       own_pool = true, fuse_relu = true, fuse_norm = true, fuse_lead = true;
+       own_pool = true, own_norm = true, fuse_relu = true, fuse_norm = true, fuse_lead = true;
   size_t op_times = 0;
   bool model_table = false;
   CLI::App app{"Time a first-order DARTS search iteration"};
@@ -98,6 +98,8 @@ int main(int argc, char** argv) {
   app.add_option("--own-pointwise", own_pointwise,
                  "CUDA: 1x1 convolutions on cudarts' own kernels (false: cuDNN)");
   app.add_option("--own-pool", own_pool, "CUDA: pooling on cudarts' own kernels (false: cuDNN)");
+  app.add_option("--own-norm", own_norm,
+                 "CUDA: affine-free BatchNorm on cudarts' own kernels (false: cuDNN)");
   app.add_option("--fuse-relu", fuse_relu,
                  "the ReLU before each depthwise convolution fused into it (false: separate "
                  "ReLU layers, the same numbers)");
@@ -118,6 +120,7 @@ int main(int argc, char** argv) {
     options.own_depthwise_kernels = own_depthwise;
     options.own_pointwise_kernels = own_pointwise;
     options.own_pool_kernels = own_pool;
+    options.own_norm_kernels = own_norm;
     Context ctx(cuda ? Device::cuda(0) : Device::cpu(), options);
     darts::SearchConfig cfg;
     cfg.channels = channels;
@@ -224,12 +227,13 @@ int main(int argc, char** argv) {
         "\"batch\": %lld, \"size\": %lld, \"iters\": %d, \"median_ms\": %.3f, "
         "\"min_ms\": %.3f, \"peak_bytes\": %zu, \"steady_state_allocations\": %llu, "
         "\"loss\": %.5f, \"own_depthwise_kernels\": %s, \"own_pointwise_kernels\": %s, "
-        "\"own_pool_kernels\": %s, \"fused_relu\": %s, \"fused_norm\": %s, \"fused_lead\": %s",
+        "\"own_pool_kernels\": %s, \"own_norm_kernels\": %s, \"fused_relu\": %s, \"fused_norm\": "
+        "%s, \"fused_lead\": %s",
         ctx.device().str().c_str(), mixed_op.c_str(), (long long)channels, cells, (long long)batch,
         (long long)size, iters, ms[ms.size() / 2], ms.front(), after.peak_bytes,
         (unsigned long long)eager_allocs, loss.item(), own_depthwise ? "true" : "false",
-        own_pointwise ? "true" : "false", own_pool ? "true" : "false", fuse_relu ? "true" : "false",
-        fuse_norm ? "true" : "false", fuse_lead ? "true" : "false");
+        own_pointwise ? "true" : "false", own_pool ? "true" : "false", own_norm ? "true" : "false",
+        fuse_relu ? "true" : "false", fuse_norm ? "true" : "false", fuse_lead ? "true" : "false");
     std::printf("%s", model_json.c_str());
     if (graphable)
       std::printf(

@@ -43,6 +43,7 @@ class Backend {
   virtual void set_own_depthwise_kernels(bool) {}
   virtual void set_own_pointwise_kernels(bool) {}
   virtual void set_own_pool_kernels(bool) {}
+  virtual void set_own_norm_kernels(bool) {}
 
   virtual void fill(Tensor& t, float value) = 0;
   virtual void fill_i32(Tensor& t, int32_t value) = 0;

@@ -77,6 +77,11 @@ void Context::set_own_pool_kernels(bool own) {
   backend_->set_own_pool_kernels(own);
 }
 
+void Context::set_own_norm_kernels(bool own) {
+  options_.own_norm_kernels = own;
+  backend_->set_own_norm_kernels(own);
+}
+
 void Context::per_step(std::function<void()> fn) {
   if (capture_)
     capture_->per_step.push_back(std::move(fn));

@@ -557,7 +557,9 @@ void batchnorm_fwd_train(Context& ctx, const Tensor& x, const Tensor* gamma, con
   check_same_shape(op, "x", x, "y", y);
   op_range.set_cost([&] {  // one pass for the statistics, one to normalise
     OpCost c;
-    c.launches = 1;
+    // Affine-free on the own kernels (own_norm_kernels): partial sums, their fixed-order finish,
+    // the normalisation.
+    c.launches = ctx.own_norm_kernels() && !gamma && !beta ? 3 : 1;
     c.bytes_read = 2 * bytes(x);
     c.bytes_written = bytes(y);
     c.flops = 6.0 * double(x.numel());
@@ -706,7 +708,8 @@ void batchnorm_bwd(Context& ctx, const Tensor& dy, const Tensor& x, const Tensor
   check_same_shape(op, "x", x, "dx", dx);
   op_range.set_cost([&] {  // one pass for the two reductions, one for dx
     OpCost c;
-    c.launches = 1;
+    // Affine-free on the own kernels: the sums, the coefficients, dx.
+    c.launches = ctx.own_norm_kernels() && !gamma && !dgamma ? 3 : 1;
     c.bytes_read = 2 * (bytes(dy) + bytes(x));
     c.bytes_written = bytes(dx);
     c.flops = 10.0 * double(x.numel());

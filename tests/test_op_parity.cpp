@@ -386,6 +386,31 @@ std::vector<OpCase> all_cases() {
                                           &out[2]);
                      }});
   }
+  // Affine-free BatchNorm (the search network's; on CUDA the own kernels unless the context
+  // turns them off): with running statistics, and the backward; 8 x 32 x 32 values per channel
+  // take two partial-sum blocks.
+  for (Shape x :
+       {Shape{4, 8, 6, 6}, Shape{2, 16, 9, 7}, Shape{64, 3, 1, 1}, Shape{8, 16, 32, 32}}) {
+    const Shape c{x[1]};
+    const std::string tag = x.str();
+    cases.push_back({"batchnorm_fwd_train/plain_running" + tag,
+                     kElementwiseTol * 10,
+                     {spec(x)},
+                     {poison(x), poison(c), poison(c), spec(c), spec(c, Init::Positive)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_fwd_train(ctx, in[0], nullptr, nullptr, &out[3], &out[4],
+                                                out[0], out[1], out[2],
+                                                BatchNormParams{0.1f, 1e-5f});
+                     }});
+    cases.push_back({"batchnorm_bwd/plain" + tag,
+                     kElementwiseTol * 10,
+                     {spec(x), spec(x), spec(c), spec(c, Init::Positive)},
+                     {poison(x)},
+                     [](Context& ctx, auto& in, auto& out) {
+                       ops::batchnorm_bwd(ctx, in[0], in[1], nullptr, in[2], in[3], out[0], nullptr,
+                                          nullptr);
+                     }});
+  }
 
   // Synchronised BatchNorm's per-rank pieces (counts as if 3 ranks had contributed).
   for (Shape x : {Shape{4, 8, 6, 6}, Shape{2, 16, 9, 7}, Shape{64, 3, 1, 1}}) {
@@ -1316,6 +1341,16 @@ TEST(OpParityPool, OwnKernelsGiveTheCpuBitsAndCudnnStillMatches) {
   const int checked = check_own_kernels_and_cudnn("/", &ContextOptions::own_pool_kernels,
                                                   &Context::set_own_pool_kernels, "pool2d", true);
   EXPECT_GE(checked, 2 * 10) << "the registry should hold the pooling cases";
+}
+
+// Affine-free BatchNorm: the own kernels (the normalised-mix kernels with one candidate) repeat
+// their bits; cuDNN still matches.
+TEST(OpParityNorm, OwnKernelsRepeatBitsAndCudnnStillMatches) {
+  CUDARTS_REQUIRE_GPU();
+  EXPECT_TRUE(Context(Device::cuda(0)).own_norm_kernels());
+  const int checked = check_own_kernels_and_cudnn("/plain", &ContextOptions::own_norm_kernels,
+                                                  &Context::set_own_norm_kernels, "batchnorm_");
+  EXPECT_GE(checked, 3 + 2 * 4) << "the registry should hold the affine-free BatchNorm cases";
 }
 
 // The op name a registry case exercises ("conv2d_fwd/3x3_s1_p1" -> "conv2d_fwd").

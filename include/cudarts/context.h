@@ -37,6 +37,11 @@ struct ContextOptions {
   // own kernels (the CPU's arithmetic and order: the same bits; cuda/pool.cuh) instead of
   // cuDNN's. false: cuDNN, for A/B comparisons. No effect on the CPU backend.
   bool own_pool_kernels = true;
+  // CUDA: serve BatchNorm without affine parameters (every BatchNorm of the search network) in
+  // training with cudarts' own kernels (the normalised-mix kernels with one candidate:
+  // statistics in a fixed order, normalisation, backward) instead of cuDNN's. false: cuDNN,
+  // for A/B comparisons. No effect on the CPU backend.
+  bool own_norm_kernels = true;
   // CUDA: run every op of the context on this cudaStream_t (passed as void*), owned by the
   // caller, who keeps it alive while the context lives; nullptr: the context creates its own
   // non-blocking stream. Lets an application order cudarts work with its own kernels without
@@ -77,6 +82,8 @@ class Context {
   void set_own_pointwise_kernels(bool own);
   bool own_pool_kernels() const { return options_.own_pool_kernels; }
   void set_own_pool_kernels(bool own);
+  bool own_norm_kernels() const { return options_.own_norm_kernels; }
+  void set_own_norm_kernels(bool own);
 
   // The cudaStream_t of a CUDA context (nullptr on CPU), as an opaque pointer.
   void* stream() const;
