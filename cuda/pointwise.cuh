@@ -18,8 +18,10 @@
 namespace cudarts::cuda::pointwise {
 
 // ---------------------------------------------------------------- launch geometry constants
-constexpr int kThreads = 256;        // threads of every block
-constexpr int kPixelsPerThread = 4;  // map kernels: outputs per thread and channel
+constexpr int kThreads = 256;  // threads of every block
+// map kernels: outputs per thread and channel. 1 (pointwise_bench's v3) was the fastest at
+// every search and retraining shape on an H200 (2026-12-04; 4 pixels: 1.4-3x slower at C >= 64).
+constexpr int kPixelsPerThread = 1;
 constexpr int kBlockPixels = kThreads * kPixelsPerThread;  // map kernels: pixels of one block
 constexpr int kTileChannels = 16;             // map kernels: output channels of one block; filter:
                                               // side of one block's dw tile (16 x 16 = kThreads)

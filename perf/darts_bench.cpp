@@ -72,8 +72,10 @@ int main(int argc, char** argv) {
   std::string device = "auto", mixed_op = "continuous";
   int64_t channels = 16, batch = 64, size = 32;
   int cells = 8, iters = 10, warmup = 3;
-  bool graph = true, all_gradients = false, own_depthwise = true, own_pointwise = true,
-       own_pool = true, own_norm = true, fuse_relu = true, fuse_norm = true, fuse_lead = true;
+  const ContextOptions defaults;  // the own-kernel switches start as the library's defaults
+  bool graph = true, all_gradients = false, own_depthwise = defaults.own_depthwise_kernels,
+       own_pointwise = defaults.own_pointwise_kernels, own_pool = defaults.own_pool_kernels,
+       own_norm = defaults.own_norm_kernels, fuse_relu = true, fuse_norm = true, fuse_lead = true;
   size_t op_times = 0;
   bool model_table = false;
   CLI::App app{"Time a first-order DARTS search iteration"};
@@ -99,7 +101,7 @@ int main(int argc, char** argv) {
                  "CUDA: 1x1 convolutions on cudarts' own kernels (false: cuDNN)");
   app.add_option("--own-pool", own_pool, "CUDA: pooling on cudarts' own kernels (false: cuDNN)");
   app.add_option("--own-norm", own_norm,
-                 "CUDA: affine-free BatchNorm on cudarts' own kernels (false: cuDNN)");
+                 "CUDA: affine-free BatchNorm on cudarts' own kernels (default false: cuDNN)");
   app.add_option("--fuse-relu", fuse_relu,
                  "the ReLU before each depthwise convolution fused into it (false: separate "
                  "ReLU layers, the same numbers)");

@@ -121,9 +121,9 @@ summary "darts_bench (cuDNN 1x1 convolutions): $(tail -1 "$OUT/darts_bench_cudnn
 t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-pool false \
   > "$OUT/darts_bench_cudnn_pool.json" 2>&1
 summary "darts_bench (cuDNN pooling): $(tail -1 "$OUT/darts_bench_cudnn_pool.json")"
-t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-norm false \
-  > "$OUT/darts_bench_cudnn_norm.json" 2>&1
-summary "darts_bench (cuDNN BatchNorm): $(tail -1 "$OUT/darts_bench_cudnn_norm.json")"
+t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-norm true \
+  > "$OUT/darts_bench_own_norm.json" 2>&1
+summary "darts_bench (own affine-free BatchNorm): $(tail -1 "$OUT/darts_bench_own_norm.json")"
 t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --fuse-relu false \
   > "$OUT/darts_bench_unfused_relu.json" 2>&1
 summary "darts_bench (separate ReLU layers): $(tail -1 "$OUT/darts_bench_unfused_relu.json")"

@@ -1292,9 +1292,10 @@ TEST(OpParityTf32, ConvolutionsAndGemmWithinOnePercent) {
 int check_own_kernels_and_cudnn(const std::string& tag, bool ContextOptions::*own_option,
                                 void (Context::*set_own)(bool), const std::string& op = "conv2d",
                                 bool cpu_bits = false) {
-  ContextOptions cudnn_only;
+  ContextOptions own_on, cudnn_only;
+  own_on.*own_option = true;
   cudnn_only.*own_option = false;
-  Context own(Device::cuda(0)), cudnn(Device::cuda(0), cudnn_only), cpu;
+  Context own(Device::cuda(0), own_on), cudnn(Device::cuda(0), cudnn_only), cpu;
   int checked = 0;
   for (const OpCase& c : registry()) {
     if (c.name.rfind(op, 0) != 0 || c.name.find(tag) == std::string::npos) continue;
@@ -1343,11 +1344,11 @@ TEST(OpParityPool, OwnKernelsGiveTheCpuBitsAndCudnnStillMatches) {
   EXPECT_GE(checked, 2 * 10) << "the registry should hold the pooling cases";
 }
 
-// Affine-free BatchNorm: the own kernels (the normalised-mix kernels with one candidate) repeat
-// their bits; cuDNN still matches.
+// Affine-free BatchNorm: the own kernels (the normalised-mix kernels with one candidate; off by
+// default, cuDNN was faster on the H200) repeat their bits; cuDNN still matches.
 TEST(OpParityNorm, OwnKernelsRepeatBitsAndCudnnStillMatches) {
   CUDARTS_REQUIRE_GPU();
-  EXPECT_TRUE(Context(Device::cuda(0)).own_norm_kernels());
+  EXPECT_FALSE(Context(Device::cuda(0)).own_norm_kernels());
   const int checked = check_own_kernels_and_cudnn("/plain", &ContextOptions::own_norm_kernels,
                                                   &Context::set_own_norm_kernels, "batchnorm_");
   EXPECT_GE(checked, 3 + 2 * 4) << "the registry should hold the affine-free BatchNorm cases";

@@ -1,6 +1,6 @@
 // Kernel benchmark for the pointwise (1x1) convolutions: the own kernels (cuda/pointwise.cu,
-// through ops::conv2d_*) and the map kernel's variants (v1 = 4 pixels per thread, the
-// library's; v2 = 2; v3 = 1; launched directly) against cuDNN (the backend's plan,
+// through ops::conv2d_*) and the map kernel's variants (v1 = 4 pixels per thread; v2 = 2;
+// v3 = 1, the library's; launched directly) against cuDNN (the backend's plan,
 // own_pointwise_kernels off) at the shapes of the DARTS search and retraining networks, each
 // validated against the CPU reference before it is timed (CUDA events on the context's stream,
 // median of repeats of 10 calls). Prints a table and, with --json, writes it. Exit status 1
@@ -90,7 +90,8 @@ void launch_variant(const cuda::pointwise::Problem& pr, const float* src, const 
 }
 using Variant = void (*)(const cuda::pointwise::Problem&, const float*, const float*, const float*,
                          float*, cudaStream_t);
-// [direction][variant]: v1 = 4 pixels per thread (the library's), v2 = 2, v3 = 1.
+// [direction][variant]: v1 = 4 pixels per thread, v2 = 2, v3 = 1 (the library's since the H200
+// run of 2026-12-04).
 const Variant kVariants[2][3] = {
     {launch_variant<false, 4>, launch_variant<false, 2>, launch_variant<false, 1>},
     {launch_variant<true, 4>, launch_variant<true, 2>, launch_variant<true, 1>}};
