@@ -112,27 +112,21 @@ echo "== benchmarks ($(elapsed) s)"
 t 120 build-gpu/perf/darts_bench --device cuda --iters 10 --model --op-times 40 \
   > "$OUT/darts_bench.json" 2> "$OUT/darts_bench_model.txt"
 summary "darts_bench (own depthwise): $(tail -1 "$OUT/darts_bench.json")"
-t 90 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-depthwise false \
-  > "$OUT/darts_bench_cudnn.json" 2>&1
-summary "darts_bench (cuDNN depthwise): $(tail -1 "$OUT/darts_bench_cudnn.json")"
-t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-pointwise false \
-  > "$OUT/darts_bench_cudnn_pointwise.json" 2>&1
-summary "darts_bench (cuDNN 1x1 convolutions): $(tail -1 "$OUT/darts_bench_cudnn_pointwise.json")"
-t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-pool false \
-  > "$OUT/darts_bench_cudnn_pool.json" 2>&1
-summary "darts_bench (cuDNN pooling): $(tail -1 "$OUT/darts_bench_cudnn_pool.json")"
-t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --own-norm true \
-  > "$OUT/darts_bench_own_norm.json" 2>&1
-summary "darts_bench (own affine-free BatchNorm): $(tail -1 "$OUT/darts_bench_own_norm.json")"
-t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --fuse-relu false \
-  > "$OUT/darts_bench_unfused_relu.json" 2>&1
-summary "darts_bench (separate ReLU layers): $(tail -1 "$OUT/darts_bench_unfused_relu.json")"
-t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --fuse-norm false \
-  > "$OUT/darts_bench_unfused_norm.json" 2>&1
-summary "darts_bench (each candidate's own BatchNorm): $(tail -1 "$OUT/darts_bench_unfused_norm.json")"
-t 60 build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 --fuse-lead false \
-  > "$OUT/darts_bench_unfused_lead.json" 2>&1
-summary "darts_bench (leading convolutions one by one): $(tail -1 "$OUT/darts_bench_unfused_lead.json")"
+# One A/B run: 3 iterations with one switch turned, into $OUT/NAME.json, a summary line.
+ab() {
+  local limit=$1 name=$2 label=$3
+  shift 3
+  t "$limit" build-gpu/perf/darts_bench --device cuda --iters 3 --warmup 2 "$@" \
+    > "$OUT/$name.json" 2>&1
+  summary "darts_bench ($label): $(tail -1 "$OUT/$name.json")"
+}
+ab 90 darts_bench_cudnn "cuDNN depthwise" --own-depthwise false
+ab 60 darts_bench_cudnn_pointwise "cuDNN 1x1 convolutions" --own-pointwise false
+ab 60 darts_bench_cudnn_pool "cuDNN pooling" --own-pool false
+ab 60 darts_bench_own_norm "own affine-free BatchNorm" --own-norm true
+ab 60 darts_bench_unfused_relu "separate ReLU layers" --fuse-relu false
+ab 60 darts_bench_unfused_norm "each candidate's own BatchNorm" --fuse-norm false
+ab 60 darts_bench_unfused_lead "leading convolutions one by one" --fuse-lead false
 t 150 python3 perf/torch_darts.py bench --iters 10 --cuda-graph > "$OUT/torch_bench.json" 2>&1
 summary "torch bench: $(tail -1 "$OUT/torch_bench.json")"
 t 90 build-gpu/perf/depthwise_bench --json "$OUT/depthwise_bench.json" > "$OUT/depthwise_bench.txt" 2>&1
