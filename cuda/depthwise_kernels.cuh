@@ -486,8 +486,12 @@ __device__ __forceinline__ void member_gather(const T* in, const T* w, const Gro
 // priors and the d_j, bit for bit, each dx element written once. The thread's items are lane,
 // lane + per_plane, ... (at most V: plan_group_tiling), their running sums in registers while the
 // members' dy tiles are staged in turn (each from its own first row p_lo_j, column q_lo_j).
+// At least 3 blocks per SM: without the bound 104-105 registers (2 blocks of 256 threads, each
+// waiting at a barrier per member while its next tile is loaded); with it 80 registers, no
+// spills in the general instance and 4 bytes in the stride-1 one (ptxas -v, sm_90; 4 blocks
+// would spill 40-56 bytes). Compiles; its time on a GPU not yet measured (2026-12-05).
 template <class T, int V, bool kUnitStride = false>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)
     depthwise_group_bwd_data_kernel(const __grid_constant__ GroupInputs<T> dys,  // (N, C, P, Q)
                                     const __grid_constant__ GroupInputs<T> ws,   // (C, 1, R_j, S_j)
                                     const T* __restrict__ mask,  // (N, C, H, W) or nullptr

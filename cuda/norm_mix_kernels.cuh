@@ -165,7 +165,10 @@ __global__ void mix_norm_fwd_kernel(const float* weights, const __grid_constant_
 
 // Backward, first pass, for candidates j0 .. j0 + kSumsGroup: per block s of channel ci,
 // partials[(ci S + s) (1 + K) + 0] = sum dy and [.. + 1 + j] = sum dy t_j for the candidates
-// in `wanted` (normed, or scored), in double; grid (S, C).
+// in `wanted` (normed, or scored), in double; grid (S, C). A thread's values are added in the
+// order of q; kSumsInFlight of them (dy and every wanted candidate's value) are loaded before
+// any is added, so that their loads are in flight together.
+constexpr int kSumsInFlight = 4;
 template <class T>
 __global__ void mix_norm_sums_kernel(const T* dy, const __grid_constant__ NormInputs<T> xs,
                                      uint64_t normed, uint64_t wanted, int j0, int k,
@@ -175,22 +178,47 @@ __global__ void mix_norm_sums_kernel(const T* dy, const __grid_constant__ NormIn
   const int64_t count = n * hw, per = (count + splits - 1) / splits;
   const int64_t end = (s + 1) * per < count ? (s + 1) * per : count;
   double sdy = 0.0, acc[kSumsGroup];
+  float mu[kSumsGroup], is[kSumsGroup];  // the normed candidates' statistics of channel ci
+  bool use[kSumsGroup];
 #pragma unroll
-  for (int jj = 0; jj < kSumsGroup; ++jj) acc[jj] = 0.0;
+  for (int jj = 0; jj < kSumsGroup; ++jj) {
+    const int j = j0 + jj;
+    acc[jj] = 0.0;
+    use[jj] = j < k && ((wanted >> j) & 1u);
+    const bool norm = use[jj] && ((normed >> j) & 1u);
+    mu[jj] = norm ? mean[j * c + ci] : 0.0f;
+    is[jj] = norm ? invstd[j * c + ci] : 1.0f;
+  }
   ChannelWalk walk(s * per + threadIdx.x, c, hw, ci);
-  for (int64_t q = s * per + threadIdx.x; q < end; q += kReduceBlock, walk.advance(kReduceBlock)) {
-    const int64_t e = walk.index();
-    const double g = double(dy[e]);
-    sdy += g;
+  for (int64_t q = s * per + threadIdx.x; q < end; q += kSumsInFlight * kReduceBlock) {
+    int64_t e[kSumsInFlight];
+    bool in[kSumsInFlight];
 #pragma unroll
-    for (int jj = 0; jj < kSumsGroup; ++jj) {
-      const int j = j0 + jj;
-      if (j >= k) break;
-      if (!((wanted >> j) & 1u)) continue;
-      const float t = (normed >> j) & 1u
-                          ? normalised(xs.x[j][e], mean[j * c + ci], invstd[j * c + ci])
-                          : float(xs.x[j][e]);
-      acc[jj] += g * double(t);
+    for (int u = 0; u < kSumsInFlight; ++u) {
+      in[u] = q + u * kReduceBlock < end;
+      e[u] = in[u] ? walk.index() : 0;
+      walk.advance(kReduceBlock);
+    }
+    T gy[kSumsInFlight], z[kSumsInFlight][kSumsGroup];
+#pragma unroll
+    for (int u = 0; u < kSumsInFlight; ++u) {
+      gy[u] = in[u] ? dy[e[u]] : T(0.0f);
+#pragma unroll
+      for (int jj = 0; jj < kSumsGroup; ++jj)
+        z[u][jj] = in[u] && use[jj] ? xs.x[j0 + jj][e[u]] : T(0.0f);
+    }
+#pragma unroll
+    for (int u = 0; u < kSumsInFlight; ++u) {
+      if (!in[u]) break;
+      const double g = double(gy[u]);
+      sdy += g;
+#pragma unroll
+      for (int jj = 0; jj < kSumsGroup; ++jj) {
+        if (!use[jj]) continue;
+        const float t =
+            (normed >> (j0 + jj)) & 1u ? normalised(z[u][jj], mu[jj], is[jj]) : float(z[u][jj]);
+        acc[jj] += g * double(t);
+      }
     }
   }
   const int64_t cols = 1 + k;

@@ -23,15 +23,29 @@ Problem plan_or_throw(const char* op, const Shape& x, const Shape& w, const Shap
   return *pr;
 }
 
+template <class T, bool kBackwardData, int kOut>
+void launch_packed(const T* src, const T* w, const T* bias, const T* mask, T* dst,
+                   const Problem& pr, cudaStream_t stream) {
+  const Direction d = kBackwardData ? Direction::BackwardData : Direction::Forward;
+  pointwise_packed_map_kernel<T, kBackwardData, kOut>
+      <<<packed_map_grid(d, pr, kOut), kThreads, 0, stream>>>(src, w, bias, mask, dst, pr);
+}
+
+// The packed map kernel with map_outputs' output channels per thread.
 template <class T, bool kBackwardData>
 void launch_map(const T* src, const T* w, const T* bias, const T* mask, T* dst, const Problem& pr,
                 cudaStream_t stream) {
-  const Direction d = kBackwardData ? Direction::BackwardData : Direction::Forward;
-  pointwise_map_kernel<T, kBackwardData>
-      <<<map_grid(d, pr), kThreads, 0, stream>>>(src, w, bias, mask, dst, pr);
-  CUDARTS_LAUNCH_CHECK("pointwise_map_kernel", "(", kBackwardData ? "backward data" : "forward",
-                       ", x ", pr.n, "x", pr.cin, "x", pr.h, "x", pr.w, ", y ", pr.n, "x", pr.cout,
-                       "x", pr.p, "x", pr.q, ")");
+  const int outs = map_outputs(kBackwardData ? Direction::BackwardData : Direction::Forward, pr);
+  if (outs == kTileChannels)
+    launch_packed<T, kBackwardData, kTileChannels>(src, w, bias, mask, dst, pr, stream);
+  else if (outs == 8)
+    launch_packed<T, kBackwardData, 8>(src, w, bias, mask, dst, pr, stream);
+  else
+    launch_packed<T, kBackwardData, 4>(src, w, bias, mask, dst, pr, stream);
+  CUDARTS_LAUNCH_CHECK("pointwise_packed_map_kernel", "(",
+                       kBackwardData ? "backward data" : "forward", ", ", outs,
+                       " outputs per thread, x ", pr.n, "x", pr.cin, "x", pr.h, "x", pr.w, ", y ",
+                       pr.n, "x", pr.cout, "x", pr.p, "x", pr.q, ")");
 }
 
 }  // namespace

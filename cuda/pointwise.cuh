@@ -19,13 +19,22 @@ namespace cudarts::cuda::pointwise {
 
 // ---------------------------------------------------------------- launch geometry constants
 constexpr int kThreads = 256;  // threads of every block
-// map kernels: outputs per thread and channel. 1 (pointwise_bench's v3) was the fastest at
-// every search and retraining shape on an H200 (2026-12-04; 4 pixels: 1.4-3x slower at C >= 64).
+// The per-image map kernel (pointwise_bench's v1-v3; the library's until 2026-12-05): outputs
+// per thread and channel. 1 (v3) was the fastest at every search and retraining shape on an
+// H200 (2026-12-04; 4 pixels: 1.4-3x slower at C >= 64).
 constexpr int kPixelsPerThread = 1;
-constexpr int kBlockPixels = kThreads * kPixelsPerThread;  // map kernels: pixels of one block
-constexpr int kTileChannels = 16;             // map kernels: output channels of one block; filter:
-                                              // side of one block's dw tile (16 x 16 = kThreads)
-constexpr int kStagedChannels = 128;          // map kernels: input channels of weights per stage
+constexpr int kBlockPixels = kThreads * kPixelsPerThread;  // per-image map kernel: block pixels
+constexpr int kTileChannels = 16;     // map kernels: output channels of one block, at most;
+                                      // filter: side of one dw tile (16 x 16 = kThreads)
+constexpr int kStagedChannels = 128;  // map kernels: input channels of weights per stage
+// The packed map kernel (the library's): one output pixel per thread, the block's kThreads
+// pixels running on over image boundaries (at 8x8 a per-image block left 3/4 of its threads
+// idle), kMapLoads input channels loaded before their products are added (in channel order),
+// and kOut output channels per thread, chosen per shape: the largest of kTileChannels, 8 and 4
+// that still gives kMinMapBlocks blocks (fewer outputs per thread: more threads, each src value
+// read by more blocks).
+constexpr int kMapLoads = 8;
+constexpr int64_t kMinMapBlocks = 256;        // about two blocks per SM of an H100 / H200 (132 SMs)
 constexpr int kUnitPixels = 64;               // filter: pixels of one (image, pixel run) unit
 constexpr int kUnitStride = kUnitPixels + 1;  // filter: staged row pitch (no bank conflicts)
 constexpr int64_t kFilterTargetBlocks = 512;  // filter stage 1: blocks to aim for
@@ -81,6 +90,8 @@ inline std::optional<Problem> make_problem(const Shape& x, const Shape& w, const
   if (x[0] < 1 || x[0] > kMaxGridYZ) return std::nullopt;  // the map kernels' gridDim.z
   if (x[2] * x[3] >= kMaxPlane) return std::nullopt;       // 32-bit offsets within a plane
   if (ceil_div(x[2] * x[3], kBlockPixels) > kMaxGridX) return std::nullopt;
+  if (ceil_div(x[0] * std::max(x[2] * x[3], y[2] * y[3]), kThreads) > kMaxGridX)
+    return std::nullopt;  // the packed map kernel's gridDim.x
   if (ceil_div(std::max(x[1], w[0]), kTileChannels) > kMaxGridYZ) return std::nullopt;
   return Problem{x[0],      int(x[1]), int(w[0]),    int(x[2]),    int(x[3]),
                  int(y[2]), int(y[3]), prm.stride_h, prm.stride_w, prm.relu_input};
@@ -104,6 +115,28 @@ inline dim3 map_grid(Direction d, const Problem& pr, int pixels_per_thread = kPi
   const MapShape m = map_shape(d, pr);
   return dim3(unsigned(ceil_div(m.dst_plane, int64_t(kThreads) * pixels_per_thread)),
               unsigned(ceil_div(m.dst_channels, kTileChannels)), unsigned(pr.n));
+}
+
+// The packed map kernel's grid for kOut output channels per thread: (N * dst pixels) / kThreads
+// blocks along x, the dst channels' kOut-tiles along y.
+inline dim3 packed_map_grid(Direction d, const Problem& pr, int outs) {
+  const MapShape m = map_shape(d, pr);
+  return dim3(unsigned(ceil_div(pr.n * m.dst_plane, kThreads)),
+              unsigned(ceil_div(m.dst_channels, outs)));
+}
+
+// Output channels per thread of the packed map kernel (a pure function of the shapes): the
+// largest of 16, 8 and 4 whose grid has at least kMinMapBlocks blocks, else 4 (16 when the
+// channel tiles of 8 or 4 would pass gridDim.y's limit).
+inline int map_outputs(Direction d, const Problem& pr) {
+  const MapShape m = map_shape(d, pr);
+  const int64_t pixel_blocks = ceil_div(pr.n * m.dst_plane, kThreads);
+  for (int outs : {kTileChannels, 8}) {
+    const int64_t tiles = ceil_div(m.dst_channels, outs);
+    if (pixel_blocks * tiles >= kMinMapBlocks) return outs;
+    if (ceil_div(m.dst_channels, outs / 2) > kMaxGridYZ) return outs;
+  }
+  return 4;
 }
 
 // ---------------------------------------------------------------- filter gradient

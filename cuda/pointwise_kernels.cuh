@@ -14,6 +14,38 @@ __device__ inline float load_f(const T* p) {
   return float(*p);
 }
 
+// Where dst pixel o of a map kernel reads src: -1 off the stride grid (data gradient). Stride 1:
+// the same offset; else (row, column) in 32-bit arithmetic (planes < 2^31).
+template <bool kBackwardData>
+__device__ inline int64_t map_source(const Problem& pr, int64_t o) {
+  if (pr.stride_h == 1 && pr.stride_w == 1) return o;
+  const int dst_w = kBackwardData ? pr.w : pr.q, src_w = kBackwardData ? pr.q : pr.w;
+  const int a = int(o) / dst_w, b = int(o) % dst_w;
+  if (!kBackwardData) return int64_t(a) * pr.stride_h * src_w + int64_t(b) * pr.stride_w;
+  if (a % pr.stride_h == 0 && b % pr.stride_w == 0)
+    return int64_t(a / pr.stride_h) * src_w + b / pr.stride_w;
+  return -1;
+}
+
+// A map kernel's weight stage: staged[c][d] = weight (d0 + d, c0 + c) for c < cn and
+// d0 + d < dst_channels, else 0 (forward: w[d Cin + c]; data gradient: w[c Cin + d]), as
+// float4 rows of kOut output channels. Every thread of the block takes part.
+template <class T, bool kBackwardData, int kOut>
+__device__ inline void stage_map_weights(const T* __restrict__ w, const Problem& pr,
+                                         int dst_channels, int c0, int cn, int d0,
+                                         float4 (*staged)[kOut / 4]) {
+  for (int i = int(threadIdx.x); i < kStagedChannels * kOut; i += kThreads) {
+    const int c = i / kOut, j = i % kOut, d = d0 + j;
+    float v = 0.0f;
+    if (c < cn && d < dst_channels) {
+      const int64_t idx =
+          kBackwardData ? int64_t(c0 + c) * pr.cin + d : int64_t(d) * pr.cin + (c0 + c);
+      v = load_f(w + idx);
+    }
+    reinterpret_cast<float*>(staged[c])[j] = v;
+  }
+}
+
 // Map kernel, grid map_grid(d, pr, kPix), kThreads threads: thread t of block (bx, by, n)
 // computes dst channels by*16 .. +16 at pixels bx*kThreads*kPix + t + k*kThreads, k < kPix
 // (kPixelsPerThread in the library; other values are perf/dev/pointwise_bench's variants),
@@ -35,29 +67,13 @@ __global__ void __launch_bounds__(kThreads)
   const int d0 = int(blockIdx.y) * kTileChannels;
   const int64_t n = blockIdx.z;
   const int64_t base = int64_t(blockIdx.x) * kThreads * kPix;
-  const int dst_w = kBackwardData ? pr.w : pr.q;
-  const int src_w = kBackwardData ? pr.q : pr.w;
 
   // Where each of the thread's pixels reads src (-1: off the image, or off the stride grid).
-  // Stride 1: the same offset; else (row, column) in 32-bit arithmetic (planes < 2^31).
-  const bool unit = pr.stride_h == 1 && pr.stride_w == 1;
   int64_t at[kPix];
 #pragma unroll
   for (int k = 0; k < kPix; ++k) {
     const int64_t o = base + t + int64_t(k) * kThreads;
-    at[k] = -1;
-    if (o < m.dst_plane) {
-      if (unit) {
-        at[k] = o;
-        continue;
-      }
-      const int a = int(o) / dst_w, b = int(o) % dst_w;
-      if (!kBackwardData) {
-        at[k] = int64_t(a) * pr.stride_h * src_w + int64_t(b) * pr.stride_w;
-      } else if (a % pr.stride_h == 0 && b % pr.stride_w == 0) {
-        at[k] = int64_t(a / pr.stride_h) * src_w + b / pr.stride_w;
-      }
-    }
+    at[k] = o < m.dst_plane ? map_source<kBackwardData>(pr, o) : -1;
   }
 
   float acc[kPix][kTileChannels];
@@ -70,16 +86,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int c0 = 0; c0 < m.src_channels; c0 += kStagedChannels) {
     const int cn = m.src_channels - c0 < kStagedChannels ? m.src_channels - c0 : kStagedChannels;
     __syncthreads();  // the previous stage's weights are read
-    for (int i = t; i < kStagedChannels * kTileChannels; i += kThreads) {
-      const int c = i / kTileChannels, j = i % kTileChannels, d = d0 + j;
-      float v = 0.0f;
-      if (c < cn && d < m.dst_channels) {
-        const int64_t idx =
-            kBackwardData ? int64_t(c0 + c) * pr.cin + d : int64_t(d) * pr.cin + (c0 + c);
-        v = load_f(w + idx);
-      }
-      reinterpret_cast<float*>(staged[c])[j] = v;
-    }
+    stage_map_weights<T, kBackwardData, kTileChannels>(w, pr, m.dst_channels, c0, cn, d0, staged);
     __syncthreads();
     for (int c = 0; c < cn; ++c) {
       const T* plane = src_n + int64_t(c0 + c) * m.src_plane;
@@ -121,6 +128,95 @@ __global__ void __launch_bounds__(kThreads)
       if (kBackwardData && (at[k] < 0 || (mask_n && !(load_f(mask_n + idx) > 0.0f)))) r = 0.0f;
       dst_n[idx] = T(r);
     }
+  }
+}
+
+// Packed map kernel (the library's), grid packed_map_grid(d, pr, kOut), kThreads threads: thread
+// t of block (bx, by) computes dst channels by*kOut .. +kOut at pixel g = bx*kThreads + t of the
+// (image, pixel) sequence (image g / P, pixel g % P, P = dst pixels per image), each a sum over
+// the src channels in order, as pointwise_map_kernel does (the same products in the same order:
+// the same bits); the src values of kMapLoads channels are loaded before their products are
+// added, so that many loads are in flight per thread. Weights, ReLU, bias, mask and stride grid
+// as pointwise_map_kernel.
+template <class T, bool kBackwardData, int kOut>
+__global__ void __launch_bounds__(kThreads)
+    pointwise_packed_map_kernel(const T* __restrict__ src, const T* __restrict__ w,
+                                const T* __restrict__ bias, const T* __restrict__ mask,
+                                T* __restrict__ dst, const Problem pr) {
+  static_assert(kOut % 4 == 0 && kOut <= kTileChannels, "weights are read as float4");
+  __shared__ float4 staged[kStagedChannels][kOut / 4];  // (c, d): weight (d0 + d, c0 + c)
+  const Direction dir = kBackwardData ? Direction::BackwardData : Direction::Forward;
+  const MapShape m = map_shape(dir, pr);
+  const int t = int(threadIdx.x);
+  const int d0 = int(blockIdx.y) * kOut;
+  const int64_t g = int64_t(blockIdx.x) * kThreads + t;
+  const bool live = g < pr.n * m.dst_plane;  // dead threads stay for the barriers
+  const int64_t n = live ? g / m.dst_plane : 0;
+  const int64_t o = live ? g - n * m.dst_plane : 0;
+
+  // Where the pixel reads src (-1: a dead thread, or off the stride grid).
+  const int64_t at = live ? map_source<kBackwardData>(pr, o) : -1;
+  const bool reads = at >= 0;
+  const T* src_px = src + n * m.src_channels * m.src_plane + (reads ? at : 0);
+
+  float acc[kOut];
+#pragma unroll
+  for (int j = 0; j < kOut; ++j) acc[j] = 0.0f;
+
+  for (int c0 = 0; c0 < m.src_channels; c0 += kStagedChannels) {
+    const int cn = m.src_channels - c0 < kStagedChannels ? m.src_channels - c0 : kStagedChannels;
+    __syncthreads();  // the previous stage's weights are read
+    stage_map_weights<T, kBackwardData, kOut>(w, pr, m.dst_channels, c0, cn, d0, staged);
+    __syncthreads();
+    const T* plane = src_px + int64_t(c0) * m.src_plane;
+    int c = 0;
+    for (; c + kMapLoads <= cn; c += kMapLoads) {
+      float v[kMapLoads];
+#pragma unroll
+      for (int u = 0; u < kMapLoads; ++u) {
+        v[u] = reads ? load_f(plane + int64_t(c + u) * m.src_plane) : 0.0f;
+        if (!kBackwardData && pr.relu_input) v[u] = v[u] > 0.0f ? v[u] : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kMapLoads; ++u) {
+        const float4* wr = staged[c + u];
+#pragma unroll
+        for (int q = 0; q < kOut / 4; ++q) {
+          const float4 wv = wr[q];
+          acc[4 * q + 0] += wv.x * v[u];
+          acc[4 * q + 1] += wv.y * v[u];
+          acc[4 * q + 2] += wv.z * v[u];
+          acc[4 * q + 3] += wv.w * v[u];
+        }
+      }
+    }
+    for (; c < cn; ++c) {
+      float v = reads ? load_f(plane + int64_t(c) * m.src_plane) : 0.0f;
+      if (!kBackwardData && pr.relu_input) v = v > 0.0f ? v : 0.0f;
+      const float4* wr = staged[c];
+#pragma unroll
+      for (int q = 0; q < kOut / 4; ++q) {
+        const float4 wv = wr[q];
+        acc[4 * q + 0] += wv.x * v;
+        acc[4 * q + 1] += wv.y * v;
+        acc[4 * q + 2] += wv.z * v;
+        acc[4 * q + 3] += wv.w * v;
+      }
+    }
+  }
+
+  if (!live) return;  // no barrier follows
+  const int64_t out0 = n * m.dst_channels * m.dst_plane + o;
+  const bool masked_out = kBackwardData && !reads;
+#pragma unroll
+  for (int j = 0; j < kOut; ++j) {
+    const int d = d0 + j;
+    if (d >= m.dst_channels) break;
+    const int64_t idx = out0 + int64_t(d) * m.dst_plane;
+    float r = acc[j];
+    if (!kBackwardData && bias) r += load_f(bias + d);
+    if (masked_out || (kBackwardData && mask && !(load_f(mask + idx) > 0.0f))) r = 0.0f;
+    dst[idx] = T(r);
   }
 }
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # A short follow-up on the lent GPU machine, for the time left after a perf/device_check.sh run
-# (about 3-4 minutes): builds only the targets it needs, runs the op-parity cases that match
-# QUICK_PARITY (a gtest filter) and the GPU whole-network cases, memcheck and racecheck over the
-# same op-parity cases, the kernel benchmarks (pointwise_bench; depthwise_bench with
-# QUICK_DEPTHWISE=1) and the search step (darts_bench with the model and the op profile, and
-# its A/B QUICK_AB, darts_bench flags). summary.txt grows after each step; logs in $OUT/logs.tgz.
+# (about 2 minutes, 4-5 with the Nsight Compute step): builds only the targets it needs, runs
+# the op-parity cases that match QUICK_PARITY (a gtest filter) and the GPU whole-network cases,
+# memcheck and racecheck over the same op-parity cases, the kernel benchmarks (pointwise_bench;
+# depthwise_bench with QUICK_DEPTHWISE=1), the search step (darts_bench with the model and the
+# op profile, and its A/B QUICK_AB, darts_bench flags) and Nsight Compute's per-kernel table
+# (perf/ncu_kernels.sh; QUICK_NCU=0 leaves it out, QUICK_NCU_BUDGET its seconds, default 150).
+# summary.txt grows after each step; logs in $OUT/logs.tgz.
 # Run from the repository root with .deps carried (scripts/device_deps.sh):
 #   QUICK_PARITY='*cuda_conv2d*pw_*' perf/device_quick.sh
 set -uo pipefail
@@ -57,6 +59,12 @@ summary "darts_bench ($AB): $(tail -1 "$OUT/darts_bench_ab.json")"
 if [ "${QUICK_DEPTHWISE:-0}" = 1 ]; then
   timeout 60 build-gpu/perf/depthwise_bench > "$OUT/depthwise_bench.txt" 2>&1
   summary "depthwise_bench: $(tail -1 "$OUT/depthwise_bench.txt")"
+fi
+
+if [ "${QUICK_NCU:-1}" = 1 ]; then  # Nsight Compute: per-kernel times and why (perf/ncu_kernels.sh)
+  perf/ncu_kernels.sh build-gpu "$OUT/ncu" "${QUICK_NCU_BUDGET:-150}" > "$OUT/ncu.log" 2>&1
+  summary "ncu: $(head -1 "$OUT/ncu.log"); $(head -1 "$OUT/ncu/ncu_kernels.txt" 2> /dev/null) at $(elapsed) s"
+  head -60 "$OUT/ncu.log"
 fi
 
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2> /dev/null | head -1)

@@ -44,6 +44,10 @@ std::vector<Case> cases() {
       {"C12 -> 20, 9x11 stride 2", {2, 12, 9, 11}, 20, 2, 2},
       {"C3 -> 5, 40x40 (two pixel blocks)", {1, 3, 40, 40}, 5, 1, 1},
       {"C4 -> 33, 7x6 stride 1x2", {3, 4, 7, 6}, 33, 1, 2},
+      // the packed map kernel: blocks over several images, image boundaries inside a block,
+      // channel counts with and without a remainder after the 8-channel loads
+      {"C8 -> 12, 3x5, 7 images in one block", {7, 8, 3, 5}, 12, 1, 1},
+      {"C20 -> 9, 5x5 stride 2, 40 images", {40, 20, 5, 5}, 9, 2, 2},
   };
 }
 
@@ -57,6 +61,32 @@ Conv2dParams params(const Case& c, bool relu) {
 
 void launch(dim3 grid, const std::function<void()>& kernel) {
   emu::run_grid(grid, kernel);
+}
+
+// The map kernels: the packed one (the library's) with 16, 8 and 4 output channels per thread,
+// and the per-image one (pointwise_bench's v3, the library's before).
+constexpr int kMapKernels = 4;
+const char* const kMapKernelNames[kMapKernels] = {"packed, 16 outputs", "packed, 8 outputs",
+                                                  "packed, 4 outputs", "per image"};
+
+template <bool kBackwardData>
+void run_map(int kernel, const pw::Problem& pr, const float* src, const float* w, const float* bias,
+             const float* mask, float* dst) {
+  const pw::Direction d = kBackwardData ? pw::Direction::BackwardData : pw::Direction::Forward;
+  const int outs[3] = {16, 8, 4};
+  if (kernel == 3) {
+    launch(pw::map_grid(d, pr),
+           [&] { pw::pointwise_map_kernel<float, kBackwardData>(src, w, bias, mask, dst, pr); });
+    return;
+  }
+  launch(pw::packed_map_grid(d, pr, outs[kernel]), [&] {
+    if (kernel == 0)
+      pw::pointwise_packed_map_kernel<float, kBackwardData, 16>(src, w, bias, mask, dst, pr);
+    if (kernel == 1)
+      pw::pointwise_packed_map_kernel<float, kBackwardData, 8>(src, w, bias, mask, dst, pr);
+    if (kernel == 2)
+      pw::pointwise_packed_map_kernel<float, kBackwardData, 4>(src, w, bias, mask, dst, pr);
+  });
 }
 
 void check_case(const Case& c, bool relu) {
@@ -92,30 +122,32 @@ void check_case(const Case& c, bool relu) {
       if (!(x[i] > 0.0f)) ref_dx[i] = 0.0f;
 
   Framed fx = framed(x, kNaN), fw = framed(w, kNaN), fb = framed(b, kNaN), fg = framed(g, kNaN);
-  // forward, with and without the bias
-  for (int with_bias = 0; with_bias < 2; ++with_bias) {
-    Framed fy = framed(std::vector<float>(size_t(ys.numel()), kNaN), kOutGuard);
-    launch(pw::map_grid(pw::Direction::Forward, *pr), [&] {
-      pw::pointwise_map_kernel<float, false>(fx.data(), fw.data(), with_bias ? fb.data() : nullptr,
-                                             nullptr, fy.data(), *pr);
-    });
-    EXPECT_TRUE(fy.guards_intact()) << "forward wrote outside y";
-    const auto got = fy.body();
-    for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "forward: unwritten or NaN output";
-    EXPECT_LE(test::normalized_error(got, (with_bias ? ty : ty0).to_vector()), 1e-5)
-        << "forward, bias " << with_bias;
-  }
-  // backward data
-  {
+  // forward, with and without the bias, and backward data, by every map kernel; the packed
+  // kernel adds the per-image kernel's products in its order: the same bits.
+  std::vector<float> first_y[2], first_dx;
+  for (int kernel = 0; kernel < kMapKernels; ++kernel) {
+    SCOPED_TRACE(kMapKernelNames[kernel]);
+    for (int with_bias = 0; with_bias < 2; ++with_bias) {
+      Framed fy = framed(std::vector<float>(size_t(ys.numel()), kNaN), kOutGuard);
+      run_map<false>(kernel, *pr, fx.data(), fw.data(), with_bias ? fb.data() : nullptr, nullptr,
+                     fy.data());
+      EXPECT_TRUE(fy.guards_intact()) << "forward wrote outside y";
+      const auto got = fy.body();
+      for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "forward: unwritten or NaN output";
+      EXPECT_LE(test::normalized_error(got, (with_bias ? ty : ty0).to_vector()), 1e-5)
+          << "forward, bias " << with_bias;
+      if (kernel == 0) first_y[with_bias] = got;
+      EXPECT_TRUE(got == first_y[with_bias]) << "forward: other bits than the 16-output kernel's";
+    }
     Framed fdx = framed(std::vector<float>(size_t(c.x.numel()), kNaN), kOutGuard);
-    launch(pw::map_grid(pw::Direction::BackwardData, *pr), [&] {
-      pw::pointwise_map_kernel<float, true>(fg.data(), fw.data(), nullptr,
-                                            relu ? fx.data() : nullptr, fdx.data(), *pr);
-    });
+    run_map<true>(kernel, *pr, fg.data(), fw.data(), nullptr, relu ? fx.data() : nullptr,
+                  fdx.data());
     EXPECT_TRUE(fdx.guards_intact()) << "backward data wrote outside dx";
     const auto got = fdx.body();
     for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "backward data: unwritten or NaN";
     EXPECT_LE(test::normalized_error(got, ref_dx), 1e-5) << "backward data";
+    if (kernel == 0) first_dx = got;
+    EXPECT_TRUE(got == first_dx) << "backward data: other bits than the 16-output kernel's";
   }
   // backward filter: the library's split, one chunk, and one chunk per unit
   const pw::FilterSplit splits[] = {pw::plan_filter_split(*pr),
@@ -177,6 +209,32 @@ TEST(PointwiseEmulation, FilterSplitsCoverEveryUnitOnce) {
   EXPECT_EQ(sp.units, 64 * 16);
   EXPECT_EQ(sp.units_per_chunk, 4);
   EXPECT_EQ(sp.chunks, 256);
+}
+
+// The packed map kernel's outputs per thread at the search network's shapes (batch 64), by hand:
+// blocks = ceil(64 * P / 256) pixel blocks times ceil(C / outs) channel tiles, the largest outs
+// of 16, 8, 4 with at least 256 blocks.
+TEST(PointwiseEmulation, MapOutputsPerThreadFollowTheBlockCount) {
+  const auto outs = [](pw::Direction d, Shape x, int64_t cout) {
+    const Shape ws{cout, x[1], 1, 1};
+    const auto pr =
+        pw::make_problem(x, ws, Shape{x[0], cout, x[2], x[3]}, Conv2dParams::make(1, 0));
+    EXPECT_TRUE(pr.has_value());
+    return pr ? pw::map_outputs(d, *pr) : 0;
+  };
+  const auto fwd = pw::Direction::Forward, bwd = pw::Direction::BackwardData;
+  EXPECT_EQ(outs(fwd, {64, 16, 32, 32}, 16), 16);  // 256 pixel blocks x 1 tile
+  EXPECT_EQ(outs(fwd, {64, 32, 16, 16}, 32), 8);   // 64 x 2 = 128; 64 x 4 = 256
+  EXPECT_EQ(outs(fwd, {64, 64, 8, 8}, 64), 4);     // 16 x 4, 16 x 8, then 4 outputs
+  EXPECT_EQ(outs(fwd, {64, 256, 8, 8}, 64), 4);    // the preprocessing 256 -> 64
+  EXPECT_EQ(outs(bwd, {64, 256, 8, 8}, 64), 16);   // its data gradient: 16 x 16 = 256
+  EXPECT_EQ(outs(fwd, {1, 3, 2, 2}, 5), 4);        // one block: 4 outputs
+  const auto pr = pw::make_problem(Shape{64, 16, 32, 32}, Shape{16, 16, 1, 1},
+                                   Shape{64, 16, 32, 32}, Conv2dParams::make(1, 0));
+  ASSERT_TRUE(pr.has_value());
+  const dim3 g = pw::packed_map_grid(fwd, *pr, 16);
+  EXPECT_EQ(g.x, 256u);
+  EXPECT_EQ(g.y, 1u);
 }
 
 // What the kernels do not cover goes to cuDNN: padding, groups, kernels above 1x1, batches

@@ -1,6 +1,8 @@
 // Kernel benchmark for the pointwise (1x1) convolutions: the own kernels (cuda/pointwise.cu,
-// through ops::conv2d_*) and the map kernel's variants (v1 = 4 pixels per thread; v2 = 2;
-// v3 = 1, the library's; launched directly) against cuDNN (the backend's plan,
+// through ops::conv2d_*) and the map kernel's variants, launched directly (the per-image kernel
+// with v1 = 4 pixels per thread, v2 = 2, v3 = 1, the library's until 2026-12-05; the packed
+// kernel with v4 = 16, v5 = 8, v6 = 4 output channels per thread; the library takes one of
+// v4-v6 by pointwise::map_outputs, printed as "lib") against cuDNN (the backend's plan,
 // own_pointwise_kernels off) at the shapes of the DARTS search and retraining networks, each
 // validated against the CPU reference before it is timed (CUDA events on the context's stream,
 // median of repeats of 10 calls). Prints a table and, with --json, writes it. Exit status 1
@@ -88,13 +90,27 @@ void launch_variant(const cuda::pointwise::Problem& pr, const float* src, const 
   pw::pointwise_map_kernel<float, kBackwardData, kPix>
       <<<pw::map_grid(d, pr, kPix), pw::kThreads, 0, stream>>>(src, w, nullptr, mask, out, pr);
 }
+// The packed map kernel with kOut output channels per thread.
+template <bool kBackwardData, int kOut>
+void launch_packed(const cuda::pointwise::Problem& pr, const float* src, const float* w,
+                   const float* mask, float* out, cudaStream_t stream) {
+  namespace pw = cuda::pointwise;
+  const pw::Direction d = kBackwardData ? pw::Direction::BackwardData : pw::Direction::Forward;
+  pw::pointwise_packed_map_kernel<float, kBackwardData, kOut>
+      <<<pw::packed_map_grid(d, pr, kOut), pw::kThreads, 0, stream>>>(src, w, nullptr, mask, out,
+                                                                      pr);
+}
 using Variant = void (*)(const cuda::pointwise::Problem&, const float*, const float*, const float*,
                          float*, cudaStream_t);
-// [direction][variant]: v1 = 4 pixels per thread, v2 = 2, v3 = 1 (the library's since the H200
-// run of 2026-12-04).
-const Variant kVariants[2][3] = {
-    {launch_variant<false, 4>, launch_variant<false, 2>, launch_variant<false, 1>},
-    {launch_variant<true, 4>, launch_variant<true, 2>, launch_variant<true, 1>}};
+constexpr int kVariantCount = 6;
+// [direction][variant]: v1-v3 the per-image kernel at 4, 2, 1 pixels per thread; v4-v6 the
+// packed kernel at 16, 8, 4 output channels per thread.
+const Variant kVariants[2][kVariantCount] = {
+    {launch_variant<false, 4>, launch_variant<false, 2>, launch_variant<false, 1>,
+     launch_packed<false, 16>, launch_packed<false, 8>, launch_packed<false, 4>},
+    {launch_variant<true, 4>, launch_variant<true, 2>, launch_variant<true, 1>,
+     launch_packed<true, 16>, launch_packed<true, 8>, launch_packed<true, 4>}};
+const int kVariantOutputs[kVariantCount] = {0, 0, 0, 16, 8, 4};  // packed: outputs per thread
 
 }  // namespace
 
@@ -128,8 +144,9 @@ int main(int argc, char** argv) {
   Context cpu, own(Device::cuda(0)), lib(Device::cuda(0), cudnn_only);
   int failures = 0;
   json rows = json::array();
-  std::printf("%-36s %-10s %8s %8s %8s %10s %10s %8s %10s %10s\n", "shape", "direction", "v1", "v2",
-              "v3", "own us", "cudnn us", "x", "own err", "cudnn err");
+  std::printf("%-36s %-10s %7s %7s %7s %7s %7s %7s %4s %9s %9s %7s %9s %9s\n", "shape", "direction",
+              "v1", "v2", "v3", "v4", "v5", "v6", "lib", "own us", "cudnn us", "x", "own err",
+              "cudnn err");
   for (const BenchShape& s : shapes) {
     Conv2dParams p = Conv2dParams::make(s.stride, 0);
     const Shape ws{s.cout, s.x[1], 1, 1};
@@ -172,7 +189,8 @@ int main(int argc, char** argv) {
                      names[dir], err[0]);
       }
       // The map kernel's variants, launched directly (forward and backward data).
-      double vus[3] = {NAN, NAN, NAN};
+      double vus[kVariantCount] = {NAN, NAN, NAN, NAN, NAN, NAN};
+      int lib = 0;  // the variant the library launches
       if (dir < 2) {
         namespace pw = cuda::pointwise;
         const auto pr = pw::make_problem(s.x, ws, ys, p);
@@ -182,7 +200,13 @@ int main(int argc, char** argv) {
         auto stream = static_cast<cudaStream_t>(own.stream());
         const float* src = dir == 0 ? gx.data() : gg.data();
         const float* mask = dir == 1 && s.relu ? gx.data() : nullptr;
-        for (int v = 0; v < 3 && pr; ++v) {
+        if (pr) {
+          const int outs =
+              pw::map_outputs(dir == 0 ? pw::Direction::Forward : pw::Direction::BackwardData, *pr);
+          for (int v = 0; v < kVariantCount; ++v)
+            if (kVariantOutputs[v] == outs) lib = v + 1;
+        }
+        for (int v = 0; v < kVariantCount && pr; ++v) {
           auto call = [&] { kVariants[dir][v](*pr, src, gw.data(), mask, out.data(), stream); };
           call();
           own.synchronize();
@@ -195,12 +219,16 @@ int main(int argc, char** argv) {
           vus[v] = median_us(own, call, repeats);
         }
       }
-      std::printf("%-36s %-10s %8.1f %8.1f %8.1f %10.1f %10.1f %7.1fx %10.2g %10.2g\n", s.label,
-                  names[dir], vus[0], vus[1], vus[2], us[0], us[1], us[1] / us[0], err[0], err[1]);
+      std::printf(
+          "%-36s %-10s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %4s %9.1f %9.1f %6.1fx %9.2g %9.2g\n",
+          s.label, names[dir], vus[0], vus[1], vus[2], vus[3], vus[4], vus[5],
+          lib ? ("v" + std::to_string(lib)).c_str() : "-", us[0], us[1], us[1] / us[0], err[0],
+          err[1]);
       rows.push_back({{"shape", s.label},
                       {"direction", names[dir]},
                       {"own_us", us[0]},
-                      {"variants_us", {vus[0], vus[1], vus[2]}},
+                      {"variants_us", std::vector<double>(vus, vus + kVariantCount)},
+                      {"library_variant", lib},
                       {"cudnn_us", us[1]},
                       {"own_error", err[0]},
                       {"cudnn_error", err[1]}});
