@@ -224,8 +224,8 @@ __global__ void __launch_bounds__(kThreads)
 // t = 16 j + i of block (tile, chunk) sums dy[n, co, o] * x'[n, ci, o] (x' = x at the strided
 // input pixel, max(x, 0) with relu_input; co = tile's co0 + j, ci = ci0 + i) over the chunk's
 // units in order, each unit's 64 pixels in order (both staged in shared memory, rows padded to
-// kUnitStride). One chunk: dw[co Cin + ci] += sum; else partials[(chunk Cout + co) Cin + ci] =
-// sum.
+// kUnitStride; the next unit's values are loaded into registers while the current one is summed).
+// One chunk: dw[co Cin + ci] += sum; else partials[(chunk Cout + co) Cin + ci] = sum.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     pointwise_bwd_filter_kernel(const T* __restrict__ x, const T* __restrict__ dy,
@@ -244,31 +244,48 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t u_end =
       u_begin + sp.units_per_chunk < sp.units ? u_begin + sp.units_per_chunk : sp.units;
 
-  float acc = 0.0f;
-  for (int64_t u = u_begin; u < u_end; ++u) {
+  // The thread's kStage elements of a unit: loaded into registers one unit ahead (in flight
+  // while the current unit's products are added), stored to the tiles after the barrier.
+  constexpr int kStage = kTileChannels * kUnitPixels / kThreads;
+  static_assert(kStage * kThreads == kTileChannels * kUnitPixels, "whole stages per thread");
+  float g[kStage], v[kStage];
+  const auto load_unit = [&](int64_t u) {
     const int64_t n = u / tiles_per_image;
     const int64_t o0 = (u % tiles_per_image) * kUnitPixels;
-    __syncthreads();  // the previous unit's tiles are read
-    for (int e = t; e < kTileChannels * kUnitPixels; e += kThreads) {
+#pragma unroll
+    for (int s = 0; s < kStage; ++s) {
+      const int e = t + s * kThreads;
       const int row = e / kUnitPixels, k = e % kUnitPixels;
       const int64_t o = o0 + k;
-      float g = 0.0f, v = 0.0f;
+      g[s] = 0.0f;
+      v[s] = 0.0f;
       if (o < plane_out) {
-        if (co0 + row < pr.cout) g = load_f(dy + (n * pr.cout + co0 + row) * plane_out + o);
+        if (co0 + row < pr.cout) g[s] = load_f(dy + (n * pr.cout + co0 + row) * plane_out + o);
         if (ci0 + row < pr.cin) {
           int64_t at = o;  // stride 1: the same offset; else (row, column), 32-bit
           if (pr.stride_h != 1 || pr.stride_w != 1) {
             const int a = int(o) / pr.q, b = int(o) % pr.q;
             at = int64_t(a) * pr.stride_h * pr.w + int64_t(b) * pr.stride_w;
           }
-          v = load_f(x + (n * pr.cin + ci0 + row) * plane_in + at);
-          if (pr.relu_input) v = v > 0.0f ? v : 0.0f;
+          v[s] = load_f(x + (n * pr.cin + ci0 + row) * plane_in + at);
+          if (pr.relu_input) v[s] = v[s] > 0.0f ? v[s] : 0.0f;
         }
       }
-      dys[row][k] = g;
-      xs[row][k] = v;
+    }
+  };
+
+  float acc = 0.0f;
+  if (u_begin < u_end) load_unit(u_begin);
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    __syncthreads();  // the previous unit's tiles are read
+#pragma unroll
+    for (int s = 0; s < kStage; ++s) {
+      const int e = t + s * kThreads;
+      dys[e / kUnitPixels][e % kUnitPixels] = g[s];
+      xs[e / kUnitPixels][e % kUnitPixels] = v[s];
     }
     __syncthreads();
+    if (u + 1 < u_end) load_unit(u + 1);
 #pragma unroll 16
     for (int k = 0; k < kUnitPixels; ++k) acc += dys[j][k] * xs[i][k];
   }
