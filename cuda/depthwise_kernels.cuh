@@ -297,10 +297,53 @@ __global__ void __launch_bounds__(kThreads)
 // registers. Then per channel: an xor-shuffle tree over groups of min(threads per channel, 32)
 // lanes, the group leaders' sums through shared memory, summed in leader order. With one chunk
 // the result is added into dw / dbias, else written to partials (chunks, C, R*S+1).
+// One unit of filter_block with the thread's dy values loaded before the x tile is staged, so
+// both loads are in flight together (depthwise_bench's filter variant 4, kPreload): the items
+// lane, lane + per_plane, ... (at most kOutputsInFlight: a tile has at most kTileOutputs outputs
+// over its planes) and their products in filter_block's order, so the same bits. It takes
+// 20-60 % more registers (ptxas, sm_90). Every thread calls it (barriers inside).
+template <class T, int R, int S>
+__device__ __forceinline__ void filter_unit_preloaded(const T* __restrict__ x,
+                                                      const T* __restrict__ dy, const Problem& pr,
+                                                      const Tiling& t, int64_t n, int64_t c0,
+                                                      int valid, int slot, int lane, int per_plane,
+                                                      int oh0, int ow0, T* tiles, const T* in,
+                                                      float (&acc)[R * S + 1]) {
+  static_assert(kTileOutputs <= int64_t(kOutputsInFlight) * kThreads, "items per thread");
+  constexpr int K = R * S;
+  const int count = t.tile_h * t.tile_w, row_step = pr.dil_h * t.in_w;
+  const T* g = dy + (n * pr.c + c0 + (slot < valid ? slot : 0)) * pr.out_plane();
+  float gv[kOutputsInFlight];
+  int at[kOutputsInFlight];  // the item's offset in the staged tile, -1: none
+#pragma unroll
+  for (int v = 0; v < kOutputsInFlight; ++v) {
+    const int item = lane + v * per_plane;
+    const int oh = item / t.tile_w, ow = item % t.tile_w;
+    const bool has = slot < valid && item < count && oh0 + oh < pr.p && ow0 + ow < pr.q;
+    at[v] = has ? oh * pr.stride_h * t.in_w + ow * pr.stride_w : -1;
+    gv[v] = has ? to_float(g[(oh0 + oh) * pr.q + ow0 + ow]) : 0.0f;
+  }
+  __syncthreads();  // the previous unit's tiles are no longer read
+  stage_tiles<T, false>(x, n * pr.c + c0, valid, t.planes, pr.h, pr.w, oh0 * pr.stride_h - pr.pad_h,
+                        ow0 * pr.stride_w - pr.pad_w, t.in_h, t.in_w, pr.relu_input, tiles);
+  __syncthreads();
+#pragma unroll
+  for (int v = 0; v < kOutputsInFlight; ++v) {
+    if (at[v] < 0) continue;
+    const T* src = in + at[v];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+        acc[r * S + s] = fmaf(gv[v], to_float(src[r * row_step + s * pr.dil_w]), acc[r * S + s]);
+    acc[K] += gv[v];
+  }
+}
+
 // The block of channel group `cgroup` and chunk `chunk` (the single kernel's blockIdx.x and .y),
 // its shared memory at smem; shared by the single and the group kernels, so a convolution's
 // partial sums are the same bits in both.
-template <class T, int R, int S>
+template <class T, int R, int S, bool kPreload = false>
 __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* __restrict__ dy,
                                              float* __restrict__ partials, T* __restrict__ dw,
                                              T* __restrict__ dbias, const Problem& pr,
@@ -326,6 +369,11 @@ __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* _
     const int64_t n = u / tiles_per_plane;
     const int tile = int(u - n * tiles_per_plane);
     const int oh0 = (tile / t.tiles_w) * t.tile_h, ow0 = (tile % t.tiles_w) * t.tile_w;
+    if constexpr (kPreload) {
+      filter_unit_preloaded<T, R, S>(x, dy, pr, t, n, c0, valid, slot, lane, per_plane, oh0, ow0,
+                                     tiles, in, acc);
+      continue;
+    }
     __syncthreads();  // the previous unit's tiles are no longer read
     stage_tiles<T, false>(x, n * pr.c + c0, valid, t.planes, pr.h, pr.w,
                           oh0 * pr.stride_h - pr.pad_h, ow0 * pr.stride_w - pr.pad_w, t.in_h,
@@ -376,7 +424,7 @@ __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* _
   }
 }
 
-template <class T, int R, int S>
+template <class T, int R, int S, bool kPreload = false>
 __global__ void __launch_bounds__(kThreads)
     depthwise_bwd_filter_kernel(const T* __restrict__ x,       // (N, C, H, W)
                                 const T* __restrict__ dy,      // (N, C, P, Q)
@@ -385,7 +433,8 @@ __global__ void __launch_bounds__(kThreads)
                                 T* __restrict__ dbias,         // (C) or nullptr, +=
                                 Problem pr, Tiling t, FilterSplit sp) {
   extern __shared__ __align__(16) unsigned char smem[];
-  filter_block<T, R, S>(x, dy, partials, dw, dbias, pr, t, sp, blockIdx.x, blockIdx.y, smem);
+  filter_block<T, R, S, kPreload>(x, dy, partials, dw, dbias, pr, t, sp, blockIdx.x, blockIdx.y,
+                                  smem);
 }
 
 // Stage 2: dw[c, tap] += sum over chunks j = 0, 1, ... of partials[j, c, tap] (tap < taps), and
@@ -489,7 +538,7 @@ __device__ __forceinline__ void member_gather(const T* in, const T* w, const Gro
 // At least 3 blocks per SM: without the bound 104-105 registers (2 blocks of 256 threads, each
 // waiting at a barrier per member while its next tile is loaded); with it 80 registers, no
 // spills in the general instance and 4 bytes in the stride-1 one (ptxas -v, sm_90; 4 blocks
-// would spill 40-56 bytes). Compiles; its time on a GPU not yet measured (2026-12-05).
+// would spill 40-56 bytes). Compiles; its time on a GPU not yet measured (2026-12-04, evening).
 template <class T, int V, bool kUnitStride = false>
 __global__ void __launch_bounds__(kThreads, 3)
     depthwise_group_bwd_data_kernel(const __grid_constant__ GroupInputs<T> dys,  // (N, C, P, Q)
@@ -671,13 +720,14 @@ void launch_backward_data(const T* dy, const T* w, const T* mask, T* dx, const P
                        t.tile_w, " per block, ", t.smem_bytes(), " bytes of shared memory)");
 }
 
-// partials: filter_partials_bytes(pr, sp) bytes (unused when sp.chunks == 1).
-template <class T, int R, int S>
+// partials: filter_partials_bytes(pr, sp) bytes (unused when sp.chunks == 1). kPreload: the
+// bench's variant 4 (filter_block).
+template <class T, int R, int S, bool kPreload = false>
 void launch_backward_filter(const T* x, const T* dy, T* dw, T* dbias, float* partials,
                             const Problem& pr, const Tiling& t, const FilterSplit& sp,
                             cudaStream_t stream) {
   const dim3 grid(unsigned(ceil_div(pr.c, t.planes)), unsigned(sp.chunks));
-  depthwise_bwd_filter_kernel<T, R, S>
+  depthwise_bwd_filter_kernel<T, R, S, kPreload>
       <<<grid, kThreads, t.smem_bytes(), stream>>>(x, dy, partials, dw, dbias, pr, t, sp);
   CUDARTS_LAUNCH_CHECK("depthwise_bwd_filter_kernel", "(x ", pr.n, "x", pr.c, "x", pr.h, "x", pr.w,
                        ", kernel ", R, "x", S, ", ", t.planes, " channels of ", t.tile_h, "x",

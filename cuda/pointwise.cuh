@@ -19,8 +19,8 @@ namespace cudarts::cuda::pointwise {
 
 // ---------------------------------------------------------------- launch geometry constants
 constexpr int kThreads = 256;  // threads of every block
-// The per-image map kernel (pointwise_bench's v1-v3; the library's until 2026-12-05): outputs
-// per thread and channel. 1 (v3) was the fastest at every search and retraining shape on an
+// The per-image map kernel (pointwise_bench's v1-v3; the library's until 2026-12-04 evening):
+// outputs per thread and channel. 1 (v3) was the fastest at every search and retraining shape on an
 // H200 (2026-12-04; 4 pixels: 1.4-3x slower at C >= 64).
 constexpr int kPixelsPerThread = 1;
 constexpr int kBlockPixels = kThreads * kPixelsPerThread;  // per-image map kernel: block pixels

@@ -18,7 +18,7 @@ trap 'cp "$OUT"/summary.txt "$RESULTS/" 2> /dev/null; tar czf "$RESULTS/logs.tgz
 T0=$(date +%s)
 summary() { echo "$*" | tee -a "$OUT/summary.txt"; }
 elapsed() { echo $(( $(date +%s) - T0 )); }
-PARITY=${QUICK_PARITY:-*cuda_conv2d*}
+PARITY=${QUICK_PARITY:-*cuda_conv2d*:*cuda_mix_norm*:*cuda_depthwise_group*:*cuda_batchnorm*}
 SANITIZE=${QUICK_SANITIZE:-$PARITY}  # the op-parity cases memcheck and racecheck run
 AB=${QUICK_AB:---own-pointwise false}
 

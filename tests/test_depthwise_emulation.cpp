@@ -84,6 +84,9 @@ std::vector<Case> cases() {
       {"3x3 s2 odd", {2, 3, 9, 11}, 3, 3, params(2, 1, 1, 3)},
       {"5x5 s2 dil2", {2, 4, 13, 10}, 5, 5, params(2, 4, 2, 4)},
       {"3x5 wide tiles", {1, 2, 37, 70}, 3, 5, params(1, 2, 1, 2)},
+      // 20 x 50 tiles: 1000 outputs, so the last of a thread's four items falls past the tile for
+      // some lanes while later tile rows exist (the filter gradient's item bound)
+      {"3x3 50 wide, three tile rows", {1, 2, 45, 50}, 3, 3, params(1, 1, 1, 2)},
       {"5x3 s2 dil3 no pad", {2, 3, 21, 17}, 5, 3, params(2, 0, 3, 3)},
       {"1x1 s2", {2, 6, 7, 7}, 1, 1, params(2, 0, 1, 6)},
       {"7x7 pad3", {1, 3, 12, 9}, 7, 7, params(1, 3, 1, 3)},
@@ -194,29 +197,42 @@ void check_case(const Case& unfused, bool relu) {
       const dw::FilterSplit splits[] = {dw::plan_filter_split(*pr, *t),
                                         dw::plan_filter_split(*pr, *t, int64_t(1) << 40, 1),
                                         dw::plan_filter_split(*pr, *t, 1, 1 << 20)};
-      for (const dw::FilterSplit& sp : splits) {
-        SCOPED_TRACE(detail::cat(sp.chunks, " chunks of ", sp.units_per_chunk, " units"));
-        Framed fdw = framed(dw0, kOutGuard), fdb = framed(db0, kOutGuard);
-        const size_t pbytes = dw::filter_partials_bytes(*pr, sp);
-        Framed part = framed(std::vector<float>(pbytes / sizeof(float), kNaN), kOutGuard);
-        const dim3 grid(unsigned(dw::ceil_div(pr->c, t->planes)), unsigned(sp.chunks));
-        launch(grid, t->smem_bytes(), [&] {
-          dw::depthwise_bwd_filter_kernel<float, R, S>(fx.data(), fg.data(), part.data(),
-                                                       fdw.data(), fdb.data(), *pr, *t, sp);
-        });
-        if (sp.chunks > 1) {
-          for (float v : part.body()) ASSERT_TRUE(std::isfinite(v)) << "partial not written";
-          const int64_t total = pr->c * (R * S + 1);
-          launch(dim3(unsigned(dw::ceil_div(total, dw::kThreads))), 0, [&] {
-            dw::depthwise_bwd_filter_finish_kernel<float>(part.data(), sp.chunks, pr->c, R * S,
-                                                          fdw.data(), fdb.data());
+      // (each split also with the dy values preloaded, depthwise_bench's variant 4: the same
+      // bits as the library's kernel)
+      std::vector<float> library_dw;
+      for (int preload = 0; preload < 2; ++preload)
+        for (const dw::FilterSplit& sp : splits) {
+          SCOPED_TRACE(detail::cat(sp.chunks, " chunks of ", sp.units_per_chunk, " units",
+                                   preload ? ", dy preloaded" : ""));
+          Framed fdw = framed(dw0, kOutGuard), fdb = framed(db0, kOutGuard);
+          const size_t pbytes = dw::filter_partials_bytes(*pr, sp);
+          Framed part = framed(std::vector<float>(pbytes / sizeof(float), kNaN), kOutGuard);
+          const dim3 grid(unsigned(dw::ceil_div(pr->c, t->planes)), unsigned(sp.chunks));
+          launch(grid, t->smem_bytes(), [&] {
+            if (preload)
+              dw::depthwise_bwd_filter_kernel<float, R, S, true>(
+                  fx.data(), fg.data(), part.data(), fdw.data(), fdb.data(), *pr, *t, sp);
+            else
+              dw::depthwise_bwd_filter_kernel<float, R, S>(fx.data(), fg.data(), part.data(),
+                                                           fdw.data(), fdb.data(), *pr, *t, sp);
           });
+          if (sp.chunks > 1) {
+            for (float v : part.body()) ASSERT_TRUE(std::isfinite(v)) << "partial not written";
+            const int64_t total = pr->c * (R * S + 1);
+            launch(dim3(unsigned(dw::ceil_div(total, dw::kThreads))), 0, [&] {
+              dw::depthwise_bwd_filter_finish_kernel<float>(part.data(), sp.chunks, pr->c, R * S,
+                                                            fdw.data(), fdb.data());
+            });
+          }
+          EXPECT_TRUE(fdw.guards_intact() && fdb.guards_intact() && part.guards_intact())
+              << "backward filter wrote outside dw / dbias / partials";
+          EXPECT_LE(test::normalized_error(fdw.body(), ref_dw), 1e-5) << "dw";
+          EXPECT_LE(test::normalized_error(fdb.body(), ref_db), 1e-5) << "dbias";
+          if (&sp == &splits[0]) {
+            if (!preload) library_dw = fdw.body();
+            EXPECT_TRUE(fdw.body() == library_dw) << "preloading changed the bits";
+          }
         }
-        EXPECT_TRUE(fdw.guards_intact() && fdb.guards_intact() && part.guards_intact())
-            << "backward filter wrote outside dw / dbias / partials";
-        EXPECT_LE(test::normalized_error(fdw.body(), ref_dw), 1e-5) << "dw";
-        EXPECT_LE(test::normalized_error(fdb.body(), ref_db), 1e-5) << "dbias";
-      }
     }));
   }
 }

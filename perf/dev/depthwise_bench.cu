@@ -20,6 +20,8 @@
 //                  2 two-pass: x tiles in shared memory, all taps in registers, per-chunk
 //                    partials, fixed-order second pass, the library's chunk count *
 //                  3 two-pass with 4x fewer chunks (more work per block)
+//                  4 as 2, each thread's dy values of a tile loaded before the x tile is
+//                    staged (filter_block's kPreload: the same bits, more registers)
 // Timed without bias (DARTS convolutions have none); validated with bias / dbias, so the fused
 // epilogues are checked too.
 #include <cudnn.h>
@@ -340,7 +342,7 @@ struct Measured {
 
 struct Row {
   BenchShape shape;
-  std::vector<Measured> ours;  // variants 1..3
+  std::vector<Measured> ours;  // variants 1..3 (backward filter: 1..4)
   int chosen = 0;              // the library's variant
   Measured cudnn_det, cudnn_fast;
   double api_error = NAN;  // the library through ops::conv2d_* on the CUDA context
@@ -466,6 +468,11 @@ int main(int argc, char** argv) {
                                                     bias ? gdb.data() : nullptr, part, p, t_w, sp,
                                                     stream);
           });
+        fil.push_back([&, p, t_w, split_lib](bool bias) {
+          dw::launch_backward_filter<float, R, S, true>(gx.data(), gg.data(), gdw.data(),
+                                                        bias ? gdb.data() : nullptr, part, p, t_w,
+                                                        split_lib, stream);
+        });
       });
       CUDARTS_CHECK(sized, bs.label(), ": no kernel instance for ", bs.k, "x", bs.k);
       // The library's variants (cuda/depthwise.cu): kOutputsInFlight outputs in flight for the
@@ -634,13 +641,13 @@ int main(int argc, char** argv) {
   for (int dir = 0; dir < 3; ++dir) {
     std::printf("\n%s (microseconds, median of %d; * = the library's variant)\n", kDirNames[dir],
                 repeats);
-    std::printf("%-34s %9s %9s %9s %16s %16s %7s %7s %9s\n", "shape", "v1", "v2", "v3",
+    std::printf("%-34s %9s %9s %9s %9s %16s %16s %7s %7s %9s\n", "shape", "v1", "v2", "v3", "v4",
                 "cudnn-det(algo)", "cudnn-fast(algo)", "xdet", "xfast", "max-err");
     json list = json::array();
     for (const Row& r : rows[dir]) {
-      char cells[3][16];
+      char cells[4][16];
       double max_err = r.api_error;
-      for (int v = 0; v < 3; ++v) {
+      for (int v = 0; v < 4; ++v) {
         if (v < int(r.ours.size())) {
           std::snprintf(cells[v], sizeof(cells[v]), "%.1f%s", r.ours[size_t(v)].us,
                         v + 1 == r.chosen ? "*" : "");
@@ -655,8 +662,8 @@ int main(int argc, char** argv) {
         std::snprintf(det, sizeof(det), "%.1f (%d)", r.cudnn_det.us, r.cudnn_det.id);
       if (r.cudnn_fast.id >= 0)
         std::snprintf(fast, sizeof(fast), "%.1f (%d)", r.cudnn_fast.us, r.cudnn_fast.id);
-      std::printf("%-34s %9s %9s %9s %16s %16s %6.1fx %6.1fx %9.2g\n", r.shape.label().c_str(),
-                  cells[0], cells[1], cells[2], det, fast, r.cudnn_det.us / mine,
+      std::printf("%-34s %9s %9s %9s %9s %16s %16s %6.1fx %6.1fx %9.2g\n", r.shape.label().c_str(),
+                  cells[0], cells[1], cells[2], cells[3], det, fast, r.cudnn_det.us / mine,
                   r.cudnn_fast.us / mine, max_err);
       json variants = json::array();
       for (const Measured& m : r.ours)

@@ -1,7 +1,7 @@
 // Kernel benchmark for the pointwise (1x1) convolutions: the own kernels (cuda/pointwise.cu,
 // through ops::conv2d_*) and the map kernel's variants, launched directly (the per-image kernel
-// with v1 = 4 pixels per thread, v2 = 2, v3 = 1, the library's until 2026-12-05; the packed
-// kernel with v4 = 16, v5 = 8, v6 = 4 output channels per thread; the library takes one of
+// with v1 = 4 pixels per thread, v2 = 2, v3 = 1, the library's until the evening of 2026-12-04; the
+// packed kernel with v4 = 16, v5 = 8, v6 = 4 output channels per thread; the library takes one of
 // v4-v6 by pointwise::map_outputs, printed as "lib") against cuDNN (the backend's plan,
 // own_pointwise_kernels off) at the shapes of the DARTS search and retraining networks, each
 // validated against the CPU reference before it is timed (CUDA events on the context's stream,
