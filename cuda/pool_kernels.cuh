@@ -27,9 +27,23 @@ __host__ __device__ inline PoolWindow pool_window(const PoolProblem& pr, int pi,
   return win;
 }
 
-// The window of output element e (plane e / (P Q), position e % (P Q)).
-__host__ __device__ inline PoolWindow output_window(const PoolProblem& pr, int64_t e) {
-  const int o = int(e % pr.out_plane());
+// plane = e / size and at = e % size, in 32-bit arithmetic when e and size fit (a 64-bit
+// division is a long software sequence on the GPU; these kernels do one or two per element).
+struct PlaneIndex {
+  int64_t plane;
+  int at;
+};
+__host__ __device__ inline PlaneIndex plane_index(int64_t e, int64_t size) {
+  if (e <= 0xffffffffll && size <= 0xffffffffll) {
+    const uint32_t q = uint32_t(e) / uint32_t(size);
+    return {int64_t(q), int(uint32_t(e) - q * uint32_t(size))};
+  }
+  const int64_t q = e / size;
+  return {q, int(e - q * size)};
+}
+
+// The window of output position o of a plane.
+__host__ __device__ inline PoolWindow output_window(const PoolProblem& pr, int o) {
   return pool_window(pr, o / pr.q, o % pr.q);
 }
 
@@ -45,8 +59,9 @@ __global__ void pool_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, cons
   const int64_t total = pr.planes * pr.out_plane();
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const PoolWindow win = output_window(pr, e);
-    const T* src = x + e / pr.out_plane() * pr.in_plane();
+    const PlaneIndex ix = plane_index(e, pr.out_plane());
+    const PoolWindow win = output_window(pr, ix.at);
+    const T* src = x + ix.plane * pr.in_plane();
     float out;
     if (kMax) {
       out = -INFINITY;
@@ -74,8 +89,9 @@ __global__ void pool_argmax_kernel(const T* __restrict__ x, uint8_t* __restrict_
   const int64_t total = pr.planes * pr.out_plane();
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const PoolWindow win = output_window(pr, e);
-    const T* src = x + e / pr.out_plane() * pr.in_plane();
+    const PlaneIndex ix = plane_index(e, pr.out_plane());
+    const PoolWindow win = output_window(pr, ix.at);
+    const T* src = x + ix.plane * pr.in_plane();
     int best_a = win.h0, best_b = win.w0;
     float best_v = pool_load(src + win.h0 * pr.w + win.w0);
     for (int a = win.h0; a < win.h1; ++a)
@@ -107,9 +123,9 @@ __global__ void pool_bwd_kernel(const T* __restrict__ dy, const uint8_t* __restr
   const int64_t total = pr.planes * pr.in_plane();
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t plane = e / pr.in_plane();
-    const int i = int(e - plane * pr.in_plane());
-    const int a = i / pr.w, b = i % pr.w;
+    const PlaneIndex ix = plane_index(e, pr.in_plane());
+    const int64_t plane = ix.plane;
+    const int a = ix.at / pr.w, b = ix.at % pr.w;
     const int p0 = first_window(a, pr.pad_h, pr.kernel_h, pr.stride_h);
     const int q0 = first_window(b, pr.pad_w, pr.kernel_w, pr.stride_w);
     const int64_t out0 = plane * pr.out_plane();
