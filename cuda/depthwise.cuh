@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cudarts/ops.h"
+#include "kernel_rules.h"
 
 namespace cudarts::cuda::depthwise {
 
@@ -75,21 +76,19 @@ __host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
-// Kernel sizes with a compiled kernel (R x S): 1x1, 3x3, 3x5, 5x3, 5x5, 7x7.
+// Kernel sizes with a compiled kernel (R x S): src/kernel_rules.h (the cost model's rule too).
 inline bool kernel_size_supported(int64_t r, int64_t s) {
-  return (r == s && (r == 1 || r == 3 || r == 5 || r == 7)) || (r == 3 && s == 5) ||
-         (r == 5 && s == 3);
+  return kernel_rules::depthwise_kernel_size(r, s);
 }
 
-// The problem when the convolution is depthwise with multiplier 1 (groups == C_in == C_out,
-// weight (C, 1, R, S)), has a supported kernel size and every extent fits the kernels' int
-// arithmetic; nullopt otherwise. The shapes are the validated ones of ops.cpp.
+// The problem when the convolution is depthwise with multiplier 1 and a compiled kernel size
+// (kernel_rules::own_depthwise) and every extent fits the kernels' int arithmetic; nullopt
+// otherwise. The shapes are the validated ones of ops.cpp.
 inline std::optional<Problem> make_problem(const Shape& x, const Shape& w, const Shape& y,
                                            const Conv2dParams& prm) {
-  if (x.ndim() != 4 || w.ndim() != 4 || y.ndim() != 4) return std::nullopt;
+  if (!kernel_rules::own_depthwise(x, w, prm) || y.ndim() != 4) return std::nullopt;
   const int64_t c = x[1];
-  if (prm.groups != c || w[0] != c || w[1] != 1 || y[1] != c) return std::nullopt;
-  if (!kernel_size_supported(w[2], w[3])) return std::nullopt;
+  if (y[1] != c) return std::nullopt;
   const int64_t extents[] = {x[2],
                              x[3],
                              y[2],
@@ -207,8 +206,8 @@ inline size_t filter_partials_bytes(const Problem& pr, const FilterSplit& sp) {
 // forward stages the input tile once for all of them; backward data stages each member's dy
 // tile in turn and keeps one running sum per dx element (the priors, then each member's masked
 // gradient, in order), written once.
-constexpr int kMaxGroup = 8;   // convolutions of one group
-constexpr int kMaxPriors = 8;  // prior gradients the group backward sums first
+constexpr int kMaxGroup = kernel_rules::kMaxGroup;    // convolutions of one group
+constexpr int kMaxPriors = kernel_rules::kMaxPriors;  // prior gradients the group backward sums
 
 // A member: its kernel, padding and dilation (input, output, stride and ReLU are the group's).
 struct GroupMember {
@@ -224,9 +223,9 @@ struct GroupProblem {
   GroupMember m[kMaxGroup];
 };
 
-// Member kernel sizes the group kernels are compiled for (the DARTS space's).
+// Member kernel sizes the group kernels are compiled for (the DARTS space's; src/kernel_rules.h).
 inline bool group_size_supported(int64_t r, int64_t s) {
-  return r == s && (r == 3 || r == 5);
+  return kernel_rules::group_kernel_size(r, s);
 }
 
 // The group when the group kernels serve it: 1 to kMaxGroup members, each one make_problem

@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "cudarts/ops.h"
+#include "kernel_rules.h"
 
 namespace cudarts::cuda::pointwise {
 
@@ -68,15 +69,14 @@ __host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) {
 }
 
 // The problem when the convolution is a dense 1x1 one without padding (groups 1, weight
-// (Cout, Cin, 1, 1)) and every extent fits the kernels' int arithmetic and grid; nullopt
-// otherwise (cuDNN serves it). Dilation does not matter for a 1x1 kernel. The shapes are the
-// validated ones of ops.cpp.
+// (Cout, Cin, 1, 1), at most 65535 images: kernel_rules::own_pointwise, the cost model's rule
+// too) and every extent fits the kernels' int arithmetic and grid; nullopt otherwise (cuDNN
+// serves it). Dilation does not matter for a 1x1 kernel. The shapes are the validated ones of
+// ops.cpp.
 inline std::optional<Problem> make_problem(const Shape& x, const Shape& w, const Shape& y,
                                            const Conv2dParams& prm) {
-  if (x.ndim() != 4 || w.ndim() != 4 || y.ndim() != 4) return std::nullopt;
-  if (prm.groups != 1 || w[2] != 1 || w[3] != 1 || w[1] != x[1] || y[1] != w[0])
+  if (!kernel_rules::own_pointwise(x, w, prm, false) || y.ndim() != 4 || y[1] != w[0])
     return std::nullopt;
-  if (prm.pad_h != 0 || prm.pad_w != 0 || prm.stride_h < 1 || prm.stride_w < 1) return std::nullopt;
   const int64_t extents[] = {x[1],
                              w[0],
                              x[2],

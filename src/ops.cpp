@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "capture.h"
 #include "dispatch.h"
+#include "kernel_rules.h"
 #include "nvtx.h"
 #include "op_list.h"
 
@@ -85,24 +86,21 @@ const char* conv_class(const Shape& x, const Shape& w, const Conv2dParams& p) {
 }
 
 // True when the CUDA backend runs this convolution on its own depthwise kernels (the rule of
-// cuda/depthwise.cuh, up to its extent and shared-memory limits): multiplier 1 and a kernel
-// size with a compiled kernel. They fuse the bias (forward and gradient) and take two launches
-// for the filter gradient (partials, then their fixed-order sum).
-bool own_depthwise(Context& ctx, const Shape& w, const char* cls) {
-  if (!ctx.own_depthwise_kernels() || std::string(cls) != "depthwise" || w[1] != 1) return false;
-  const int64_t r = w[2], k = w[3];
-  return (r == k && (r == 1 || r == 3 || r == 5 || r == 7)) || (r == 3 && k == 5) ||
-         (r == 5 && k == 3);
+// src/kernel_rules.h that cuda/depthwise.cuh applies, up to its extent and shared-memory
+// limits). They fuse the bias (forward and gradient) and take two launches for the filter
+// gradient (partials, then their fixed-order sum).
+bool own_depthwise(Context& ctx, const Shape& x, const Shape& w, const Conv2dParams& p) {
+  return ctx.own_depthwise_kernels() && kernel_rules::own_depthwise(x, w, p);
 }
 
 // True when the CUDA backend runs this convolution on its own pointwise kernels (the rule of
-// cuda/pointwise.cuh, up to its extent limits): a dense 1x1 convolution without padding, at most
-// 65535 images, no bias in the filter gradient. The fused ReLU costs what it costs on the own
-// depthwise kernels; the filter gradient takes two launches (partials, their fixed-order sum).
-bool own_pointwise(Context& ctx, const Shape& x, const char* cls, const Conv2dParams& p,
+// src/kernel_rules.h that cuda/pointwise.cuh applies, up to its extent limits). The fused ReLU
+// costs what it costs on the own depthwise kernels; the filter gradient takes two launches
+// (partials, their fixed-order sum).
+bool own_pointwise(Context& ctx, const Shape& x, const Shape& w, const Conv2dParams& p,
                    bool bias_gradient) {
-  return ctx.own_pointwise_kernels() && std::string(cls) == "pointwise" && p.groups == 1 &&
-         p.pad_h == 0 && p.pad_w == 0 && x[0] <= 65535 && !bias_gradient;
+  return ctx.own_pointwise_kernels() && kernel_rules::own_pointwise(x, w, p, bias_gradient) &&
+         !own_depthwise(ctx, x, w, p);  // the backend asks the depthwise kernels first
 }
 
 // A convolution's multiply-adds are the same in all three directions: per output element of
@@ -115,16 +113,15 @@ OpCost conv_cost(const Shape& y, const Shape& w, const char* cls) {
   return c;
 }
 
-// What a fused ReLU (Conv2dParams::relu_input) adds to a convolution: on the own depthwise
-// kernels (and the own pointwise ones: own_kernel) nothing in forward and filter gradient (applied
-// as x is loaded) and one read of x in backward data (the mask, in the epilogue); elsewhere a
-// separate pass: relu(x) into a scratch tensor that the convolution then reads (forward, filter
+// What a fused ReLU (Conv2dParams::relu_input) adds to a convolution: on the own kernels
+// (`own_kernel`: depthwise or pointwise) nothing in forward and filter gradient (applied as x is
+// loaded) and one read of x in backward data (the mask, in the epilogue); elsewhere a separate
+// pass: relu(x) into a scratch tensor that the convolution then reads (forward, filter
 // gradient), or the mask applied to dx in place (backward data).
-OpCost relu_cost(Context& ctx, const Tensor& x, const Shape& w, const char* cls, bool mask,
-                 bool own_kernel) {
+OpCost relu_cost(const Tensor& x, bool mask, bool own_kernel) {
   OpCost c;
   const double b = double(x.nbytes());
-  if (own_kernel || own_depthwise(ctx, w, cls)) {
+  if (own_kernel) {
     if (mask) c.bytes_read = b;
     return c;
   }
@@ -270,10 +267,11 @@ void conv2d_fwd(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bi
     OpCost c = conv_cost(y.shape(), w.shape(), cls);
     c.bytes_read = bytes(x) + bytes(w);
     c.bytes_written = bytes(y);
-    const bool own_pw = own_pointwise(ctx, x.shape(), cls, p, false);
+    const bool own_pw = own_pointwise(ctx, x.shape(), w.shape(), p, false);
+    const bool own_dw = own_depthwise(ctx, x.shape(), w.shape(), p);
     if (own_pw) c.tensor_core_flops = 0;  // plain FP32 FMAs
-    if (p.relu_input) c += relu_cost(ctx, x, w.shape(), cls, false, own_pw);
-    if (bias && (own_pw || own_depthwise(ctx, w.shape(), cls))) {
+    if (p.relu_input) c += relu_cost(x, false, own_pw || own_dw);
+    if (bias && (own_pw || own_dw)) {
       c.bytes_read += bytes(bias);
     } else if (bias) {  // a second pass adds the bias (cudnnAddTensor)
       c.launches += 1;
@@ -317,9 +315,9 @@ void conv2d_bwd_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx
     OpCost c = conv_cost(dy.shape(), w.shape(), cls);
     c.bytes_read = bytes(dy) + bytes(w);
     c.bytes_written = bytes(dx);
-    const bool own_pw = own_pointwise(ctx, dx.shape(), cls, p, false);
+    const bool own_pw = own_pointwise(ctx, dx.shape(), w.shape(), p, false);
     if (own_pw) c.tensor_core_flops = 0;
-    if (x) c += relu_cost(ctx, *x, w.shape(), cls, true, own_pw);
+    if (x) c += relu_cost(*x, true, own_pw || own_depthwise(ctx, dx.shape(), w.shape(), p));
     return c;
   });
   detail::dispatch(ctx, &Backend::conv2d_bwd_data, dy, w, dx, p, x);
@@ -343,12 +341,13 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
     OpCost c = conv_cost(dy.shape(), dw.shape(), cls);
     c.bytes_read = bytes(x) + bytes(dy) + bytes(dw);  // dw accumulates
     c.bytes_written = bytes(dw);
-    const bool own_pw = own_pointwise(ctx, x.shape(), cls, p, dbias != nullptr);
+    const bool own_pw = own_pointwise(ctx, x.shape(), dw.shape(), p, dbias != nullptr);
+    const bool own_dw = own_depthwise(ctx, x.shape(), dw.shape(), p);
     if (own_pw) c.tensor_core_flops = 0;
-    if (p.relu_input) c += relu_cost(ctx, x, dw.shape(), cls, false, own_pw);
+    if (p.relu_input) c += relu_cost(x, false, own_pw || own_dw);
     if (own_pw) {
       c.launches = 2;
-    } else if (own_depthwise(ctx, dw.shape(), cls)) {
+    } else if (own_dw) {
       c.launches = 2;
       if (dbias) c.bytes_read += bytes(dbias), c.bytes_written += bytes(dbias);
     } else if (dbias) {  // a second pass over dy (cudnnConvolutionBackwardBias)
@@ -363,15 +362,18 @@ void conv2d_bwd_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& 
 
 namespace {
 // True when the CUDA backend runs a group of depthwise convolutions in one kernel (the rule of
-// cuda/depthwise.cuh's make_group, up to its extent and shared-memory limits): own depthwise
-// kernels on, at most 8 members with 3x3 or 5x5 kernels, one output shape and stride, at most 8
-// priors; otherwise it runs them one by one.
+// src/kernel_rules.h that cuda/depthwise.cuh's make_group applies, up to its extent and
+// shared-memory limits): own depthwise kernels on, at most kMaxGroup members with a group
+// kernel size, one output shape and stride, at most kMaxPriors priors; otherwise it runs them
+// one by one.
 bool own_group(Context& ctx, const std::vector<const Tensor*>& ws,
                const std::vector<Conv2dParams>& ps, const std::vector<Shape>& outs, size_t priors) {
-  if (!ctx.own_depthwise_kernels() || ws.size() > 8 || priors > 8) return false;
+  if (!ctx.own_depthwise_kernels() || ws.size() > size_t(kernel_rules::kMaxGroup) ||
+      priors > size_t(kernel_rules::kMaxPriors))
+    return false;
   for (size_t j = 0; j < ws.size(); ++j) {
     const Shape& w = ws[j]->shape();
-    if (w[2] != w[3] || (w[2] != 3 && w[2] != 5) || outs[j] != outs[0] ||
+    if (!kernel_rules::group_kernel_size(w[2], w[3]) || outs[j] != outs[0] ||
         ps[j].stride_h != ps[0].stride_h || ps[j].stride_w != ps[0].stride_w)
       return false;
   }
@@ -425,7 +427,8 @@ void depthwise_group_fwd(Context& ctx, const Tensor& x, const std::vector<const 
       OpCost one = conv_cost(ys[j]->shape(), ws[j]->shape(), "depthwise");
       one.bytes_read = (fused && j > 0 ? 0.0 : bytes(x)) + bytes(ws[j]);
       one.bytes_written = bytes(ys[j]);
-      if (ps[j].relu_input) one += relu_cost(ctx, x, ws[j]->shape(), "depthwise", false, false);
+      if (ps[j].relu_input)
+        one += relu_cost(x, false, own_depthwise(ctx, x.shape(), ws[j]->shape(), ps[j]));
       c += one;
     }
     if (fused) c.launches = 1;  // x read once for all of them
@@ -463,7 +466,7 @@ void depthwise_group_bwd_data(Context& ctx, const std::vector<const Tensor*>& dy
       one.bytes_read = bytes(dys[j]) + bytes(ws[j]);
       one.bytes_written = fused ? 0.0 : bytes(dx);  // one by one: each d_j into scratch
       if (x && !(fused && j > 0))
-        one += relu_cost(ctx, *x, ws[j]->shape(), "depthwise", true, false);
+        one += relu_cost(*x, true, own_depthwise(ctx, dx.shape(), ws[j]->shape(), ps[j]));
       c += one;
     }
     const double terms = double(priors.size() + ws.size());
@@ -500,18 +503,19 @@ void depthwise_group_bwd_filter(Context& ctx, const Tensor& x,
   op_range.set_class("depthwise");
   op_range.set_cost([&] {
     // The CUDA group kernel (cuda/depthwise.cuh make_group_filter): own depthwise kernels, at
-    // most 8 members, each 3x3 or 5x5; every member's blocks read x (one launch for all of them,
-    // then one for the fixed-order sums of their partials).
-    bool fused = ctx.own_depthwise_kernels() && ws.size() <= 8;
+    // most kMaxGroup members with a group kernel size; every member's blocks read x (one launch
+    // for all of them, then one for the fixed-order sums of their partials).
+    bool fused = ctx.own_depthwise_kernels() && ws.size() <= size_t(kernel_rules::kMaxGroup);
     OpCost c;
     for (size_t j = 0; j < ws.size(); ++j) {
       const Shape& w = ws[j]->shape();
-      fused = fused && w[2] == w[3] && (w[2] == 3 || w[2] == 5);
+      fused = fused && kernel_rules::group_kernel_size(w[2], w[3]);
       OpCost one = conv_cost(dys[j]->shape(), w, "depthwise");
       one.bytes_read = bytes(x) + bytes(dys[j]) + bytes(ws[j]);  // dw accumulates
       one.bytes_written = bytes(ws[j]);
-      if (ps[j].relu_input) one += relu_cost(ctx, x, w, "depthwise", false, false);
-      if (own_depthwise(ctx, w, "depthwise")) one.launches = 2;
+      const bool own_dw = own_depthwise(ctx, x.shape(), w, ps[j]);
+      if (ps[j].relu_input) one += relu_cost(x, false, own_dw);
+      if (own_dw) one.launches = 2;
       c += one;
     }
     if (fused) c.launches = 2;

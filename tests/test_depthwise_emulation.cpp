@@ -551,5 +551,38 @@ TEST(DepthwiseEmulation, PlansAreConsistent) {
                           Shape{1, 2, 300, 300}, Conv2dParams::make(1, 120, 40, 2)));
 }
 
+// The kernels' cover (depthwise::covers, make_group) and the cost model's rule
+// (src/kernel_rules.h) agree at the DARTS shapes and on the refusals: grouped, multiplier 2,
+// a 4x4 kernel; a 1-channel 3x3 convolution (groups 1) is depthwise to both. The group takes
+// 3x3 and 5x5 members only.
+TEST(DepthwiseEmulation, CoverIsTheCostModelsRule) {
+  struct Probe {
+    Shape x, w;
+    Conv2dParams p;
+  };
+  const Probe probes[] = {
+      {{64, 16, 32, 32}, {16, 1, 3, 3}, Conv2dParams::make(1, 1, 1, 16)},
+      {{64, 16, 32, 32}, {16, 1, 5, 5}, Conv2dParams::make(1, 4, 2, 16)},
+      {{64, 32, 16, 16}, {32, 1, 5, 5}, Conv2dParams::make(2, 2, 1, 32)},
+      {{2, 8, 9, 9}, {8, 1, 7, 7}, Conv2dParams::make(1, 3, 1, 8)},
+      {{2, 8, 9, 9}, {8, 1, 3, 5}, Conv2dParams::make(1, 1, 1, 8)},
+      {{3, 1, 6, 5}, {1, 1, 3, 3}, Conv2dParams::make(1, 1, 1, 1)},
+      {{2, 8, 8, 8}, {8, 2, 3, 3}, Conv2dParams::make(1, 1, 1, 4)},
+      {{2, 8, 8, 8}, {16, 1, 3, 3}, Conv2dParams::make(1, 1, 1, 8)},
+      {{2, 8, 8, 8}, {8, 1, 4, 4}, Conv2dParams::make(1, 1, 1, 8)},
+  };
+  for (const Probe& pb : probes) {
+    SCOPED_TRACE(detail::cat("x ", pb.x, " w ", pb.w, " groups ", pb.p.groups));
+    const Shape y = ops::conv2d_output_shape(pb.x, pb.w, pb.p);
+    const bool rule = kernel_rules::own_depthwise(pb.x, pb.w, pb.p);
+    for (auto d :
+         {dw::Direction::Forward, dw::Direction::BackwardData, dw::Direction::BackwardFilter})
+      EXPECT_EQ(dw::covers(d, pb.x, pb.w, y, pb.p), rule);
+    const bool group =
+        dw::make_group(dw::Direction::Forward, pb.x, {pb.w}, {y}, {pb.p}).has_value();
+    EXPECT_EQ(group, rule && kernel_rules::group_kernel_size(pb.w[2], pb.w[3]));
+  }
+}
+
 }  // namespace
 }  // namespace cudarts

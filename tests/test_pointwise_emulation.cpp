@@ -237,6 +237,42 @@ TEST(PointwiseEmulation, MapOutputsPerThreadFollowTheBlockCount) {
   EXPECT_EQ(g.y, 1u);
 }
 
+// The kernels' cover (pointwise::covers) and the cost model's rule (src/kernel_rules.h) agree
+// at the search and retraining shapes and on the refusals: padding, groups, a 3x3 kernel, too
+// many images, a bias gradient.
+TEST(PointwiseEmulation, CoverIsTheCostModelsRule) {
+  struct Probe {
+    Shape x, w;
+    Conv2dParams p;
+    bool bias_gradient;
+  };
+  const Conv2dParams one = Conv2dParams::make(1, 0), padded = Conv2dParams::make(1, 1),
+                     grouped = Conv2dParams::make(1, 0, 1, 2);
+  const Probe probes[] = {
+      {{64, 16, 32, 32}, {16, 16, 1, 1}, one, false},
+      {{64, 256, 8, 8}, {64, 256, 1, 1}, one, false},
+      {{64, 16, 32, 32}, {8, 16, 1, 1}, Conv2dParams::make(2, 0), false},
+      {{96, 144, 32, 32}, {36, 144, 1, 1}, one, false},
+      {{2, 8, 6, 6}, {4, 8, 1, 1}, padded, false},
+      {{2, 8, 6, 6}, {4, 4, 1, 1}, grouped, false},
+      {{2, 8, 6, 6}, {4, 8, 3, 3}, one, false},
+      {{70000, 8, 6, 6}, {4, 8, 1, 1}, one, false},
+      {{2, 8, 6, 6}, {4, 8, 1, 1}, one, true},
+  };
+  for (const Probe& pb : probes) {
+    SCOPED_TRACE(detail::cat("x ", pb.x, " w ", pb.w, " pad ", pb.p.pad_h, " groups ", pb.p.groups,
+                             pb.bias_gradient ? " with a bias gradient" : ""));
+    const Shape y = ops::conv2d_output_shape(pb.x, pb.w, pb.p);
+    const bool rule = kernel_rules::own_pointwise(pb.x, pb.w, pb.p, pb.bias_gradient);
+    EXPECT_EQ(pw::covers(pw::Direction::BackwardFilter, pb.x, pb.w, y, pb.p, pb.bias_gradient),
+              rule);
+    if (!pb.bias_gradient) {
+      EXPECT_EQ(pw::covers(pw::Direction::Forward, pb.x, pb.w, y, pb.p, false), rule);
+      EXPECT_EQ(pw::covers(pw::Direction::BackwardData, pb.x, pb.w, y, pb.p, false), rule);
+    }
+  }
+}
+
 // What the kernels do not cover goes to cuDNN: padding, groups, kernels above 1x1, batches
 // beyond gridDim.z.
 TEST(PointwiseEmulation, UncoveredProblemsAreRefused) {
