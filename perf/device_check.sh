@@ -5,8 +5,10 @@
 # and the op profile, its cuDNN-depthwise A/B, PyTorch eager and CUDA graph, the per-shape
 # depthwise table), minimal_train for one epoch on the GPU, compute-sanitizer memcheck over the
 # GPU op-parity cases, the StepGraph cases and one whole DARTS step, racecheck over the
-# hand-written reduction and depthwise kernels, and the PyTorch twin check. summary.txt (a short table) grows after each step; steps that would pass the
-# time limit (DEVICE_CHECK_LIMIT, default 540 s from the start) are skipped and listed.
+# hand-written reduction and depthwise kernels, the PyTorch twin check and, with the time left,
+# Nsight Compute's per-kernel tables (perf/ncu_kernels.sh). summary.txt (a short table) grows
+# after each step; steps that would pass the time limit (DEVICE_CHECK_LIMIT, default 540 s
+# from the start) are skipped and listed.
 # Logs go to $OUT. Run from the repository root with .deps carried (scripts/device_deps.sh):
 #   perf/device_check.sh
 set -uo pipefail
@@ -210,6 +212,16 @@ t 120 build-gpu/perf/darts_export --device cuda --out "$OUT/twin_full.safetensor
 t 120 python3 perf/torch_darts.py check "$OUT/twin_full.safetensors" --device cuda >> "$OUT/twin.log" 2>&1
 rm -f "$OUT/twin_full.safetensors"
 summary "twin: $(grep -oE "torch_darts check: [a-zA-Z]+" "$OUT/twin.log" | tail -1)"
+
+# Nsight Compute with the time left (perf/ncu_kernels.sh: per-kernel times of one eager
+# iteration, then the leading kernels' sections), when at least 60 s are left.
+left=$(( LIMIT - $(elapsed) - 10 ))
+if [ "$left" -ge 60 ]; then
+  perf/ncu_kernels.sh build-gpu "$OUT/ncu" "$left" > "$OUT/ncu.log" 2>&1
+  summary "ncu: $(head -1 "$OUT/ncu.log"); $(head -1 "$OUT/ncu/ncu_kernels.txt" 2> /dev/null)"
+else
+  echo "skipped (time): perf/ncu_kernels.sh" >> "$OUT/skipped.txt"
+fi
 
 # The search-quality check at its GPU budget, last and only when asked (DEVICE_QUALITY=1): it
 # needs more time than one call usually has left.

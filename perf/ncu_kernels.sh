@@ -25,7 +25,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 step=("$B/perf/darts_bench" --device cuda --iters 1 --warmup 0 --graph 0)
 common=(--clock-control none --cache-control none --force-overwrite)
 
-timeout 90 "$NCU" "${common[@]}" --metrics gpu__time_duration.sum,launch__registers_per_thread \
+part1=$(( BUDGET - 10 < 90 ? BUDGET - 10 : 90 ))
+[ "$part1" -lt 10 ] && part1=10
+timeout "$part1" "$NCU" "${common[@]}" --metrics gpu__time_duration.sum,launch__registers_per_thread \
   -o "$OUT/ncu_all" "${step[@]}" > "$OUT/ncu_all.log" 2>&1
 echo "ncu part 1 (every kernel, one pass): rc=$?"
 "$NCU" --import "$OUT/ncu_all.ncu-rep" --csv --page raw --print-units base > "$OUT/ncu_all.csv" 2>> "$OUT/ncu_all.log"
