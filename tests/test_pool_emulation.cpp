@@ -103,6 +103,31 @@ TEST(PoolEmulation, ForwardAndBackwardRepeatTheCpuBits) {
     for (PoolMode m : {PoolMode::Max, PoolMode::Average}) check_case(c, m);
 }
 
+// An element's plane and offset: the 32-bit division where both fit, the 64-bit one beyond
+// (tensors of 2^32 elements are out of a test's memory; the helper is not). Expected values
+// from exact integer arithmetic by hand (Python).
+TEST(PoolEmulation, PlaneIndexBothWays) {
+  const struct {
+    int64_t e, size, plane;
+    int at;
+  } probes[] = {
+      {0, 7, 0, 0},
+      {6, 7, 0, 6},
+      {7, 7, 1, 0},
+      {1000, 64, 15, 40},
+      {0xffffffffll, 1024, 4194303, 1023},       // the largest 32-bit element
+      {0x100000000ll, 1024, 4194304, 0},         // the first 64-bit one
+      {int64_t(5) << 32, 0x7fffffffll, 10, 10},  // the largest plane the kernels take
+      {12345678901ll, 1 << 20, 11773, 793653},
+  };
+  for (const auto& p : probes) {
+    const cuda::pool::PlaneIndex ix = cuda::pool::plane_index(p.e, p.size);
+    EXPECT_EQ(ix.plane, p.plane) << p.e << " / " << p.size;
+    EXPECT_EQ(ix.at, p.at) << p.e << " % " << p.size;
+    EXPECT_EQ(ix.plane * p.size + ix.at, p.e);
+  }
+}
+
 TEST(PoolEmulation, UncoveredPoolingsAreRefused) {
   const Shape x{1, 1, 40, 40};
   EXPECT_TRUE(pl::make_problem(x, Shape{1, 1, 38, 38}, Pool2dParams::make(PoolMode::Max, 3, 1, 0))
