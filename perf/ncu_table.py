@@ -51,10 +51,21 @@ def number(text):
         return None
 
 
+class TableError(Exception):
+    pass
+
+
 def read_rows(path):
-    with open(path, newline="") as f:
-        lines = [l for l in f if l.startswith('"')]  # ncu's own messages are not quoted
+    try:
+        with open(path, newline="") as f:
+            lines = [l for l in f if l.startswith('"')]  # ncu's own messages are not quoted
+    except OSError as e:
+        raise TableError(f"cannot read {path}: {e.strerror}")
     reader = csv.DictReader(lines)
+    if lines and not {"ID", "Kernel Name", TIME} <= set(reader.fieldnames or []):
+        raise TableError(f"{path} is not an ncu raw page with {TIME}: its header has "
+                         f"{', '.join(reader.fieldnames or [])[:200]}; expected the columns "
+                         f"ID, Kernel Name and {TIME} (ncu --csv --page raw)")
     rows = []
     for row in reader:
         if not (row.get("ID") or "").strip().isdigit():
@@ -125,7 +136,11 @@ def main():
     ap.add_argument("csv", nargs="+")
     ap.add_argument("--top", type=int, default=40)
     args = ap.parse_args()
-    rows = [row for path in args.csv for row in read_rows(path)]
+    try:
+        rows = [row for path in args.csv for row in read_rows(path)]
+    except TableError as e:
+        print(f"ncu_table: {e}", file=sys.stderr)
+        return 2
     if not rows:
         print(f"ncu_table: no profiled kernels in {' '.join(args.csv)}")
         return 1

@@ -19,4 +19,16 @@ grep -qE "^pointwise_packed_map_kernel<float, false, 16> +\(256,1,1\) +\(256,1,1
 # by name: the pointwise kernels together, 15 us, the most registers (64), the means over the
 # launches that report a value
 grep -qE "^pointwise_packed_map_kernel +3 +15\.0 +5\.00 +33\.3 +64 +40\.0 +long_scoreboard 4\.0" <<< "$out" || fail "by name"
+# bad input: a missing file and a CSV that is not an ncu raw page get exit 2 and a message
+# naming the file and what was expected, no traceback
+set +e
+err=$(python3 "$root/perf/ncu_table.py" /nonexistent/report.csv 2>&1); rc=$?
+[ "$rc" = 2 ] && grep -q "cannot read /nonexistent/report.csv" <<< "$err" || fail "missing file: $rc $err"
+bad=$(mktemp)
+printf '"a","b"\n"1","2"\n' > "$bad"
+err=$(python3 "$root/perf/ncu_table.py" "$bad" 2>&1); rc=$?
+rm -f "$bad"
+set -e
+[ "$rc" = 2 ] && grep -q "is not an ncu raw page" <<< "$err" && ! grep -q Traceback <<< "$err" ||
+  fail "not a report: $rc $err"
 echo "ncu_table_check: ok"
