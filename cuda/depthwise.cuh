@@ -284,6 +284,12 @@ inline std::optional<Tiling> plan_group_tiling(Direction d, const GroupProblem& 
   return t;
 }
 
+// The group backward data's second tile buffer (the next member's tile copied while the current
+// one is read) fits the shared memory of a block.
+inline bool group_double_buffer_fits(const Tiling& t) {
+  return t.reduce_bytes == 0 && 2 * t.tile_bytes <= kMaxSharedBytes;
+}
+
 // The filter gradients of a group (ops::depthwise_group_bwd_filter): each member keeps the
 // problem, tiling and split of its single filter gradient, so its per-block partial sums and
 // their fixed-order finish are the single kernels' (the same bits). One launch runs every

@@ -10,11 +10,42 @@
 #pragma once
 #include <type_traits>
 
+#ifndef CUDARTS_KERNEL_EMULATION
+#include <cuda_pipeline.h>
+#endif
+
 #include "check.h"
 #include "depthwise.cuh"
 
 namespace cudarts::cuda::depthwise {
 namespace {
+
+// Asynchronous global -> shared copies of one 4-byte element (cp.async on sm_80 and later, through
+// cuda_pipeline.h), their commit as one group, and the wait for all but the `kPending` most
+// recent groups. Under the host emulation (CUDARTS_KERNEL_EMULATION) a copy happens at once and
+// commit and wait do nothing: the same values in the same places.
+#ifdef CUDARTS_KERNEL_EMULATION
+template <class T>
+inline void copy_async(T* dst_shared, const T* src_global) {
+  *dst_shared = *src_global;
+}
+inline void copy_async_commit() {}
+template <int kPending>
+inline void copy_async_wait() {}
+#else
+template <class T>
+__device__ __forceinline__ void copy_async(T* dst_shared, const T* src_global) {
+  static_assert(sizeof(T) == 4, "cp.async copies 4, 8 or 16 bytes");
+  __pipeline_memcpy_async(dst_shared, src_global, sizeof(T));
+}
+__device__ __forceinline__ void copy_async_commit() {
+  __pipeline_commit();
+}
+template <int kPending>
+__device__ __forceinline__ void copy_async_wait() {
+  __pipeline_wait_prior(kPending);
+}
+#endif
 
 template <class T>
 __device__ __forceinline__ float to_float(T v) {
@@ -55,7 +86,9 @@ struct TileCursor {
 // (tile, row, column) is kept and advanced by kThreads with one carry per digit instead of two
 // integer divisions per element; the filter gradients take the divisions (their register cap of
 // __launch_bounds__(kThreads, 4) would spill the cursor). The same elements either way.
-template <class T, bool kCursor = true>
+// kAsync (no ReLU): the elements inside the source are copied asynchronously (copy_async, not
+// committed here), the zeros stored at once; the caller commits, waits and synchronises.
+template <class T, bool kCursor = true, bool kAsync = false>
 __device__ __forceinline__ void stage_tiles(const T* __restrict__ src, int64_t first_plane,
                                             int valid, int planes, int src_h, int src_w, int row0,
                                             int col0, int in_h, int in_w, bool relu,
@@ -74,11 +107,18 @@ __device__ __forceinline__ void stage_tiles(const T* __restrict__ src, int64_t f
       iw = rem - ih * in_w;
     }
     const int gh = row0 + ih, gw = col0 + iw;
-    T v = T(0.0f);
-    if (pl < valid && gh >= 0 && gh < src_h && gw >= 0 && gw < src_w)
-      v = src[(first_plane + pl) * plane_size + int64_t(gh) * src_w + gw];
-    if (relu && !(to_float(v) > 0.0f)) v = T(0.0f);
-    tile[i] = v;
+    const bool inside = pl < valid && gh >= 0 && gh < src_h && gw >= 0 && gw < src_w;
+    if constexpr (kAsync) {
+      if (inside)
+        copy_async(tile + i, src + ((first_plane + pl) * plane_size + int64_t(gh) * src_w + gw));
+      else
+        tile[i] = T(0.0f);
+    } else {
+      T v = T(0.0f);
+      if (inside) v = src[(first_plane + pl) * plane_size + int64_t(gh) * src_w + gw];
+      if (relu && !(to_float(v) > 0.0f)) v = T(0.0f);
+      tile[i] = v;
+    }
     if (kCursor) {
       iw += d_iw;
       ih += d_ih;
@@ -535,11 +575,15 @@ __device__ __forceinline__ void member_gather(const T* in, const T* w, const Gro
 // priors and the d_j, bit for bit, each dx element written once. The thread's items are lane,
 // lane + per_plane, ... (at most V: plan_group_tiling), their running sums in registers while the
 // members' dy tiles are staged in turn (each from its own first row p_lo_j, column q_lo_j).
+// kDoubleBuffer (the launcher's choice when two tiles fit the shared memory): member j + 1's
+// tile is copied asynchronously into the second buffer while member j's gradient is gathered
+// from the first (and member 0's while the priors are read), so the block does not wait for a
+// tile's loads at every member; the same operations in the same order, so the same bits.
 // At least 3 blocks per SM: without the bound 104-105 registers (2 blocks of 256 threads, each
-// waiting at a barrier per member while its next tile is loaded); with it 80 registers, no
-// spills in the general instance and 4 bytes in the stride-1 one (ptxas -v, sm_90; 4 blocks
-// would spill 40-56 bytes). Compiles; its time on a GPU not yet measured (2026-12-04, evening).
-template <class T, int V, bool kUnitStride = false>
+// waiting at a barrier per member while its next tile is loaded); with it 80 registers (ptxas
+// -v, sm_90; 4 blocks would spill 40-56 bytes). Compiles; its time on a GPU not yet measured
+// (2026-12-04, evening).
+template <class T, int V, bool kUnitStride = false, bool kDoubleBuffer = false>
 __global__ void __launch_bounds__(kThreads, 3)
     depthwise_group_bwd_data_kernel(const __grid_constant__ GroupInputs<T> dys,  // (N, C, P, Q)
                                     const __grid_constant__ GroupInputs<T> ws,   // (C, 1, R_j, S_j)
@@ -549,6 +593,7 @@ __global__ void __launch_bounds__(kThreads, 3)
                                     GroupProblem g, Tiling t) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* tiles = reinterpret_cast<T*>(smem);
+  const int64_t buffer = int64_t(t.tile_bytes / sizeof(T));  // elements of one buffer
   const Problem& pr = g.window;
   const BlockTile b = block_tile(pr.n * pr.c, t);
   const int64_t plane0 = b.plane0;
@@ -560,6 +605,22 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int64_t ch = plane % pr.c;
   const int64_t at = plane * pr.in_plane();
   const int count = t.tile_h * t.tile_w;
+  // Member j's staged window: in_h x in_w dy values from row p_lo, column q_lo.
+  const auto window = [&](int j, int& in_h, int& in_w, int& p_lo, int& q_lo) {
+    const GroupMember& m = g.m[j];
+    in_h = (t.tile_h - 1 + (m.r - 1) * m.dil_h) / pr.stride_h + 1;
+    in_w = (t.tile_w - 1 + (m.s - 1) * m.dil_w) / pr.stride_w + 1;
+    p_lo = ceil_div_signed(h0 + m.pad_h - (m.r - 1) * m.dil_h, pr.stride_h);
+    q_lo = ceil_div_signed(w0 + m.pad_w - (m.s - 1) * m.dil_w, pr.stride_w);
+  };
+  const auto stage_async = [&](int j, T* into) {
+    int in_h, in_w, p_lo, q_lo;
+    window(j, in_h, in_w, p_lo, q_lo);
+    stage_tiles<T, true, true>(dys.x[j], plane0, valid, t.planes, pr.p, pr.q, p_lo, q_lo, in_h,
+                               in_w, false, into);
+    copy_async_commit();
+  };
+  if constexpr (kDoubleBuffer) stage_async(0, tiles);  // in flight while the priors are read
   bool ok[V];
   int dst[V];
   float total[V];
@@ -579,29 +640,43 @@ __global__ void __launch_bounds__(kThreads, 3)
   }
   for (int j = 0; j < g.count; ++j) {
     const GroupMember m = g.m[j];
-    const int in_h = (t.tile_h - 1 + (m.r - 1) * m.dil_h) / pr.stride_h + 1;
-    const int in_w = (t.tile_w - 1 + (m.s - 1) * m.dil_w) / pr.stride_w + 1;
-    const int p_lo = ceil_div_signed(h0 + m.pad_h - (m.r - 1) * m.dil_h, pr.stride_h);
-    const int q_lo = ceil_div_signed(w0 + m.pad_w - (m.s - 1) * m.dil_w, pr.stride_w);
-    __syncthreads();  // the previous member's tiles are no longer read
-    stage_tiles(dys.x[j], plane0, valid, t.planes, pr.p, pr.q, p_lo, q_lo, in_h, in_w, false,
-                tiles);
-    __syncthreads();
-    if (!active) continue;
-    const T* in = tiles + slot * (in_h * in_w);
-    float acc[V];
-    if (m.r == 3)
-      member_gather<T, 3, V, kUnitStride>(in, ws.x[j] + ch * 9, m, p_lo, q_lo, in_w, pr, t, h0, w0,
-                                          lane, per_plane, acc);
-    else
-      member_gather<T, 5, V, kUnitStride>(in, ws.x[j] + ch * 25, m, p_lo, q_lo, in_w, pr, t, h0, w0,
-                                          lane, per_plane, acc);
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-      if (!ok[v]) continue;
-      const float d = (mask && !(to_float(mask[at + dst[v]]) > 0.0f)) ? 0.0f : acc[v];
-      total[v] = (j == 0 && prior_count == 0) ? d : total[v] + d;
+    int in_h, in_w, p_lo, q_lo;
+    window(j, in_h, in_w, p_lo, q_lo);
+    T* staged = tiles;
+    if constexpr (kDoubleBuffer) {
+      // Member j + 1 into the other buffer (free: every thread passed the barrier after member
+      // j - 1's gather), then wait for member j's copies only.
+      staged = tiles + (j & 1) * buffer;
+      if (j + 1 < g.count) {
+        stage_async(j + 1, tiles + ((j + 1) & 1) * buffer);
+        copy_async_wait<1>();
+      } else {
+        copy_async_wait<0>();
+      }
+      __syncthreads();  // member j's tile, copies and zeros, is complete for every thread
+    } else {
+      __syncthreads();  // the previous member's tiles are no longer read
+      stage_tiles(dys.x[j], plane0, valid, t.planes, pr.p, pr.q, p_lo, q_lo, in_h, in_w, false,
+                  tiles);
+      __syncthreads();
     }
+    if (active) {
+      const T* in = staged + slot * (in_h * in_w);
+      float acc[V];
+      if (m.r == 3)
+        member_gather<T, 3, V, kUnitStride>(in, ws.x[j] + ch * 9, m, p_lo, q_lo, in_w, pr, t, h0,
+                                            w0, lane, per_plane, acc);
+      else
+        member_gather<T, 5, V, kUnitStride>(in, ws.x[j] + ch * 25, m, p_lo, q_lo, in_w, pr, t, h0,
+                                            w0, lane, per_plane, acc);
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        if (!ok[v]) continue;
+        const float d = (mask && !(to_float(mask[at + dst[v]]) > 0.0f)) ? 0.0f : acc[v];
+        total[v] = (j == 0 && prior_count == 0) ? d : total[v] + d;
+      }
+    }
+    if constexpr (kDoubleBuffer) __syncthreads();  // this buffer is read before j + 2 reuses it
   }
 #pragma unroll
   for (int v = 0; v < V; ++v)
@@ -757,15 +832,25 @@ template <class T, int V>
 void launch_group_backward_data(const GroupInputs<T>& dys, const GroupInputs<T>& ws, const T* mask,
                                 const PriorInputs<T>& priors, int prior_count, T* dx,
                                 const GroupProblem& g, const Tiling& t, cudaStream_t stream) {
+  // Two tile buffers (the next member's tile copied while the current one is read) where they
+  // fit; cp.async takes 4-byte elements.
+  const bool two = sizeof(T) == 4 && group_double_buffer_fits(t);
+  const size_t smem = two ? 2 * t.tile_bytes : t.smem_bytes();
   with_stride_kind(g.window, [&](auto unit) {
-    depthwise_group_bwd_data_kernel<T, V, decltype(unit)::value>
-        <<<tile_grid(g.window, t), kThreads, t.smem_bytes(), stream>>>(dys, ws, mask, priors,
-                                                                       prior_count, dx, g, t);
+    if (two)
+      depthwise_group_bwd_data_kernel<T, V, decltype(unit)::value, true>
+          <<<tile_grid(g.window, t), kThreads, smem, stream>>>(dys, ws, mask, priors, prior_count,
+                                                               dx, g, t);
+    else
+      depthwise_group_bwd_data_kernel<T, V, decltype(unit)::value, false>
+          <<<tile_grid(g.window, t), kThreads, smem, stream>>>(dys, ws, mask, priors, prior_count,
+                                                               dx, g, t);
   });
   CUDARTS_LAUNCH_CHECK("depthwise_group_bwd_data_kernel", "(dx ", g.window.n, "x", g.window.c, "x",
                        g.window.h, "x", g.window.w, ", ", g.count, " convolutions, ", prior_count,
                        " priors, ", t.planes, " planes of ", t.tile_h, "x", t.tile_w,
-                       " per block, ", t.smem_bytes(), " bytes of shared memory)");
+                       " per block, ", two ? "two buffers, " : "", smem,
+                       " bytes of shared memory)");
 }
 
 // scratch: group_filter_scratch_bytes(g) bytes (unused when g.partial_floats == 0).

@@ -24,6 +24,9 @@ static_assert(emu::kThreads == cudarts::cuda::depthwise::kThreads);
 #define __shared__
 #define __launch_bounds__(...)
 
+// The kernels' headers take the emulation's synchronous stand-ins for the asynchronous copies.
+#define CUDARTS_KERNEL_EMULATION
+
 // The block's dynamic shared memory: the kernels' `extern __shared__ ... smem[]` names it.
 namespace cudarts::cuda::depthwise {
 namespace {
@@ -348,14 +351,30 @@ void check_group(const char* name, const Shape& xs, int stride, bool relu, int p
   ASSERT_TRUE(tb.has_value());
   dw::PriorInputs<float> gpr{};
   for (int i = 0; i < prior_count; ++i) gpr.x[i] = fp[size_t(i)].data();
-  Framed fdx = framed(std::vector<float>(size_t(xs.numel()), kNaN), kOutGuard);
-  launch(dw::tile_grid(gb->window, *tb), tb->smem_bytes(), [&] {
-    dw::with_stride_kind(gb->window, [&](auto unit) {
-      dw::depthwise_group_bwd_data_kernel<float, dw::kOutputsInFlight, decltype(unit)::value>(
-          gg, gw, relu ? fx.data() : nullptr, gpr, prior_count, fdx.data(), *gb, *tb);
+  // With one tile buffer and with two (the next member's tile staged while the current one is
+  // read; the emulation copies at once): the same bits.
+  ASSERT_TRUE(dw::group_double_buffer_fits(*tb)) << "the cases are meant to reach both";
+  std::vector<float> got[2];
+  for (int two = 0; two < 2; ++two) {
+    SCOPED_TRACE(two ? "two tile buffers" : "one tile buffer");
+    Framed fdx = framed(std::vector<float>(size_t(xs.numel()), kNaN), kOutGuard);
+    launch(dw::tile_grid(gb->window, *tb), two ? 2 * tb->tile_bytes : tb->smem_bytes(), [&] {
+      dw::with_stride_kind(gb->window, [&](auto unit) {
+        if (two)
+          dw::depthwise_group_bwd_data_kernel<float, dw::kOutputsInFlight, decltype(unit)::value,
+                                              true>(gg, gw, relu ? fx.data() : nullptr, gpr,
+                                                    prior_count, fdx.data(), *gb, *tb);
+        else
+          dw::depthwise_group_bwd_data_kernel<float, dw::kOutputsInFlight, decltype(unit)::value,
+                                              false>(gg, gw, relu ? fx.data() : nullptr, gpr,
+                                                     prior_count, fdx.data(), *gb, *tb);
+      });
     });
-  });
-  EXPECT_TRUE(fdx.guards_intact()) << "group backward wrote outside dx";
+    EXPECT_TRUE(fdx.guards_intact()) << "group backward wrote outside dx";
+    got[two] = fdx.body();
+  }
+  EXPECT_EQ(got[0], got[1]) << "two tile buffers changed the bits";
+  const std::vector<float>& group_dx = got[1];
   std::vector<const std::vector<float>*> terms;
   for (auto& v : pr) terms.push_back(&v);
   for (auto& v : single_dx) terms.push_back(&v);
@@ -365,8 +384,8 @@ void check_group(const char* name, const Shape& xs, int stride, bool relu, int p
     for (size_t k = 1; k < terms.size(); ++k) acc += (*terms[k])[i];
     want[i] = acc;
   }
-  EXPECT_EQ(fdx.body(), want);
-  EXPECT_LE(test::normalized_error(fdx.body(), tdx.to_vector()), 1e-5);
+  EXPECT_EQ(group_dx, want);
+  EXPECT_LE(test::normalized_error(group_dx, tdx.to_vector()), 1e-5);
 }
 
 TEST(DepthwiseEmulation, GroupKernelsRepeatTheSingleKernelsBits) {

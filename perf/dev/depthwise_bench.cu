@@ -23,7 +23,8 @@
 //                  4 as 2, each thread's dy values of a tile loaded before the x tile is
 //                    staged (filter_block's kPreload: the same bits, more registers)
 // Timed without bias (DARTS convolutions have none); validated with bias / dbias, so the fused
-// epilogues are checked too.
+// epilogues are checked too. Then the group backward data (an edge's four leading convolutions)
+// with one tile buffer and with two (group_table).
 #include <cudnn.h>
 
 #include <CLI/CLI.hpp>
@@ -350,6 +351,126 @@ struct Row {
 
 }  // namespace
 
+// The group backward data (an edge's four leading convolutions: 3x3, 5x5, 3x3 dilation 2, 5x5
+// dilation 2, with the ReLU mask and three prior gradients, as the DARTS cells run it) with one
+// tile buffer and with two (the next member's tile copied while the current one is read; the
+// library's where two fit), each validated against the CPU group op, then timed. Adds a row per
+// shape to `out` and counts validation failures.
+int group_table(Context& cpu, Context& gpu, Timer& timer, const std::string& filter,
+                bool* host_bound, json& out) {
+  struct GroupShape {
+    const char* label;
+    int64_t n, c, h, w;
+    int stride;
+  };
+  const GroupShape shapes[] = {{"search N64 C16 32x32", 64, 16, 32, 32, 1},
+                               {"search N64 C32 16x16", 64, 32, 16, 16, 1},
+                               {"search N64 C64 8x8", 64, 64, 8, 8, 1},
+                               {"reduce N64 C16 32x32 s2", 64, 16, 32, 32, 2},
+                               {"reduce N64 C32 16x16 s2", 64, 32, 16, 16, 2}};
+  const int ks[] = {3, 5, 3, 5}, pads[] = {1, 2, 2, 4}, dils[] = {1, 1, 2, 2};
+  constexpr int kPriors = 3;
+  const cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
+  int failures = 0;
+  json rows = json::array();
+  std::printf("\ngroup backward data (microseconds, median of the repeats; * = the library's)\n");
+  std::printf("%-28s %12s %12s %10s\n", "shape", "one buffer", "two buffers", "max-err");
+  for (const GroupShape& gs : shapes) {
+    if (!filter.empty() && std::string(gs.label).find(filter) == std::string::npos) continue;
+    const Shape xs{gs.n, gs.c, gs.h, gs.w};
+    std::vector<Shape> wss, yss;
+    std::vector<Conv2dParams> ps;
+    for (int j = 0; j < 4; ++j) {
+      Conv2dParams p = Conv2dParams::make(gs.stride, pads[j], dils[j], int(gs.c));
+      p.relu_input = true;
+      ps.push_back(p);
+      wss.push_back(Shape{gs.c, 1, ks[j], ks[j]});
+      yss.push_back(ops::conv2d_output_shape(xs, wss.back(), p));
+    }
+    const auto g = dw::make_group(dw::Direction::BackwardData, xs, wss, yss, ps);
+    const auto t =
+        g ? dw::plan_group_tiling(dw::Direction::BackwardData, *g, sizeof(float)) : std::nullopt;
+    CUDARTS_CHECK(g && t, gs.label, ": not a group the kernels take");
+    // Host data, the CPU reference, the device copies.
+    const auto hx = random_values(size_t(xs.numel()), 11);
+    std::vector<std::vector<float>> hw, hg, hp;
+    for (int j = 0; j < 4; ++j) {
+      hw.push_back(random_values(size_t(wss[size_t(j)].numel()), uint32_t(12 + j)));
+      hg.push_back(random_values(size_t(yss[size_t(j)].numel()), uint32_t(20 + j)));
+    }
+    for (int i = 0; i < kPriors; ++i)
+      hp.push_back(random_values(size_t(xs.numel()), uint32_t(30 + i)));
+    std::vector<Tensor> cw, cg, cp, gw, gg, gp;
+    std::vector<const Tensor*> cwp, cgp, cpp, gwp, ggp, gpp;
+    for (int j = 0; j < 4; ++j) {
+      cw.push_back(Tensor::from_vector(cpu, wss[size_t(j)], hw[size_t(j)]));
+      cg.push_back(Tensor::from_vector(cpu, yss[size_t(j)], hg[size_t(j)]));
+      gw.push_back(Tensor::from_vector(gpu, wss[size_t(j)], hw[size_t(j)]));
+      gg.push_back(Tensor::from_vector(gpu, yss[size_t(j)], hg[size_t(j)]));
+    }
+    for (int i = 0; i < kPriors; ++i) {
+      cp.push_back(Tensor::from_vector(cpu, xs, hp[size_t(i)]));
+      gp.push_back(Tensor::from_vector(gpu, xs, hp[size_t(i)]));
+    }
+    for (int j = 0; j < 4; ++j) {
+      cwp.push_back(&cw[size_t(j)]), cgp.push_back(&cg[size_t(j)]);
+      gwp.push_back(&gw[size_t(j)]), ggp.push_back(&gg[size_t(j)]);
+    }
+    for (int i = 0; i < kPriors; ++i) cpp.push_back(&cp[size_t(i)]), gpp.push_back(&gp[size_t(i)]);
+    Tensor cx = Tensor::from_vector(cpu, xs, hx), gx = Tensor::from_vector(gpu, xs, hx);
+    Tensor cdx = Tensor::empty(cpu, xs), gdx = Tensor::empty(gpu, xs);
+    ops::depthwise_group_bwd_data(cpu, cgp, cwp, ps, &cx, cpp, cdx);
+    const std::vector<float> ref = cdx.to_vector();
+    dw::GroupInputs<float> d{}, w{};
+    dw::PriorInputs<float> pri{};
+    for (int j = 0; j < 4; ++j) d.x[j] = gg[size_t(j)].data(), w.x[j] = gw[size_t(j)].data();
+    for (int i = 0; i < kPriors; ++i) pri.x[i] = gp[size_t(i)].data();
+    const bool fits = dw::group_double_buffer_fits(*t);
+    double us[2] = {NAN, NAN}, worst = 0.0;
+    for (int two = 0; two < 2; ++two) {
+      if (two && !fits) continue;
+      const auto call = [&] {
+        dw::with_stride_kind(g->window, [&](auto unit) {
+          if (two)
+            dw::depthwise_group_bwd_data_kernel<float, dw::kOutputsInFlight, decltype(unit)::value,
+                                                true>
+                <<<dw::tile_grid(g->window, *t), dw::kThreads, 2 * t->tile_bytes, stream>>>(
+                    d, w, gx.data(), pri, kPriors, gdx.data(), *g, *t);
+          else
+            dw::depthwise_group_bwd_data_kernel<float, dw::kOutputsInFlight, decltype(unit)::value,
+                                                false>
+                <<<dw::tile_grid(g->window, *t), dw::kThreads, t->smem_bytes(), stream>>>(
+                    d, w, gx.data(), pri, kPriors, gdx.data(), *g, *t);
+        });
+        CUDARTS_LAUNCH_CHECK("depthwise_group_bwd_data_kernel");
+      };
+      ops::fill(gpu, gdx, NAN);
+      call();
+      gpu.synchronize();
+      const double e = normalized_error(gdx.to_vector(), ref);
+      worst = std::max(worst, e);
+      if (!(e <= kTolData)) {
+        ++failures;
+        std::fprintf(stderr, "VALIDATION FAILED: group backward data %s, %s: error %.3g\n",
+                     gs.label, two ? "two buffers" : "one buffer", e);
+      }
+      us[two] = timer.median_us(call, host_bound);
+    }
+    char cells[2][24];
+    for (int two = 0; two < 2; ++two)
+      std::snprintf(cells[two], sizeof(cells[two]), "%.1f%s", us[two],
+                    (two == 1) == fits ? "*" : "");
+    std::printf("%-28s %12s %12s %10.2g\n", gs.label, cells[0], cells[1], worst);
+    rows.push_back({{"shape", gs.label},
+                    {"one_buffer_us", us[0]},
+                    {"two_buffers_us", fits ? json(us[1]) : json(nullptr)},
+                    {"library", fits ? "two buffers" : "one buffer"},
+                    {"max_error", worst}});
+  }
+  out["group_bwd_data"] = rows;
+  return failures;
+}
+
 int main(int argc, char** argv) {
   std::string json_path, filter;
   int repeats = 25;
@@ -368,6 +489,7 @@ int main(int argc, char** argv) {
   int cudnn_inexact = 0;  // cuDNN algorithms beyond it (reported, not ours to fix)
   bool host_bound = false;
   std::vector<Row> rows[3];
+  json group_rows = json::object();  // the group backward data table (group_table)
   try {
     Context cpu;
     Context gpu(Device::cuda(0));
@@ -625,6 +747,7 @@ int main(int argc, char** argv) {
       }
     }
     cudnnDestroy(cudnn);
+    failures += group_table(cpu, gpu, timer, filter, &host_bound, group_rows);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "depthwise_bench: %s\n", e.what());
     return 1;
@@ -633,7 +756,8 @@ int main(int argc, char** argv) {
   // ---------------------------------------------------------------- report
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  json out = {{"repeats", repeats},
+  json out = {{"group_bwd_data", group_rows.value("group_bwd_data", json::array())},
+              {"repeats", repeats},
               {"failures", failures},
               {"cudnn_inexact", cudnn_inexact},
               {"seconds", seconds},
