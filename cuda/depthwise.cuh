@@ -284,10 +284,10 @@ inline std::optional<Tiling> plan_group_tiling(Direction d, const GroupProblem& 
   return t;
 }
 
-// The group backward data's second tile buffer (the next member's tile copied while the current
-// one is read) fits the shared memory of a block.
-inline bool group_double_buffer_fits(const Tiling& t) {
-  return t.reduce_bytes == 0 && 2 * t.tile_bytes <= kMaxSharedBytes;
+// A second tile buffer (the next tile copied while the current one is read: the group backward
+// data, the filter gradients) fits the shared memory of a block: 2 tiles and the reduce space.
+inline bool double_buffer_fits(const Tiling& t) {
+  return 2 * t.tile_bytes + t.reduce_bytes <= kMaxSharedBytes;
 }
 
 // The filter gradients of a group (ops::depthwise_group_bwd_filter): each member keeps the

@@ -380,10 +380,38 @@ __device__ __forceinline__ void filter_unit_preloaded(const T* __restrict__ x,
   }
 }
 
+// One unit's items of filter_block (lane, lane + per_plane, ... of the tile at (oh0, ow0)): their
+// dy values from g (the plane's dy), their taps from the staged x tile `in`, each item's
+// products added in tap order. `relu_on_read`: the tile holds x itself and the fused ReLU is
+// applied as a tap is read (the pipelined staging copies x as it is); max(v, 0) either way.
+template <class T, int R, int S>
+__device__ __forceinline__ void filter_items(const T* in, const T* __restrict__ g,
+                                             const Problem& pr, const Tiling& t, int lane,
+                                             int per_plane, int oh0, int ow0, bool relu_on_read,
+                                             float (&acc)[R * S + 1]) {
+  constexpr int K = R * S;
+  const int count = t.tile_h * t.tile_w, row_step = pr.dil_h * t.in_w;
+  for (int item = lane; item < count; item += per_plane) {
+    const int oh = item / t.tile_w, ow = item % t.tile_w;
+    if (oh0 + oh >= pr.p || ow0 + ow >= pr.q) continue;
+    const float gv = to_float(g[(oh0 + oh) * pr.q + ow0 + ow]);
+    const T* src = in + oh * pr.stride_h * t.in_w + ow * pr.stride_w;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        float v = to_float(src[r * row_step + s * pr.dil_w]);
+        if (relu_on_read && !(v > 0.0f)) v = 0.0f;
+        acc[r * S + s] = fmaf(gv, v, acc[r * S + s]);
+      }
+    acc[K] += gv;
+  }
+}
+
 // The block of channel group `cgroup` and chunk `chunk` (the single kernel's blockIdx.x and .y),
 // its shared memory at smem; shared by the single and the group kernels, so a convolution's
 // partial sums are the same bits in both.
-template <class T, int R, int S, bool kPreload = false>
+template <class T, int R, int S, bool kPreload = false, bool kPipelined = false>
 __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* __restrict__ dy,
                                              float* __restrict__ partials, T* __restrict__ dw,
                                              T* __restrict__ dbias, const Problem& pr,
@@ -391,7 +419,8 @@ __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* _
                                              int64_t chunk, unsigned char* smem) {
   constexpr int K = R * S, KT = K + 1;
   T* tiles = reinterpret_cast<T*>(smem);
-  float* leader_sums = reinterpret_cast<float*>(smem + t.tile_bytes);
+  // kPipelined: two tile buffers (filter_double_buffer_fits), the leader sums after them.
+  float* leader_sums = reinterpret_cast<float*>(smem + (kPipelined ? 2 : 1) * t.tile_bytes);
   const int64_t c0 = cgroup * t.planes;
   const int valid = int(min64(t.planes, pr.c - c0));
   const int per_plane = kThreads / t.planes;
@@ -399,13 +428,47 @@ __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* _
   const int64_t u_begin = chunk * sp.units_per_chunk;
   const int64_t u_end = min64(sp.units, u_begin + sp.units_per_chunk);
   const int64_t tiles_per_plane = t.tiles();
-  const int count = t.tile_h * t.tile_w, row_step = pr.dil_h * t.in_w;
   const T* in = tiles + slot * (t.in_h * t.in_w);
 
   float acc[KT];
 #pragma unroll
   for (int k = 0; k < KT; ++k) acc[k] = 0.0f;
-  for (int64_t u = u_begin; u < u_end; ++u) {
+  if constexpr (kPipelined) {
+    // The next unit's x tile copied asynchronously (as it is: the ReLU applied on read) into
+    // the other buffer while this unit's products are added; the same products in the same
+    // order, so the same bits.
+    const int64_t buffer = int64_t(t.tile_bytes / sizeof(T));
+    const auto stage_unit = [&](int64_t u, T* into) {
+      const int64_t n = u / tiles_per_plane;
+      const int tile = int(u - n * tiles_per_plane);
+      const int oh0 = (tile / t.tiles_w) * t.tile_h, ow0 = (tile % t.tiles_w) * t.tile_w;
+      stage_tiles<T, false, true>(x, n * pr.c + c0, valid, t.planes, pr.h, pr.w,
+                                  oh0 * pr.stride_h - pr.pad_h, ow0 * pr.stride_w - pr.pad_w,
+                                  t.in_h, t.in_w, false, into);
+      copy_async_commit();
+    };
+    if (u_begin < u_end) stage_unit(u_begin, tiles);
+    for (int64_t u = u_begin; u < u_end; ++u) {
+      const int k = int((u - u_begin) & 1);
+      if (u + 1 < u_end) {
+        stage_unit(u + 1, tiles + (k ^ 1) * buffer);
+        copy_async_wait<1>();
+      } else {
+        copy_async_wait<0>();
+      }
+      __syncthreads();  // unit u's tile is complete for every thread
+      if (slot < valid) {
+        const int64_t n = u / tiles_per_plane;
+        const int tile = int(u - n * tiles_per_plane);
+        const int oh0 = (tile / t.tiles_w) * t.tile_h, ow0 = (tile % t.tiles_w) * t.tile_w;
+        filter_items<T, R, S>(tiles + k * buffer + slot * (t.in_h * t.in_w),
+                              dy + (n * pr.c + c0 + slot) * pr.out_plane(), pr, t, lane, per_plane,
+                              oh0, ow0, pr.relu_input, acc);
+      }
+      __syncthreads();  // this buffer is read before unit u + 2 is copied into it
+    }
+  }
+  for (int64_t u = u_begin; u < u_end && !kPipelined; ++u) {
     const int64_t n = u / tiles_per_plane;
     const int tile = int(u - n * tiles_per_plane);
     const int oh0 = (tile / t.tiles_w) * t.tile_h, ow0 = (tile % t.tiles_w) * t.tile_w;
@@ -419,21 +482,9 @@ __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* _
                           oh0 * pr.stride_h - pr.pad_h, ow0 * pr.stride_w - pr.pad_w, t.in_h,
                           t.in_w, pr.relu_input, tiles);
     __syncthreads();
-    if (slot < valid) {
-      const T* g = dy + (n * pr.c + c0 + slot) * pr.out_plane();
-      for (int item = lane; item < count; item += per_plane) {
-        const int oh = item / t.tile_w, ow = item % t.tile_w;
-        if (oh0 + oh >= pr.p || ow0 + ow >= pr.q) continue;
-        const float gv = to_float(g[(oh0 + oh) * pr.q + ow0 + ow]);
-        const T* src = in + oh * pr.stride_h * t.in_w + ow * pr.stride_w;
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-          for (int s = 0; s < S; ++s)
-            acc[r * S + s] = fmaf(gv, to_float(src[r * row_step + s * pr.dil_w]), acc[r * S + s]);
-        acc[K] += gv;
-      }
-    }
+    if (slot < valid)
+      filter_items<T, R, S>(in, dy + (n * pr.c + c0 + slot) * pr.out_plane(), pr, t, lane,
+                            per_plane, oh0, ow0, false, acc);
   }
 
   // Every thread arrives here (no early exit above), so the full-warp shuffles are safe.
@@ -464,7 +515,7 @@ __device__ __forceinline__ void filter_block(const T* __restrict__ x, const T* _
   }
 }
 
-template <class T, int R, int S, bool kPreload = false>
+template <class T, int R, int S, bool kPreload = false, bool kPipelined = false>
 __global__ void __launch_bounds__(kThreads)
     depthwise_bwd_filter_kernel(const T* __restrict__ x,       // (N, C, H, W)
                                 const T* __restrict__ dy,      // (N, C, P, Q)
@@ -473,8 +524,8 @@ __global__ void __launch_bounds__(kThreads)
                                 T* __restrict__ dbias,         // (C) or nullptr, +=
                                 Problem pr, Tiling t, FilterSplit sp) {
   extern __shared__ __align__(16) unsigned char smem[];
-  filter_block<T, R, S, kPreload>(x, dy, partials, dw, dbias, pr, t, sp, blockIdx.x, blockIdx.y,
-                                  smem);
+  filter_block<T, R, S, kPreload, kPipelined>(x, dy, partials, dw, dbias, pr, t, sp, blockIdx.x,
+                                              blockIdx.y, smem);
 }
 
 // Stage 2: dw[c, tap] += sum over chunks j = 0, 1, ... of partials[j, c, tap] (tap < taps), and
@@ -689,7 +740,7 @@ __global__ void __launch_bounds__(kThreads, 3)
 // added into dws[j] when it has one chunk. No bias. At least 4 blocks per SM: without the bound
 // the two inlined kernel sizes take 117 registers (2 blocks); with it 64, no spills (ptxas -v,
 // sm_90), the single 5x5 kernel's occupancy.
-template <class T>
+template <class T, bool kPipelined = false>
 __global__ void __launch_bounds__(kThreads, 4) depthwise_group_bwd_filter_kernel(
     const T* __restrict__ x,                      // (N, C, H, W)
     const __grid_constant__ GroupInputs<T> dys,   // (N, C, P_j, Q_j)
@@ -704,11 +755,11 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise_group_bwd_filter_kernel
     return;
   float* part = m.split.chunks > 1 ? partials + m.partials_at : nullptr;
   if (m.problem.r == 3)
-    filter_block<T, 3, 3>(x, dys.x[j], part, dws.x[j], nullptr, m.problem, m.tiling, m.split,
-                          blockIdx.x, blockIdx.y, smem);
+    filter_block<T, 3, 3, false, kPipelined>(x, dys.x[j], part, dws.x[j], nullptr, m.problem,
+                                             m.tiling, m.split, blockIdx.x, blockIdx.y, smem);
   else
-    filter_block<T, 5, 5>(x, dys.x[j], part, dws.x[j], nullptr, m.problem, m.tiling, m.split,
-                          blockIdx.x, blockIdx.y, smem);
+    filter_block<T, 5, 5, false, kPipelined>(x, dys.x[j], part, dws.x[j], nullptr, m.problem,
+                                             m.tiling, m.split, blockIdx.x, blockIdx.y, smem);
 }
 
 // Stage 2 for every member with several chunks: entry e of member j (its finish_at_j .. +C*R*S)
@@ -796,18 +847,26 @@ void launch_backward_data(const T* dy, const T* w, const T* mask, T* dx, const P
 }
 
 // partials: filter_partials_bytes(pr, sp) bytes (unused when sp.chunks == 1). kPreload: the
-// bench's variant 4 (filter_block).
-template <class T, int R, int S, bool kPreload = false>
+// bench's variant 4 (filter_block); kAllowTwoBuffers false: one x tile buffer even where two fit
+// (the bench's variant 5, the library's kernel before 2026-12-04 evening).
+template <class T, int R, int S, bool kPreload = false, bool kAllowTwoBuffers = true>
 void launch_backward_filter(const T* x, const T* dy, T* dw, T* dbias, float* partials,
                             const Problem& pr, const Tiling& t, const FilterSplit& sp,
                             cudaStream_t stream) {
   const dim3 grid(unsigned(ceil_div(pr.c, t.planes)), unsigned(sp.chunks));
-  depthwise_bwd_filter_kernel<T, R, S, kPreload>
-      <<<grid, kThreads, t.smem_bytes(), stream>>>(x, dy, partials, dw, dbias, pr, t, sp);
+  // Two x tile buffers (the next unit's copied while the current one is read) where they fit.
+  const bool two = kAllowTwoBuffers && !kPreload && sizeof(T) == 4 && double_buffer_fits(t);
+  const size_t smem = t.smem_bytes() + (two ? t.tile_bytes : 0);
+  if (two)
+    depthwise_bwd_filter_kernel<T, R, S, false, true>
+        <<<grid, kThreads, smem, stream>>>(x, dy, partials, dw, dbias, pr, t, sp);
+  else
+    depthwise_bwd_filter_kernel<T, R, S, kPreload, false>
+        <<<grid, kThreads, smem, stream>>>(x, dy, partials, dw, dbias, pr, t, sp);
   CUDARTS_LAUNCH_CHECK("depthwise_bwd_filter_kernel", "(x ", pr.n, "x", pr.c, "x", pr.h, "x", pr.w,
                        ", kernel ", R, "x", S, ", ", t.planes, " channels of ", t.tile_h, "x",
-                       t.tile_w, " per block, ", sp.chunks, " chunks, ", t.smem_bytes(),
-                       " bytes of shared memory)");
+                       t.tile_w, " per block, ", sp.chunks, " chunks, ", two ? "two buffers, " : "",
+                       smem, " bytes of shared memory)");
   if (sp.chunks == 1) return;
   const int64_t total = pr.c * (R * S + 1);
   const int64_t blocks = std::min<int64_t>(ceil_div(total, kThreads), kMaxGridY);
@@ -834,7 +893,7 @@ void launch_group_backward_data(const GroupInputs<T>& dys, const GroupInputs<T>&
                                 const GroupProblem& g, const Tiling& t, cudaStream_t stream) {
   // Two tile buffers (the next member's tile copied while the current one is read) where they
   // fit; cp.async takes 4-byte elements.
-  const bool two = sizeof(T) == 4 && group_double_buffer_fits(t);
+  const bool two = sizeof(T) == 4 && double_buffer_fits(t);
   const size_t smem = two ? 2 * t.tile_bytes : t.smem_bytes();
   with_stride_kind(g.window, [&](auto unit) {
     if (two)
@@ -857,10 +916,19 @@ void launch_group_backward_data(const GroupInputs<T>& dys, const GroupInputs<T>&
 template <class T>
 void launch_group_backward_filter(const T* x, const GroupInputs<T>& dys, const GroupOutputs<T>& dws,
                                   float* partials, const GroupFilter& g, cudaStream_t stream) {
+  // Two x tile buffers per block (filter_block's kPipelined) when every member's fit.
+  bool two = sizeof(T) == 4;
+  for (int j = 0; j < g.count; ++j) two = two && double_buffer_fits(g.m[j].tiling);
   size_t smem = 0;
-  for (int j = 0; j < g.count; ++j) smem = std::max(smem, g.m[j].tiling.smem_bytes());
+  for (int j = 0; j < g.count; ++j)
+    smem = std::max(smem, g.m[j].tiling.smem_bytes() + (two ? g.m[j].tiling.tile_bytes : 0));
   const dim3 grid(unsigned(g.blocks_x), unsigned(g.blocks_y), unsigned(g.count));
-  depthwise_group_bwd_filter_kernel<T><<<grid, kThreads, smem, stream>>>(x, dys, partials, dws, g);
+  if (two)
+    depthwise_group_bwd_filter_kernel<T, true>
+        <<<grid, kThreads, smem, stream>>>(x, dys, partials, dws, g);
+  else
+    depthwise_group_bwd_filter_kernel<T, false>
+        <<<grid, kThreads, smem, stream>>>(x, dys, partials, dws, g);
   CUDARTS_LAUNCH_CHECK("depthwise_group_bwd_filter_kernel", "(x ", g.m[0].problem.n, "x",
                        g.m[0].problem.c, "x", g.m[0].problem.h, "x", g.m[0].problem.w, ", ",
                        g.count, " convolutions, grid ", g.blocks_x, "x", g.blocks_y, "x", g.count,

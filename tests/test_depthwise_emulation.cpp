@@ -200,20 +200,26 @@ void check_case(const Case& unfused, bool relu) {
       const dw::FilterSplit splits[] = {dw::plan_filter_split(*pr, *t),
                                         dw::plan_filter_split(*pr, *t, int64_t(1) << 40, 1),
                                         dw::plan_filter_split(*pr, *t, 1, 1 << 20)};
-      // (each split also with the dy values preloaded, depthwise_bench's variant 4: the same
-      // bits as the library's kernel)
+      // (each split also with the dy values preloaded, depthwise_bench's variant 4, and with two
+      // x tile buffers, the launcher's choice where they fit: the same bits as the one-buffer
+      // kernel; the emulation copies at once)
       std::vector<float> library_dw;
-      for (int preload = 0; preload < 2; ++preload)
+      const char* const variants[3] = {"", ", dy preloaded", ", two tile buffers"};
+      for (int variant = 0; variant < 3; ++variant)
         for (const dw::FilterSplit& sp : splits) {
+          if (variant == 2 && !dw::double_buffer_fits(*t)) continue;
           SCOPED_TRACE(detail::cat(sp.chunks, " chunks of ", sp.units_per_chunk, " units",
-                                   preload ? ", dy preloaded" : ""));
+                                   variants[variant]));
           Framed fdw = framed(dw0, kOutGuard), fdb = framed(db0, kOutGuard);
           const size_t pbytes = dw::filter_partials_bytes(*pr, sp);
           Framed part = framed(std::vector<float>(pbytes / sizeof(float), kNaN), kOutGuard);
           const dim3 grid(unsigned(dw::ceil_div(pr->c, t->planes)), unsigned(sp.chunks));
-          launch(grid, t->smem_bytes(), [&] {
-            if (preload)
+          launch(grid, t->smem_bytes() + (variant == 2 ? t->tile_bytes : 0), [&] {
+            if (variant == 1)
               dw::depthwise_bwd_filter_kernel<float, R, S, true>(
+                  fx.data(), fg.data(), part.data(), fdw.data(), fdb.data(), *pr, *t, sp);
+            else if (variant == 2)
+              dw::depthwise_bwd_filter_kernel<float, R, S, false, true>(
                   fx.data(), fg.data(), part.data(), fdw.data(), fdb.data(), *pr, *t, sp);
             else
               dw::depthwise_bwd_filter_kernel<float, R, S>(fx.data(), fg.data(), part.data(),
@@ -232,8 +238,8 @@ void check_case(const Case& unfused, bool relu) {
           EXPECT_LE(test::normalized_error(fdw.body(), ref_dw), 1e-5) << "dw";
           EXPECT_LE(test::normalized_error(fdb.body(), ref_db), 1e-5) << "dbias";
           if (&sp == &splits[0]) {
-            if (!preload) library_dw = fdw.body();
-            EXPECT_TRUE(fdw.body() == library_dw) << "preloading changed the bits";
+            if (variant == 0) library_dw = fdw.body();
+            EXPECT_TRUE(fdw.body() == library_dw) << "the variant changed the bits";
           }
         }
     }));
@@ -353,7 +359,7 @@ void check_group(const char* name, const Shape& xs, int stride, bool relu, int p
   for (int i = 0; i < prior_count; ++i) gpr.x[i] = fp[size_t(i)].data();
   // With one tile buffer and with two (the next member's tile staged while the current one is
   // read; the emulation copies at once): the same bits.
-  ASSERT_TRUE(dw::group_double_buffer_fits(*tb)) << "the cases are meant to reach both";
+  ASSERT_TRUE(dw::double_buffer_fits(*tb)) << "the cases are meant to reach both";
   std::vector<float> got[2];
   for (int two = 0; two < 2; ++two) {
     SCOPED_TRACE(two ? "two tile buffers" : "one tile buffer");

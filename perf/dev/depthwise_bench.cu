@@ -22,6 +22,8 @@
 //                  3 two-pass with 4x fewer chunks (more work per block)
 //                  4 as 2, each thread's dy values of a tile loaded before the x tile is
 //                    staged (filter_block's kPreload: the same bits, more registers)
+//                  5 as 2 with one x tile buffer (2 and 3 take two where they fit: the next
+//                    unit's tile copied with cp.async while the current one is read)
 // Timed without bias (DARTS convolutions have none); validated with bias / dbias, so the fused
 // epilogues are checked too. Then the group backward data (an edge's four leading convolutions)
 // with one tile buffer and with two (group_table).
@@ -343,7 +345,7 @@ struct Measured {
 
 struct Row {
   BenchShape shape;
-  std::vector<Measured> ours;  // variants 1..3 (backward filter: 1..4)
+  std::vector<Measured> ours;  // variants 1..3 (backward filter: 1..5)
   int chosen = 0;              // the library's variant
   Measured cudnn_det, cudnn_fast;
   double api_error = NAN;  // the library through ops::conv2d_* on the CUDA context
@@ -425,7 +427,7 @@ int group_table(Context& cpu, Context& gpu, Timer& timer, const std::string& fil
     dw::PriorInputs<float> pri{};
     for (int j = 0; j < 4; ++j) d.x[j] = gg[size_t(j)].data(), w.x[j] = gw[size_t(j)].data();
     for (int i = 0; i < kPriors; ++i) pri.x[i] = gp[size_t(i)].data();
-    const bool fits = dw::group_double_buffer_fits(*t);
+    const bool fits = dw::double_buffer_fits(*t);
     double us[2] = {NAN, NAN}, worst = 0.0;
     for (int two = 0; two < 2; ++two) {
       if (two && !fits) continue;
@@ -594,6 +596,11 @@ int main(int argc, char** argv) {
           dw::launch_backward_filter<float, R, S, true>(gx.data(), gg.data(), gdw.data(),
                                                         bias ? gdb.data() : nullptr, part, p, t_w,
                                                         split_lib, stream);
+        });
+        fil.push_back([&, p, t_w, split_lib](bool bias) {
+          dw::launch_backward_filter<float, R, S, false, false>(gx.data(), gg.data(), gdw.data(),
+                                                                bias ? gdb.data() : nullptr, part,
+                                                                p, t_w, split_lib, stream);
         });
       });
       CUDARTS_CHECK(sized, bs.label(), ": no kernel instance for ", bs.k, "x", bs.k);
@@ -765,13 +772,13 @@ int main(int argc, char** argv) {
   for (int dir = 0; dir < 3; ++dir) {
     std::printf("\n%s (microseconds, median of %d; * = the library's variant)\n", kDirNames[dir],
                 repeats);
-    std::printf("%-34s %9s %9s %9s %9s %16s %16s %7s %7s %9s\n", "shape", "v1", "v2", "v3", "v4",
-                "cudnn-det(algo)", "cudnn-fast(algo)", "xdet", "xfast", "max-err");
+    std::printf("%-34s %9s %9s %9s %9s %9s %16s %16s %7s %7s %9s\n", "shape", "v1", "v2", "v3",
+                "v4", "v5", "cudnn-det(algo)", "cudnn-fast(algo)", "xdet", "xfast", "max-err");
     json list = json::array();
     for (const Row& r : rows[dir]) {
-      char cells[4][16];
+      char cells[5][16];
       double max_err = r.api_error;
-      for (int v = 0; v < 4; ++v) {
+      for (int v = 0; v < 5; ++v) {
         if (v < int(r.ours.size())) {
           std::snprintf(cells[v], sizeof(cells[v]), "%.1f%s", r.ours[size_t(v)].us,
                         v + 1 == r.chosen ? "*" : "");
@@ -786,9 +793,9 @@ int main(int argc, char** argv) {
         std::snprintf(det, sizeof(det), "%.1f (%d)", r.cudnn_det.us, r.cudnn_det.id);
       if (r.cudnn_fast.id >= 0)
         std::snprintf(fast, sizeof(fast), "%.1f (%d)", r.cudnn_fast.us, r.cudnn_fast.id);
-      std::printf("%-34s %9s %9s %9s %9s %16s %16s %6.1fx %6.1fx %9.2g\n", r.shape.label().c_str(),
-                  cells[0], cells[1], cells[2], cells[3], det, fast, r.cudnn_det.us / mine,
-                  r.cudnn_fast.us / mine, max_err);
+      std::printf("%-34s %9s %9s %9s %9s %9s %16s %16s %6.1fx %6.1fx %9.2g\n",
+                  r.shape.label().c_str(), cells[0], cells[1], cells[2], cells[3], cells[4], det,
+                  fast, r.cudnn_det.us / mine, r.cudnn_fast.us / mine, max_err);
       json variants = json::array();
       for (const Measured& m : r.ours)
         variants.push_back({{"variant", m.id}, {"us", m.us}, {"error", m.error}});
