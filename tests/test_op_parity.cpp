@@ -220,6 +220,11 @@ std::vector<OpCase> all_cases() {
       {"pw_c200to20_7x7_nobias", {3, 200, 7, 7}, 20, 1, Conv2dParams::make(1, 0), false},
       {"pw_c3to40_40x40", {2, 3, 40, 40}, 40, 1, Conv2dParams::make(1, 0)},
       {"pw_c256_4x4_nobias", {2, 256, 4, 4}, 256, 1, Conv2dParams::make(1, 0), false},
+      // Batch 64 (the search network's): the packed map kernel at 16 output channels per thread
+      // (C16 32x32: 256 pixel blocks) and at 8 (C32 16x16: 64 x 4 blocks); the small batches
+      // above take 4 (pointwise::map_outputs).
+      {"pw_n64_c16_32x32_nobias", {64, 16, 32, 32}, 16, 1, Conv2dParams::make(1, 0), false},
+      {"pw_n64_c32_16x16_nobias", {64, 32, 16, 16}, 32, 1, Conv2dParams::make(1, 0), false},
   };
   // The three directions of one convolution; with relu the ReLU is fused (relu_input) and
   // backward data reads the forward input as its mask.
