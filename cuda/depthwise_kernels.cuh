@@ -287,9 +287,12 @@ __device__ __forceinline__ void plane_gather(const T* __restrict__ in, const flo
 // reach its dx tile; p_lo = ceil((h0 + ph - (R-1) dh) / sh) is the first. Row and column
 // divisibility are tested apart (R + S tests per output instead of R * S). With a fused ReLU
 // (mask = the forward input x) an element is written as 0 where x <= 0 (relu_bwd's rule).
-// kUnitStride: plane_gather's (launchers: with_stride_kind).
+// kUnitStride: plane_gather's (launchers: with_stride_kind). Kernels up to 5x5 at 4 blocks per
+// SM: the 5x5 instances took 80 registers (3 blocks), with the bound 64, no spills (ptxas -v,
+// sm_90; 7x7 would spill 84-132 bytes: 2 blocks, its 128 registers as before). Compiles; its time
+// on a GPU not yet measured (2026-12-04, evening).
 template <class T, int R, int S, int V, bool kUnitStride = false>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, (R * S <= 25) ? 4 : 2)
     depthwise_bwd_data_kernel(const T* __restrict__ dy,    // (N, C, P, Q)
                               const T* __restrict__ w,     // (C, 1, R, S)
                               const T* __restrict__ mask,  // (N, C, H, W) or nullptr
