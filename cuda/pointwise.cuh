@@ -87,7 +87,7 @@ inline std::optional<Problem> make_problem(const Shape& x, const Shape& w, const
                              int64_t(prm.stride_w) * y[3]};
   for (int64_t e : extents)
     if (e < 1 || e >= kMaxExtent) return std::nullopt;
-  if (x[0] < 1 || x[0] > kMaxGridYZ) return std::nullopt;  // the map kernels' gridDim.z
+  if (x[0] < 1 || x[0] > kMaxGridYZ) return std::nullopt;  // the per-image kernel's gridDim.z
   if (x[2] * x[3] >= kMaxPlane) return std::nullopt;       // 32-bit offsets within a plane
   if (ceil_div(x[2] * x[3], kBlockPixels) > kMaxGridX) return std::nullopt;
   if (ceil_div(x[0] * std::max(x[2] * x[3], y[2] * y[3]), kThreads) > kMaxGridX)

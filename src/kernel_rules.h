@@ -32,8 +32,10 @@ inline bool group_kernel_size(int64_t r, int64_t s) {
 }
 
 // A dense 1x1 convolution without padding (groups 1, weight (K, C, 1, 1)), at most 65535
-// images (the map kernels' gridDim.z); with a bias gradient the filter gradient is not taken
-// (`bias_gradient`).
+// images (the gridDim.z of the per-image map kernel, which only pointwise_bench still launches:
+// the library's packed kernel and filter gradient have no such limit; the limit goes with that
+// kernel once a GPU run has compared them); with a bias gradient the filter gradient is not
+// taken (`bias_gradient`).
 inline bool own_pointwise(const Shape& x, const Shape& w, const Conv2dParams& p,
                           bool bias_gradient) {
   return x.ndim() == 4 && w.ndim() == 4 && p.groups == 1 && w[2] == 1 && w[3] == 1 &&
